@@ -1,0 +1,54 @@
+"""Write a file or folder under a temporary name and move it into place only when complete, so a crash
+or an interrupt never leaves a half-written result under the final name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Raise FileExistsError if ``path`` exists and ``overwrite`` is False."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+
+
+@contextmanager
+def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success move it to ``final``, on error delete it.
+
+    The caller writes a file or creates a folder at the yielded path. An existing ``final`` is refused
+    unless ``overwrite``; when replaced, the old one is removed only after the new one is in place.
+    """
+    final = Path(final)
+    refuse_existing(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    _remove(temporary)
+    try:
+        yield temporary
+        if not temporary.exists():
+            raise FileNotFoundError(f"nothing was written to {temporary}")
+        _move_into_place(temporary, final)
+    finally:
+        _remove(temporary)
+
+
+def _move_into_place(temporary: Path, final: Path) -> None:
+    if final.is_dir() and not final.is_symlink():
+        backup = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, backup)
+        os.replace(temporary, final)
+        shutil.rmtree(backup)
+    else:
+        os.replace(temporary, final)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

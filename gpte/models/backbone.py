@@ -1,0 +1,151 @@
+"""The backbone: a Hugging Face transformer (encoder, decoder or the encoder of an encoder-decoder)
+and its tokenizer, loaded from a folder or a GGUF file, returning token states.
+
+Kinds: ``encoder`` (BERT, RoBERTa, XLM-R, MPNet, ...: bidirectional), ``decoder`` (Llama, Qwen2,
+Mistral, GPT-2, ...: a causal LM family without a masked-LM head), ``encoder-decoder`` (T5 and kin:
+only the encoder runs). The kind decides the default pooling and whether left padding is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+from gpte.errors import ModelLoadError
+from gpte.models.tokenization import TokenBatch
+
+KINDS = ("encoder", "decoder", "encoder-decoder")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Weights a base model may define that embeddings never use, so a checkpoint may lack them.
+UNUSED_WEIGHT_MARKERS = ("pooler.",)
+
+
+def detect_kind(config: PretrainedConfig) -> str:
+    """``encoder-decoder`` if the config says so; ``decoder`` for a causal-LM family with no masked-LM
+    head in transformers; ``encoder`` otherwise."""
+    if config.is_encoder_decoder:
+        return "encoder-decoder"
+    config_class = type(config)
+    if config_class in MODEL_FOR_CAUSAL_LM_MAPPING and config_class not in MODEL_FOR_MASKED_LM_MAPPING:
+        return "decoder"
+    return "encoder"
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``"float32"``/``"bfloat16"``/``"float16"`` (or the torch dtype) -> torch dtype; None -> float32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+
+
+class Backbone(nn.Module):
+    """A transformer and its tokenizer.
+
+    Args:
+        model: the base model (no LM head); for encoder-decoders the encoder-only class.
+        tokenizer: its tokenizer.
+        kind: one of ``KINDS``.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: Any, kind: str) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown backbone kind {kind!r}; choose one of {', '.join(KINDS)}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        gguf_file: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        trust_remote_code: bool = False,
+    ) -> Backbone:
+        """Load a transformer from a folder (config.json + weights) or from ``folder/gguf_file``.
+
+        Raises:
+            ModelLoadError: the folder or file is missing, or its config, weights or tokenizer cannot be read.
+        """
+        folder = Path(folder)
+        where = folder / gguf_file if gguf_file else folder
+        if not where.exists():
+            raise ModelLoadError(f"model path {where} does not exist")
+        options = {"trust_remote_code": trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})}
+        try:
+            config = AutoConfig.from_pretrained(folder, **options)
+            kind = detect_kind(config)
+            model_class = _encoder_class(config) if kind == "encoder-decoder" else AutoModel
+            model, info = model_class.from_pretrained(
+                folder, config=config, dtype=parse_dtype(dtype), output_loading_info=True, **options
+            )
+            tokenizer = AutoTokenizer.from_pretrained(folder, **options)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise ModelLoadError(f"could not load a transformer from {where}: {error}") from error
+        missing = [key for key in info["missing_keys"] if not any(m in key for m in UNUSED_WEIGHT_MARKERS)]
+        if missing:
+            raise ModelLoadError(
+                f"the weights in {where} lack {len(missing)} tensors of {type(model).__name__} "
+                f"(first: {missing[:3]}); the checkpoint is incomplete or of another architecture"
+            )
+        return cls(model, tokenizer, kind)
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The longest input the position embeddings allow, or None (relative positions)."""
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def forward(self, batch: TokenBatch, all_layers: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Run the transformer; returns the last layer's states and, if ``all_layers``, every layer's."""
+        inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if self.kind == "decoder" and self._takes_position_ids:
+            inputs["position_ids"] = batch.position_ids
+        output = self.model(**inputs, output_hidden_states=all_layers, return_dict=True)
+        return output.last_hidden_state, (output.hidden_states if all_layers else None)
+
+    def save(self, folder: Path) -> None:
+        """Write config, safetensors weights and tokenizer files into ``folder``."""
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+
+def _encoder_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    """The encoder-only class of an encoder-decoder family (T5Model -> T5EncoderModel)."""
+    full_name = AutoModel._model_mapping[type(config)].__name__
+    encoder_class = getattr(transformers, full_name.replace("Model", "EncoderModel"), None)
+    if encoder_class is None:
+        raise ModelLoadError(f"{full_name} is an encoder-decoder with no encoder-only class in transformers")
+    return encoder_class

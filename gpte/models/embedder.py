@@ -1,0 +1,435 @@
+"""The Embedder: prompt -> tokens -> backbone -> pooler -> dense -> truncate/normalize -> precision.
+
+``Embedder.load`` reads sentence-transformers folders (same vectors as sentence-transformers), plain
+Hugging Face folders, GGUF files, hub ids and the packaged default model; ``save`` writes the
+sentence-transformers layout. ``encode`` tokenizes every distinct text once, runs batches of similar
+token length and restores the input order, so vectors do not depend on batch size, order or padding.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from gpte.atomic import atomic_path
+from gpte.models.backbone import Backbone
+from gpte.models.dense import Dense
+from gpte.models.pooling import Pooler, TokenStates, build_pooler
+from gpte.models.postprocess import check_precision, quantize, truncate_and_normalize
+from gpte.models.sources import resolve_model
+from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
+from gpte.models.tokenization import TextTokenizer
+from gpte.prompts import PromptTemplate, Prompts
+from gpte.runtime.batching import deduplicate, length_sorted_batches
+from gpte.similarity import check_similarity, similarity
+
+CONVERT_TO = ("numpy", "torch")
+DEFAULT_POOLING = {"encoder": "mean", "encoder-decoder": "mean", "decoder": "last"}
+FALLBACK_MAX_LENGTH = 512
+TOKENIZE_CHUNK = 65_536  # texts tokenized at a time: bounds memory on long inputs
+PROGRESS_MIN_BATCHES = 16  # show_progress=None shows a bar from this many batches on
+
+
+@dataclass
+class EncodeReport:
+    """What an ``encode`` call did.
+
+    Attributes:
+        n_texts: inputs given.
+        n_unique: distinct inputs, each encoded once.
+        truncated_indices: input positions whose text was cut to ``max_seq_length`` tokens.
+        n_tokens: tokens run through the model (distinct texts, special tokens included).
+        seconds: wall time of the call.
+    """
+
+    n_texts: int
+    n_unique: int
+    truncated_indices: list[int] = field(default_factory=list)
+    n_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def n_truncated(self) -> int:
+        return len(self.truncated_indices)
+
+
+@dataclass
+class EncodeResult:
+    """Vectors (numpy array or torch tensor) and the report of the call that made them."""
+
+    vectors: np.ndarray | torch.Tensor
+    report: EncodeReport
+
+
+class Embedder(nn.Module):
+    """A text embedding model.
+
+    Args:
+        backbone: transformer and tokenizer.
+        pooler: the pooling step.
+        dense: projections applied after pooling, in order.
+        normalize: L2-normalize output vectors by default.
+        prompts: named prompts and the default prompt.
+        similarity: the model's similarity function (cosine, dot, euclidean, manhattan).
+        max_seq_length: tokens per text, special tokens included; None takes the model's limit.
+        lowercase: lowercase texts first (sentence-transformers' ``do_lower_case``).
+        padding_side: ``"right"``, or ``"left"`` for decoder and encoder-decoder backbones.
+        name: where the model came from, for display and provenance.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        pooler: Pooler,
+        *,
+        dense: Sequence[Dense] = (),
+        normalize: bool = False,
+        prompts: Prompts | None = None,
+        similarity: str = "cosine",
+        max_seq_length: int | None = None,
+        lowercase: bool = False,
+        padding_side: str = "right",
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        check_similarity(similarity)
+        if padding_side == "left" and backbone.kind == "encoder":
+            raise ValueError("padding_side='left' is supported for decoder and encoder-decoder backbones; encoders pad right")
+        self.backbone = backbone
+        self.pooler = pooler
+        self.dense = nn.ModuleList(dense)
+        self.normalize = bool(normalize)
+        self.prompts = prompts or Prompts()
+        self.similarity_name = similarity
+        self.name = name
+        self.tokenizer = TextTokenizer(backbone.tokenizer, self._max_length(max_seq_length), lowercase, padding_side)
+
+    # ----------------------------------------------------------------- loading and saving
+
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str | Path | None = None,
+        *,
+        pooling: str | dict[str, Any] | Pooler | None = None,
+        normalize: bool | None = None,
+        max_seq_length: int | None = None,
+        prompts: dict[str, str] | None = None,
+        default_prompt: str | None = None,
+        similarity: str | None = None,
+        padding_side: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Embedder:
+        """Load a model; keyword options override what the model folder says.
+
+        Args:
+            name_or_path: None (packaged all-MiniLM-L6-v2), a packaged name, a folder (sentence-transformers
+                or plain Hugging Face), a ``.gguf`` file, or a hub id.
+            pooling: a pooler name (``gpte.models.pooling.POOLERS``), ``{"name": ..., **options}``, or a Pooler.
+                Default: the folder's pooling, else ``mean`` for encoders and ``last`` for decoders.
+            normalize: L2-normalize outputs by default (default: the folder's Normalize module, else False).
+            max_seq_length: tokens per text (default: the folder's, else the model's position limit).
+            prompts, default_prompt: named prompts (``{name: template or prefix}``) and the default name;
+                ``prompts`` replaces the folder's prompts.
+            similarity: cosine, dot, euclidean or manhattan (default: the folder's, else cosine).
+            padding_side: right (default) or left (decoders, encoder-decoders).
+            device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available, else CPU.
+            dtype: float32 (default), bfloat16 or float16 weights.
+            revision: hub revision for hub ids.
+            trust_remote_code: allow model code from the folder (transformers' option).
+
+        Raises:
+            ModelLoadError: the model cannot be found or read.
+            ValueError: an unknown option value (the message lists the allowed ones).
+        """
+        source = resolve_model(name_or_path, revision)
+        layout = read_layout(source.folder) if source.gguf_file is None else ModelLayout(source.folder)
+        backbone = Backbone.from_pretrained(layout.transformer_folder, source.gguf_file, dtype, trust_remote_code)
+        embedder = cls(
+            backbone,
+            _pooler(pooling, layout.pooling, backbone.kind),
+            dense=[Dense.load(folder) for folder in layout.dense_folders],
+            normalize=layout.normalize if normalize is None else normalize,
+            prompts=Prompts.from_strings(layout.prompts if prompts is None else prompts, default_prompt or layout.default_prompt),
+            similarity=similarity or layout.similarity or "cosine",
+            max_seq_length=max_seq_length or layout.max_seq_length,
+            lowercase=layout.lowercase,
+            padding_side=padding_side or layout.padding_side or "right",
+            name=source.name,
+        )
+        return embedder.to(_device(device))
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the model in the sentence-transformers layout (loadable by gpte and sentence-transformers).
+
+        Prompts and poolers that sentence-transformers cannot express (templates with ``{text}`` inside,
+        span/multi-layer pooling, EOS appending) are kept in ``gpte_config.json``; a warning says that
+        sentence-transformers will not reproduce them. The folder appears only once complete.
+
+        Raises:
+            FileExistsError: ``folder`` exists and ``overwrite`` is False.
+        """
+        folder = Path(folder)
+        layout = self._layout()
+        st_prompts = {name: t.prefix for name, t in self.prompts.templates.items() if t.prefix is not None}
+        lost = [name for name in self.prompts.templates if name not in st_prompts]
+        if pooling_to_st(layout.pooling["name"], layout.pooling, self.backbone.hidden_size) is None:
+            lost.append(f"pooling {self.pooler.name} {self.pooler.config()}")
+        if lost:
+            warnings.warn(f"saved for gpte; sentence-transformers will not reproduce: {', '.join(lost)}", stacklevel=2)
+        with atomic_path(folder, overwrite) as temporary:
+            temporary.mkdir()
+            self.backbone.save(temporary)
+            write_layout(temporary, layout, self.backbone.hidden_size, list(self.dense), st_prompts)
+        return folder
+
+    def _layout(self) -> ModelLayout:
+        return ModelLayout(
+            transformer_folder=Path(""),
+            pooling={"name": self.pooler.name, **self.pooler.config()},
+            normalize=self.normalize,
+            max_seq_length=self.max_seq_length,
+            lowercase=self.tokenizer.lowercase,
+            prompts=self.prompts.to_strings(),
+            default_prompt=self.prompts.default,
+            similarity=self.similarity_name,
+            padding_side=self.tokenizer.padding_side,
+        )
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def dimension(self) -> int:
+        """Length of the output vectors (before ``truncate_dim``)."""
+        return self.dense[-1].linear.out_features if len(self.dense) else self.backbone.hidden_size
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.tokenizer.max_length
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def info(self) -> dict[str, Any]:
+        """A summary: backbone, parameters, dimension, pooling, max length, prompts, similarity."""
+        config = self.backbone.config
+        return {
+            "name": self.name,
+            "backbone": type(self.backbone.model).__name__,
+            "model_type": config.model_type,
+            "kind": self.backbone.kind,
+            "parameters": sum(p.numel() for p in self.parameters()),
+            "layers": getattr(config, "num_hidden_layers", None),
+            "hidden_size": self.backbone.hidden_size,
+            "dimension": self.dimension,
+            "pooling": {"name": self.pooler.name, **self.pooler.config()},
+            "dense": [d.config() for d in self.dense],
+            "normalize": self.normalize,
+            "max_seq_length": self.max_seq_length,
+            "padding_side": self.tokenizer.padding_side,
+            "prompts": self.prompts.to_strings(),
+            "default_prompt": self.prompts.default,
+            "similarity": self.similarity_name,
+            "dtype": str(self.backbone.dtype).removeprefix("torch."),
+            "device": str(self.device),
+        }
+
+    # ----------------------------------------------------------------- encoding
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: str | PromptTemplate | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        convert_to: str = "numpy",
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts; see :meth:`encode_with_report` for the arguments. Returns only the vectors."""
+        return self.encode_with_report(
+            texts, role, prompt, batch_size, normalize, truncate_dim, precision, convert_to, show_progress, task
+        ).vectors
+
+    def encode_with_report(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: str | PromptTemplate | None = None,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        convert_to: str = "numpy",
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> EncodeResult:
+        """Embed texts.
+
+        Args:
+            texts: a string (returns one vector) or a sequence of strings (returns a matrix).
+            role: ``"query"``, ``"document"`` or another prompt name of the model: picks the prompt.
+            prompt: a prompt name of the model, or a literal template (``"...{text}..."``) or prefix.
+            batch_size: texts per forward pass.
+            normalize: L2-normalize; None uses the model's default.
+            truncate_dim: keep the first dimensions (Matryoshka); normalization happens after truncation.
+            precision: float32, float16, int8, uint8 (ranges from this call's vectors), binary, ubinary.
+            convert_to: ``"numpy"`` or ``"torch"`` (a CPU tensor).
+            show_progress: progress bar; None shows it for long inputs.
+            task: fills the prompt's ``{task}`` slot (instruction templates).
+
+        Returns:
+            EncodeResult: vectors (n, dim) in input order, or (dim,) for a single string, and the report.
+            Texts longer than ``max_seq_length`` tokens are truncated and counted (a warning gives the count).
+
+        Raises:
+            TypeError: ``texts`` is None, not a string or sequence, or holds a non-string (index named).
+            ValueError: an unknown role, precision or convert_to; a bad batch_size or truncate_dim.
+        """
+        started = time.perf_counter()
+        text_list, single = _check_texts(texts)
+        self._check_options(batch_size, truncate_dim, precision, convert_to)
+        template = self.prompts.resolve(prompt, role)
+        template = template.fill(task) if template is not None else _no_task(task)
+        unique, inverse = deduplicate(text_list)
+        pooled, truncated, n_tokens = self._encode_unique(unique, template, batch_size, show_progress)
+        use_normalize = self.normalize if normalize is None else bool(normalize)
+        vectors = truncate_and_normalize(pooled, truncate_dim, use_normalize)[torch.from_numpy(inverse)]
+        report = EncodeReport(len(text_list), len(unique), np.flatnonzero(truncated[inverse]).tolist(), n_tokens)
+        if report.n_truncated:
+            warnings.warn(
+                f"{report.n_truncated} of {report.n_texts} texts were longer than {self.max_seq_length} tokens "
+                "and were truncated",
+                stacklevel=2,
+            )
+        output = _convert(vectors, precision, convert_to)
+        report.seconds = time.perf_counter() - started
+        return EncodeResult(output[0] if single else output, report)
+
+    def _encode_unique(
+        self, texts: list[str], template: PromptTemplate | None, batch_size: int, show_progress: bool | None
+    ) -> tuple[torch.Tensor, np.ndarray, int]:
+        """Pooled vectors (float32, CPU) of distinct texts, their truncation flags and the token count."""
+        pooled = torch.empty((len(texts), self.dimension), dtype=torch.float32)
+        truncated = np.zeros(len(texts), dtype=bool)
+        n_tokens = 0
+        show = len(texts) >= PROGRESS_MIN_BATCHES * batch_size if show_progress is None else show_progress
+        suffix = self.pooler.suffix_ids(self.backbone.tokenizer)
+        with torch.inference_mode(), tqdm(total=len(texts), unit="text", disable=not show, desc="encode") as bar:
+            for start in range(0, len(texts), TOKENIZE_CHUNK):
+                chunk = self.tokenizer.tokenize(texts[start : start + TOKENIZE_CHUNK], template, suffix, self.pooler.needs_segments)
+                truncated[start : start + len(chunk.truncated)] = chunk.truncated
+                lengths = [len(ids) for ids in chunk.input_ids]
+                n_tokens += sum(lengths)
+                for rows in length_sorted_batches(lengths, batch_size):
+                    batch = self.tokenizer.pad(chunk, rows).to(self.device)
+                    pooled[torch.from_numpy(rows + start)] = self._forward(batch).float().cpu()
+                    bar.update(len(rows))
+        return pooled, truncated, n_tokens
+
+    def _forward(self, batch) -> torch.Tensor:
+        """Token batch -> pooled (and projected) vectors, on the model's device."""
+        hidden, layers = self.backbone(batch, all_layers=self.pooler.needs_layers)
+        vectors = self.pooler(TokenStates(hidden, batch.attention_mask, layers, batch.segments))
+        for dense in self.dense:
+            vectors = dense(vectors)
+        return vectors
+
+    def _check_options(self, batch_size: int, truncate_dim: int | None, precision: str, convert_to: str) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if truncate_dim is not None and (
+            not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or not 1 <= truncate_dim <= self.dimension
+        ):
+            raise ValueError(f"truncate_dim must be an integer from 1 to the model's dimension {self.dimension}, got {truncate_dim!r}")
+        check_precision(precision)
+        if convert_to not in CONVERT_TO:
+            raise ValueError(f"unknown convert_to {convert_to!r}; choose one of: {', '.join(CONVERT_TO)}")
+
+    def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """The (n, m) similarity matrix between vectors ``a`` and ``b`` under the model's similarity function."""
+        return similarity(a, b, self.similarity_name)
+
+    def _max_length(self, requested: int | None) -> int:
+        """The requested length if the model allows it; else the model's own limit."""
+        limits = [self.backbone.max_positions, _tokenizer_limit(self.backbone.tokenizer)]
+        limit = min((value for value in limits if value), default=None)
+        if requested is None:
+            return limit or FALLBACK_MAX_LENGTH
+        if not isinstance(requested, int) or requested < 1:
+            raise ValueError(f"max_seq_length must be a positive integer, got {requested!r}")
+        if self.backbone.max_positions and requested > self.backbone.max_positions:
+            raise ValueError(f"max_seq_length {requested} exceeds the model's {self.backbone.max_positions} positions")
+        return requested
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dimension={self.dimension}, max_seq_length={self.max_seq_length}, normalize={self.normalize}"
+
+
+def _check_texts(texts: Any) -> tuple[list[str], bool]:
+    """The texts as a list, and whether a single string was given."""
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None or not (isinstance(texts, Sequence) or isinstance(texts, np.ndarray)):
+        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+    text_list = list(texts)
+    for index, text in enumerate(text_list):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}, not a string: {text!r:.80}")
+    return text_list, False
+
+
+def _no_task(task: str | None) -> None:
+    if task is not None:
+        raise ValueError(f"task={task!r} was given but no prompt is in use; name a prompt with a {{task}} slot")
+    return None
+
+
+def _convert(vectors: torch.Tensor, precision: str, convert_to: str) -> np.ndarray | torch.Tensor:
+    if precision == "float32":
+        return vectors.numpy() if convert_to == "numpy" else vectors
+    array = quantize(vectors.numpy(), precision)
+    return array if convert_to == "numpy" else torch.from_numpy(array)
+
+
+def _pooler(requested: str | dict | Pooler | None, saved: dict | None, kind: str) -> Pooler:
+    spec = requested if requested is not None else saved or DEFAULT_POOLING[kind]
+    if isinstance(spec, Pooler):
+        return spec
+    if isinstance(spec, str):
+        return build_pooler(spec)
+    if isinstance(spec, dict) and "name" in spec:
+        options = dict(spec)
+        return build_pooler(options.pop("name"), **options)
+    raise TypeError(f"pooling must be a pooler name, a dict with a 'name' key, or a Pooler; got {spec!r}")
+
+
+def _tokenizer_limit(tokenizer: Any) -> int | None:
+    """The tokenizer's model_max_length unless it is transformers' 'no limit' sentinel."""
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and value < 1_000_000 else None
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: {error}") from None

@@ -1,0 +1,181 @@
+"""Texts to token ids: prompts applied, truncation counted, prompt/text tokens marked, batches padded.
+
+Token segments (computed only when a pooler needs them) label every token of a formatted text:
+``k >= 1`` for a token of the k-th copy of the user's text, ``PROMPT`` for a token of the prompt
+template, ``SPECIAL`` for a special token the tokenizer added (CLS, SEP, BOS, EOS), ``PAD`` for padding.
+They come from the fast tokenizer's character offsets, so they hold whatever the tokenizer does at the
+boundary between prompt and text (a token straddling the boundary counts as text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from gpte.prompts import FormattedText, PromptTemplate
+
+PAD, SPECIAL, PROMPT = -2, -1, 0
+PADDING_SIDES = ("right", "left")
+
+
+@dataclass
+class TokenizedTexts:
+    """Token ids of a list of texts (unpadded).
+
+    Attributes:
+        input_ids: one list of ids per text, special tokens included, after truncation.
+        truncated: per text, whether it was cut to the maximum length.
+        segments: per text and token, its segment label (see module docstring), or None when not asked for.
+    """
+
+    input_ids: list[list[int]]
+    truncated: list[bool]
+    segments: list[list[int]] | None = None
+
+    @property
+    def n_truncated(self) -> int:
+        return sum(self.truncated)
+
+
+@dataclass
+class TokenBatch:
+    """A padded batch ready for the backbone; ``segments`` is None unless the pooler asked for them."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    segments: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+        return TokenBatch(*(move(t) for t in (self.input_ids, self.attention_mask, self.position_ids, self.segments)))
+
+
+class TextTokenizer:
+    """Tokenizes texts for an embedder.
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer (character offsets are needed for prompt spans).
+        max_length: maximum number of tokens per text, special tokens and ``suffix_ids`` included.
+        lowercase: lowercase prompt and text first (sentence-transformers' ``do_lower_case``).
+        padding_side: ``"right"`` or ``"left"``; vectors do not depend on it (positions come from the mask).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        lowercase: bool = False,
+        padding_side: str = "right",
+    ) -> None:
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"{type(tokenizer).__name__} is a slow tokenizer; gpte needs a fast (Rust) tokenizer for "
+                "character offsets. Save the model with a tokenizer.json, or load it with use_fast=True."
+            )
+        if padding_side not in PADDING_SIDES:
+            raise ValueError(f"unknown padding_side {padding_side!r}; choose one of {', '.join(PADDING_SIDES)}")
+        if not isinstance(max_length, int) or max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.lowercase = lowercase
+        self.padding_side = padding_side
+        self.pad_id = _first_id(tokenizer, ("pad_token_id", "eos_token_id", "unk_token_id"), default=0)
+        self.empty_fallback_id = _first_id(
+            tokenizer, ("bos_token_id", "eos_token_id", "cls_token_id", "pad_token_id", "unk_token_id"), default=0
+        )
+
+    def tokenize(
+        self,
+        texts: list[str],
+        prompt: PromptTemplate | None = None,
+        suffix_ids: tuple[int, ...] = (),
+        with_segments: bool = False,
+    ) -> TokenizedTexts:
+        """Tokenize ``texts`` placed in ``prompt``, append ``suffix_ids`` (e.g. EOS), truncate to max_length.
+
+        A text that yields no token at all (an empty string with a tokenizer that adds no special
+        tokens) gets one token, the BOS (else EOS, CLS, PAD, UNK) token, so that every text has a vector.
+        """
+        template = prompt or PromptTemplate.parse("")
+        formatted = [template.format(text, self.lowercase) for text in texts]
+        budget = self.max_length - len(suffix_ids)
+        if budget < 1:
+            raise ValueError(f"max_length {self.max_length} leaves no room for the {len(suffix_ids)} suffix tokens")
+        encoded = self.tokenizer(
+            [f.text for f in formatted],
+            truncation=True,
+            max_length=budget,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=with_segments,
+            return_special_tokens_mask=with_segments,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        first_rows, truncated = _first_row_per_text(encoded["overflow_to_sample_mapping"], len(texts))
+        input_ids, segments = [], [] if with_segments else None
+        for text_index, row in enumerate(first_rows):
+            ids = list(encoded["input_ids"][row])
+            labels = _segment_labels(encoded, row, formatted[text_index]) if with_segments else None
+            if suffix_ids and (not ids or ids[-1] != suffix_ids[-1]):
+                ids += suffix_ids
+                labels = labels + [SPECIAL] * len(suffix_ids) if labels is not None else None
+            if not ids:
+                ids, labels = [self.empty_fallback_id], [SPECIAL] if labels is not None else None
+            input_ids.append(ids)
+            if segments is not None:
+                segments.append(labels)
+        return TokenizedTexts(input_ids, truncated, segments)
+
+    def pad(self, tokenized: TokenizedTexts, rows: np.ndarray | list[int]) -> TokenBatch:
+        """Pad the texts at ``rows`` to their longest length; positions count real tokens only."""
+        sequences = [tokenized.input_ids[i] for i in rows]
+        width = max(len(ids) for ids in sequences)
+        input_ids = np.full((len(sequences), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+        segments = np.full((len(sequences), width), PAD, dtype=np.int64) if tokenized.segments is not None else None
+        for r, (i, ids) in enumerate(zip(rows, sequences)):
+            cols = slice(0, len(ids)) if self.padding_side == "right" else slice(width - len(ids), width)
+            input_ids[r, cols] = ids
+            attention_mask[r, cols] = 1
+            if segments is not None:
+                segments[r, cols] = tokenized.segments[i]
+        mask = torch.from_numpy(attention_mask)
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        return TokenBatch(
+            torch.from_numpy(input_ids), mask, position_ids, None if segments is None else torch.from_numpy(segments)
+        )
+
+
+def _first_id(tokenizer: PreTrainedTokenizerBase, attributes: tuple[str, ...], default: int) -> int:
+    for attribute in attributes:
+        value = getattr(tokenizer, attribute, None)
+        if value is not None:
+            return int(value)
+    return default
+
+
+def _first_row_per_text(sample_mapping: list[int], n_texts: int) -> tuple[list[int], list[bool]]:
+    """From the fast tokenizer's overflow mapping, the first row of each text and whether it overflowed."""
+    first_rows, counts = [-1] * n_texts, [0] * n_texts
+    for row, text_index in enumerate(sample_mapping):
+        if counts[text_index] == 0:
+            first_rows[text_index] = row
+        counts[text_index] += 1
+    return first_rows, [count > 1 for count in counts]
+
+
+def _segment_labels(encoded, row: int, formatted: FormattedText) -> list[int]:
+    """Label each token of one row: text copy number (1-based), PROMPT or SPECIAL."""
+    labels = []
+    for (start, end), special in zip(encoded["offset_mapping"][row], encoded["special_tokens_mask"][row]):
+        if special:
+            labels.append(SPECIAL)
+            continue
+        copy = next((k for k, (s, e) in enumerate(formatted.text_spans, 1) if start < e and end > s), PROMPT)
+        labels.append(copy)
+    return labels
