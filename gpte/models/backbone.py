@@ -28,9 +28,10 @@ UNUSED_WEIGHT_MARKERS = ("pooler.",)
 
 
 def detect_kind(config: PretrainedConfig) -> str:
-    """``encoder-decoder`` if the config says so; ``decoder`` for a causal-LM family with no masked-LM
-    head in transformers; ``encoder`` otherwise."""
-    if config.is_encoder_decoder:
+    """``encoder-decoder`` for a family with an encoder-only class in transformers (T5 -> T5EncoderModel;
+    a saved encoder's config no longer says is_encoder_decoder); ``decoder`` for a causal-LM family with
+    no masked-LM head; ``encoder`` otherwise."""
+    if config.is_encoder_decoder or encoder_only_class(config) is not None:
         return "encoder-decoder"
     config_class = type(config)
     if config_class in MODEL_FOR_CAUSAL_LM_MAPPING and config_class not in MODEL_FOR_MASKED_LM_MAPPING:
@@ -88,13 +89,15 @@ class Backbone(nn.Module):
         try:
             config = AutoConfig.from_pretrained(folder, **options)
             kind = detect_kind(config)
-            model_class = _encoder_class(config) if kind == "encoder-decoder" else AutoModel
+            model_class = encoder_only_class(config) if kind == "encoder-decoder" else AutoModel
+            if model_class is None:
+                raise ValueError(f"{config.model_type} is an encoder-decoder with no encoder-only class in transformers")
             model, info = model_class.from_pretrained(
                 folder, config=config, dtype=parse_dtype(dtype), output_loading_info=True, **options
             )
             tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise ModelLoadError(f"could not load a transformer from {where}: {error}") from error
+        except Exception as error:  # noqa: BLE001 - corrupt files fail in transformers, safetensors, tokenizers...
+            raise ModelLoadError(f"could not load a transformer from {where}: {type(error).__name__}: {error}") from error
         missing = [key for key in info["missing_keys"] if not any(m in key for m in UNUSED_WEIGHT_MARKERS)]
         if missing:
             raise ModelLoadError(
@@ -110,6 +113,14 @@ class Backbone(nn.Module):
     @property
     def hidden_size(self) -> int:
         return int(self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def num_layers(self) -> int:
+        for name in ("num_hidden_layers", "num_layers", "n_layer"):
+            value = getattr(self.config, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError(f"cannot tell how many layers {self.config.model_type} has")
 
     @property
     def max_positions(self) -> int | None:
@@ -142,10 +153,9 @@ class Backbone(nn.Module):
         self.tokenizer.save_pretrained(folder)
 
 
-def _encoder_class(config: PretrainedConfig) -> type[PreTrainedModel]:
-    """The encoder-only class of an encoder-decoder family (T5Model -> T5EncoderModel)."""
+def encoder_only_class(config: PretrainedConfig) -> type[PreTrainedModel] | None:
+    """The encoder-only class of an encoder-decoder family (T5Model -> T5EncoderModel), or None."""
+    if type(config) not in AutoModel._model_mapping:
+        return None
     full_name = AutoModel._model_mapping[type(config)].__name__
-    encoder_class = getattr(transformers, full_name.replace("Model", "EncoderModel"), None)
-    if encoder_class is None:
-        raise ModelLoadError(f"{full_name} is an encoder-decoder with no encoder-only class in transformers")
-    return encoder_class
+    return getattr(transformers, full_name.replace("Model", "EncoderModel"), None)

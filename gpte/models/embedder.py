@@ -104,6 +104,9 @@ class Embedder(nn.Module):
         check_similarity(similarity)
         if padding_side == "left" and backbone.kind == "encoder":
             raise ValueError("padding_side='left' is supported for decoder and encoder-decoder backbones; encoders pad right")
+        layers = getattr(pooler, "layers", None)
+        if layers is not None and layers > backbone.num_layers:
+            raise ValueError(f"{pooler.name} pooling asks for the top {layers} layers but the model has {backbone.num_layers}")
         self.backbone = backbone
         self.pooler = pooler
         self.dense = nn.ModuleList(dense)

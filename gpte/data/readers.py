@@ -1,0 +1,89 @@
+"""Read a list of texts from a user's file: txt/md (one text per line), jsonl, csv/tsv, parquet.
+
+Errors name the file and the line (or row) and, for a missing field, the fields that exist.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+TEXT_FORMATS = (".txt", ".md", ".jsonl", ".csv", ".tsv", ".parquet")
+DEFAULT_FIELD = "text"
+
+
+def read_texts(path: str | Path, field: str | None = None) -> list[str]:
+    """Texts of ``path``, in file order.
+
+    Args:
+        path: a .txt/.md file (one text per line; an empty line is an empty text), .jsonl (one object
+            per line, or one JSON string per line), .csv/.tsv (with a header row) or .parquet file.
+        field: the field/column holding the text for jsonl/csv/tsv/parquet (default ``"text"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unsupported extension, malformed line, missing field, or a value that is not a string.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in TEXT_FORMATS:
+        raise ValueError(f"{path}: unsupported input format {suffix!r}; use one of {', '.join(TEXT_FORMATS)}")
+    field = field or DEFAULT_FIELD
+    if suffix in (".txt", ".md"):
+        return _read_lines(path)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, field)
+    if suffix == ".parquet":
+        return _read_parquet(path, field)
+    return _read_delimited(path, field, "\t" if suffix == ".tsv" else ",")
+
+
+def _read_lines(path: Path) -> list[str]:
+    content = path.read_text(encoding="utf-8")
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            if isinstance(value, dict):
+                if field not in value:
+                    raise ValueError(f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field")
+                value = value[field]
+            texts.append(_string(value, f"{path}:{number}"))
+    return texts
+
+
+def _read_delimited(path: Path, field: str, delimiter: str) -> list[str]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        if field not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field")
+        return [_string(row[field], f"{path}:{reader.line_num}") for row in reader]
+
+
+def _read_parquet(path: Path, field: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    if field not in schema.names:
+        raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)}); choose one with --field")
+    values = pq.read_table(path, columns=[field]).column(field).to_pylist()
+    return [_string(value, f"{path}: row {index}") for index, value in enumerate(values)]
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: the text is {type(value).__name__}, not a string: {value!r:.80}")
+    return value
