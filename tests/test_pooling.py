@@ -45,6 +45,12 @@ def test_prompt_exclusion_keeps_text_and_trailing_special_tokens():
     torch.testing.assert_close(build_pooler("weighted_mean", include_prompt=False)(states), torch.tensor([[(4 * 3 + 5 * 4 + 6 * 5) / 15.0]]))
 
 
+def test_prompt_exclusion_of_an_empty_text_keeps_the_trailing_special_token():
+    segments = torch.tensor([[PAD, SPECIAL, PROMPT, PROMPT, SPECIAL]])  # left-padded [CLS] query : [SEP]
+    states = TokenStates(torch.zeros(1, 5, 1), (segments != PAD).long(), segments=segments)
+    assert build_pooler("mean", include_prompt=False).selection(states).tolist() == [[0, 0, 0, 0, 1]]
+
+
 def test_prompt_exclusion_drops_template_text_after_the_slot():
     # <s> This : hello " means </s>
     segments = torch.tensor([[SPECIAL, PROMPT, PROMPT, 1, PROMPT, PROMPT, SPECIAL]])

