@@ -5,6 +5,7 @@ alternating the two for ``--repeats`` rounds after a warm-up, and prints sentenc
 their ratio, and the largest absolute difference between the two libraries' vectors.
 
     python benchmarks/encode_throughput.py [--device cpu|cuda] [--batch-size 32] [--threads N] [--repeats 5]
+                                           [--model FOLDER] [--data STS_JSONL]
 
 Not a test: run it by hand and record the figures in the README.
 """
@@ -48,13 +49,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--model", default=None, help="model folder (default: the packaged all-MiniLM-L6-v2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from sentence_transformers import SentenceTransformer, __version__ as st_version
 
     sentences = stsb_sentences(args.data)
-    folder = str(resolve_model(None).folder)
+    folder = str(args.model or resolve_model(None).folder)
     gpte_model = Embedder.load(folder, device=args.device)
     st_model = SentenceTransformer(folder, device=args.device)
     runners = {
@@ -70,7 +72,7 @@ def main() -> None:
             rate, vectors[name] = timed(encode, sentences)
             rates[name].append(rate)
 
-    print(f"all-MiniLM-L6-v2, {len(sentences)} distinct STS Benchmark test sentences, device={args.device}, "
+    print(f"{folder}, {len(sentences)} distinct STS Benchmark test sentences, device={args.device}, "
           f"batch_size={args.batch_size}, threads={args.threads}, repeats={args.repeats}")
     for name, values in rates.items():
         print(f"  {name:<30} median {statistics.median(values):8.1f} sentences/s   best {max(values):8.1f}")
