@@ -31,3 +31,14 @@ def test_smollm2_encodes_with_each_pooling_independently_of_batching_and_padding
     np.testing.assert_allclose(left.encode(SENTENCES, batch_size=6), vectors, atol=1e-4, rtol=1e-5)
     similarity = right.similarity(vectors[:2], vectors[:2])
     assert similarity[0, 0] == pytest.approx(1.0, abs=1e-5) and similarity[0, 1] < 0.999
+
+
+def test_smollm2_saved_by_gpte_reloads_identically_in_gpte_and_sentence_transformers(smollm2, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    texts = [text for text in SENTENCES if text]  # sentence-transformers runs zero tokens for "" here
+    embedder = Embedder(smollm2.backbone, build_pooler("mean"))
+    vectors = embedder.encode(texts)
+    folder = embedder.save(tmp_path / "smollm2")
+    np.testing.assert_array_equal(Embedder.load(folder, device="cpu").encode(texts), vectors)
+    np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu").encode(texts), vectors, atol=1e-5)

@@ -104,6 +104,8 @@ class Backbone(nn.Module):
                 f"the weights in {where} lack {len(missing)} tensors of {type(model).__name__} "
                 f"(first: {missing[:3]}); the checkpoint is incomplete or of another architecture"
             )
+        if gguf_file:
+            _forget_gguf_quantization(model)
         return cls(model, tokenizer, kind)
 
     @property
@@ -159,3 +161,11 @@ def encoder_only_class(config: PretrainedConfig) -> type[PreTrainedModel] | None
         return None
     full_name = AutoModel._model_mapping[type(config)].__name__
     return getattr(transformers, full_name.replace("Model", "EncoderModel"), None)
+
+
+def _forget_gguf_quantization(model: PreTrainedModel) -> None:
+    """transformers dequantizes GGUF tensors into ordinary float weights on load but keeps the GGUF
+    quantizer attached, which makes ``save_pretrained`` refuse; drop that leftover metadata."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config

@@ -165,7 +165,7 @@ class Embedder(nn.Module):
             _pooler(pooling, layout.pooling, backbone.kind),
             dense=[Dense.load(folder) for folder in layout.dense_folders],
             normalize=layout.normalize if normalize is None else normalize,
-            prompts=Prompts.from_strings(layout.prompts if prompts is None else prompts, default_prompt or layout.default_prompt),
+            prompts=_prompts(prompts, default_prompt, layout),
             similarity=similarity or layout.similarity or "cosine",
             max_seq_length=max_seq_length or layout.max_seq_length,
             lowercase=layout.lowercase,
@@ -309,7 +309,10 @@ class Embedder(nn.Module):
         text_list, single = _check_texts(texts)
         self._check_options(batch_size, truncate_dim, precision, convert_to)
         template = self.prompts.resolve(prompt, role)
-        template = template.fill(task) if template is not None else _no_task(task)
+        if template is not None:
+            template = template.fill(task)
+        elif task is not None:
+            raise ValueError(f"task={task!r} was given but no prompt is in use; name a prompt with a {{task}} slot")
         unique, inverse = deduplicate(text_list)
         pooled, truncated, n_tokens = self._encode_unique(unique, template, batch_size, show_progress)
         use_normalize = self.normalize if normalize is None else bool(normalize)
@@ -398,12 +401,6 @@ def _check_texts(texts: Any) -> tuple[list[str], bool]:
     return text_list, False
 
 
-def _no_task(task: str | None) -> None:
-    if task is not None:
-        raise ValueError(f"task={task!r} was given but no prompt is in use; name a prompt with a {{task}} slot")
-    return None
-
-
 def _convert(vectors: torch.Tensor, precision: str, convert_to: str) -> np.ndarray | torch.Tensor:
     if precision == "float32":
         return vectors.numpy() if convert_to == "numpy" else vectors
@@ -421,6 +418,13 @@ def _pooler(requested: str | dict | Pooler | None, saved: dict | None, kind: str
         options = dict(spec)
         return build_pooler(options.pop("name"), **options)
     raise TypeError(f"pooling must be a pooler name, a dict with a 'name' key, or a Pooler; got {spec!r}")
+
+
+def _prompts(requested: dict[str, str] | None, default: str | None, layout: ModelLayout) -> Prompts:
+    """The caller's prompts replace the folder's; the default name applies to whichever set is used."""
+    if requested is None:
+        return Prompts.from_strings(layout.prompts, default or layout.default_prompt)
+    return Prompts.from_strings(requested, default)
 
 
 def _tokenizer_limit(tokenizer: Any) -> int | None:

@@ -34,6 +34,8 @@ PACKAGED_MODELS = {
 # Hub ids whose exact weights a packaged model carries.
 PACKAGED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Hub repositories often carry the same weights for other runtimes; gpte reads none of these.
+NON_PYTORCH_FILES = ["onnx/*", "openvino/*", "*.onnx", "tf_model.h5", "flax_model.msgpack", "rust_model.ot", "coreml/*"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def _hub_source(repo_id: str, revision: str | None) -> ModelSource:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(repo_id, revision=revision)
+        folder = snapshot_download(repo_id, revision=revision, ignore_patterns=NON_PYTORCH_FILES)
     except Exception as error:  # noqa: BLE001 - every failure here means "cannot get the model"
         offline = ", ".join(PACKAGED_MODELS)
         raise ModelLoadError(

@@ -50,8 +50,12 @@ class TokenBatch:
     segments: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
-        return TokenBatch(*(move(t) for t in (self.input_ids, self.attention_mask, self.position_ids, self.segments)))
+        return TokenBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            None if self.segments is None else self.segments.to(device),
+        )
 
 
 class TextTokenizer:
