@@ -14,10 +14,13 @@ from transformers import (
     GPT2Config,
     LlamaConfig,
     MistralConfig,
+    MPNetConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
+    RobertaConfig,
     T5Config,
     T5EncoderModel,
+    XLMRobertaConfig,
 )
 
 from gpte.models.sources import resolve_model
@@ -43,12 +46,15 @@ SENTENCES = [
 
 
 def bpe_tokenizer(template: str) -> PreTrainedTokenizerFast:
-    """A small BPE tokenizer trained on CORPUS; ``template`` is "bos" (Llama), "eos" (T5) or "none" (GPT-2)."""
+    """A small BPE tokenizer trained on CORPUS; ``template`` is "bos" (Llama), "eos" (T5), "cls_sep"
+    (RoBERTa) or "none" (GPT-2)."""
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(vocab_size=200, special_tokens=specials, show_progress=False))
-    if template == "bos":
+    if template == "cls_sep":  # RoBERTa style: <s> text </s>
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+    elif template == "bos":
         tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
     elif template == "eos":
         tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 3)])
@@ -75,6 +81,11 @@ def _tiny_model(kind: str, folder: Path) -> Path:
 
         tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
         return _save(folder, AutoModel.from_config(BertConfig(vocab_size=tokenizer.vocab_size, **small)), tokenizer)
+    if kind in ("roberta", "xlm-roberta", "mpnet"):
+        tokenizer = bpe_tokenizer("cls_sep")
+        config_class = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig}[kind]
+        config = config_class(vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=2, eos_token_id=3, **{**small, "max_position_embeddings": 66})
+        return _save(folder, AutoModel.from_config(config), tokenizer)
     if kind == "t5":
         tokenizer = bpe_tokenizer("eos")
         config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2)
@@ -89,12 +100,12 @@ def _tiny_model(kind: str, folder: Path) -> Path:
     return _save(folder, AutoModel.from_config(config), tokenizer)
 
 
-TINY_KINDS = ("bert", "llama", "qwen2", "mistral", "gpt2", "t5")
+TINY_KINDS = ("bert", "roberta", "xlm-roberta", "mpnet", "llama", "qwen2", "mistral", "gpt2", "t5")
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Folders of tiny random models: bert, llama, qwen2, mistral, gpt2, t5 (encoder)."""
+    """Folders of tiny random models of every family in TINY_KINDS."""
     root = tmp_path_factory.mktemp("tiny")
     return {kind: _tiny_model(kind, root / kind) for kind in TINY_KINDS}
 

@@ -23,7 +23,7 @@ def embedders(tiny_models):
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_every_family_loads_with_its_default_pooling(embedders, kind):
     embedder = embedders[kind]
-    expected = {"bert": ("encoder", "mean"), "t5": ("encoder-decoder", "mean")}.get(kind, ("decoder", "last"))
+    expected = ("decoder", "last") if kind in DECODERS else ("encoder-decoder" if kind == "t5" else "encoder", "mean")
     assert (embedder.backbone.kind, embedder.pooler.name) == expected
     vectors = embedder.encode(SENTENCES)
     assert vectors.shape == (len(SENTENCES), 32) and vectors.dtype == np.float32
@@ -56,6 +56,16 @@ def test_vectors_do_not_depend_on_padding_side(tiny_models, embedders, kind):
 def test_multi_layer_asking_for_more_layers_than_the_model_has_is_refused(tiny_models):
     with pytest.raises(ValueError, match="asks for the top 4 layers but the model has 2"):
         Embedder.load(tiny_models["llama"], pooling="multi_layer")
+
+
+@pytest.mark.parametrize("kind", ["roberta", "xlm-roberta", "mpnet"])
+def test_offset_position_encoders_take_their_full_length(tiny_models, kind):
+    embedder = Embedder.load(tiny_models[kind])
+    positions = embedder.backbone.model.embeddings.position_embeddings  # 66, numbered from padding_idx + 1
+    limit = positions.num_embeddings - positions.padding_idx - 1
+    assert embedder.max_seq_length == limit == {"mpnet": 64}.get(kind, 65)  # MPNet fixes padding_idx at 1
+    with pytest.warns(UserWarning, match=f"1 of 1 texts were longer than {limit} tokens"):
+        assert np.isfinite(embedder.encode(["cat " * 200])).all()  # a longer input would overflow the table
 
 
 def test_left_padding_is_refused_for_encoders(tiny_models):

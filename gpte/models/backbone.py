@@ -126,12 +126,20 @@ class Backbone(nn.Module):
 
     @property
     def max_positions(self) -> int | None:
-        """The longest input the position embeddings allow, or None (relative positions)."""
-        for name in ("max_position_embeddings", "n_positions"):
-            value = getattr(self.config, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        """The longest input the position embeddings allow, or None (relative positions).
+
+        RoBERTa, XLM-R and MPNet number positions from ``padding_idx + 1``, so they hold
+        ``max_position_embeddings - padding_idx - 1`` tokens (514 -> 512).
+        """
+        value = next(
+            (v for v in (getattr(self.config, n, None) for n in ("max_position_embeddings", "n_positions")) if isinstance(v, int) and v > 0),
+            None,
+        )
+        position_embeddings = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
+        padding_idx = getattr(position_embeddings, "padding_idx", None)
+        if value is not None and padding_idx is not None:
+            value -= padding_idx + 1
+        return value
 
     @property
     def device(self) -> torch.device:
