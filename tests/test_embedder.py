@@ -220,3 +220,21 @@ def test_hub_id_without_network_names_the_offline_ways(tmp_path):
     assert result.returncode != 0
     assert "could not get 'some-org/some-model' from the Hugging Face Hub" in result.stderr
     assert "Without network, use a local model folder or .gguf file path, a packaged model (all-MiniLM-L6-v2" in result.stderr
+
+
+def test_hub_id_found_in_the_local_cache_loads_offline(tiny_models, tmp_path):
+    """The hub path for real: snapshot_download resolves a cached repository with HF_HUB_OFFLINE=1."""
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-bert"
+    shutil.copytree(tiny_models["bert"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = "from gpte import Embedder\nm = Embedder.load('tiny-org/tiny-bert')\nprint(m.name, m.encode(['a cat']).shape)"
+    env = {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("tiny-org/tiny-bert (1, 32)")
