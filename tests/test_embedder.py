@@ -164,6 +164,8 @@ def test_bad_input_gets_clear_errors(embedders):
         embedder.encode(["a", "b", 3])
     empty = embedder.encode([])
     assert empty.shape == (0, 32) and empty.dtype == np.float32
+    assert embedder.encode([], precision="int8").shape == (0, 32)
+    assert embedder.encode([], precision="binary").shape == (0, 4)
     blanks = embedder.encode(["", ""])
     assert blanks.shape == (2, 32) and np.isfinite(blanks).all()
     with pytest.raises(ValueError, match="unknown precision 'int4'; choose one of: float32, float16, int8, uint8, binary, ubinary"):

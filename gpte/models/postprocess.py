@@ -51,6 +51,8 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
         packed = np.packbits(embeddings > 0, axis=-1)
         return (packed - 128).astype(np.int8) if precision == "binary" else packed
     if ranges is None:
+        if len(embeddings) == 0:
+            return np.zeros(embeddings.shape, dtype=np.uint8 if precision == "uint8" else np.int8)
         if len(embeddings) < 2:
             raise ValueError(
                 f"{precision} ranges cannot be computed from {len(embeddings)} embedding(s); "
