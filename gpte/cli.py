@@ -3,6 +3,8 @@
     gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
                 [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
                 [--device DEV] [--overwrite] [--no-progress]
+    gpte evaluate --data DIR [--model M] [--tasks T ...] [-o results] [--overwrite]
+    gpte report RESULTS_DIR... [--plot chart.png]
     gpte info [MODEL]
 """
 
@@ -55,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     encode.set_defaults(run=_encode)
 
+    evaluate = verbs.add_parser("evaluate", help="score a model on MTEB-style task folders")
+    evaluate.add_argument("--model", default=None, help="model name, folder, .gguf file or hub id (default: all-MiniLM-L6-v2)")
+    evaluate.add_argument("--data", required=True, help="a task folder, or a folder whose task folders (with meta.json) are found")
+    evaluate.add_argument("--tasks", nargs="+", default=None, help="only these tasks (names as listed, or their last part)")
+    evaluate.add_argument("-o", "--output", default="results", help="folder for result files (default: results)")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--overwrite", action="store_true", help="recompute tasks that already have a result file")
+    evaluate.set_defaults(run=_evaluate)
+
+    report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
+    report.add_argument("folders", nargs="+", help="result folders (one per model)")
+    report.add_argument("--plot", default=None, help="write a bar chart of per-type means to this PNG")
+    report.set_defaults(run=_report)
+
     info = verbs.add_parser("info", help="describe a model: backbone, parameters, dimension, pooling, prompts")
     info.add_argument("model", nargs="?", default=None, help="model name, folder, .gguf file or hub id")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -87,6 +104,33 @@ def _encode(args: argparse.Namespace) -> int:
         f"({report.n_unique} distinct texts, {report.n_truncated} truncated to {embedder.max_seq_length} tokens, "
         f"{report.seconds:.1f} s)"
     )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from gpte.evaluate import discover_tasks, evaluate, select_tasks
+    from gpte.evaluate.report import format_table
+    from gpte.models.embedder import Embedder
+
+    tasks = select_tasks(discover_tasks(args.data), args.tasks)
+    embedder = Embedder.load(args.model, device=args.device)
+    run = evaluate(embedder, tasks, args.output, overwrite=args.overwrite, batch_size=args.batch_size)
+    if run.results:
+        print(format_table({embedder.name: run.results}))
+    for name, error in run.failures.items():
+        print(f"gpte: task {name} failed: {error}", file=sys.stderr)
+    return 1 if run.failures else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gpte.evaluate.report import bar_chart, collect, format_table
+
+    table = collect([Path(folder) for folder in args.folders])
+    print(format_table(table))
+    if args.plot:
+        print(f"wrote {bar_chart(table, Path(args.plot))}")
     return 0
 
 

@@ -61,6 +61,25 @@ def similarity(a: Array, b: Array, name: str = "cosine") -> Array:
     return scores.cpu().numpy() if as_numpy else scores
 
 
+PAIRWISE: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": lambda a, b: (F.normalize(a, p=2, dim=1) * F.normalize(b, p=2, dim=1)).sum(dim=1),
+    "dot": lambda a, b: (a * b).sum(dim=1),
+    "euclidean": lambda a, b: -torch.linalg.vector_norm(a - b, ord=2, dim=1),
+    "manhattan": lambda a, b: -torch.linalg.vector_norm(a - b, ord=1, dim=1),
+}
+
+
+def pairwise_similarity(a: Array, b: Array, name: str = "cosine") -> Array:
+    """The (n,) similarities of row pairs (a[i], b[i]); numpy in, numpy out."""
+    check_similarity(name)
+    as_numpy = isinstance(a, np.ndarray)
+    ta, tb = (_as_2d_float(x) for x in (a, b))
+    if ta.shape != tb.shape:
+        raise ValueError(f"pairwise similarity needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}")
+    scores = PAIRWISE[name](ta, tb.to(ta.device))
+    return scores.cpu().numpy() if as_numpy else scores
+
+
 def _as_2d_float(x: Array) -> torch.Tensor:
     tensor = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
     if not isinstance(tensor, torch.Tensor):

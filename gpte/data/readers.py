@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TEXT_FORMATS = (".txt", ".md", ".jsonl", ".csv", ".tsv", ".parquet")
 DEFAULT_FIELD = "text"
@@ -49,19 +51,32 @@ def _read_lines(path: Path) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    texts = []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each line of a jsonl file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a line that is not valid JSON (file and line named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             try:
-                value = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if isinstance(value, dict):
-                if field not in value:
-                    raise ValueError(f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field")
-                value = value[field]
-            texts.append(_string(value, f"{path}:{number}"))
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    texts = []
+    for number, value in iter_jsonl(path):
+        if isinstance(value, dict):
+            if field not in value:
+                raise ValueError(f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field")
+            value = value[field]
+        texts.append(_string(value, f"{path}:{number}"))
     return texts
 
 

@@ -1,0 +1,71 @@
+"""Compare result folders: main scores per task side by side, per-type averages, the overall mean over
+tasks, and a bar chart of the per-type averages (PNG, with matplotlib)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from gpte.evaluate.results import read_results
+
+
+def collect(folders: list[Path]) -> dict[str, dict[str, dict[str, Any]]]:
+    """folder label -> task name -> result. Raises FileNotFoundError for a folder without results."""
+    table = {}
+    for folder in folders:
+        results = read_results(folder)
+        if not results:
+            raise FileNotFoundError(f"no result files below {folder}")
+        table[str(folder)] = {result["task"]: result for result in results}
+    return table
+
+
+def type_averages(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Mean main score per task type, and ``overall``: the mean over all tasks."""
+    by_type: dict[str, list[float]] = defaultdict(list)
+    for result in results.values():
+        by_type[result["task_type"]].append(result["main_score_value"])
+    averages = {task_type: sum(v) / len(v) for task_type, v in sorted(by_type.items())}
+    values = [result["main_score_value"] for result in results.values()]
+    averages["overall"] = sum(values) / len(values)
+    return averages
+
+
+def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Main scores × 100: one row per task, then per-type averages and the overall mean; one column per folder."""
+    labels = list(table)
+    tasks = sorted({name for results in table.values() for name in results})
+    width = max([len(name) for name in tasks] + [24])
+    lines = [f"{'task':<{width}}  " + "  ".join(f"{label[-18:]:>18}" for label in labels)]
+    for name in tasks:
+        cells = [table[label].get(name, {}).get("main_score_value") for label in labels]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells))
+    averages = {label: type_averages(results) for label, results in table.items()}
+    for key in sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k)):
+        cells = [averages[label].get(key) for label in labels]
+        title = "mean over tasks" if key == "overall" else f"mean {key}"
+        lines.append(f"{title:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells))
+    return "\n".join(lines)
+
+
+def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
+    """A grouped bar chart of per-type averages (× 100) per folder, written to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    averages = {label: type_averages(results) for label, results in table.items()}
+    keys = sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k))
+    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(keys) * len(table)), 4))
+    width = 0.8 / len(table)
+    for offset, (label, values) in enumerate(averages.items()):
+        axes.bar([i + offset * width for i in range(len(keys))], [100 * values.get(k, 0) for k in keys], width, label=Path(label).name)
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys, rotation=30, ha="right")
+    axes.set_ylabel("main score × 100")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,63 @@
+"""One JSON file per (model, task): every score, the main score, and provenance.
+
+    {"task": "sts/stsb-en", "task_type": "STS", "split": "test", "language": "en",
+     "main_score": "cosine_spearman", "main_score_value": 0.8203, "scores": {...},
+     "provenance": {"gpte_version", "model", "model_sha256", "dataset_path", "dataset_sha256", "prompts",
+                    "dtype", "batch_size", "wall_seconds", "encode_seconds", "finished"}}
+
+Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpte.atomic import atomic_path
+
+
+def result_path(output: Path, model_name: str, task_name: str) -> Path:
+    return output / _slug(model_name) / f"{_slug(task_name)}.json"
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    with atomic_path(path, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_results(folder: Path) -> list[dict[str, Any]]:
+    """Every result file below ``folder``."""
+    return [read_result(path) for path in sorted(Path(folder).rglob("*.json"))]
+
+
+def folder_sha256(folder: Path) -> str:
+    """sha256 over the relative paths and contents of every file below ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def model_sha256(model: Any) -> str | None:
+    """sha256 over a torch model's parameters and buffers (names, shapes, bytes); None for other models."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "__", name.strip("/")) or "model"

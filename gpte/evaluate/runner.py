@@ -1,0 +1,99 @@
+"""Run tasks on a model: each distinct text encoded once per (role, prompt) across all tasks, one result
+file per task, resumable (a task whose result file exists is read, not recomputed, unless ``overwrite``),
+and a failure in one task never loses the others' results."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gpte
+from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
+from gpte.evaluate.results import folder_sha256, model_sha256, read_result, result_path, write_result
+from gpte.evaluate.tasks import Task
+from gpte.evaluate.tasktypes import EVALUATORS
+
+
+@dataclass
+class EvaluationRun:
+    """Results by task name, and the tasks that failed with their error message."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+def evaluate(
+    model: EncoderProtocol,
+    tasks: list[Task],
+    output: str | Path | None = None,
+    model_name: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = 32,
+) -> EvaluationRun:
+    """Evaluate ``model`` on ``tasks``.
+
+    Args:
+        model: gpte's Embedder or any object with ``encode(texts, role=...)``.
+        tasks: from ``discover_tasks``/``load_task``.
+        output: folder for result files (None: keep results in memory only).
+        model_name: the name results are filed under (default: the model's ``name`` attribute).
+        overwrite: recompute tasks whose result file exists.
+        batch_size: passed to the model's encode when it takes one.
+    """
+    encoder = TaskEncoder(model, batch_size)
+    model_name = model_name or getattr(model, "name", None) or type(model).__name__
+    fingerprint = model_sha256(model)
+    run = EvaluationRun()
+    for number, task in enumerate(tasks, 1):
+        path = result_path(Path(output), model_name, task.name) if output else None
+        if path and path.exists() and not overwrite:
+            run.results[task.name] = read_result(path)
+            _progress(f"[{number}/{len(tasks)}] {task.name}: kept {path}")
+            continue
+        _progress(f"[{number}/{len(tasks)}] {task.name} ({task.type}) ...")
+        try:
+            result = _run_task(task, encoder, model, model_name, fingerprint, batch_size)
+        except Exception as error:  # noqa: BLE001 - one task's failure must not lose the others
+            run.failures[task.name] = f"{type(error).__name__}: {error}"
+            _progress(f"[{number}/{len(tasks)}] {task.name} FAILED: {run.failures[task.name]}")
+            continue
+        run.results[task.name] = result
+        if path:
+            write_result(path, result)
+        _progress(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
+    return run
+
+
+def _run_task(task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int) -> dict[str, Any]:
+    started, encode_before = time.perf_counter(), encoder.seconds
+    scores = EVALUATORS[task.type](task, encoder)
+    return {
+        "task": task.name,
+        "task_type": task.type,
+        "split": task.split,
+        "language": task.language,
+        "main_score": task.main_score,
+        "main_score_value": scores[task.main_score],
+        "scores": scores,
+        "provenance": {
+            "gpte_version": gpte.__version__,
+            "model": model_name,
+            "model_sha256": fingerprint,
+            "dataset_path": str(task.path.resolve()),
+            "dataset_sha256": folder_sha256(task.path),
+            "prompts": task.prompts,
+            "dtype": str(getattr(getattr(model, "backbone", None), "dtype", "")).removeprefix("torch.") or None,
+            "batch_size": batch_size,
+            "wall_seconds": round(time.perf_counter() - started, 3),
+            "encode_seconds": round(encoder.seconds - encode_before, 3),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

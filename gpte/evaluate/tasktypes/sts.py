@@ -1,0 +1,42 @@
+"""STS: correlation of pair similarities with graded human scores (mteb ``AbsTaskSTS``).
+
+Scores: Pearson and Spearman of cosine, negative Manhattan and negative Euclidean distances, and of
+the model's own similarity (``pearson``/``spearman``); gold scores are first mapped to [0, 1] with the
+task's ``score_range``. Main score: ``cosine_spearman``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics.pairwise import paired_cosine_distances, paired_euclidean_distances, paired_manhattan_distances
+
+from gpte.data.mteb_folders import read_rows
+from gpte.evaluate.encoder import TaskEncoder
+from gpte.evaluate.tasks import Task
+from gpte.similarity import pairwise_similarity
+
+
+def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
+    rows = read_rows(task.path / f"{task.split}.jsonl", ("sentence1", "sentence2", "score"))
+    first = encoder.encode([row["sentence1"] for row in rows], task)
+    second = encoder.encode([row["sentence2"] for row in rows], task)
+    low, high = task.metadata.get("score_range", (0, 5))
+    gold = [(float(row["score"]) - low) / (high - low) for row in rows]
+    return sts_scores(first, second, gold, encoder.similarity_name)
+
+
+def sts_scores(first: np.ndarray, second: np.ndarray, gold: list[float], similarity: str = "cosine") -> dict[str, float]:
+    """Correlations between ``gold`` and the similarity of each pair (first[i], second[i])."""
+    predictions = {
+        "cosine": 1 - paired_cosine_distances(first, second),
+        "manhattan": -paired_manhattan_distances(first, second),
+        "euclidean": -paired_euclidean_distances(first, second),
+        "": pairwise_similarity(first, second, similarity),
+    }
+    scores = {}
+    for name, predicted in predictions.items():
+        prefix = f"{name}_" if name else ""
+        scores[f"{prefix}pearson"] = float(pearsonr(gold, predicted)[0])
+        scores[f"{prefix}spearman"] = float(spearmanr(gold, predicted)[0])
+    return scores
