@@ -1,0 +1,46 @@
+"""gpte's evaluation gives mteb's scores: all-MiniLM-L6-v2 on one task of each type in ../shared/data,
+against the reference figures that mteb 2.26.24's own evaluators produced (../shared/data/README.md)."""
+
+import re
+
+import pytest
+
+from gpte import Embedder
+from gpte.evaluate import discover_tasks, evaluate, select_tasks
+
+pytestmark = pytest.mark.real
+
+TASKS = [  # one of each type in the data (Summarization has no real set: see test_evaluate_metrics)
+    "sts/stsb-en",
+    "pair_classification/sick-e",
+    "classification/banking77",
+    "clustering/banking77",
+    "reranking/trecqa",
+    "retrieval/cranfield",
+    "bitext_mining/tatoeba-deu-eng",
+]
+SAMPLED = {"Classification": 0.1, "Clustering": 0.1}  # tolerance (× 100) for sampled protocols; else 0.01
+
+
+def reference_figures(shared_data):
+    """task -> main score × 100 from the data README's table of mteb reference scores."""
+    table = re.findall(r"^\| `([^`]+)` \| (\w+) \| ([\d.]+) \|$", (shared_data / "README.md").read_text(), re.M)
+    return {task: float(value) for task, _, value in table}
+
+
+@pytest.fixture(scope="module")
+def run(shared_data, tmp_path_factory):
+    tasks = select_tasks(discover_tasks(shared_data), TASKS)
+    return evaluate(Embedder.load(device="cpu"), tasks, tmp_path_factory.mktemp("results"))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_main_score_equals_mteb(run, shared_data, task):
+    assert not run.failures
+    result = run.results[task]
+    expected = reference_figures(shared_data)[task]
+    assert 100 * result["main_score_value"] == pytest.approx(expected, abs=SAMPLED.get(result["task_type"], 0.01) + 0.005)
+
+
+def test_stsb_is_the_published_figure(run):
+    assert round(100 * run.results["sts/stsb-en"]["main_score_value"], 2) == 82.03
