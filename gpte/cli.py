@@ -3,7 +3,7 @@
     gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
                 [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
                 [--device DEV] [--overwrite] [--no-progress]
-    gpte evaluate --data DIR [--model M] [--tasks T ...] [-o results] [--overwrite]
+    gpte evaluate --data DIR [--model M] [--tasks T ... | --suite S] [-o results] [--overwrite] [--cache DIR]
     gpte report RESULTS_DIR... [--plot chart.png]
     gpte info [MODEL]
 """
@@ -60,11 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("evaluate", help="score a model on MTEB-style task folders")
     evaluate.add_argument("--model", default=None, help="model name, folder, .gguf file or hub id (default: all-MiniLM-L6-v2)")
     evaluate.add_argument("--data", required=True, help="a task folder, or a folder whose task folders (with meta.json) are found")
-    evaluate.add_argument("--tasks", nargs="+", default=None, help="only these tasks (names as listed, or their last part)")
+    chosen = evaluate.add_mutually_exclusive_group()
+    chosen.add_argument("--tasks", nargs="+", default=None, help="only these tasks (full names, last parts, or glob patterns)")
+    chosen.add_argument("--suite", default=None, help="a named suite (all, english, sts-multilingual, tatoeba, quick) or a .json file of task names")
     evaluate.add_argument("-o", "--output", default="results", help="folder for result files (default: results)")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--overwrite", action="store_true", help="recompute tasks that already have a result file")
+    evaluate.add_argument("--cache", default=None, help="a folder keeping text vectors across runs (texts found there are not encoded again)")
     evaluate.set_defaults(run=_evaluate)
 
     report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
@@ -110,11 +113,12 @@ def _encode(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from gpte.evaluate import discover_tasks, evaluate, select_tasks
     from gpte.evaluate.report import format_table
+    from gpte.evaluate.suites import suite_patterns
     from gpte.models.embedder import Embedder
 
-    tasks = select_tasks(discover_tasks(args.data), args.tasks)
+    tasks = select_tasks(discover_tasks(args.data), suite_patterns(args.suite) if args.suite else args.tasks)
     embedder = Embedder.load(args.model, device=args.device)
-    run = evaluate(embedder, tasks, args.output, overwrite=args.overwrite, batch_size=args.batch_size)
+    run = evaluate(embedder, tasks, args.output, overwrite=args.overwrite, batch_size=args.batch_size, cache=args.cache)
     if run.results:
         print(format_table({embedder.name: run.results}))
     for name, error in run.failures.items():

@@ -161,3 +161,20 @@ def test_wrong_shapes_and_nan_name_the_task(tmp_path):
         TaskEncoder(Short()).encode(["a", "c"], task)
     with pytest.raises(ValueError, match="task t: the model returned NaN or infinity for text index 0"):
         TaskEncoder(Nan()).encode(["a"], task)
+
+
+def test_beir_qrels_naming_unknown_documents_are_warned_and_counted(tmp_path):
+    from gpte.data.mteb_folders import read_beir
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "body"}\n{"_id": "d2", "text": "other"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "question"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\tmissing\t1\nq9\td2\t1\n")
+    with pytest.warns(UserWarning, match="2 qrels name unknown queries or documents and were skipped"):
+        data = read_beir(tmp_path, "test")
+    assert data.qrels == {"q1": {"d1": 2}} and data.corpus["d1"] == "T body"
+    task = load_task(tmp_path, "beir")  # no meta.json: read as a BEIR retrieval folder
+    assert task.type == "Retrieval" and task.main_score == "ndcg_at_10"
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
+    with pytest.raises(ValueError, match=r"test.tsv:2: expected query-id, corpus-id, score"):
+        read_beir(tmp_path, "test")

@@ -7,6 +7,22 @@
 
 from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
 from gpte.evaluate.runner import EvaluationRun, evaluate
-from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, load_task, select_tasks
+from gpte.evaluate.suites import SUITES, suite_patterns
+from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
+from gpte.evaluate.vector_cache import VectorCache
 
-__all__ = ["EncoderProtocol", "EvaluationRun", "TASK_TYPES", "Task", "TaskEncoder", "discover_tasks", "evaluate", "load_task", "select_tasks"]
+__all__ = [
+    "EncoderProtocol",
+    "EvaluationRun",
+    "SUITES",
+    "TASK_TYPES",
+    "Task",
+    "TaskEncoder",
+    "VectorCache",
+    "discover_tasks",
+    "evaluate",
+    "fetch_data",
+    "load_task",
+    "select_tasks",
+    "suite_patterns",
+]

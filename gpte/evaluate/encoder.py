@@ -2,7 +2,8 @@
 
 Any object with ``encode(texts, role=...)`` returning an (n, d) array can be evaluated (the protocol
 below); gpte's Embedder also takes a prompt and a batch size. ``TaskEncoder`` encodes each distinct text
-once per (role, prompt) and reuses it across tasks, and checks what the model returns.
+once per (role, prompt) and reuses it across tasks (optionally across runs, through a ``VectorCache`` on
+disk), and checks what the model returns.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from gpte.evaluate.tasks import Task
+from gpte.evaluate.vector_cache import VectorCache
 
 
 @runtime_checkable
@@ -27,16 +29,19 @@ class TaskEncoder:
     Args:
         model: an ``EncoderProtocol`` object (gpte's Embedder or any other).
         batch_size: passed to the model when its ``encode`` takes ``batch_size``.
+        disk_cache: vectors of earlier runs with this model; texts found there are not encoded again,
+            and new vectors are added to it.
 
     Attributes:
         seconds: time spent in the model's ``encode`` so far.
     """
 
-    def __init__(self, model: EncoderProtocol, batch_size: int = 32) -> None:
+    def __init__(self, model: EncoderProtocol, batch_size: int = 32, disk_cache: VectorCache | None = None) -> None:
         if not callable(getattr(model, "encode", None)):
             raise TypeError(f"{type(model).__name__} has no encode(texts, role=...) method")
         self.model = model
         self.batch_size = batch_size
+        self.disk_cache = disk_cache
         self.seconds = 0.0
         self._cache: dict[tuple[str | None, str | None], dict[str, np.ndarray]] = {}
         self._parameters = set(inspect.signature(model.encode).parameters)
@@ -55,9 +60,14 @@ class TaskEncoder:
         prompt = task.prompt(role)
         cache = self._cache.setdefault((role, prompt), {})
         missing = list(dict.fromkeys(text for text in texts if text not in cache))
+        if missing and self.disk_cache:
+            cache.update(self.disk_cache.get(role, prompt, missing))
+            missing = [text for text in missing if text not in cache]
         if missing:
             vectors = self._call_model(missing, role, prompt, task)
             cache.update(zip(missing, vectors))
+            if self.disk_cache:
+                self.disk_cache.add(role, prompt, missing, vectors)
         if not texts:
             dimension = len(next(iter(cache.values()))) if cache else 0
             return np.zeros((0, dimension), dtype=np.float32)

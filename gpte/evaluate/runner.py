@@ -14,8 +14,9 @@ from typing import Any
 import gpte
 from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
 from gpte.evaluate.results import folder_sha256, model_sha256, read_result, result_path, write_result
-from gpte.evaluate.tasks import Task
+from gpte.evaluate.tasks import Task, fetch_data
 from gpte.evaluate.tasktypes import EVALUATORS
+from gpte.evaluate.vector_cache import VectorCache, model_cache_key
 
 
 @dataclass
@@ -33,6 +34,7 @@ def evaluate(
     model_name: str | None = None,
     overwrite: bool = False,
     batch_size: int = 32,
+    cache: str | Path | None = None,
 ) -> EvaluationRun:
     """Evaluate ``model`` on ``tasks``.
 
@@ -43,10 +45,15 @@ def evaluate(
         model_name: the name results are filed under (default: the model's ``name`` attribute).
         overwrite: recompute tasks whose result file exists.
         batch_size: passed to the model's encode when it takes one.
+        cache: a folder for vectors kept across runs (see ``VectorCache``); None: this run only.
+
+    Raises:
+        ValueError: a cache is asked for a model without torch weights and without ``model_name``.
     """
-    encoder = TaskEncoder(model, batch_size)
-    model_name = model_name or getattr(model, "name", None) or type(model).__name__
     fingerprint = model_sha256(model)
+    disk_cache = _disk_cache(cache, model, fingerprint, model_name) if cache else None
+    encoder = TaskEncoder(model, batch_size, disk_cache)
+    model_name = model_name or getattr(model, "name", None) or type(model).__name__
     run = EvaluationRun()
     for number, task in enumerate(tasks, 1):
         path = result_path(Path(output), model_name, task.name) if output else None
@@ -56,6 +63,7 @@ def evaluate(
             continue
         _progress(f"[{number}/{len(tasks)}] {task.name} ({task.type}) ...")
         try:
+            task = fetch_data(task)
             result = _run_task(task, encoder, model, model_name, fingerprint, batch_size)
         except Exception as error:  # noqa: BLE001 - one task's failure must not lose the others
             run.failures[task.name] = f"{type(error).__name__}: {error}"
@@ -66,6 +74,16 @@ def evaluate(
             write_result(path, result)
         _progress(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
     return run
+
+
+def _disk_cache(folder: str | Path, model: Any, fingerprint: str | None, model_name: str | None) -> VectorCache:
+    """The cache is filed under the weights' hash; a model without torch weights needs its name instead."""
+    if fingerprint is None and model_name is None:
+        raise ValueError(
+            f"an on-disk vector cache needs to tell models apart: {type(model).__name__} has no torch weights "
+            "to hash, so pass model_name (the cache is filed under it)"
+        )
+    return VectorCache(folder, model_cache_key(fingerprint or f"name:{model_name}", model))
 
 
 def _run_task(task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int) -> dict[str, Any]:

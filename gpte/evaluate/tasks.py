@@ -9,13 +9,19 @@
 (``query``, ``document``) to a prompt name or template for the model; ``score_range`` is used by STS and
 Summarization. A folder without ``meta.json`` that has ``corpus.jsonl`` and ``queries.jsonl`` is read as a
 BEIR retrieval folder. Adding a dataset is writing its meta.json beside its files.
+
+The data can also live on the Hugging Face Hub: ``"hf_dataset": "org/name"`` (optional ``hf_revision``,
+``hf_subfolder``) in meta.json, with no data files beside it. The dataset repository must hold the same
+files (row ``{split}.jsonl`` files, or BEIR's corpus/queries/qrels, as mteb's BEIR-format datasets do);
+it is downloaded (or found in the Hugging Face cache) when the task runs, not when it is discovered.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,8 @@ class Task:
         main_score: the score that ranks models (mteb's name).
         prompts: role -> prompt name or template passed to the model for that role.
         metadata: the whole meta.json.
+        hf_dataset: a Hugging Face dataset repository holding the data (``path`` then holds only meta.json
+            until ``fetch_data`` points it at the downloaded files).
     """
 
     name: str
@@ -56,6 +64,7 @@ class Task:
     main_score: str = ""
     prompts: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    hf_dataset: str | None = None
 
     def prompt(self, role: str | None) -> str | None:
         """The task's prompt for ``role``, if it declares one."""
@@ -94,7 +103,30 @@ def load_task(folder: str | Path, name: str | None = None) -> Task:
         main_score=TASK_TYPES[task_type],
         prompts=dict(meta.get("prompts") or {}),
         metadata=meta,
+        hf_dataset=meta.get("hf_dataset"),
     )
+
+
+def fetch_data(task: Task) -> Task:
+    """``task`` with ``path`` at its data: unchanged for local data; for ``hf_dataset``, the dataset's
+    snapshot from the Hugging Face Hub (or the local Hugging Face cache with HF_HUB_OFFLINE=1).
+
+    Raises:
+        ConnectionError: the dataset cannot be downloaded; the message names the task and the offline ways.
+    """
+    if task.hf_dataset is None:
+        return task
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(task.hf_dataset, repo_type="dataset", revision=task.metadata.get("hf_revision")))
+    except Exception as error:  # noqa: BLE001 - every failure here means "cannot get the data"
+        raise ConnectionError(
+            f"task {task.name}: could not get dataset {task.hf_dataset!r} from the Hugging Face Hub "
+            f"({type(error).__name__}: {error}). Without network, download it into a folder and point a task "
+            "folder at it, or use a dataset already in the Hugging Face cache (set HF_HUB_OFFLINE=1)."
+        ) from error
+    return replace(task, path=folder / task.metadata.get("hf_subfolder", ""))
 
 
 def discover_tasks(root: str | Path) -> list[Task]:
@@ -114,16 +146,17 @@ def discover_tasks(root: str | Path) -> list[Task]:
 
 
 def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
-    """The tasks named in ``names`` (by full name, or last path part: every task it names), in order; all if None.
+    """The tasks named in ``names``, in order; all if None. A name is a task's full name, its last path
+    part (every task it names), or a glob pattern over either (``sts/stsb-*``, ``tatoeba-*``).
 
     Raises:
-        ValueError: an unknown name, with the closest names listed.
+        ValueError: a name that matches no task, with the closest names listed.
     """
     if not names:
         return tasks
     selected: list[Task] = []
     for name in names:
-        matches = [task for task in tasks if name in (task.name, task.name.rsplit("/", 1)[-1])]
+        matches = [task for task in tasks if _matches(task.name, name)]
         if not matches:
             known = [task.name for task in tasks] + [task.name.rsplit("/", 1)[-1] for task in tasks]
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
@@ -131,3 +164,7 @@ def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
             raise ValueError(f"unknown task {name!r}{hint}")
         selected += [task for task in matches if task not in selected]
     return selected
+
+
+def _matches(task_name: str, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(candidate, pattern) for candidate in (task_name, task_name.rsplit("/", 1)[-1]))
