@@ -2,7 +2,8 @@
 
     gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
                 [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
-                [--device DEV] [--overwrite] [--no-progress]
+                [--device DEV] [--backend B] [--ranges R.npy] [--chunk-size N] [--overwrite] [--no-progress]
+    gpte distill-static -o FOLDER [--model M] [--pca-dims 256] [--sif 1e-4]
     gpte evaluate --data DIR [--model M] [--tasks T ... | --suite S] [-o results] [--overwrite] [--cache DIR]
     gpte report RESULTS_DIR... [--plot chart.png]
     gpte info [MODEL]
@@ -15,10 +16,16 @@ import json
 import sys
 from collections.abc import Sequence
 
-from gpte.data.readers import TEXT_FORMATS, read_texts
+from pathlib import Path
+from typing import Any
+
+from gpte.data.readers import TEXT_FORMATS
 from gpte.errors import GpteError
 from gpte.models.postprocess import PRECISIONS
-from gpte.runtime.output import VECTOR_FORMATS, check_output, write_vectors
+from gpte.runtime.backends import BACKENDS
+from gpte.runtime.output import VECTOR_FORMATS, check_output
+from gpte.runtime.quantization import load_ranges
+from gpte.runtime.streaming import CHUNK_TEXTS
 
 USER_ERRORS = (GpteError, ValueError, TypeError, FileExistsError, FileNotFoundError)
 
@@ -32,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gpte: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("gpte: interrupted; no output was written", file=sys.stderr)
+        print("gpte: interrupted; no output was written (encode resumes from its last finished chunk)", file=sys.stderr)
         return 130
 
 
@@ -53,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--precision", default="float32", choices=PRECISIONS)
     encode.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="default: the model's")
     encode.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    encode.add_argument("--backend", default="torch", choices=(*BACKENDS, "static"), help="how the model runs (static: a distill-static folder)")
+    encode.add_argument("--ranges", default=None, help="int8/uint8 calibration ranges (.npy from gpte.runtime.quantization.save_ranges)")
+    encode.add_argument("--chunk-size", type=int, default=CHUNK_TEXTS, help="texts per chunk written (and resumed) at a time")
     encode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     encode.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     encode.set_defaults(run=_encode)
@@ -75,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--plot", default=None, help="write a bar chart of per-type means to this PNG")
     report.set_defaults(run=_report)
 
+    distill = verbs.add_parser("distill-static", help="distil a static (model2vec-style) token table from a model")
+    distill.add_argument("--model", default=None, help="source model (default: all-MiniLM-L6-v2)")
+    distill.add_argument("-o", "--output", required=True, help="the static model folder to write")
+    distill.add_argument("--pca-dims", type=int, default=256, help="PCA dimensions (0: keep the model's)")
+    distill.add_argument("--sif", type=float, default=1e-4, help="SIF coefficient of the Zipf weighting (0: none)")
+    distill.add_argument("--device", default=None)
+    distill.add_argument("--overwrite", action="store_true")
+    distill.add_argument("--no-progress", action="store_true")
+    distill.set_defaults(run=_distill_static)
+
     info = verbs.add_parser("info", help="describe a model: backbone, parameters, dimension, pooling, prompts")
     info.add_argument("model", nargs="?", default=None, help="model name, folder, .gguf file or hub id")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -83,30 +103,49 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from gpte.models.embedder import Embedder
+    from gpte.runtime.streaming import encode_to
 
     output = check_output(args.output, args.overwrite)
-    texts = read_texts(args.input, args.field)
-    embedder = Embedder.load(args.model, device=args.device)
-    result = embedder.encode_with_report(
-        texts,
-        role=args.role,
-        prompt=args.prompt,
-        task=args.task,
-        batch_size=args.batch_size,
-        normalize=args.normalize,
-        truncate_dim=args.truncate_dim,
-        precision=args.precision,
-        show_progress=False if args.no_progress else True,
+    embedder = _load_model(args.model, args.backend, args.device)
+    options = {"role": args.role, "normalize": args.normalize}
+    if args.backend != "static":
+        options |= {"prompt": args.prompt, "task": args.task, "batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
+    ranges = load_ranges(args.ranges) if args.ranges else None
+    report = encode_to(
+        embedder, args.input, output, field=args.field, chunk_size=args.chunk_size, precision=args.precision,
+        ranges=ranges, overwrite=args.overwrite, show_progress=not args.no_progress, **options,
     )
-    write_vectors(output, result.vectors, args.overwrite)
-    report = result.report
-    rows, dim = result.vectors.shape
+    resumed = f", {report.n_resumed_chunks} chunks kept from an interrupted run" if report.n_resumed_chunks else ""
     print(
-        f"wrote {rows} vectors of {dim} {args.precision} values to {output} "
-        f"({report.n_unique} distinct texts, {report.n_truncated} truncated to {embedder.max_seq_length} tokens, "
-        f"{report.seconds:.1f} s)"
+        f"wrote {report.n_texts} vectors of {report.n_columns} {args.precision} values to {output} "
+        f"({report.n_truncated} truncated to the model's maximum length{resumed}, {report.seconds:.1f} s)"
     )
+    return 0
+
+
+def _load_model(model: str | None, backend: str, device: str | None) -> Any:
+    """An Embedder with ``backend``, or a StaticEmbedder folder for ``static``."""
+    if backend == "static":
+        from gpte.models.static import StaticEmbedder
+
+        if model is None:
+            raise ValueError("--backend static needs --model FOLDER, a folder written by gpte distill-static")
+        return StaticEmbedder.load(model)
+    from gpte.models.embedder import Embedder
+
+    return Embedder.load(model, device=device, backend=backend)
+
+
+def _distill_static(args: argparse.Namespace) -> int:
+    from gpte.models.embedder import Embedder
+    from gpte.models.static import distill_static
+
+    check = Path(args.output)
+    if check.exists() and not args.overwrite:
+        raise FileExistsError(f"{check} already exists; pass --overwrite to replace it")
+    static = distill_static(Embedder.load(args.model, device=args.device), args.pca_dims or None, args.sif or None, not args.no_progress)
+    static.save(args.output, overwrite=args.overwrite)
+    print(f"wrote a static model of {len(static.table)} tokens x {static.dimension} dimensions to {args.output}")
     return 0
 
 
@@ -127,8 +166,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from gpte.evaluate.report import bar_chart, collect, format_table
 
     table = collect([Path(folder) for folder in args.folders])

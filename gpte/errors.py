@@ -8,3 +8,8 @@ class GpteError(Exception):
 
 class ModelLoadError(GpteError, OSError):
     """A model could not be found, downloaded or read (missing folder, corrupt files, no network)."""
+
+
+class BackendUnavailableError(GpteError, RuntimeError):
+    """An inference backend cannot run here (a missing extra, or hardware without the instructions it needs);
+    the message names what to install or the backend to use instead."""

@@ -77,18 +77,23 @@ def test_an_interrupt_during_encoding_leaves_no_file(tiny_models, tmp_path, monk
 
 
 def test_a_crash_while_writing_leaves_no_file_under_the_final_name(tiny_models, tmp_path, monkeypatch):
-    _write_inputs(tmp_path)
-    before = sorted(p.name for p in tmp_path.iterdir())
-    real_save = np.save
+    from gpte.runtime import streaming
 
-    def failing_save(handle, array):
-        real_save(handle, array[:2])  # part of the file is on disk when the crash comes
+    _write_inputs(tmp_path)
+    real_write = streaming._PartialFile.write_chunk
+
+    def failing_write(self, number, vectors):
+        real_write(self, number, vectors[:2])  # part of the chunk is on disk when the crash comes
         raise OSError("disk full")
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(streaming._PartialFile, "write_chunk", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        main(_encode_args(tiny_models, tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+        main(_encode_args(tiny_models, tmp_path) + ["--chunk-size", "4"])
+    assert not (tmp_path / "out.npy").exists()
+    monkeypatch.undo()
+    assert main(_encode_args(tiny_models, tmp_path) + ["--chunk-size", "4"]) == 0  # the partial file is not trusted
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), Embedder.load(tiny_models["bert"]).encode(SENTENCES), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_bad_inputs_name_file_and_line(tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpte.evaluate import VectorCache, discover_tasks, evaluate, load_task, select_tasks, suite_patterns
-from gpte.evaluate.vector_cache import model_cache_key
+from gpte.models.fingerprint import model_key
 
 ROWS = [{"sentence1": "a cat", "sentence2": "a dog", "score": 3}, {"sentence1": "tea", "sentence2": "eat", "score": 1},
         {"sentence1": "banana", "sentence2": "apple", "score": 2}]
@@ -77,11 +77,11 @@ def test_disk_cache_keys_roles_prompts_and_model_settings(tmp_path, tiny_models)
     np.testing.assert_array_equal(reread["b"], [3, 4])
     assert not list(tmp_path.rglob(".*partial*"))
     model = Embedder.load(tiny_models["bert"])
-    key = model_cache_key("weights", model)
+    key = model_key("weights", model)
     model.normalize = not model.normalize
-    assert model_cache_key("weights", model) != key
+    assert model_key("weights", model) != key
     model.normalize = not model.normalize
-    assert model_cache_key("weights", model) == key and model_cache_key("other weights", model) != key
+    assert model_key("weights", model) == key and model_key("other weights", model) != key
 
 
 def test_cache_needs_a_name_for_models_without_weights(tmp_path):

@@ -1,6 +1,7 @@
-"""Read a list of texts from a user's file: txt/md (one text per line), jsonl, csv/tsv, parquet.
+"""Read texts from a user's file: txt/md (one text per line), jsonl, csv/tsv, parquet.
 
-Errors name the file and the line (or row) and, for a missing field, the fields that exist.
+``iter_texts`` streams them (memory stays flat for files of millions of texts); ``read_texts`` lists
+them. Errors name the file and the line (or row) and, for a missing field, the fields that exist.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ DEFAULT_FIELD = "text"
 
 
 def read_texts(path: str | Path, field: str | None = None) -> list[str]:
-    """Texts of ``path``, in file order.
+    """Texts of ``path``, in file order, as a list (see ``iter_texts``)."""
+    return list(iter_texts(path, field))
+
+
+def iter_texts(path: str | Path, field: str | None = None) -> Iterator[str]:
+    """Texts of ``path``, in file order, read as they are consumed.
 
     Args:
         path: a .txt/.md file (one text per line; an empty line is an empty text), .jsonl (one object
@@ -35,20 +41,19 @@ def read_texts(path: str | Path, field: str | None = None) -> list[str]:
         raise ValueError(f"{path}: unsupported input format {suffix!r}; use one of {', '.join(TEXT_FORMATS)}")
     field = field or DEFAULT_FIELD
     if suffix in (".txt", ".md"):
-        return _read_lines(path)
+        return _iter_lines(path)
     if suffix == ".jsonl":
-        return _read_jsonl(path, field)
+        return _iter_jsonl(path, field)
     if suffix == ".parquet":
-        return _read_parquet(path, field)
-    return _read_delimited(path, field, "\t" if suffix == ".tsv" else ",")
+        return _iter_parquet(path, field)
+    return _iter_delimited(path, field, "\t" if suffix == ".tsv" else ",")
 
 
-def _read_lines(path: Path) -> list[str]:
-    content = path.read_text(encoding="utf-8")
-    lines = content.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+def _iter_lines(path: Path) -> Iterator[str]:
+    """Lines split on ``\\n`` only (a ``\\r`` before it is dropped); a final newline ends the last line."""
+    with path.open(encoding="utf-8", newline="\n") as handle:
+        for line in handle:
+            yield line.removesuffix("\n").removesuffix("\r")
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -69,33 +74,35 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                 raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    texts = []
+def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
     for number, value in iter_jsonl(path):
         if isinstance(value, dict):
             if field not in value:
                 raise ValueError(f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field")
             value = value[field]
-        texts.append(_string(value, f"{path}:{number}"))
-    return texts
+        yield _string(value, f"{path}:{number}")
 
 
-def _read_delimited(path: Path, field: str, delimiter: str) -> list[str]:
+def _iter_delimited(path: Path, field: str, delimiter: str) -> Iterator[str]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         if field not in (reader.fieldnames or []):
             raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field")
-        return [_string(row[field], f"{path}:{reader.line_num}") for row in reader]
+        for row in reader:
+            yield _string(row[field], f"{path}:{reader.line_num}")
 
 
-def _read_parquet(path: Path, field: str) -> list[str]:
+def _iter_parquet(path: Path, field: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(path)
-    if field not in schema.names:
-        raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(schema.names)}); choose one with --field")
-    values = pq.read_table(path, columns=[field]).column(field).to_pylist()
-    return [_string(value, f"{path}: row {index}") for index, value in enumerate(values)]
+    parquet = pq.ParquetFile(path)
+    if field not in parquet.schema_arrow.names:
+        raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(parquet.schema_arrow.names)}); choose one with --field")
+    index = 0
+    for batch in parquet.iter_batches(columns=[field]):
+        for value in batch.column(0).to_pylist():
+            yield _string(value, f"{path}: row {index}")
+            index += 1
 
 
 def _string(value: object, where: str) -> str:

@@ -16,8 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from gpte.atomic import atomic_path
 
 
@@ -45,17 +43,6 @@ def folder_sha256(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def model_sha256(model: Any) -> str | None:
-    """sha256 over a torch model's parameters and buffers (names, shapes, bytes); None for other models."""
-    if not isinstance(model, torch.nn.Module):
-        return None
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import gpte
 from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
-from gpte.evaluate.results import folder_sha256, model_sha256, read_result, result_path, write_result
+from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
 from gpte.evaluate.tasktypes import EVALUATORS
-from gpte.evaluate.vector_cache import VectorCache, model_cache_key
+from gpte.evaluate.vector_cache import VectorCache
+from gpte.models.fingerprint import model_key, weights_sha256
 
 
 @dataclass
@@ -50,7 +51,7 @@ def evaluate(
     Raises:
         ValueError: a cache is asked for a model without torch weights and without ``model_name``.
     """
-    fingerprint = model_sha256(model)
+    fingerprint = weights_sha256(model)
     disk_cache = _disk_cache(cache, model, fingerprint, model_name) if cache else None
     encoder = TaskEncoder(model, batch_size, disk_cache)
     model_name = model_name or getattr(model, "name", None) or type(model).__name__
@@ -83,7 +84,7 @@ def _disk_cache(folder: str | Path, model: Any, fingerprint: str | None, model_n
             f"an on-disk vector cache needs to tell models apart: {type(model).__name__} has no torch weights "
             "to hash, so pass model_name (the cache is filed under it)"
         )
-    return VectorCache(folder, model_cache_key(fingerprint or f"name:{model_name}", model))
+    return VectorCache(folder, model_key(fingerprint or f"name:{model_name}", model))
 
 
 def _run_task(task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int) -> dict[str, Any]:

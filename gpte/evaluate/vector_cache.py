@@ -4,9 +4,8 @@ encode a text that an earlier run already encoded with the same model, role and 
 Layout: ``CACHE/<model key>/<role-prompt key>/part-<uuid>.npz``; each part holds ``keys`` (the sha256 of
 each text, an (n, 32) uint8 array) and ``vectors`` (float32). Parts are only added, each written under a temporary
 name and renamed when complete, so an interrupted run loses at most the part it was writing and never
-leaves a damaged one. The model key hashes the model's weights and its configuration (``info()``:
-pooling, normalization, prompts, max length, dtype — everything but the device), so a changed model
-never reads another model's vectors.
+leaves a damaged one. The model key is ``gpte.models.fingerprint.model_key`` (weights and settings),
+so a changed model never reads another model's vectors.
 """
 
 from __future__ import annotations
@@ -15,19 +14,10 @@ import hashlib
 import json
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from gpte.atomic import atomic_path
-
-
-def model_cache_key(fingerprint: str, model: Any) -> str:
-    """sha256 of the weights fingerprint and the model's configuration (its ``info()`` without the device)."""
-    info = model.info() if callable(getattr(model, "info", None)) else {}
-    settings = {key: value for key, value in info.items() if key not in ("device", "name")}
-    payload = json.dumps({"weights": fingerprint, "settings": settings}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def text_key(text: str) -> bytes:
@@ -39,7 +29,7 @@ class VectorCache:
 
     Args:
         folder: the cache root (created when first written).
-        model_key: from ``model_cache_key``.
+        model_key: from ``gpte.models.fingerprint.model_key``.
     """
 
     def __init__(self, folder: str | Path, model_key: str) -> None:

@@ -29,6 +29,7 @@ from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
 from gpte.models.tokenization import TextTokenizer
 from gpte.prompts import PromptTemplate, Prompts
+from gpte.runtime.backends import default_export_dir, select_backend
 from gpte.runtime.batching import deduplicate, length_sorted_batches
 from gpte.similarity import check_similarity, similarity
 
@@ -115,6 +116,8 @@ class Embedder(nn.Module):
         self.similarity_name = similarity
         self.name = name
         self.tokenizer = TextTokenizer(backbone.tokenizer, self._max_length(max_seq_length), lowercase, padding_side)
+        self.backend = "torch"
+        self._runner: Any = None  # None: the backbone itself (kept out of the module tree)
 
     # ----------------------------------------------------------------- loading and saving
 
@@ -134,6 +137,8 @@ class Embedder(nn.Module):
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
+        backend: str = "torch",
+        export_dir: str | Path | None = None,
     ) -> Embedder:
         """Load a model; keyword options override what the model folder says.
 
@@ -152,10 +157,14 @@ class Embedder(nn.Module):
             dtype: float32 (default), bfloat16 or float16 weights.
             revision: hub revision for hub ids.
             trust_remote_code: allow model code from the folder (transformers' option).
+            backend: how the transformer runs (``gpte.runtime.backends.BACKENDS``): torch (float32, the
+                reference), bf16, onnx, onnx-int8. See :meth:`use_backend`.
+            export_dir: where ONNX files are kept (default: ``gpte-onnx/`` beside the model, else gpte's cache).
 
         Raises:
             ModelLoadError: the model cannot be found or read.
             ValueError: an unknown option value (the message lists the allowed ones).
+            BackendUnavailableError: the backend cannot run here (the message names the extra or the fallback).
         """
         source = resolve_model(name_or_path, revision)
         layout = read_layout(source.folder) if source.gguf_file is None else ModelLayout(source.folder)
@@ -172,7 +181,22 @@ class Embedder(nn.Module):
             padding_side=padding_side or layout.padding_side or "right",
             name=source.name,
         )
-        return embedder.to(_device(device))
+        embedder = embedder.to(_device(device))
+        if backend != "torch":
+            embedder.use_backend(backend, export_dir or default_export_dir(source.folder, embedder.backbone))
+        return embedder
+
+    def use_backend(self, backend: str, export_dir: str | Path | None = None) -> Embedder:
+        """Run the transformer with ``backend`` from now on (see ``gpte.runtime.backends``); returns self.
+
+        Raises:
+            ValueError: an unknown backend (the backends are listed), or onnx without an export folder.
+            BackendUnavailableError: the backend cannot run here.
+        """
+        runner = select_backend(self.backbone, backend, export_dir)
+        self._runner = None if runner is self.backbone else runner
+        self.backend = backend
+        return self
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the model in the sentence-transformers layout (loadable by gpte and sentence-transformers).
@@ -247,6 +271,7 @@ class Embedder(nn.Module):
             "default_prompt": self.prompts.default,
             "similarity": self.similarity_name,
             "dtype": str(self.backbone.dtype).removeprefix("torch."),
+            "backend": self.backend,
             "device": str(self.device),
         }
 
@@ -351,7 +376,7 @@ class Embedder(nn.Module):
 
     def _forward(self, batch) -> torch.Tensor:
         """Token batch -> pooled (and projected) vectors, on the model's device."""
-        hidden, layers = self.backbone(batch, all_layers=self.pooler.needs_layers)
+        hidden, layers = (self._runner or self.backbone)(batch, all_layers=self.pooler.needs_layers)
         vectors = self.pooler(TokenStates(hidden, batch.attention_mask, layers, batch.segments))
         for dense in self.dense:
             vectors = dense(vectors)

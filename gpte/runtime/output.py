@@ -1,12 +1,10 @@
-"""Write vectors to .npy or .parquet atomically (a crash leaves no file under the final name)."""
+"""Vector file formats (.npy, .parquet) and the check of an output path; ``gpte.runtime.streaming`` writes them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from gpte.atomic import atomic_path, refuse_existing
+from gpte.atomic import refuse_existing
 
 VECTOR_FORMATS = (".npy", ".parquet")
 PARQUET_COLUMN = "embedding"
@@ -19,24 +17,3 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
         raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {', '.join(VECTOR_FORMATS)}")
     refuse_existing(path, overwrite)
     return path
-
-
-def write_vectors(path: str | Path, vectors: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a 2-D array as .npy, or as parquet with one fixed-size list column ``embedding`` per row."""
-    path = check_output(path, overwrite)
-    with atomic_path(path, overwrite) as temporary:
-        if path.suffix.lower() == ".npy":
-            with temporary.open("wb") as handle:
-                np.save(handle, vectors)
-        else:
-            _write_parquet(temporary, vectors)
-    return path
-
-
-def _write_parquet(path: Path, vectors: np.ndarray) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
-    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    pq.write_table(pa.table({PARQUET_COLUMN: column}), path)

@@ -1,0 +1,180 @@
+"""Static embeddings (model2vec-style): a token-embedding table distilled from a transformer embedder;
+a text's vector is the mean of its tokens' rows, with no transformer at encode time.
+
+Distillation (Tulkens and van Dongen, 2024, Model2Vec): every vocabulary token ``t`` is embedded by the
+source model as the one-token text ``[special] t [special]`` through its own pooling and dense layers;
+optionally PCA reduces the table to ``pca_dims``; optionally each row is scaled by the SIF weight
+``a / (a + p(t))`` with ``p`` estimated by Zipf's law from the token's rank (its id order),
+``p(rank) ∝ 1 / (rank + 1)``, ``a = sif_coefficient`` (1e-4), so frequent tokens count less.
+
+Encoding: tokenize without special tokens, average the rows, L2-normalize if the model does. The
+folder holds ``static.safetensors`` (the table), the tokenizer, and ``gpte_static.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file, save_file
+from transformers import AutoTokenizer
+
+from gpte.atomic import atomic_path
+from gpte.models.postprocess import quantize
+from gpte.models.tokenization import TokenizedTexts
+from gpte.similarity import similarity
+
+CONFIG_FILE = "gpte_static.json"
+TABLE_FILE = "static.safetensors"
+DISTILL_BATCH = 512
+
+
+def distill_static(embedder: Any, pca_dims: int | None = 256, sif_coefficient: float | None = 1e-4, show_progress: bool = True) -> StaticEmbedder:
+    """Distil a ``StaticEmbedder`` from a gpte ``Embedder``.
+
+    Args:
+        embedder: the source model (its pooling may not need prompt segments).
+        pca_dims: keep this many principal components (None: keep the model's dimension).
+        sif_coefficient: the SIF ``a`` of the Zipf weighting (None: no weighting).
+
+    Raises:
+        ValueError: pca_dims out of range, or a pooler that needs prompt segments.
+    """
+    if embedder.pooler.needs_segments:
+        raise ValueError(f"{embedder.pooler.name} pooling needs prompt segments; static distillation takes plain-token poolers")
+    if pca_dims is not None and not 1 <= pca_dims <= embedder.dimension:
+        raise ValueError(f"pca_dims must be from 1 to the model's dimension {embedder.dimension}, got {pca_dims!r}")
+    table = _token_table(embedder, show_progress)
+    if pca_dims is not None and pca_dims < table.shape[1]:
+        from sklearn.decomposition import PCA
+
+        table = PCA(n_components=pca_dims, svd_solver="full", random_state=0).fit_transform(table).astype(np.float32)
+    if sif_coefficient is not None:
+        inverse_rank = 1 / np.arange(2, len(table) + 2)
+        probability = inverse_rank / inverse_rank.sum()
+        table *= (sif_coefficient / (sif_coefficient + probability)).astype(np.float32)[:, None]
+    config = {"source": embedder.name, "pca_dims": pca_dims, "sif_coefficient": sif_coefficient, "normalize": embedder.normalize,
+              "similarity": embedder.similarity_name, "lowercase": embedder.tokenizer.lowercase}
+    return StaticEmbedder(table, embedder.backbone.tokenizer, config)
+
+
+def _token_table(embedder: Any, show_progress: bool) -> np.ndarray:
+    """Row ``t``: the source model's pooled (and projected) vector of the one-token text ``t``."""
+    from tqdm.auto import tqdm
+
+    tokenizer = embedder.backbone.tokenizer
+    vocabulary = len(tokenizer)
+    prefix, suffix = _special_frame(tokenizer)
+    ids = [prefix + [token] + suffix for token in range(vocabulary)]
+    tokenized = TokenizedTexts(ids, [False] * vocabulary)
+    table = np.empty((vocabulary, embedder.dimension), dtype=np.float32)
+    with torch.inference_mode():
+        for start in tqdm(range(0, vocabulary, DISTILL_BATCH), desc="distil", disable=not show_progress):
+            rows = np.arange(start, min(start + DISTILL_BATCH, vocabulary))
+            batch = embedder.tokenizer.pad(tokenized, rows).to(embedder.device)
+            table[rows] = embedder._forward(batch).float().cpu().numpy()
+    return table
+
+
+def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text's own tokens ([CLS] and [SEP] for BERT)."""
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("x", add_special_tokens=True)["input_ids"]
+    start = next(i for i in range(len(framed)) if framed[i : i + len(plain)] == plain)
+    return framed[:start], framed[start + len(plain) :]
+
+
+class StaticEmbedder:
+    """A static embedding model: ``encode`` averages token rows.
+
+    Args:
+        table: (vocabulary, dim) float32 rows.
+        tokenizer: the source model's tokenizer.
+        config: ``normalize``, ``similarity``, ``lowercase`` and provenance (source, pca_dims, sif_coefficient).
+    """
+
+    backend = "static"
+
+    def __init__(self, table: np.ndarray, tokenizer: Any, config: dict[str, Any]) -> None:
+        self.table = np.ascontiguousarray(table, dtype=np.float32)
+        self._weights = torch.from_numpy(self.table)
+        self.tokenizer = tokenizer
+        self.config = config
+        self.normalize = bool(config.get("normalize", False))
+        self.similarity_name = config.get("similarity", "cosine")
+        self.name = f"static({config.get('source', '')})"
+
+    @property
+    def dimension(self) -> int:
+        return self.table.shape[1]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The table, as a torch module would list its weights (for fingerprints)."""
+        return {"embeddings": self._weights}
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "backend": self.backend, "vocabulary": len(self.table), "dimension": self.dimension, **self.config}
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        batch_size: int = 4096,
+        normalize: bool | None = None,
+        precision: str = "float32",
+    ) -> np.ndarray:
+        """Vectors (n, dim), or (dim,) for one string: the mean of the text's token rows (zeros for a text
+        with no tokens), L2-normalized if ``normalize`` (default: the source model's setting).
+        ``role`` is accepted for the evaluation protocol; static models have no prompts."""
+        single = isinstance(texts, str)
+        text_list = [texts] if single else list(texts)
+        vectors = np.empty((len(text_list), self.dimension), dtype=np.float32)
+        for start in range(0, len(text_list), batch_size):
+            vectors[start : start + batch_size] = self._mean_rows(text_list[start : start + batch_size])
+        if self.normalize if normalize is None else normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors /= np.where(norms == 0, 1, norms)
+        output = vectors if precision == "float32" else quantize(vectors, precision)
+        return output[0] if single else output
+
+    def _mean_rows(self, texts: list[str]) -> np.ndarray:
+        if self.config.get("lowercase"):
+            texts = [text.lower() for text in texts]
+        ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        offsets = np.zeros(len(ids), dtype=np.int64)
+        np.cumsum([len(row) for row in ids[:-1]], out=offsets[1:])
+        flat = torch.tensor([token for row in ids for token in row], dtype=torch.long)
+        # embedding_bag's mean of an empty bag is zeros, the vector of a text with no tokens
+        return F.embedding_bag(flat, self._weights, torch.from_numpy(offsets), mode="mean").numpy()
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return similarity(a, b, self.similarity_name)
+
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the table, tokenizer and config; the folder appears only once complete."""
+        folder = Path(folder)
+        with atomic_path(folder, overwrite) as temporary:
+            temporary.mkdir()
+            save_file({"embeddings": self.table}, str(temporary / TABLE_FILE))
+            self.tokenizer.save_pretrained(temporary)
+            (temporary / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> StaticEmbedder:
+        """Read a folder written by ``save``.
+
+        Raises:
+            FileNotFoundError: the folder lacks the table or config.
+        """
+        folder = Path(folder)
+        for name in (TABLE_FILE, CONFIG_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} is not a static model folder: {name} is missing")
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        return cls(load_file(str(folder / TABLE_FILE))["embeddings"], AutoTokenizer.from_pretrained(folder), config)

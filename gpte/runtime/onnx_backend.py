@@ -1,0 +1,160 @@
+"""ONNX Runtime backends: the transformer exported to ONNX, graph-optimized, optionally int8-quantized.
+
+Only the transformer runs in ONNX Runtime (token ids and attention mask in, last hidden states out);
+tokenization, pooling, dense layers and normalization stay gpte's own code, so every pooler and prompt
+works unchanged and the fp32 vectors equal PyTorch's to float rounding.
+
+Artifacts live in an export folder with a manifest (``gpte_onnx.json``) holding the sha256 of the
+source weights and of every file. A file whose hash does not match (corrupt, truncated, or exported from
+other weights) is never used: it is exported again, with a warning. Each file is written under a
+temporary name and renamed when complete.
+
+Why these tools: ``torch.onnx.export`` is the exporter that ships with torch (no extra converter), and
+ONNX Runtime's own graph optimizer and ``quantize_dynamic`` are the reference implementations of fused
+attention/LayerNorm/GELU kernels and of dynamic int8 quantization on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpte.atomic import atomic_path
+from gpte.errors import BackendUnavailableError
+from gpte.models.fingerprint import file_sha256, weights_sha256
+from gpte.models.tokenization import TokenBatch
+
+MANIFEST = "gpte_onnx.json"
+FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
+OPSET = 18
+
+
+def require_onnxruntime() -> Any:
+    """The onnxruntime module, or an error naming the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailableError(
+            "the onnx backends need onnxruntime and onnx: pip install 'gpte[onnx]' "
+            "(or use backend='torch', the reference)"
+        ) from None
+    return onnxruntime
+
+
+class _LastHiddenState(nn.Module):
+    """The transformer as a function of tensors only, for export."""
+
+    def __init__(self, model: nn.Module, with_positions: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_positions = with_positions
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.with_positions:
+            inputs["position_ids"] = position_ids
+        return self.model(**inputs, return_dict=True).last_hidden_state
+
+
+class OnnxBackbone:
+    """Runs a backbone's transformer in ONNX Runtime; called like ``Backbone`` (batch -> states).
+
+    Args:
+        backbone: the PyTorch backbone (exported on first use; its tokenizer and config stay in use).
+        folder: the export folder.
+        backend: ``"onnx"`` (fp32, graph-optimized) or ``"onnx-int8"`` (dynamic int8 weights).
+        threads: ONNX Runtime intra-op threads (default: torch's thread count).
+    """
+
+    def __init__(self, backbone: Any, folder: str | Path, backend: str = "onnx", threads: int | None = None) -> None:
+        if backend not in FILES:
+            raise ValueError(f"unknown onnx backend {backend!r}; choose one of: {', '.join(FILES)}")
+        self.onnxruntime = require_onnxruntime()
+        self.backend = backend
+        self.folder = Path(folder)
+        self.with_positions = backbone.kind == "decoder" and backbone._takes_position_ids
+        path = ensure_exported(backbone, self.folder, backend, self.with_positions)
+        options = self.onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = self.onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = self.onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [item.name for item in self.session.get_inputs()]
+
+    def __call__(self, batch: TokenBatch, all_layers: bool = False) -> tuple[torch.Tensor, None]:
+        if all_layers:
+            raise ValueError("the onnx backends return only the last layer; use backend='torch' for multi-layer pooling")
+        feeds = {
+            "input_ids": batch.input_ids.cpu().numpy(),
+            "attention_mask": batch.attention_mask.cpu().numpy(),
+            "position_ids": batch.position_ids.cpu().numpy(),
+        }
+        (hidden,) = self.session.run(None, {name: feeds[name] for name in self.input_names})
+        return torch.from_numpy(hidden), None
+
+
+def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: bool) -> Path:
+    """The path of a verified ``backend`` file in ``folder``, exporting (or re-exporting) it when needed."""
+    source = weights_sha256(backbone.model)
+    manifest = _read_manifest(folder)
+    if manifest.get("source_sha256") != source:
+        manifest = {"source_sha256": source, "files": {}}
+    for needed in ("onnx", backend):
+        name = FILES[needed]
+        path = folder / name
+        recorded = manifest["files"].get(name)
+        if recorded is not None and path.exists() and file_sha256(path) == recorded:
+            continue
+        if path.exists():
+            warnings.warn(f"{path} does not match its checksum (corrupt, or exported from other weights); exporting it again", stacklevel=3)
+        if needed == "onnx":
+            _export_fp32(backbone, path, with_positions)
+        else:
+            _quantize_int8(folder / FILES["onnx"], path)
+        manifest["files"][name] = file_sha256(path)
+        _write_manifest(folder, manifest)
+    return folder / FILES[backend]
+
+
+def _export_fp32(backbone: Any, path: Path, with_positions: bool) -> None:
+    """torch.onnx.export of the transformer (the plain graph: int8 quantization starts from it, and ONNX
+    Runtime fuses attention, LayerNorm and GELU when a session loads it)."""
+    wrapper = _LastHiddenState(backbone.model, with_positions).eval()
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, 3, 0]], dtype=torch.long)
+    args = (ids, torch.ones_like(ids), torch.arange(4).expand(2, 4).contiguous())
+    names = ["input_ids", "attention_mask"] + (["position_ids"] if with_positions else [])
+    axes = {name: {0: "batch", 1: "tokens"} for name in names} | {"last_hidden_state": {0: "batch", 1: "tokens"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, overwrite=True) as raw, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper, args[: len(names)], str(raw), input_names=names, output_names=["last_hidden_state"],
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+        )
+
+
+def _quantize_int8(fp32: Path, path: Path) -> None:
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(path, overwrite=True) as temporary:
+        quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8)
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("files"), dict) else {}
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    with atomic_path(folder / MANIFEST, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+

@@ -1,0 +1,224 @@
+"""Backends, streaming with resume, quantized outputs and static embeddings, on tiny random models."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from gpte import Embedder
+from gpte.errors import BackendUnavailableError
+from gpte.models.static import StaticEmbedder, distill_static
+from gpte.runtime import backends
+from gpte.runtime.quantization import binary_rescore_search, calibrate, load_ranges, save_ranges
+from gpte.runtime.streaming import encode_to
+
+from conftest import SENTENCES
+
+TEXTS = [f"{sentence} number {i}" for i, sentence in enumerate(SENTENCES * 7)]
+
+
+@pytest.fixture(scope="module")
+def bert(tiny_models):
+    return Embedder.load(tiny_models["bert"], device="cpu")
+
+
+def _copy(folder, tmp_path):
+    import shutil
+
+    return shutil.copytree(folder, tmp_path / "model")
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_onnx_fp32_equals_torch_and_is_reused(tiny_models, tmp_path, family):
+    folder = _copy(tiny_models[family], tmp_path)
+    reference = Embedder.load(folder, device="cpu").encode(TEXTS)
+    onnx = Embedder.load(folder, device="cpu", backend="onnx")
+    assert onnx.backend == "onnx" and (folder / "gpte-onnx" / "model.onnx").exists()
+    np.testing.assert_allclose(onnx.encode(TEXTS, batch_size=5), reference, atol=1e-4)
+    stamp = (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns
+    Embedder.load(folder, device="cpu", backend="onnx")
+    assert (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns == stamp  # verified and reused, not exported again
+
+
+def test_corrupt_onnx_file_is_detected_and_exported_again(tiny_models, tmp_path):
+    folder = _copy(tiny_models["bert"], tmp_path)
+    reference = Embedder.load(folder, device="cpu", backend="onnx").encode(TEXTS)
+    model_file = folder / "gpte-onnx" / "model.onnx"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="model.onnx does not match its checksum"):
+        again = Embedder.load(folder, device="cpu", backend="onnx")
+    np.testing.assert_allclose(again.encode(TEXTS), reference, atol=1e-6)
+    manifest = json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx"} and manifest["source_sha256"]
+
+
+def test_onnx_int8_is_close_to_fp32(tiny_models, tmp_path):
+    folder = _copy(tiny_models["bert"], tmp_path)
+    reference = Embedder.load(folder, device="cpu").encode(TEXTS, normalize=True)
+    quantized = Embedder.load(folder, device="cpu", backend="onnx-int8").encode(TEXTS, normalize=True)
+    cosines = (reference * quantized).sum(axis=1)
+    assert cosines.min() > 0.95 and not np.array_equal(reference, quantized)
+    assert (folder / "gpte-onnx" / "model_int8.onnx").exists()
+
+
+def test_unavailable_backends_say_what_to_do(bert, monkeypatch):
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'; choose one of: torch, bf16, onnx, onnx-int8"):
+        backends.select_backend(bert.backbone, "tensorrt")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'gpte\[onnx\]'"):
+        backends.select_backend(bert.backbone, "onnx", "unused")
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(BackendUnavailableError, match="no native bfloat16 instructions.*Use backend='onnx-int8'"):
+        backends.select_backend(bert.backbone, "bf16")
+
+
+def test_bf16_backend_where_the_cpu_has_it(tiny_models, monkeypatch):
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    reference = Embedder.load(tiny_models["bert"], device="cpu").encode(TEXTS, normalize=True)
+    model = Embedder.load(tiny_models["bert"], device="cpu", backend="bf16")
+    vectors = model.encode(TEXTS, normalize=True)
+    assert vectors.dtype == np.float32 and model.info()["backend"] == "bf16" and model.info()["dtype"] == "bfloat16"
+    assert (reference * vectors).sum(axis=1).min() > 0.99
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_streaming_equals_encode(bert, tmp_path, suffix):
+    report = encode_to(bert, TEXTS, tmp_path / f"out{suffix}", chunk_size=8, show_progress=False)
+    assert (report.n_texts, report.n_chunks, report.n_resumed_chunks) == (len(TEXTS), 6, 0)
+    if suffix == ".npy":
+        written = np.load(tmp_path / "out.npy")
+    else:
+        import pyarrow.parquet as pq
+
+        written = np.stack(pq.read_table(tmp_path / "out.parquet").column("embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(written, bert.encode(TEXTS), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out{suffix}"]
+
+
+def test_killed_stream_resumes_to_an_identical_file(bert, tmp_path, monkeypatch):
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(TEXTS) + "\n")
+    encode_to(bert, source, tmp_path / "whole.npy", chunk_size=8, show_progress=False)
+
+    calls = {"n": 0}
+    original = type(bert).encode_with_report
+
+    def dies_on_the_third_chunk(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(bert), "encode_with_report", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        encode_to(bert, source, tmp_path / "resumed.npy", chunk_size=8, show_progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "resumed.npy").exists() and (tmp_path / ".resumed.npy.partial.npy").exists()
+    report = encode_to(bert, source, tmp_path / "resumed.npy", chunk_size=8, show_progress=False)
+    assert (report.n_resumed_chunks, report.n_chunks) == (2, 4)
+    assert (tmp_path / "resumed.npy").read_bytes() == (tmp_path / "whole.npy").read_bytes()
+    assert not list(tmp_path.glob(".resumed*"))
+
+
+def test_a_damaged_finished_chunk_is_encoded_again(bert, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(bert), "encode_with_report", _failing_after(type(bert).encode_with_report, 4))
+    with pytest.raises(RuntimeError):
+        encode_to(bert, TEXTS, tmp_path / "v.npy", chunk_size=8, show_progress=False)
+    monkeypatch.undo()
+    partial = tmp_path / ".v.npy.partial.npy"
+    data = bytearray(partial.read_bytes())
+    progress = json.loads((tmp_path / ".v.npy.progress.json").read_text())
+    data[progress["offset"] + 8 * 32 * 4 + 5] ^= 0xFF  # a byte in chunk 1
+    partial.write_bytes(bytes(data))
+    report = encode_to(bert, TEXTS, tmp_path / "v.npy", chunk_size=8, show_progress=False)
+    assert report.n_resumed_chunks == 1
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), bert.encode(TEXTS), atol=1e-5)
+
+
+def _failing_after(original, n):
+    calls = {"n": 0}
+
+    def wrapped(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise RuntimeError("worker died")
+        return original(self, *args, **kwargs)
+
+    return wrapped
+
+
+def test_a_changed_input_starts_over(bert, tmp_path, monkeypatch):
+    monkeypatch.setattr(type(bert), "encode_with_report", _failing_after(type(bert).encode_with_report, 2))
+    with pytest.raises(RuntimeError):
+        encode_to(bert, TEXTS, tmp_path / "v.npy", chunk_size=8, show_progress=False)
+    monkeypatch.undo()
+    report = encode_to(bert, TEXTS[::-1], tmp_path / "v.npy", chunk_size=8, show_progress=False)
+    assert report.n_resumed_chunks == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), bert.encode(TEXTS[::-1]), atol=1e-5)
+
+
+def test_int8_streaming_with_saved_calibration_or_the_ranges_of_all_vectors(bert, tmp_path):
+    encode_to(bert, TEXTS, tmp_path / "all.npy", precision="int8", chunk_size=8, show_progress=False)
+    streamed, whole = np.load(tmp_path / "all.npy").astype(int), bert.encode(TEXTS, precision="int8").astype(int)
+    assert np.abs(streamed - whole).max() <= 1  # same ranges; float rounding across chunks may move a bucket edge
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.npy"]
+    ranges = load_ranges(save_ranges(tmp_path / "ranges.npy", calibrate(bert.encode(TEXTS[:20]))))
+    encode_to(bert, TEXTS, tmp_path / "q.npy", precision="int8", ranges=ranges, chunk_size=8, show_progress=False)
+    from gpte.models.postprocess import quantize
+
+    expected = quantize(bert.encode(TEXTS), "int8", ranges).astype(int)
+    assert np.abs(np.load(tmp_path / "q.npy").astype(int) - expected).max() <= 1
+    with pytest.raises(ValueError, match="at least two vectors"):
+        calibrate(np.zeros((1, 4)))
+
+
+def test_binary_search_with_rescoring():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(300, 64)).astype(np.float32)
+    queries = corpus[:5] + 0.05 * rng.normal(size=(5, 64)).astype(np.float32)
+    bits = np.packbits(corpus > 0, axis=-1)
+    scores, indices = binary_rescore_search(queries, bits, corpus, top_k=3, rescore_multiplier=100)
+    exact = np.argsort(-(queries @ corpus.T), axis=1)[:, :3]  # every row rescored: the exact float ranking
+    np.testing.assert_array_equal(indices, exact)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ corpus.T, exact, 1), rtol=1e-5)
+    signed = (bits.astype(np.int16) - 128).astype(np.int8)  # 'binary' precision gives the same neighbours
+    _, few = binary_rescore_search(queries, signed, corpus, top_k=1, rescore_multiplier=2)
+    np.testing.assert_array_equal(few[:, 0], np.arange(5))
+
+
+def test_static_distillation_save_load_and_mean_of_rows(bert, tmp_path):
+    static = distill_static(bert, pca_dims=8, show_progress=False)
+    assert static.table.shape == (len(bert.backbone.tokenizer), 8)
+    ids = static.tokenizer(["a cat", ""], add_special_tokens=False)["input_ids"]
+    expected = static.table[ids[0]].mean(axis=0)
+    vectors = static.encode(["a cat", ""], normalize=False)
+    np.testing.assert_allclose(vectors[0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(vectors[1], np.zeros(8))
+    loaded = StaticEmbedder.load(static.save(tmp_path / "static"))
+    np.testing.assert_array_equal(loaded.encode(TEXTS), static.encode(TEXTS))
+    with pytest.raises(ValueError, match="pca_dims must be from 1 to the model's dimension 32"):
+        distill_static(bert, pca_dims=64)
+
+
+class Exploding(Embedder):
+    """Fails inside the worker process on one text."""
+
+    def encode(self, texts, **options):
+        if "boom" in texts:
+            raise ValueError("cannot embed 'boom'")
+        return super().encode(texts, **options)
+
+
+def test_multi_process_matches_and_propagates_worker_errors(tiny_models):
+    import multiprocessing
+
+    from gpte.runtime.multiprocess import encode_multi_process
+
+    model = Embedder.load(tiny_models["bert"], device="cpu")
+    vectors = encode_multi_process(model, TEXTS, processes=2, chunk_size=7)
+    np.testing.assert_allclose(vectors, model.encode(TEXTS), atol=1e-5)
+    exploding = Exploding.load(tiny_models["bert"], device="cpu")
+    with pytest.raises(ValueError, match="cannot embed 'boom'"):
+        encode_multi_process(exploding, TEXTS + ["boom"], processes=2, chunk_size=7)
+    assert multiprocessing.active_children() == []
