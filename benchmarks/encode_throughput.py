@@ -49,7 +49,7 @@ def cranfield_documents(path: Path) -> list[str]:
     return list(dict.fromkeys(f"{r.get('title', '')} {r['text']}".strip() for r in rows))
 
 
-def matmul_flops(threads: int, device: str) -> float:
+def matmul_flops(device: str) -> float:
     """Measured float32 FLOP/s of a large matrix product (the machine's practical peak)."""
     a = torch.randn(2048, 2048, device=device)
     torch.mm(a, a)
@@ -166,7 +166,7 @@ def main() -> None:
         local = shutil.copytree(folder, Path(scratch) / "model")
         name_to_encode = runners(str(local), args)
         reference = Embedder.load(str(local), device=args.device)
-        peak = matmul_flops(args.threads, args.device)
+        peak = matmul_flops(args.device)
         print(f"{folder} on {args.device}; measured float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
         report("short: STS Benchmark en test sentences", stsb_sentences(args.data), reference, name_to_encode, args, peak)
         if not args.no_long and LONG.exists():

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gpte.atomic import refuse_existing
 from gpte.data.readers import TEXT_FORMATS
 from gpte.errors import GpteError
 from gpte.models.postprocess import PRECISIONS
@@ -140,9 +141,7 @@ def _distill_static(args: argparse.Namespace) -> int:
     from gpte.models.embedder import Embedder
     from gpte.models.static import distill_static
 
-    check = Path(args.output)
-    if check.exists() and not args.overwrite:
-        raise FileExistsError(f"{check} already exists; pass --overwrite to replace it")
+    refuse_existing(Path(args.output), args.overwrite)  # before the minutes of distillation, not after
     static = distill_static(Embedder.load(args.model, device=args.device), args.pca_dims or None, args.sif or None, not args.no_progress)
     static.save(args.output, overwrite=args.overwrite)
     print(f"wrote a static model of {len(static.table)} tokens x {static.dimension} dimensions to {args.output}")

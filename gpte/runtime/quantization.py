@@ -79,7 +79,7 @@ def binary_rescore_search(
         raise ValueError(
             f"shapes do not fit: queries {queries.shape}, corpus bits {corpus_bits.shape}, corpus vectors {corpus_vectors.shape}"
         )
-    bits = corpus_bits.view(np.uint8) if corpus_bits.dtype == np.uint8 else (corpus_bits.astype(np.int16) + 128).astype(np.uint8)
+    bits = corpus_bits if corpus_bits.dtype == np.uint8 else (corpus_bits.astype(np.int16) + 128).astype(np.uint8)
     query_bits = np.packbits(queries > 0, axis=-1)
     n_candidates = min(len(bits), top_k * rescore_multiplier)
     candidates = _hamming_top(query_bits, bits, n_candidates)
