@@ -6,6 +6,9 @@
     gpte distill-static -o FOLDER [--model M] [--pca-dims 256] [--sif 1e-4]
     gpte evaluate --data DIR [--model M] [--tasks T ... | --suite S] [-o results] [--overwrite] [--cache DIR]
     gpte report RESULTS_DIR... [--plot chart.png]
+    gpte train RECIPE.yaml [--restart]
+    gpte merge MODEL MODEL... -o OUT [--method average|slerp|task_arithmetic] [--weights W...] [--t T]
+               [--base MODEL] [--scale S] [--overwrite]
     gpte info [MODEL]
 """
 
@@ -96,6 +99,22 @@ def _parser() -> argparse.ArgumentParser:
     distill.add_argument("--no-progress", action="store_true")
     distill.set_defaults(run=_distill_static)
 
+    train = verbs.add_parser("train", help="run a training recipe (YAML: stages of data, loss and settings)")
+    train.add_argument("recipe", help="the recipe file")
+    train.add_argument("--restart", action="store_true", help="retrain every stage (default: keep finished stages, resume checkpoints)")
+    train.set_defaults(run=_train)
+
+    merge = verbs.add_parser("merge", help="merge models of one architecture (soup, SLERP, task arithmetic)")
+    merge.add_argument("models", nargs="+", help="model folders")
+    merge.add_argument("-o", "--output", required=True, help="folder for the merged model")
+    merge.add_argument("--method", default="average", help="average (default), slerp or task_arithmetic")
+    merge.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per model")
+    merge.add_argument("--t", type=float, default=0.5, help="slerp position: 0 = first model, 1 = second")
+    merge.add_argument("--base", default=None, help="task arithmetic: the model the others were fine-tuned from")
+    merge.add_argument("--scale", type=float, default=1.0, help="task arithmetic: scale of the summed task vectors")
+    merge.add_argument("--overwrite", action="store_true")
+    merge.set_defaults(run=_merge)
+
     info = verbs.add_parser("info", help="describe a model: backbone, parameters, dimension, pooling, prompts")
     info.add_argument("model", nargs="?", default=None, help="model name, folder, .gguf file or hub id")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -171,6 +190,25 @@ def _report(args: argparse.Namespace) -> int:
     print(format_table(table))
     if args.plot:
         print(f"wrote {bar_chart(table, Path(args.plot))}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gpte.train.recipe import load_recipe, run_recipe
+
+    folders = run_recipe(load_recipe(args.recipe), resume=not args.restart)
+    for folder in folders:
+        print(f"model: {folder}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from gpte.train.merging import merge_models
+
+    refuse_existing(Path(args.output), args.overwrite)
+    merged = merge_models(args.models, args.method, args.weights, args.t, args.base, args.scale)
+    merged.save(args.output, overwrite=args.overwrite)
+    print(f"wrote the {args.method} merge of {len(args.models)} models to {args.output}")
     return 0
 
 

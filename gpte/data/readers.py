@@ -33,12 +33,7 @@ def iter_texts(path: str | Path, field: str | None = None) -> Iterator[str]:
         FileNotFoundError: no such file.
         ValueError: unsupported extension, malformed line, missing field, or a value that is not a string.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in TEXT_FORMATS:
-        raise ValueError(f"{path}: unsupported input format {suffix!r}; use one of {', '.join(TEXT_FORMATS)}")
+    path, suffix = _checked_file(path, TEXT_FORMATS)
     field = field or DEFAULT_FIELD
     if suffix in (".txt", ".md"):
         return _iter_lines(path)
@@ -47,6 +42,17 @@ def iter_texts(path: str | Path, field: str | None = None) -> Iterator[str]:
     if suffix == ".parquet":
         return _iter_parquet(path, field)
     return _iter_delimited(path, field, "\t" if suffix == ".tsv" else ",")
+
+
+def _checked_file(path: str | Path, formats: tuple[str, ...]) -> tuple[Path, str]:
+    """``path`` as a Path and its lower-case suffix; FileNotFoundError or ValueError (formats listed) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in formats:
+        raise ValueError(f"{path}: unsupported input format {suffix!r}; use one of {', '.join(formats)}")
+    return path, suffix
 
 
 def _iter_lines(path: Path) -> Iterator[str]:
@@ -72,6 +78,36 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+
+
+RECORD_FORMATS = (".jsonl", ".csv", ".tsv", ".parquet")
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for each row of a jsonl/csv/tsv/parquet file; ``where`` is ``file:line`` (or ``file: row i``).
+
+    csv/tsv values are strings as written. Raises FileNotFoundError, or ValueError for an unsupported
+    extension, a malformed line or a jsonl line that is not an object.
+    """
+    path, suffix = _checked_file(path, RECORD_FORMATS)
+    if suffix == ".jsonl":
+        for number, value in iter_jsonl(path):
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
+            yield f"{path}:{number}", value
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        index = 0
+        for batch in pq.ParquetFile(path).iter_batches():
+            for record in batch.to_pylist():
+                yield f"{path}: row {index}", record
+                index += 1
+    else:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            for row in reader:
+                yield f"{path}:{reader.line_num}", dict(row)
 
 
 def _iter_jsonl(path: Path, field: str) -> Iterator[str]:

@@ -158,9 +158,51 @@ class Backbone(nn.Module):
         return output.last_hidden_state, (output.hidden_states if all_layers else None)
 
     def save(self, folder: Path) -> None:
-        """Write config, safetensors weights and tokenizer files into ``folder``."""
+        """Write config, safetensors weights and tokenizer files into ``folder`` (with LoRA: the adapter only)."""
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
+
+    # ----------------------------------------------------------------- LoRA (peft)
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def add_lora(self, r: int = 8, alpha: float = 16, dropout: float = 0.0, target_modules: list[str] | None = None) -> None:
+        """Wrap the transformer with LoRA adapters (peft); only the adapters are trained afterwards.
+
+        Args:
+            r, alpha, dropout: LoRA rank, scaling numerator and dropout (peft's ``r``, ``lora_alpha``, ``lora_dropout``).
+            target_modules: names (last component) of the linear layers to adapt; None lets peft pick its
+                default for the architecture.
+
+        Raises:
+            ValueError: a target module that does not exist (the model's linear layer names are listed).
+        """
+        from peft import LoraConfig, get_peft_model
+
+        if target_modules is not None:
+            self.check_lora_targets(target_modules)
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules)
+        self.model = get_peft_model(self.model, config)
+
+    def check_lora_targets(self, target_modules: list[str]) -> None:
+        """Raise ValueError if a name is not the last component of one of the model's linear layers."""
+        names = {name.rsplit(".", 1)[-1] for name, module in self.model.named_modules() if isinstance(module, nn.Linear)}
+        unknown = sorted(set(target_modules) - names)
+        if unknown:
+            raise ValueError(f"LoRA target module(s) {', '.join(unknown)} not found; the model's linear layers: {', '.join(sorted(names))}")
+
+    def load_adapter(self, folder: str | Path, trainable: bool = False) -> None:
+        """Wrap the transformer with the LoRA adapter saved in ``folder`` (``adapter_config.json``)."""
+        from peft import PeftModel
+
+        self.model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=trainable)
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights and drop the peft wrapper (vectors unchanged)."""
+        if self.has_lora:
+            self.model = self.model.merge_and_unload()
 
 
 def encoder_only_class(config: PretrainedConfig) -> type[PreTrainedModel] | None:

@@ -27,7 +27,7 @@ from gpte.models.pooling import Pooler, TokenStates, build_pooler
 from gpte.models.postprocess import check_precision, quantize, truncate_and_normalize
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
-from gpte.models.tokenization import TextTokenizer
+from gpte.models.tokenization import TextTokenizer, TokenBatch
 from gpte.prompts import PromptTemplate, Prompts
 from gpte.runtime.backends import default_export_dir, select_backend
 from gpte.runtime.batching import deduplicate, length_sorted_batches
@@ -333,11 +333,7 @@ class Embedder(nn.Module):
         started = time.perf_counter()
         text_list, single = _check_texts(texts)
         self._check_options(batch_size, truncate_dim, precision, convert_to)
-        template = self.prompts.resolve(prompt, role)
-        if template is not None:
-            template = template.fill(task)
-        elif task is not None:
-            raise ValueError(f"task={task!r} was given but no prompt is in use; name a prompt with a {{task}} slot")
+        template = self.resolve_prompt(prompt, role, task)
         unique, inverse = deduplicate(text_list)
         pooled, truncated, n_tokens = self._encode_unique(unique, template, batch_size, show_progress)
         use_normalize = self.normalize if normalize is None else bool(normalize)
@@ -352,6 +348,21 @@ class Embedder(nn.Module):
         output = _convert(vectors, precision, convert_to)
         report.seconds = time.perf_counter() - started
         return EncodeResult(output[0] if single else output, report)
+
+    def resolve_prompt(
+        self, prompt: str | PromptTemplate | None = None, role: str | None = None, task: str | None = None
+    ) -> PromptTemplate | None:
+        """The template ``encode`` uses for these arguments (see :meth:`encode_with_report`), task filled in.
+
+        Raises:
+            ValueError: an unknown prompt name or role, or a task given where no prompt has a ``{task}`` slot.
+        """
+        template = self.prompts.resolve(prompt, role)
+        if template is not None:
+            return template.fill(task)
+        if task is not None:
+            raise ValueError(f"task={task!r} was given but no prompt is in use; name a prompt with a {{task}} slot")
+        return None
 
     def _encode_unique(
         self, texts: list[str], template: PromptTemplate | None, batch_size: int, show_progress: bool | None
@@ -370,14 +381,37 @@ class Embedder(nn.Module):
                 n_tokens += sum(lengths)
                 for rows in length_sorted_batches(lengths, batch_size):
                     batch = self.tokenizer.pad(chunk, rows).to(self.device)
-                    pooled[torch.from_numpy(rows + start)] = self._forward(batch).float().cpu()
+                    pooled[torch.from_numpy(rows + start)] = self(batch).float().cpu()
                     bar.update(len(rows))
         return pooled, truncated, n_tokens
 
-    def _forward(self, batch) -> torch.Tensor:
-        """Token batch -> pooled (and projected) vectors, on the model's device."""
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        """Token batch -> pooled (and projected) vectors (n, dimension), not normalized, on the model's device.
+
+        Gradients flow unless called under ``torch.no_grad``/``inference_mode`` (``encode`` is).
+        """
         hidden, layers = (self._runner or self.backbone)(batch, all_layers=self.pooler.needs_layers)
-        vectors = self.pooler(TokenStates(hidden, batch.attention_mask, layers, batch.segments))
+        return self._project(self.pooler(TokenStates(hidden, batch.attention_mask, layers, batch.segments)))
+
+    def forward_layers(self, batch: TokenBatch, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Pooled (and projected) vectors taken after each of ``layers`` (1 = first transformer layer, ...,
+        ``num_layers`` = last, the same as ``forward``), from one pass. Used by 2D Matryoshka training.
+
+        Raises:
+            ValueError: a layer outside 1..num_layers, or a pooler that already combines several layers.
+        """
+        if self.pooler.needs_layers:
+            raise ValueError(f"{self.pooler.name} pooling combines layers itself; per-layer vectors need a single-layer pooler")
+        bad = [layer for layer in layers if not 1 <= layer <= self.backbone.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} are outside 1..{self.backbone.num_layers}")
+        _, hidden_states = (self._runner or self.backbone)(batch, all_layers=True)
+        return [
+            self._project(self.pooler(TokenStates(hidden_states[layer], batch.attention_mask, None, batch.segments)))
+            for layer in layers
+        ]
+
+    def _project(self, vectors: torch.Tensor) -> torch.Tensor:
         for dense in self.dense:
             vectors = dense(vectors)
         return vectors

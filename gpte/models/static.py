@@ -77,7 +77,7 @@ def _token_table(embedder: Any, show_progress: bool) -> np.ndarray:
         for start in tqdm(range(0, vocabulary, DISTILL_BATCH), desc="distil", disable=not show_progress):
             rows = np.arange(start, min(start + DISTILL_BATCH, vocabulary))
             batch = embedder.tokenizer.pad(tokenized, rows).to(embedder.device)
-            table[rows] = embedder._forward(batch).float().cpu().numpy()
+            table[rows] = embedder(batch).float().cpu().numpy()
     return table
 
 

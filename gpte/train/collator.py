@@ -1,0 +1,69 @@
+"""Rows to a ``TrainingBatch``: texts per column, tokenized with the model's prompts.
+
+Column 0 (anchor/query) gets the model's ``query`` prompt, the other columns its ``document`` prompt
+(no prompt where the model has none). A row's instruction fills the query prompt's ``{task}`` slot; if
+the query prompt has none, the instruction goes in E5-mistral's form ``Instruct: {task}\\nQuery: {text}``
+(Wang et al. 2024, "Improving text embeddings with large language models"). Prompt tokens are left out
+of pooling when the model's pooler says ``include_prompt=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from gpte.data.training import TrainingExample
+from gpte.models.embedder import Embedder
+from gpte.models.tokenization import TokenBatch, TokenizedTexts
+from gpte.prompts import PromptTemplate
+from gpte.train.losses.base import TrainingBatch
+
+INSTRUCTION_TEMPLATE = "Instruct: {task}\nQuery: {text}"
+
+
+class TrainingCollator:
+    """Callable turning a list of ``TrainingExample`` into a ``TrainingBatch`` for ``model``."""
+
+    def __init__(self, model: Embedder, query_role: str = "query", document_role: str = "document") -> None:
+        self.model = model
+        self.query_template = model.prompts.resolve(None, query_role)
+        self.document_template = model.prompts.resolve(None, document_role)
+
+    def __call__(self, examples: Sequence[TrainingExample]) -> TrainingBatch:
+        n_columns = len(examples[0].texts)
+        texts = [[example.texts[column] for example in examples] for column in range(n_columns)]
+        query_templates = [self._query_template(example.instruction) for example in examples]
+        features = [self._tokenize(texts[0], query_templates)]
+        features += [self._tokenize(column, [self.document_template] * len(column)) for column in texts[1:]]
+        return TrainingBatch(texts, features, _scores(examples))
+
+    def _query_template(self, instruction: str | None) -> PromptTemplate | None:
+        if instruction is None:
+            return self.query_template
+        if self.query_template is not None and self.query_template.needs_task:
+            return self.query_template.fill(instruction)
+        return PromptTemplate(INSTRUCTION_TEMPLATE).fill(instruction)
+
+    def _tokenize(self, texts: list[str], templates: list[PromptTemplate | None]) -> TokenBatch:
+        """One padded batch of ``texts``, each in its own template (tokenized once per distinct template)."""
+        tokenizer, pooler = self.model.tokenizer, self.model.pooler
+        suffix = pooler.suffix_ids(self.model.backbone.tokenizer)
+        input_ids: list[list[int]] = [[] for _ in texts]
+        segments: list[list[int]] | None = [[] for _ in texts] if pooler.needs_segments else None
+        for template in dict.fromkeys(templates):
+            rows = [i for i, t in enumerate(templates) if t == template]
+            tokens = tokenizer.tokenize([texts[i] for i in rows], template, suffix, pooler.needs_segments)
+            for position, row in enumerate(rows):
+                input_ids[row] = tokens.input_ids[position]
+                if segments is not None:
+                    segments[row] = tokens.segments[position]
+        merged = TokenizedTexts(input_ids, [False] * len(texts), segments)
+        return tokenizer.pad(merged, np.arange(len(texts)))
+
+
+def _scores(examples: Sequence[TrainingExample]) -> torch.Tensor | None:
+    if examples[0].score is None:
+        return None
+    return torch.tensor([example.score for example in examples], dtype=torch.float32)

@@ -1,0 +1,79 @@
+"""Training losses, built by name from a recipe's ``loss`` section.
+
+    build_loss({"name": "infonce", "temperature": 0.05, "matryoshka": {"dims": [384, 96]},
+                "gradcache": {"mini_batch_size": 32}}, model)
+
+Each loss is one module; wrappers (``matryoshka``, ``matryoshka_2d``, ``gradcache``) are keys of the same
+section and apply in that order (GradCache outermost).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import nn
+
+from gpte.train.losses.base import EmbeddingLoss, TrainingBatch
+from gpte.train.losses.distillation import KLDistillationLoss, MarginMSELoss
+from gpte.train.losses.gist import GISTLoss
+from gpte.train.losses.gradcache import CachedLoss
+from gpte.train.losses.infonce import InfoNCELoss
+from gpte.train.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+from gpte.train.losses.ranking import AnglELoss, CoSENTLoss, CosineMSELoss
+from gpte.train.losses.simcse import SimCSELoss
+from gpte.train.losses.triplet import TripletLoss
+
+LOSSES: dict[str, type[EmbeddingLoss]] = {
+    loss.name: loss
+    for loss in (InfoNCELoss, CoSENTLoss, AnglELoss, CosineMSELoss, TripletLoss, MarginMSELoss, KLDistillationLoss, SimCSELoss, GISTLoss)
+}
+WRAPPERS = ("matryoshka", "matryoshka_2d", "gradcache")
+
+
+def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) -> EmbeddingLoss:
+    """The loss described by ``spec`` (a name, or ``{"name": ..., options..., wrappers...}``) for ``model``.
+
+    Args:
+        spec: loss name and options; wrapper keys take their own option dicts.
+        model: the embedder being trained.
+        guide: the guide embedder for ``gist`` (a loaded model; recipes name it with ``guide:``).
+
+    Raises:
+        ValueError: an unknown loss name or option (the message lists the allowed ones), or bad option values.
+    """
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = spec.pop("name", None)
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    wrappers = {key: spec.pop(key) for key in WRAPPERS if key in spec}
+    if name == "gist":
+        if guide is None:
+            raise ValueError("loss 'gist' needs a guide model (recipe: guide: MODEL)")
+        spec["guide"] = guide
+    loss = _construct(LOSSES[name], name, model, spec)
+    if "matryoshka" in wrappers and "matryoshka_2d" in wrappers:
+        raise ValueError("choose one of matryoshka and matryoshka_2d (2D includes the dimension nesting)")
+    if "matryoshka" in wrappers:
+        loss = _construct(MatryoshkaLoss, "matryoshka", loss, wrappers["matryoshka"])
+    if "matryoshka_2d" in wrappers:
+        loss = _construct(Matryoshka2dLoss, "matryoshka_2d", loss, wrappers["matryoshka_2d"])
+    if "gradcache" in wrappers:
+        loss = _construct(CachedLoss, "gradcache", loss, wrappers["gradcache"])
+    return loss
+
+
+def _construct(cls: type, name: str, first: Any, options: Any) -> Any:
+    if not isinstance(options, dict):
+        raise ValueError(f"{name}: options must be a mapping, got {options!r}")
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "base")]
+    if cls is GISTLoss:
+        allowed += [p for p in inspect.signature(InfoNCELoss.__init__).parameters if p not in ("self", "model", "symmetric")]
+    unknown = sorted(set(options) - set(allowed) - {"infonce"})
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(a for a in allowed if a != 'infonce')}")
+    return cls(first, **options)
+
+
+__all__ = ["LOSSES", "WRAPPERS", "EmbeddingLoss", "TrainingBatch", "build_loss", *[cls.__name__ for cls in LOSSES.values()]]
+__all__ += ["MatryoshkaLoss", "Matryoshka2dLoss", "CachedLoss"]

@@ -1,0 +1,224 @@
+"""Multi-stage training recipes: a YAML file lists stages, each with its data, loss and settings.
+
+    model: all-MiniLM-L6-v2            # where stage 1 starts: packaged name, folder or hub id
+    output: runs/minilm-sts            # each stage writes OUTPUT/STAGE/{model,checkpoints,logs.csv}
+    stages:
+      - name: weak
+        data: [{path: pairs.jsonl}]
+        loss: {name: infonce, temperature: 0.05}
+        training: {epochs: 1, batch_size: 64}
+      - name: supervised               # starts from the previous stage's model (or from: NAME|PATH)
+        data: [{path: triplets.jsonl, negatives: negatives}]
+        loss: {name: infonce, matryoshka: {dims: [384, 192, 96]}}
+        training: {epochs: 1, batch_size: 32, eval_tasks: [data/sts/stsb-en]}
+
+Relative paths are relative to the recipe file. The whole recipe (keys, loss names and options, every
+row of every data source) is checked before the first training step. A stage whose model folder exists
+is kept, and an interrupted stage resumes from its last complete checkpoint, so re-running the same
+command continues where it stopped. Each stage's model is saved in the sentence-transformers layout
+with a model card (README.md: base model, data, loss, settings, scores).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import gpte
+from gpte.atomic import atomic_path
+from gpte.data.training import TrainingData, read_training_data
+from gpte.evaluate import Task, evaluate, load_task
+from gpte.models.embedder import Embedder
+from gpte.train.config import TrainingConfig
+from gpte.train.losses import build_loss
+from gpte.train.trainer import TrainResult, check_training_data, train
+
+RECIPE_KEYS = ("model", "output", "stages")
+STAGE_KEYS = ("name", "from", "data", "loss", "training", "guide")
+DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
+
+
+@dataclass
+class Stage:
+    """One stage: where it starts, its data specs, loss spec, settings and optional GIST guide model."""
+
+    name: str
+    start: str | None
+    data: list[dict[str, Any]]
+    loss: dict[str, Any]
+    training: TrainingConfig
+    guide: str | None = None
+    sources: list[TrainingData] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    model: str | None
+    output: Path
+    stages: list[Stage]
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe file (structure and values; data is read by ``prepare``).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unknown keys, missing stages/data/loss, bad settings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    where = str(path)
+    _check_keys(raw, RECIPE_KEYS, where)
+    if not raw.get("stages"):
+        raise ValueError(f"{where}: the recipe has no stages")
+    base = path.parent
+    names: list[str] = []
+    stages = []
+    for number, spec in enumerate(raw["stages"], 1):
+        stage = _stage(spec, number, base, names, where)
+        names.append(stage.name)
+        stages.append(stage)
+    model = raw.get("model")
+    return Recipe(_resolve(model, base) if model else None, base / raw.get("output", "gpte-runs"), stages)
+
+
+def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str) -> Stage:
+    here = f"{where}: stage {number}"
+    if not isinstance(spec, dict):
+        raise ValueError(f"{here}: a stage is a mapping with keys {', '.join(STAGE_KEYS)}")
+    _check_keys(spec, STAGE_KEYS, here)
+    name = str(spec.get("name", f"stage{number}"))
+    if name in earlier:
+        raise ValueError(f"{here}: stage name {name!r} is used twice")
+    if not spec.get("data"):
+        raise ValueError(f"{here}: no data (data: [{{path: ...}}])")
+    if "loss" not in spec:
+        raise ValueError(f"{here}: no loss (loss: {{name: ...}})")
+    data = []
+    for item in spec["data"]:
+        item = {"path": item} if isinstance(item, str) else dict(item)
+        _check_keys(item, DATA_KEYS, f"{here} data")
+        if "path" not in item:
+            raise ValueError(f"{here} data: each source needs a path")
+        item["path"] = item["path"] if str(item["path"]).startswith("hf:") else str(base / item["path"])
+        data.append(item)
+    training = dict(spec.get("training") or {})
+    training["eval_tasks"] = [str(base / task) for task in training.get("eval_tasks", [])]
+    start = spec.get("from")
+    if start is not None and start not in earlier:
+        start = _resolve(start, base)
+    loss = spec["loss"] if isinstance(spec["loss"], dict) else {"name": spec["loss"]}
+    guide = _resolve(spec["guide"], base) if spec.get("guide") else None
+    return Stage(name, start, data, dict(loss), TrainingConfig.from_dict(training, f"{here} training"), guide)
+
+
+def prepare(recipe: Recipe) -> None:
+    """Read every stage's data and tasks and build its loss once against the starting model, so that any
+    bad row, data/loss mismatch or unknown option fails before training starts."""
+    model = Embedder.load(recipe.model)
+    for stage in recipe.stages:
+        stage.sources = [read_training_data(**spec) for spec in stage.data]
+        stage.tasks = [load_task(task) for task in stage.training.eval_tasks]
+        guide = Embedder.load(stage.guide) if stage.guide else None
+        check_training_data(build_loss(stage.loss, model, guide), stage.sources, stage.training)
+        if stage.training.lora and stage.training.lora.get("target_modules"):
+            model.backbone.check_lora_targets(stage.training.lora["target_modules"])
+
+
+def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
+    """Check, then run the stages in order; returns each stage's model folder."""
+    prepare(recipe)
+    folders: list[Path] = []
+    for stage in recipe.stages:
+        folder = recipe.output / stage.name / "model"
+        if folder.exists() and resume:
+            _progress(f"stage {stage.name}: kept {folder}")
+        else:
+            start = _start(recipe, stage, folders)
+            _progress(f"stage {stage.name}: training from {start or 'the packaged default model'}")
+            _run_stage(stage, start, recipe.output / stage.name, folder, resume)
+        folders.append(folder)
+    return folders
+
+
+def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool) -> None:
+    model = Embedder.load(start)
+    guide = Embedder.load(stage.guide) if stage.guide else None
+    loss = build_loss(stage.loss, model, guide)
+    result = train(model, loss, stage.sources, stage.training, stage_dir, stage.tasks, resume)
+    scores = _final_scores(model, stage.tasks)
+    with atomic_path(folder, overwrite=True) as temporary:
+        if model.backbone.has_lora:
+            model.backbone.save(stage_dir / "adapter")
+            model.backbone.merge_lora()
+        model.save(temporary)
+        (temporary / "README.md").write_text(model_card(stage, start, result, scores), encoding="utf-8")
+    _progress(f"stage {stage.name}: saved {folder}")
+
+
+def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:
+    names = [s.name for s in recipe.stages]
+    if stage.start in names:
+        return str(folders[names.index(stage.start)])
+    if stage.start is not None:
+        return stage.start
+    return str(folders[-1]) if folders else recipe.model
+
+
+def _final_scores(model: Embedder, tasks: list[Task]) -> dict[str, float]:
+    if not tasks:
+        return {}
+    model.eval()
+    run = evaluate(model, tasks)
+    return {name: round(100 * result["main_score_value"], 2) for name, result in run.results.items()}
+
+
+def model_card(stage: Stage, start: str | None, result: TrainResult, scores: dict[str, float]) -> str:
+    """A README.md for a stage's model: base model, data, loss, settings, steps and scores."""
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "tags: [gpte, sentence-transformers, feature-extraction, sentence-similarity]",
+        "---",
+        f"# {stage.name}",
+        "",
+        f"Trained with gpte {gpte.__version__} on {datetime.now(timezone.utc).date().isoformat()}.",
+        "",
+        f"- **Base model:** {start or 'all-MiniLM-L6-v2 (packaged)'}",
+        f"- **Loss:** `{stage.loss}`",
+        f"- **Steps:** {result.global_step}, final training loss {result.training_loss:.4f}",
+        "",
+        "## Data",
+        "",
+    ]
+    lines += [f"- `{source.name}`: {len(source)} rows, columns {', '.join(source.columns)}" for source in stage.sources]
+    lines += ["", "## Settings", "", "```yaml", yaml.safe_dump(asdict(stage.training), sort_keys=False).strip(), "```"]
+    if scores:
+        lines += ["", "## Scores (main score x 100)", "", "| task | score |", "|---|---|"]
+        lines += [f"| {name} | {value:.2f} |" for name, value in scores.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{where}: expected a mapping with keys {', '.join(allowed)}, got {mapping!r:.80}")
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def _resolve(name: str, base: Path) -> str:
+    """A path relative to the recipe if it exists there; otherwise the name as given (packaged or hub id)."""
+    candidate = base / str(name)
+    return str(candidate) if candidate.exists() else str(name)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
