@@ -237,3 +237,34 @@ def test_merge_methods(tiny_models, tmp_path):
         merge_models([tmp_path / "a", tmp_path / "b"], "ties")
     with pytest.raises(ValueError, match="slerp merges exactly 2 models, got 3"):
         merge_models([tmp_path / "a"] * 3, "slerp")
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny_models, shared_data, tmp_path):
+    data = read_training_data(shared_data / "sts/stsb-en/train.jsonl", score_range=[0, 5], limit=32)
+    models = []
+    for checkpointing in (False, True):
+        model = Embedder.load(tiny_models["bert"], device="cpu")
+        config = TrainingConfig(epochs=1, batch_size=16, learning_rate=1e-3, gradient_checkpointing=checkpointing)
+        train(model, build_loss("cosent", model), [data], config, tmp_path / str(checkpointing))
+        models.append(model)
+    assert models[1].backbone.model.is_activation_checkpointing
+    assert _max_difference(*models) <= 1e-6
+
+
+def test_torchrun_two_processes_train_a_recipe_with_shared_negatives(tiny_models, tmp_path):
+    """DDP through torchrun (gloo on CPU): each process takes its own batches of 8, the loss gathers the
+    other process's embeddings, rank 0 writes the model."""
+    import subprocess
+    import sys
+
+    rows = [{"anchor": f"sentence {i} on topic {i % 7}", "positive": f"text {i} about {i % 5}"} for i in range(64)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = {"model": str(tiny_models["bert"]), "output": "runs",
+              "stages": [{"name": "s", "data": [{"path": "pairs.jsonl"}], "loss": {"name": "infonce"}, "training": {"batch_size": 8, "save_steps": 4}}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gpte.cli", "train", "recipe.yaml"]
+    finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    state = json.loads((tmp_path / "runs/s/checkpoints/checkpoint-4/trainer_state.json").read_text())
+    assert state["global_step"] == 4  # 64 rows / (2 processes x 8)
+    assert (tmp_path / "runs/s/model/README.md").is_file()

@@ -162,6 +162,14 @@ class Backbone(nn.Module):
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute activations in backward instead of keeping them (less memory, more compute)."""
+        model = self.model
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     # ----------------------------------------------------------------- LoRA (peft)
 
     @property

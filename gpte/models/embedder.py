@@ -246,6 +246,11 @@ class Embedder(nn.Module):
     def max_seq_length(self) -> int:
         return self.tokenizer.max_length
 
+    @max_seq_length.setter
+    def max_seq_length(self, value: int | None) -> None:
+        """Set the token limit (None: the model's own); ValueError beyond the model's positions."""
+        self.tokenizer.max_length = self._max_length(value)
+
     @property
     def device(self) -> torch.device:
         return self.backbone.device

@@ -49,6 +49,18 @@ class TokenBatch:
     position_ids: torch.Tensor
     segments: torch.Tensor | None = None
 
+    def select(self, rows: torch.Tensor | slice) -> TokenBatch:
+        """The batch's ``rows``, with padding columns no selected row uses removed (either padding side)."""
+        mask = self.attention_mask[rows]
+        used = mask.any(dim=0).nonzero().flatten()
+        columns = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 1)
+        return TokenBatch(
+            self.input_ids[rows][:, columns],
+            mask[:, columns],
+            self.position_ids[rows][:, columns],
+            None if self.segments is None else self.segments[rows][:, columns],
+        )
+
     def to(self, device: torch.device | str) -> TokenBatch:
         return TokenBatch(
             self.input_ids.to(device),

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 import gpte
@@ -36,6 +37,7 @@ from gpte.evaluate import Task, evaluate, load_task
 from gpte.models.embedder import Embedder
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import build_loss
+from gpte.train.losses.distributed import world
 from gpte.train.trainer import TrainResult, check_training_data, train
 
 RECIPE_KEYS = ("model", "output", "stages")
@@ -153,14 +155,18 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
     guide = Embedder.load(stage.guide) if stage.guide else None
     loss = build_loss(stage.loss, model, guide)
     result = train(model, loss, stage.sources, stage.training, stage_dir, stage.tasks, resume)
-    scores = _final_scores(model, stage.tasks)
-    with atomic_path(folder, overwrite=True) as temporary:
-        if model.backbone.has_lora:
-            model.backbone.save(stage_dir / "adapter")
-            model.backbone.merge_lora()
-        model.save(temporary)
-        (temporary / "README.md").write_text(model_card(stage, start, result, scores), encoding="utf-8")
-    _progress(f"stage {stage.name}: saved {folder}")
+    rank, size = world()
+    if rank == 0:  # under DDP every process trained the same weights; one writes them
+        scores = _final_scores(model, stage.tasks)
+        with atomic_path(folder, overwrite=True) as temporary:
+            if model.backbone.has_lora:
+                model.backbone.save(stage_dir / "adapter")
+                model.backbone.merge_lora()
+            model.save(temporary)
+            (temporary / "README.md").write_text(model_card(stage, start, result, scores), encoding="utf-8")
+        _progress(f"stage {stage.name}: saved {folder}")
+    if size > 1:
+        torch.distributed.barrier()  # the next stage starts from this folder on every process
 
 
 def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:

@@ -75,11 +75,11 @@ def train(
     if config.early_stopping_patience is not None and not eval_tasks:
         raise ValueError("early_stopping_patience needs eval tasks (training: eval_tasks) to measure improvement")
     if config.max_seq_length:
-        model.tokenizer.max_length = model._max_length(config.max_seq_length)
+        model.max_seq_length = config.max_seq_length
     if config.lora is not None:
         model.backbone.add_lora(**config.lora)
     if config.gradient_checkpointing:
-        model.backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.backbone.enable_activation_checkpointing()
     output = Path(output)
     trainer = EmbeddingTrainer(
         model=model,
@@ -260,7 +260,6 @@ def _arguments(config: TrainingConfig, output: Path, device: torch.device, evalu
         report_to=["tensorboard"] if is_tensorboard_available() else [],
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
     )
 
 

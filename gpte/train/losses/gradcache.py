@@ -74,15 +74,9 @@ class CachedLoss(EmbeddingLoss):
 
 
 def _split(features: TokenBatch, size: int) -> Iterator[TokenBatch]:
-    """``features`` in consecutive row slices of at most ``size`` rows."""
+    """``features`` in consecutive row slices of at most ``size`` rows, each without unused padding."""
     for start in range(0, features.input_ids.shape[0], size):
-        rows = slice(start, start + size)
-        yield TokenBatch(
-            features.input_ids[rows],
-            features.attention_mask[rows],
-            features.position_ids[rows],
-            None if features.segments is None else features.segments[rows],
-        )
+        yield features.select(slice(start, start + size))
 
 
 class _RngState:
