@@ -252,3 +252,14 @@ def test_unknown_loss_and_option_are_named():
         build_loss({"name": "infonce", "temprature": 0.1}, _StubModel())
     with pytest.raises(ValueError, match="matryoshka dims must be integers from 1 to the model's dimension 8"):
         build_loss({"name": "infonce", "matryoshka": {"dims": [16]}}, _StubModel())
+
+
+def test_data_that_does_not_fit_the_loss_is_named():
+    with pytest.raises(ValueError, match="pairs.jsonl: loss 'triplet' takes 3 text columns, the data has 2"):
+        build_loss("triplet", _StubModel()).check_columns(2, False, "pairs.jsonl")
+    with pytest.raises(ValueError, match="x.jsonl: loss 'cosent' takes 2 text columns, the data has 3"):
+        build_loss("cosent", _StubModel()).check_columns(3, True, "x.jsonl")
+    with pytest.raises(ValueError, match="loss 'infonce' takes at least 2 text columns, the data has 1"):
+        build_loss("infonce", _StubModel()).check_columns(1, False, "t.jsonl")
+    with pytest.raises(ValueError, match="loss 'gist' needs a guide model"):
+        build_loss("gist", _StubModel())

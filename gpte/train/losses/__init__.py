@@ -64,15 +64,23 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
 
 
 def _construct(cls: type, name: str, first: Any, options: Any) -> Any:
+    """``cls(first, **options)`` after checking the option names against its constructor."""
     if not isinstance(options, dict):
         raise ValueError(f"{name}: options must be a mapping, got {options!r}")
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "base")]
+    allowed = _parameters(cls)
     if cls is GISTLoss:
-        allowed += [p for p in inspect.signature(InfoNCELoss.__init__).parameters if p not in ("self", "model", "symmetric")]
-    unknown = sorted(set(options) - set(allowed) - {"infonce"})
+        allowed += [p for p in _parameters(InfoNCELoss) if p != "symmetric"]
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(a for a in allowed if a != 'infonce')}")
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     return cls(first, **options)
+
+
+def _parameters(cls: type) -> list[str]:
+    """Named constructor parameters after the model/base loss."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    keyword_kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in keyword_kinds and p.name not in ("self", "model", "base")]
 
 
 __all__ = ["LOSSES", "WRAPPERS", "EmbeddingLoss", "TrainingBatch", "build_loss", *[cls.__name__ for cls in LOSSES.values()]]
