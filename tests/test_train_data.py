@@ -90,3 +90,20 @@ def test_batch_larger_than_data_and_unknown_strategy():
         NoDuplicatesBatchSampler(_data(40), 64)
     with pytest.raises(ValueError, match="unknown sampling strategy 'random'; choose one of: round_robin, proportional"):
         MultiDatasetBatchSampler([], "random")
+
+
+def test_collator_applies_query_and_document_prompts_and_instructions(tiny_models):
+    from gpte import Embedder
+    from gpte.train.collator import TrainingCollator
+
+    model = Embedder.load(tiny_models["bert"], device="cpu", prompts={"query": "query: ", "document": "passage: "})
+    batch = TrainingCollator(model)([TrainingExample(("what is rain", "rain is water"), None, None)])
+    decode = lambda features: model.backbone.tokenizer.decode(features.input_ids[0], skip_special_tokens=True)  # noqa: E731
+    assert decode(batch.features[0]) == "query : what is rain"
+    assert decode(batch.features[1]) == "passage : rain is water"
+    rows = [TrainingExample(("what is rain", "rain is water"), None, "find the answer"), TrainingExample(("hi", "hello"))]
+    instructed = TrainingCollator(model)(rows)
+    assert decode(instructed.features[0]) == "instruct : find the answer query : what is rain"
+    assert instructed.texts == [["what is rain", "hi"], ["rain is water", "hello"]]
+    templated = Embedder.load(tiny_models["bert"], device="cpu", prompts={"query": "task: {task} | q: {text}"})
+    assert model.backbone.tokenizer.decode(TrainingCollator(templated)(rows[:1]).features[0].input_ids[0], skip_special_tokens=True) == "task : find the answer | q : what is rain"
