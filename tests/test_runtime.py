@@ -62,6 +62,19 @@ def test_onnx_int8_is_close_to_fp32(tiny_models, tmp_path):
     assert (folder / "gpte-onnx" / "model_int8.onnx").exists()
 
 
+def test_int8_file_made_with_other_settings_is_quantized_again(tiny_models, tmp_path):
+    folder = _copy(tiny_models["bert"], tmp_path)
+    Embedder.load(folder, device="cpu", backend="onnx-int8")
+    manifest_path = folder / "gpte-onnx" / "gpte_onnx.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["int8_settings"]["per_channel"] is True
+    del manifest["int8_settings"]  # as an older gpte wrote it (per-tensor scales)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="model_int8.onnx does not match its checksum"):
+        Embedder.load(folder, device="cpu", backend="onnx-int8")
+    assert "int8_settings" in json.loads(manifest_path.read_text())
+
+
 def test_unavailable_backends_say_what_to_do(bert, monkeypatch):
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'; choose one of: torch, bf16, onnx, onnx-int8"):
         backends.select_backend(bert.backbone, "tensorrt")

