@@ -164,6 +164,10 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
     stamp = (second / "model.safetensors").stat().st_mtime_ns
     assert main(["train", str(path)]) == 0  # finished stages are kept
     assert (second / "model.safetensors").stat().st_mtime_ns == stamp
+    (tmp_path / "runs/graded/checkpoints/checkpoint-999").mkdir()  # a leftover of an older run
+    assert main(["train", str(path), "--restart"]) == 0  # every stage trained again, old checkpoints gone
+    assert (second / "model.safetensors").stat().st_mtime_ns != stamp
+    assert not (tmp_path / "runs/graded/checkpoints/checkpoint-999").exists()
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ with a model card (README.md: base model, data, loss, settings, scores).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -151,6 +152,9 @@ def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
 
 
 def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool) -> None:
+    if not resume and world()[0] == 0:  # a restart must not later resume from an older run's checkpoints
+        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+        (stage_dir / "logs.csv").unlink(missing_ok=True)
     model = Embedder.load(start)
     guide = Embedder.load(stage.guide) if stage.guide else None
     loss = build_loss(stage.loss, model, guide)
