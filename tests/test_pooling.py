@@ -91,7 +91,7 @@ def test_unknown_pooling_lists_the_choices():
         build_pooler("avg")
     with pytest.raises(ValueError, match="bad options for pooling 'mean'"):
         build_pooler("mean", append_eos=True)
-    assert set(POOLERS) == {"cls", "mean", "mean_sqrt_len", "max", "weighted_mean", "last", "span_mean", "multi_layer"}
+    assert set(POOLERS) == {"cls", "mean", "mean_sqrt_len", "max", "weighted_mean", "last", "span_mean", "multi_layer", "latent_attention"}
 
 
 def test_pooler_config_round_trips():

@@ -4,6 +4,12 @@ Any object with ``encode(texts, role=...)`` returning an (n, d) array can be eva
 below); gpte's Embedder also takes a prompt and a batch size. ``TaskEncoder`` encodes each distinct text
 once per (role, prompt) and reuses it across tasks (optionally across runs, through a ``VectorCache`` on
 disk), and checks what the model returns.
+
+Instructions: a gpte model whose ``query`` prompt has a ``{task}`` slot follows instructions (E5-mistral's
+``Instruct: {task}\nQuery: {text}``). Such a model gets the task's instruction in that slot for every input
+that is not a document (retrieval/reranking queries, both sides of symmetric tasks); documents get their
+own prompt, without instruction. Whether instruction tokens are pooled is the model's pooler's
+``include_prompt``. A task prompt in meta.json wins over the instruction.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 
 from gpte.evaluate.tasks import Task
 from gpte.evaluate.vector_cache import VectorCache
+from gpte.prompts import PromptTemplate, Prompts
 
 
 @runtime_checkable
@@ -57,7 +64,7 @@ class TaskEncoder:
         Raises:
             ValueError: the model returned the wrong shape or a non-finite value (task and text index named).
         """
-        prompt = task.prompt(role)
+        prompt = task.prompt(role) or self._instruction_prompt(task, role)
         cache = self._cache.setdefault((role, prompt), {})
         missing = list(dict.fromkeys(text for text in texts if text not in cache))
         if missing and self.disk_cache:
@@ -72,6 +79,17 @@ class TaskEncoder:
             dimension = len(next(iter(cache.values()))) if cache else 0
             return np.zeros((0, dimension), dtype=np.float32)
         return np.stack([cache[text] for text in texts])
+
+    def _instruction_prompt(self, task: Task, role: str | None) -> str | None:
+        """The model's query template with the task's instruction in its ``{task}`` slot, or None when the
+        input is a document, the task has no instruction or the model's query prompt takes none."""
+        prompts = getattr(self.model, "prompts", None)
+        if role == "document" or task.instruction is None or not isinstance(prompts, Prompts):
+            return None
+        template = prompts.resolve(None, "query")
+        if not isinstance(template, PromptTemplate) or not template.needs_task:
+            return None
+        return template.fill(task.instruction).template
 
     def _call_model(self, texts: list[str], role: str | None, prompt: str | None, task: Task) -> np.ndarray:
         options: dict[str, Any] = {"role": role}

@@ -6,7 +6,8 @@
      "split": "test", "prompts": {"query": "..."}}
 
 ``task_type`` is one of ``TASK_TYPES``; ``split`` defaults to ``test``; ``prompts`` (optional) maps a role
-(``query``, ``document``) to a prompt name or template for the model; ``score_range`` is used by STS and
+(``query``, ``document``) to a prompt name or template for the model; ``instruction`` (optional, default
+``DEFAULT_INSTRUCTIONS`` of the type) is the task instruction given to instruction-following models; ``score_range`` is used by STS and
 Summarization. A folder without ``meta.json`` that has ``corpus.jsonl`` and ``queries.jsonl`` is read as a
 BEIR retrieval folder. Adding a dataset is writing its meta.json beside its files.
 
@@ -37,6 +38,18 @@ TASK_TYPES = {
     "Summarization": "cosine_spearman",
 }
 META_FILE = "meta.json"
+# task type -> the instruction an instruction-following model gets when meta.json names none (the generic
+# instructions of E5-mistral, Wang et al. 2024, arXiv:2401.00368, Table 13 style)
+DEFAULT_INSTRUCTIONS = {
+    "STS": "Retrieve semantically similar text.",
+    "PairClassification": "Retrieve text that is semantically similar to the given text.",
+    "Classification": "Classify the given text into its category.",
+    "Clustering": "Identify the main topic or theme of the given text.",
+    "Reranking": "Given a query, retrieve passages that answer it.",
+    "Retrieval": "Given a query, retrieve relevant documents that answer the query.",
+    "BitextMining": "Retrieve parallel sentences.",
+    "Summarization": "Given a news summary, retrieve other semantically similar summaries.",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,8 @@ class Task:
         language: language code(s) from the metadata.
         main_score: the score that ranks models (mteb's name).
         prompts: role -> prompt name or template passed to the model for that role.
+        instruction: what the task asks for, for models whose query prompt has a ``{task}`` slot: it fills
+            that slot for every input that is not a document (see ``gpte.evaluate.encoder``).
         metadata: the whole meta.json.
         hf_dataset: a Hugging Face dataset repository holding the data (``path`` then holds only meta.json
             until ``fetch_data`` points it at the downloaded files).
@@ -63,6 +78,7 @@ class Task:
     language: str | None = None
     main_score: str = ""
     prompts: dict[str, str] = field(default_factory=dict)
+    instruction: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     hf_dataset: str | None = None
 
@@ -102,6 +118,7 @@ def load_task(folder: str | Path, name: str | None = None) -> Task:
         language=meta.get("language"),
         main_score=TASK_TYPES[task_type],
         prompts=dict(meta.get("prompts") or {}),
+        instruction=meta.get("instruction") or DEFAULT_INSTRUCTIONS[task_type],
         metadata=meta,
         hf_dataset=meta.get("hf_dataset"),
     )

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
 from gpte.errors import ModelLoadError
+from gpte.models.attention import AttentionMode, AttentionSwitch
 from gpte.models.tokenization import TokenBatch
 
 KINDS = ("encoder", "decoder", "encoder-decoder")
@@ -67,6 +68,7 @@ class Backbone(nn.Module):
         self.tokenizer = tokenizer
         self.kind = kind
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        self._attention = AttentionSwitch(model, AttentionMode())
 
     @classmethod
     def from_pretrained(
@@ -156,6 +158,42 @@ class Backbone(nn.Module):
             inputs["position_ids"] = batch.position_ids
         output = self.model(**inputs, output_hidden_states=all_layers, return_dict=True)
         return output.last_hidden_state, (output.hidden_states if all_layers else None)
+
+    @property
+    def attention(self) -> AttentionMode:
+        return self._attention.mode
+
+    def set_attention(self, spec: str | dict[str, Any] | AttentionMode | None) -> None:
+        """Switch a decoder between causal and bidirectional attention (see ``gpte.models.attention``).
+
+        Raises:
+            ValueError: a bad mode, a non-decoder backbone, or an unsupported architecture (supported ones named).
+        """
+        mode = AttentionMode.parse(spec)
+        if mode.mode != "causal" and self.kind != "decoder":
+            raise ValueError(f"attention modes apply to decoder backbones; this {self.kind} attends bidirectionally already")
+        previous = self._attention.mode
+        self._attention.remove()
+        try:
+            self._attention = AttentionSwitch(self.model, mode)
+        except ValueError:
+            self._attention = AttentionSwitch(self.model, previous)
+            raise
+
+    def set_attention_dropout(self, probability: float) -> None:
+        """Dropout on attention weights in training mode (SimCSE's noise for LLMs whose default is 0)."""
+        if not isinstance(probability, (int, float)) or not 0 <= probability < 1:
+            raise ValueError(f"attention dropout must be a number in [0, 1), got {probability!r}")
+        changed = 0
+        for module in self.model.modules():
+            if isinstance(getattr(module, "attention_dropout", None), float):
+                module.attention_dropout = float(probability)
+                changed += 1
+            elif isinstance(getattr(module, "attn_dropout", None), nn.Dropout):
+                module.attn_dropout.p = float(probability)
+                changed += 1
+        if not changed:
+            raise ValueError(f"{type(self.model).__name__} has no attention dropout gpte can set")
 
     def save(self, folder: Path) -> None:
         """Write config, safetensors weights and tokenizer files into ``folder`` (with LoRA: the adapter only)."""

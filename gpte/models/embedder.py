@@ -17,18 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
+from gpte.errors import ModelLoadError
 from gpte.models.backbone import Backbone
 from gpte.models.dense import Dense
-from gpte.models.pooling import Pooler, TokenStates, build_pooler
+from gpte.models.extraction import get_extraction
+from gpte.models.pooling import POOLERS, Pooler, TokenStates, build_pooler
 from gpte.models.postprocess import check_precision, quantize, truncate_and_normalize
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
 from gpte.models.tokenization import TextTokenizer, TokenBatch
-from gpte.prompts import PromptTemplate, Prompts
+from gpte.prompts import Prompt, PromptSet, PromptTemplate, Prompts
 from gpte.runtime.backends import default_export_dir, select_backend
 from gpte.runtime.batching import deduplicate, length_sorted_batches
 from gpte.similarity import check_similarity, similarity
@@ -37,6 +40,7 @@ CONVERT_TO = ("numpy", "torch")
 DEFAULT_POOLING = {"encoder": "mean", "encoder-decoder": "mean", "decoder": "last"}
 FALLBACK_MAX_LENGTH = 512
 TOKENIZE_CHUNK = 65_536  # texts tokenized at a time: bounds memory on long inputs
+POOLER_WEIGHTS = "gpte_pooler.safetensors"  # a trainable pooler's weights (latent attention)
 PROGRESS_MIN_BATCHES = 16  # show_progress=None shows a bar from this many batches on
 
 
@@ -139,6 +143,8 @@ class Embedder(nn.Module):
         trust_remote_code: bool = False,
         backend: str = "torch",
         export_dir: str | Path | None = None,
+        attention: str | dict[str, Any] | None = None,
+        extraction: str | None = None,
     ) -> Embedder:
         """Load a model; keyword options override what the model folder says.
 
@@ -160,18 +166,28 @@ class Embedder(nn.Module):
             backend: how the transformer runs (``gpte.runtime.backends.BACKENDS``): torch (float32, the
                 reference), bf16, onnx, onnx-int8. See :meth:`use_backend`.
             export_dir: where ONNX files are kept (default: ``gpte-onnx/`` beside the model, else gpte's cache).
+            attention: decoders only: ``causal``, ``bidirectional`` or ``{"mode": "bidirectional", "last_layers": k}``
+                (``gpte.models.attention``); default: the folder's, else causal.
+            extraction: a named prompt + pooling for LLMs (``gpte.models.extraction.EXTRACTIONS``: prompteol,
+                pcoteol, metaeol, echo); replaces ``pooling`` and ``prompts``, which must then be left out.
 
         Raises:
             ModelLoadError: the model cannot be found or read.
             ValueError: an unknown option value (the message lists the allowed ones).
             BackendUnavailableError: the backend cannot run here (the message names the extra or the fallback).
         """
+        if extraction is not None:
+            if pooling is not None or prompts is not None:
+                raise ValueError("extraction sets the prompt and the pooling; leave pooling= and prompts= out")
+            preset = get_extraction(extraction)
+            pooling, prompts, default_prompt = preset.pooling, preset.prompts(), preset.name
         source = resolve_model(name_or_path, revision)
         layout = read_layout(source.folder) if source.gguf_file is None else ModelLayout(source.folder)
         backbone = Backbone.from_pretrained(layout.transformer_folder, source.gguf_file, dtype, trust_remote_code)
+        backbone.set_attention(attention if attention is not None else layout.attention)
         embedder = cls(
             backbone,
-            _pooler(pooling, layout.pooling, backbone.kind),
+            _pooler(pooling, layout.pooling, backbone),
             dense=[Dense.load(folder) for folder in layout.dense_folders],
             normalize=layout.normalize if normalize is None else normalize,
             prompts=_prompts(prompts, default_prompt, layout),
@@ -181,6 +197,7 @@ class Embedder(nn.Module):
             padding_side=padding_side or layout.padding_side or "right",
             name=source.name,
         )
+        load_pooler_weights(embedder.pooler, source.folder)
         embedder = embedder.to(_device(device))
         if backend != "torch":
             embedder.use_backend(backend, export_dir or default_export_dir(source.folder, embedder.backbone))
@@ -212,6 +229,8 @@ class Embedder(nn.Module):
         layout = self._layout()
         st_prompts = {name: t.prefix for name, t in self.prompts.templates.items() if t.prefix is not None}
         lost = [name for name in self.prompts.templates if name not in st_prompts]
+        if layout.attention and layout.attention["mode"] != "causal":
+            lost.append(f"attention {layout.attention}")
         if pooling_to_st(layout.pooling["name"], layout.pooling, self.backbone.hidden_size) is None:
             lost.append(f"pooling {self.pooler.name} {self.pooler.config()}")
         if lost:
@@ -220,6 +239,8 @@ class Embedder(nn.Module):
             temporary.mkdir()
             self.backbone.save(temporary)
             write_layout(temporary, layout, self.backbone.hidden_size, list(self.dense), st_prompts)
+            if any(True for _ in self.pooler.parameters()):
+                save_file({k: v.contiguous() for k, v in self.pooler.state_dict().items()}, temporary / POOLER_WEIGHTS)
         return folder
 
     def _layout(self) -> ModelLayout:
@@ -233,6 +254,7 @@ class Embedder(nn.Module):
             default_prompt=self.prompts.default,
             similarity=self.similarity_name,
             padding_side=self.tokenizer.padding_side,
+            attention=self.backbone.attention.config() if self.backbone.kind == "decoder" else None,
         )
 
     # ----------------------------------------------------------------- properties
@@ -272,6 +294,7 @@ class Embedder(nn.Module):
             "normalize": self.normalize,
             "max_seq_length": self.max_seq_length,
             "padding_side": self.tokenizer.padding_side,
+            "attention": self.backbone.attention.config() if self.backbone.kind == "decoder" else None,
             "prompts": self.prompts.to_strings(),
             "default_prompt": self.prompts.default,
             "similarity": self.similarity_name,
@@ -286,7 +309,7 @@ class Embedder(nn.Module):
         self,
         texts: str | Sequence[str],
         role: str | None = None,
-        prompt: str | PromptTemplate | None = None,
+        prompt: str | Prompt | None = None,
         batch_size: int = 32,
         normalize: bool | None = None,
         truncate_dim: int | None = None,
@@ -304,7 +327,7 @@ class Embedder(nn.Module):
         self,
         texts: str | Sequence[str],
         role: str | None = None,
-        prompt: str | PromptTemplate | None = None,
+        prompt: str | Prompt | None = None,
         batch_size: int = 32,
         normalize: bool | None = None,
         truncate_dim: int | None = None,
@@ -318,7 +341,8 @@ class Embedder(nn.Module):
         Args:
             texts: a string (returns one vector) or a sequence of strings (returns a matrix).
             role: ``"query"``, ``"document"`` or another prompt name of the model: picks the prompt.
-            prompt: a prompt name of the model, or a literal template (``"...{text}..."``) or prefix.
+            prompt: a prompt name of the model, a literal template (``"...{text}..."``) or prefix, or a
+                ``PromptSet`` (the vectors of its templates are averaged).
             batch_size: texts per forward pass.
             normalize: L2-normalize; None uses the model's default.
             truncate_dim: keep the first dimensions (Matryoshka); normalization happens after truncation.
@@ -338,9 +362,16 @@ class Embedder(nn.Module):
         started = time.perf_counter()
         text_list, single = _check_texts(texts)
         self._check_options(batch_size, truncate_dim, precision, convert_to)
-        template = self.resolve_prompt(prompt, role, task)
+        prompt_in_use = self.resolve_prompt(prompt, role, task)
+        templates = prompt_in_use.templates if isinstance(prompt_in_use, PromptSet) else (prompt_in_use,)
+        for template in templates:
+            self.pooler.check_prompt(template)
         unique, inverse = deduplicate(text_list)
-        pooled, truncated, n_tokens = self._encode_unique(unique, template, batch_size, show_progress)
+        pooled, truncated, n_tokens = self._encode_unique(unique, templates[0], batch_size, show_progress)
+        for template in templates[1:]:  # a prompt set: the mean of each template's vectors (MetaEOL)
+            more, more_truncated, more_tokens = self._encode_unique(unique, template, batch_size, show_progress)
+            pooled, truncated, n_tokens = pooled + more, truncated | more_truncated, n_tokens + more_tokens
+        pooled /= len(templates)
         use_normalize = self.normalize if normalize is None else bool(normalize)
         vectors = truncate_and_normalize(pooled, truncate_dim, use_normalize)[torch.from_numpy(inverse)]
         report = EncodeReport(len(text_list), len(unique), np.flatnonzero(truncated[inverse]).tolist(), n_tokens)
@@ -355,8 +386,8 @@ class Embedder(nn.Module):
         return EncodeResult(output[0] if single else output, report)
 
     def resolve_prompt(
-        self, prompt: str | PromptTemplate | None = None, role: str | None = None, task: str | None = None
-    ) -> PromptTemplate | None:
+        self, prompt: str | Prompt | None = None, role: str | None = None, task: str | None = None
+    ) -> Prompt | None:
         """The template ``encode`` uses for these arguments (see :meth:`encode_with_report`), task filled in.
 
         Raises:
@@ -382,6 +413,8 @@ class Embedder(nn.Module):
             for start in range(0, len(texts), TOKENIZE_CHUNK):
                 chunk = self.tokenizer.tokenize(texts[start : start + TOKENIZE_CHUNK], template, suffix, self.pooler.needs_segments)
                 truncated[start : start + len(chunk.truncated)] = chunk.truncated
+                if chunk.segments is not None:
+                    self.pooler.check_segments(chunk.segments, template, texts[start : start + TOKENIZE_CHUNK])
                 lengths = [len(ids) for ids in chunk.input_ids]
                 n_tokens += sum(lengths)
                 for rows in length_sorted_batches(lengths, batch_size):
@@ -472,16 +505,34 @@ def _convert(vectors: torch.Tensor, precision: str, convert_to: str) -> np.ndarr
     return array if convert_to == "numpy" else torch.from_numpy(array)
 
 
-def _pooler(requested: str | dict | Pooler | None, saved: dict | None, kind: str) -> Pooler:
-    spec = requested if requested is not None else saved or DEFAULT_POOLING[kind]
+def _pooler(requested: str | dict | Pooler | None, saved: dict | None, backbone: Backbone) -> Pooler:
+    spec = requested if requested is not None else saved or DEFAULT_POOLING[backbone.kind]
     if isinstance(spec, Pooler):
         return spec
     if isinstance(spec, str):
-        return build_pooler(spec)
-    if isinstance(spec, dict) and "name" in spec:
-        options = dict(spec)
-        return build_pooler(options.pop("name"), **options)
-    raise TypeError(f"pooling must be a pooler name, a dict with a 'name' key, or a Pooler; got {spec!r}")
+        spec = {"name": spec}
+    if not (isinstance(spec, dict) and "name" in spec):
+        raise TypeError(f"pooling must be a pooler name, a dict with a 'name' key, or a Pooler; got {spec!r}")
+    options = dict(spec)
+    name = options.pop("name")
+    if name in POOLERS and POOLERS[name].needs_dimension:
+        options.setdefault("dimension", backbone.hidden_size)
+    return build_pooler(name, **options)
+
+
+def load_pooler_weights(pooler: Pooler, folder: Path) -> None:
+    """Load a trainable pooler's weights from ``folder/POOLER_WEIGHTS`` if the pooler has any and the file exists.
+
+    Raises:
+        ModelLoadError: the file does not fit the pooler (another size or pooling).
+    """
+    path = Path(folder) / POOLER_WEIGHTS
+    if not path.is_file() or not any(True for _ in pooler.parameters()):
+        return
+    try:
+        pooler.load_state_dict(load_file(path))
+    except RuntimeError as error:
+        raise ModelLoadError(f"{path} does not fit the {pooler.name} pooler {pooler.config()}: {error}") from error
 
 
 def _prompts(requested: dict[str, str] | None, default: str | None, layout: ModelLayout) -> Prompts:

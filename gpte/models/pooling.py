@@ -17,6 +17,8 @@ Formulas (h_i: token state, m_i: selection, 1/0):
     span_mean      mean over the tokens of one copy of the text (default the last: echo embeddings,
                    Springer et al. 2024, arXiv:2402.15449)
     multi_layer    the mean of the top-k layers' states, then a token pooler
+    latent_attention  trainable: token states attend to a latent array, an MLP follows, then the mean
+                   (NV-Embed, Lee et al. 2024, arXiv:2405.17428)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from gpte.models.tokenization import PROMPT, SPECIAL
+from gpte.prompts import TEXT_SLOT, PromptTemplate
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Pooler(nn.Module):
 
     name: ClassVar[str]
     needs_layers: ClassVar[bool] = False
+    needs_dimension: ClassVar[bool] = False  # takes ``dimension``; the Embedder fills in its backbone's
 
     def __init__(self, include_prompt: bool = True) -> None:
         super().__init__()
@@ -71,6 +75,12 @@ class Pooler(nn.Module):
     def suffix_ids(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
         """Token ids to append to every text before the model runs (none by default)."""
         return ()
+
+    def check_prompt(self, template: PromptTemplate | None) -> None:
+        """Raise ValueError if this pooler cannot pool texts placed in ``template`` (default: any prompt works)."""
+
+    def check_segments(self, segments: list[list[int]], template: PromptTemplate | None, texts: list[str]) -> None:
+        """Raise ValueError if a tokenized text lacks the tokens this pooler reads (default: nothing to check)."""
 
     def selection(self, states: TokenStates) -> Tensor:
         """The tokens to pool, (batch, length) of 0/1 in the hidden states' dtype."""
@@ -180,6 +190,30 @@ class SpanMeanPooler(Pooler):
     def config(self) -> dict[str, Any]:
         return {"copy": self.copy}
 
+    def _wanted_copy(self, template: PromptTemplate | None) -> int:
+        """The 1-based copy pooled for ``template``; ValueError (template shown) if it has too few copies."""
+        shown = template.template if template is not None else TEXT_SLOT
+        copies = shown.count(TEXT_SLOT)
+        if abs(self.copy) > copies:
+            raise ValueError(
+                f"span_mean pooling reads copy {self.copy} of the text, but the prompt {shown!r} holds {copies}; "
+                f"use a template that repeats {TEXT_SLOT}, e.g. 'Rewrite the sentence: {TEXT_SLOT}, rewritten sentence: {TEXT_SLOT}'"
+            )
+        return self.copy if self.copy > 0 else copies + 1 + self.copy
+
+    def check_prompt(self, template: PromptTemplate | None) -> None:
+        self._wanted_copy(template)
+
+    def check_segments(self, segments: list[list[int]], template: PromptTemplate | None, texts: list[str]) -> None:
+        wanted = self._wanted_copy(template)
+        for labels, text in zip(segments, texts):
+            if text and wanted not in labels:  # an empty text has an empty span: zero vector, as for every pooler
+                shown = template.template if template is not None else TEXT_SLOT
+                raise ValueError(
+                    f"span_mean pooling: copy {wanted} of the text {text if len(text) <= 60 else text[:57] + '...'!r} in prompt {shown!r} has no tokens "
+                    "(the copy was cut off at max_seq_length, or the tokenizer drops the text)"
+                )
+
     def selection(self, states: TokenStates) -> Tensor:
         segments = states.segments
         if self.copy > 0:
@@ -218,12 +252,64 @@ class MultiLayerPooler(Pooler):
     def suffix_ids(self, tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
         return self.token_pooling.suffix_ids(tokenizer)
 
+    def check_prompt(self, template: PromptTemplate | None) -> None:
+        self.token_pooling.check_prompt(template)
+
+    def check_segments(self, segments: list[list[int]], template: PromptTemplate | None, texts: list[str]) -> None:
+        self.token_pooling.check_segments(segments, template, texts)
+
     def forward(self, states: TokenStates) -> Tensor:
         available = len(states.layers) - 1
         if self.layers > available:
             raise ValueError(f"multi_layer asks for the top {self.layers} layers but the model has {available}")
         averaged = torch.stack(states.layers[-self.layers :]).mean(dim=0)
         return self.token_pooling(TokenStates(averaged, states.attention_mask, segments=states.segments))
+
+
+class LatentAttentionPooler(Pooler):
+    """NV-Embed's latent-attention pooling, a trainable pooler (Lee et al. 2024, arXiv:2405.17428).
+
+    The token states H (queries) attend to a trainable latent array L (r x d; keys = values), then an MLP
+    (two linear layers, GELU) follows, each with a residual connection, and the selected tokens are averaged:
+
+        O = H + MultiHead(Q = H, K = L, V = L)      Y = O + MLP(O)      vector = sum_i m_i Y_i / sum_i m_i
+
+    The attention and MLP output layers start at zero, so an untrained pooler is exactly mean pooling and
+    training moves away from it. Its weights are saved with the model (``gpte_pooler.safetensors``).
+
+    Args:
+        dimension: token state size d (the Embedder fills in its backbone's when left out).
+        latents: r, rows of the latent array (NV-Embed: 512).
+        heads: attention heads (NV-Embed: 8); must divide ``dimension``.
+        include_prompt: as for every pooler (instruction tokens are attended to but not averaged when False).
+    """
+
+    name = "latent_attention"
+    needs_dimension = True
+
+    def __init__(self, dimension: int, latents: int = 512, heads: int = 8, include_prompt: bool = True) -> None:
+        super().__init__(include_prompt)
+        for label, value in (("dimension", dimension), ("latents", latents), ("heads", heads)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"latent_attention {label} must be a positive integer, got {value!r}")
+        if dimension % heads:
+            raise ValueError(f"latent_attention heads ({heads}) must divide the dimension ({dimension})")
+        self.dimension, self.n_latents, self.heads = dimension, latents, heads
+        self.latents = nn.Parameter(torch.randn(latents, dimension) * dimension**-0.5)
+        self.attention = nn.MultiheadAttention(dimension, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dimension, dimension), nn.GELU(), nn.Linear(dimension, dimension))
+        for layer in (self.attention.out_proj, self.mlp[2]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "dimension": self.dimension, "latents": self.n_latents, "heads": self.heads}
+
+    def reduce(self, hidden: Tensor, mask: Tensor, states: TokenStates) -> Tensor:
+        hidden = hidden.to(self.latents.dtype)
+        latents = self.latents.unsqueeze(0).expand(hidden.size(0), -1, -1)
+        attended = hidden + self.attention(hidden, latents, latents, need_weights=False)[0]
+        return masked_mean(attended + self.mlp(attended), mask.to(hidden.dtype))
 
 
 POOLERS: dict[str, type[Pooler]] = {
@@ -237,6 +323,7 @@ POOLERS: dict[str, type[Pooler]] = {
         LastTokenPooler,
         SpanMeanPooler,
         MultiLayerPooler,
+        LatentAttentionPooler,
     )
 }
 

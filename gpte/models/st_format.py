@@ -37,6 +37,7 @@ ST_LEGACY_POOLING_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 ST_MODULE_ORDER = ("Transformer", "Pooling", "Dense", "Normalize")
+GPTE_CONFIG_KEYS = ("pooling", "normalize", "max_seq_length", "prompts", "default_prompt", "similarity", "padding_side", "attention")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ModelLayout:
     default_prompt: str | None = None
     similarity: str | None = None
     padding_side: str | None = None
+    attention: dict[str, Any] | None = None
 
 
 def read_layout(folder: Path) -> ModelLayout:
@@ -70,7 +72,7 @@ def read_layout(folder: Path) -> ModelLayout:
         _read_st_model_config(folder, layout)
     gpte_config = _read_json(folder / GPTE_CONFIG)
     if gpte_config:
-        for key in ("pooling", "normalize", "max_seq_length", "prompts", "default_prompt", "similarity", "padding_side"):
+        for key in GPTE_CONFIG_KEYS:
             if key in gpte_config:
                 setattr(layout, key, gpte_config[key])
     return layout
@@ -180,6 +182,7 @@ def write_layout(
             "default_prompt": layout.default_prompt,
             "similarity": layout.similarity,
             "padding_side": layout.padding_side,
+            "attention": layout.attention,
         },
     )
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from gpte.atomic import atomic_path
 from gpte.errors import BackendUnavailableError
+from gpte.models.attention import AttentionMode
 from gpte.models.fingerprint import file_sha256, weights_sha256
 from gpte.models.tokenization import TokenBatch
 
@@ -104,9 +105,10 @@ class OnnxBackbone:
 def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: bool) -> Path:
     """The path of a verified ``backend`` file in ``folder``, exporting (or re-exporting) it when needed."""
     source = weights_sha256(backbone.model)
+    attention = backbone.attention.config()  # the graph differs between causal and bidirectional
     manifest = _read_manifest(folder)
-    if manifest.get("source_sha256") != source:
-        manifest = {"source_sha256": source, "files": {}}
+    if manifest.get("source_sha256") != source or manifest.get("attention", AttentionMode().config()) != attention:
+        manifest = {"source_sha256": source, "attention": attention, "files": {}}
     if manifest.get("int8_settings") != INT8_SETTINGS:  # made another way (an older gpte): quantize again
         manifest["files"].pop(FILES["onnx-int8"], None)
         manifest["int8_settings"] = INT8_SETTINGS

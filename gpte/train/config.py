@@ -33,6 +33,8 @@ class TrainingConfig:
         early_stopping_patience: stop after this many evaluations without improvement (needs eval_tasks).
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
         max_seq_length: override the model's token limit for training.
+        attention_dropout: dropout on attention weights while training (SimCSE's noise for LLMs, whose
+            pretrained default is 0; LLM2Vec uses 0.3); None keeps the model's.
     """
 
     epochs: float = 1.0
@@ -56,6 +58,7 @@ class TrainingConfig:
     early_stopping_patience: int | None = None
     lora: dict[str, Any] | None = None
     max_seq_length: int | None = None
+    attention_dropout: float | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "training") -> TrainingConfig:

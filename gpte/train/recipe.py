@@ -8,6 +8,7 @@
         loss: {name: infonce, temperature: 0.05}
         training: {epochs: 1, batch_size: 64}
       - name: supervised               # starts from the previous stage's model (or from: NAME|PATH)
+        model_options: {pooling: mean}  # Embedder.load options applied to the starting model
         data: [{path: triplets.jsonl, negatives: negatives}]
         loss: {name: infonce, matryoshka: {dims: [384, 192, 96]}}
         training: {epochs: 1, batch_size: 32, eval_tasks: [data/sts/stsb-en]}
@@ -42,7 +43,9 @@ from gpte.train.losses.distributed import world
 from gpte.train.trainer import TrainResult, check_training_data, train
 
 RECIPE_KEYS = ("model", "output", "stages")
-STAGE_KEYS = ("name", "from", "data", "loss", "training", "guide")
+STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
+# Embedder.load options a stage may set on the model it starts from (saved with the stage's model)
+MODEL_OPTION_KEYS = ("attention", "pooling", "prompts", "default_prompt", "extraction", "normalize", "max_seq_length", "padding_side")
 DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
 
 
@@ -56,6 +59,7 @@ class Stage:
     loss: dict[str, Any]
     training: TrainingConfig
     guide: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
     sources: list[TrainingData] = field(default_factory=list)
     tasks: list[Task] = field(default_factory=list)
 
@@ -119,14 +123,19 @@ def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str) -
         start = _resolve(start, base)
     loss = spec["loss"] if isinstance(spec["loss"], dict) else {"name": spec["loss"]}
     guide = _resolve(spec["guide"], base) if spec.get("guide") else None
-    return Stage(name, start, data, dict(loss), TrainingConfig.from_dict(training, f"{here} training"), guide)
+    model_options = dict(spec.get("model_options") or {})
+    _check_keys(model_options, MODEL_OPTION_KEYS, f"{here} model_options")
+    config = TrainingConfig.from_dict(training, f"{here} training")
+    return Stage(name, start, data, dict(loss), config, guide, model_options)
 
 
 def prepare(recipe: Recipe) -> None:
     """Read every stage's data and tasks and build its loss once against the starting model, so that any
-    bad row, data/loss mismatch or unknown option fails before training starts."""
-    model = Embedder.load(recipe.model)
+    bad row, data/loss mismatch or unknown option fails before training starts. A stage's model options are
+    tried on the recipe's starting model."""
+    base = Embedder.load(recipe.model)
     for stage in recipe.stages:
+        model = _load_model(recipe.model, stage) if stage.model_options else base
         stage.sources = [read_training_data(**spec) for spec in stage.data]
         stage.tasks = [load_task(task) for task in stage.training.eval_tasks]
         guide = Embedder.load(stage.guide) if stage.guide else None
@@ -155,7 +164,7 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
     if not resume and world()[0] == 0:  # a restart must not later resume from an older run's checkpoints
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
         (stage_dir / "logs.csv").unlink(missing_ok=True)
-    model = Embedder.load(start)
+    model = _load_model(start, stage)
     guide = Embedder.load(stage.guide) if stage.guide else None
     loss = build_loss(stage.loss, model, guide)
     result = train(model, loss, stage.sources, stage.training, stage_dir, stage.tasks, resume)
@@ -171,6 +180,14 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
         _progress(f"stage {stage.name}: saved {folder}")
     if size > 1:
         torch.distributed.barrier()  # the next stage starts from this folder on every process
+
+
+def _load_model(start: str | None, stage: Stage) -> Embedder:
+    """``Embedder.load(start)`` with the stage's model options; a bad option names the stage."""
+    try:
+        return Embedder.load(start, **stage.model_options)
+    except ValueError as error:
+        raise ValueError(f"stage {stage.name} model_options: {error}") from error
 
 
 def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:

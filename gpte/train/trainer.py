@@ -26,7 +26,7 @@ from transformers.integrations import is_tensorboard_available
 
 from gpte.data.training import TrainingData
 from gpte.evaluate import Task, evaluate
-from gpte.models.embedder import Embedder
+from gpte.models.embedder import Embedder, load_pooler_weights
 from gpte.train.collator import TrainingCollator
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import EmbeddingLoss
@@ -78,6 +78,8 @@ def train(
         model.max_seq_length = config.max_seq_length
     if config.lora is not None:
         model.backbone.add_lora(**config.lora)
+    if config.attention_dropout is not None:
+        model.backbone.set_attention_dropout(config.attention_dropout)
     if config.gradient_checkpointing:
         model.backbone.enable_activation_checkpointing()
     output = Path(output)
@@ -196,6 +198,7 @@ def load_checkpoint_weights(model: Embedder, checkpoint: Path) -> None:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model.backbone.model, load_file(checkpoint / "adapter_model.safetensors"))
+        load_pooler_weights(model.pooler, checkpoint)
         return
     saved = Embedder.load(checkpoint, device=model.device)
     model.load_state_dict(saved.state_dict())

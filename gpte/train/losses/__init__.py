@@ -20,13 +20,14 @@ from gpte.train.losses.gist import GISTLoss
 from gpte.train.losses.gradcache import CachedLoss
 from gpte.train.losses.infonce import InfoNCELoss
 from gpte.train.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+from gpte.train.losses.mntp import MNTPLoss
 from gpte.train.losses.ranking import AnglELoss, CoSENTLoss, CosineMSELoss
 from gpte.train.losses.simcse import SimCSELoss
 from gpte.train.losses.triplet import TripletLoss
 
 LOSSES: dict[str, type[EmbeddingLoss]] = {
     loss.name: loss
-    for loss in (InfoNCELoss, CoSENTLoss, AnglELoss, CosineMSELoss, TripletLoss, MarginMSELoss, KLDistillationLoss, SimCSELoss, GISTLoss)
+    for loss in (InfoNCELoss, CoSENTLoss, AnglELoss, CosineMSELoss, TripletLoss, MarginMSELoss, KLDistillationLoss, SimCSELoss, GISTLoss, MNTPLoss)
 }
 WRAPPERS = ("matryoshka", "matryoshka_2d", "gradcache")
 
@@ -52,6 +53,8 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
             raise ValueError("loss 'gist' needs a guide model (recipe: guide: MODEL)")
         spec["guide"] = guide
     loss = _construct(LOSSES[name], name, model, spec)
+    if wrappers and getattr(loss, "token_level", False):
+        raise ValueError(f"loss {name!r} works on tokens, not embeddings: {', '.join(wrappers)} cannot wrap it")
     if "matryoshka" in wrappers and "matryoshka_2d" in wrappers:
         raise ValueError("choose one of matryoshka and matryoshka_2d (2D includes the dimension nesting)")
     if "matryoshka" in wrappers:
