@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--chunk-size", type=int, default=CHUNK_TEXTS, help="texts per chunk written (and resumed) at a time")
     encode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     encode.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_llm_options(encode)
     encode.set_defaults(run=_encode)
 
     evaluate = verbs.add_parser("evaluate", help="score a model on MTEB-style task folders")
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--overwrite", action="store_true", help="recompute tasks that already have a result file")
     evaluate.add_argument("--cache", default=None, help="a folder keeping text vectors across runs (texts found there are not encoded again)")
+    _add_llm_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
@@ -122,11 +124,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_llm_options(parser: argparse.ArgumentParser) -> None:
+    """Options that turn a decoder LLM into an embedder (``gpte.models.attention``, ``gpte.models.extraction``)."""
+    parser.add_argument("--attention", default=None, help="decoders: causal or bidirectional (default: the model's)")
+    parser.add_argument("--extraction", default=None, help="a named prompt + pooling for LLMs: prompteol, echo, ... (gpte.models.extraction)")
+
+
+def _llm_options(args: argparse.Namespace) -> dict[str, str]:
+    return {name: getattr(args, name) for name in ("attention", "extraction") if getattr(args, name)}
+
+
 def _encode(args: argparse.Namespace) -> int:
     from gpte.runtime.streaming import encode_to
 
     output = check_output(args.output, args.overwrite)
-    embedder = _load_model(args.model, args.backend, args.device)
+    embedder = _load_model(args.model, args.backend, args.device, _llm_options(args))
     options = {"role": args.role, "normalize": args.normalize}
     if args.backend != "static":
         options |= {"prompt": args.prompt, "task": args.task, "batch_size": args.batch_size, "truncate_dim": args.truncate_dim}
@@ -143,9 +155,12 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(model: str | None, backend: str, device: str | None) -> Any:
-    """An Embedder with ``backend``, or a StaticEmbedder folder for ``static``."""
+def _load_model(model: str | None, backend: str, device: str | None, llm_options: dict[str, str]) -> Any:
+    """An Embedder with ``backend`` (and the attention/extraction options given), or a StaticEmbedder folder
+    for ``static``."""
     if backend == "static":
+        if llm_options:
+            raise ValueError("--attention and --extraction apply to transformer models, not to --backend static")
         from gpte.models.static import StaticEmbedder
 
         if model is None:
@@ -153,7 +168,7 @@ def _load_model(model: str | None, backend: str, device: str | None) -> Any:
         return StaticEmbedder.load(model)
     from gpte.models.embedder import Embedder
 
-    return Embedder.load(model, device=device, backend=backend)
+    return Embedder.load(model, device=device, backend=backend, **llm_options)
 
 
 def _distill_static(args: argparse.Namespace) -> int:
@@ -174,7 +189,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from gpte.models.embedder import Embedder
 
     tasks = select_tasks(discover_tasks(args.data), suite_patterns(args.suite) if args.suite else args.tasks)
-    embedder = Embedder.load(args.model, device=args.device)
+    embedder = Embedder.load(args.model, device=args.device, **_llm_options(args))
     run = evaluate(embedder, tasks, args.output, overwrite=args.overwrite, batch_size=args.batch_size, cache=args.cache)
     if run.results:
         print(format_table({embedder.name: run.results}))

@@ -285,3 +285,36 @@ def test_llm2vec_recipe_mntp_then_simcse_with_lora_saves_reloads_and_merges(tied
     adapter_model = Embedder.load(mntp_folder, device="cpu")
     adapter_model.backbone.load_adapter(tmp_path / "out/simcse/adapter")
     np.testing.assert_allclose(adapter_model.encode(TEXTS), after, atol=1e-6)
+
+
+def test_e5_style_instruction_tuning_trains_eos_pooling_with_instructions_masked(tied_llama, tmp_path):
+    rows = [
+        {"query": "how do magnets work?", "positive": "Magnets attract iron.", "task": "Retrieve physics answers."},
+        {"query": "two dogs run", "positive": "Dogs are running.", "task": "Retrieve semantically similar text."},
+        {"query": "a girl styles her hair", "positive": "A girl is styling her hair.", "task": "Retrieve semantically similar text."},
+        {"query": "men play soccer", "positive": "A group of men play soccer on the beach.", "task": "Retrieve semantically similar text."},
+    ]
+    path = tmp_path / "instructed.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = read_training_data(path, columns=["query", "positive"], instruction="task")
+    pooling = {"name": "last", "append_eos": True, "include_prompt": False}
+    model = Embedder.load(tied_llama, pooling=pooling, prompts={"query": "Instruct: {task}\nQuery: {text}"}, device="cpu")
+    before = model.encode(["how do magnets work?"], role="query", task="Retrieve physics answers.")
+    config = TrainingConfig(epochs=1, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, lora={"r": 4, "alpha": 8})
+    train(model, build_loss({"name": "infonce", "temperature": 0.05}, model), [data], config, tmp_path / "run")
+    after = model.encode(["how do magnets work?"], role="query", task="Retrieve physics answers.")
+    assert not np.allclose(before, after, atol=1e-4)
+    tokens = model.tokenizer.tokenize(["how do magnets work?"], model.resolve_prompt(role="query", task="x"), model.pooler.suffix_ids(model.backbone.tokenizer), True)
+    assert tokens.input_ids[0][-1] == model.backbone.tokenizer.eos_token_id  # the pooled token is the appended EOS
+
+
+def test_cli_encode_takes_attention_and_extraction(tiny_models, tmp_path, capsys):
+    from gpte.cli import main
+
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    args = ["encode", str(tmp_path / "texts.txt"), "--model", str(tiny_models["llama"]), "--no-progress"]
+    assert main(args + ["-o", str(tmp_path / "v.npy"), "--attention", "bidirectional", "--extraction", "echo"]) == 0
+    expected = Embedder.load(tiny_models["llama"], attention="bidirectional", extraction="echo", device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
+    assert main(args + ["-o", str(tmp_path / "w.npy"), "--extraction", "eol"]) != 0
+    assert "unknown extraction 'eol'; choose one of: prompteol, pcoteol, metaeol, echo" in capsys.readouterr().err
