@@ -5,6 +5,7 @@ echo), instruction masks and task instructions, the latent-attention pooler, and
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,13 @@ def test_cli_encode_takes_attention_and_extraction(tiny_models, tmp_path, capsys
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
     assert main(args + ["-o", str(tmp_path / "w.npy"), "--extraction", "eol"]) != 0
     assert "unknown extraction 'eol'; choose one of: prompteol, pcoteol, metaeol, echo" in capsys.readouterr().err
+
+
+def test_onnx_export_follows_the_attention_mode(tiny_models, tmp_path):
+    export = tmp_path / "onnx"
+    for attention in ("causal", "bidirectional", "causal"):
+        reference = Embedder.load(tiny_models["llama"], pooling="mean", attention=attention, device="cpu").encode(TEXTS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the switch re-exports: the old file does not match the new mode
+            onnx = Embedder.load(tiny_models["llama"], pooling="mean", attention=attention, backend="onnx", export_dir=export, device="cpu")
+        np.testing.assert_allclose(onnx.encode(TEXTS), reference, atol=1e-5)
