@@ -17,11 +17,10 @@ from transformers import AutoModel, AutoTokenizer, GPTNeoXConfig, LlamaConfig, L
 from conftest import SENTENCES, bpe_tokenizer, minilm_folder
 from gpte import Embedder
 from gpte.data.training import read_training_data
-from gpte.evaluate import evaluate, load_task
+from gpte.evaluate import load_task
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.models.backbone import Backbone
 from gpte.models.extraction import ECHO, EXTRACTIONS, METAEOL, PROMPTEOL
-from gpte.models.pooling import build_pooler
 from gpte.models.tokenization import PROMPT, TextTokenizer, TokenBatch
 from gpte.prompts import PromptSet, PromptTemplate
 from gpte.train.config import TrainingConfig
