@@ -7,15 +7,17 @@ mean, weighted_mean (SGPT), last token, PromptEOL, PCoTEOL, echo (``gpte.models.
 ``--variants metaeol`` (four prompts: four times the cost).
 
 Adaptation (``--train``), LLM2Vec (BehnamGhader et al. 2024): bidirectional attention -> MNTP -> unsupervised
-SimCSE, LoRA, mean pooling, on the unlabeled sentences of STS Benchmark en train, as a gpte recipe
-(``gpte.train.recipe``) written to the work folder; both stages' models are evaluated.
+SimCSE, LoRA (r 16, all linear layers), mean pooling, on the unlabeled sentences of STS Benchmark en train,
+as a gpte recipe (``gpte.train.recipe``) written to the work folder; both stages' models are evaluated.
+Stage folders are named by their settings: a second run with another SimCSE learning rate reuses the
+MNTP stage.
 
 Results go to WORK/results.json after every (variant, task), so an interrupted run continues where it
 stopped; the table is printed at the end (markdown).
 
     python benchmarks/llm_embedder_study.py [--work runs/llm-study] [--tasks sts/stsb-en sts/sick-r retrieval/cranfield]
         [--variants mean weighted_mean last prompteol pcoteol echo] [--attention causal bidirectional]
-        [--train] [--mntp-steps 150] [--simcse-steps 100] [--batch-size 64] [--train-batch-size 16] [--max-seq-length 512] [--threads N]
+        [--train] [--mntp-steps 200] [--mntp-lr 5e-5] [--simcse-steps 200] [--simcse-lr 3e-5] [--batch-size 64] [--train-batch-size 16] [--max-seq-length 512] [--threads N]
 
 Not a test: run it by hand and record the table in the README.
 """
@@ -97,6 +99,13 @@ def run_training_free(args: argparse.Namespace, results: Results) -> None:
             results.add(label, score(model, missing, args.batch_size), time.perf_counter() - started)
 
 
+def stage_names(args: argparse.Namespace) -> tuple[str, str]:
+    """Stage (folder) names that carry their settings, so runs with other settings train anew and runs
+    with the same settings are kept."""
+    mntp = f"mntp-{args.mntp_steps}steps-lr{args.mntp_lr:g}"
+    return mntp, f"simcse-{args.simcse_steps}steps-lr{args.simcse_lr:g}-from-{mntp}"
+
+
 def llm2vec_recipe(args: argparse.Namespace, work: Path) -> Path:
     """Write the sentences file and the two-stage recipe (MNTP, then SimCSE) into ``work``; returns the recipe."""
     sentences = work / "stsb-train-sentences.jsonl"
@@ -107,22 +116,23 @@ def llm2vec_recipe(args: argparse.Namespace, work: Path) -> Path:
             temporary.write_text("".join(json.dumps({"text": text}) + "\n" for text in unique), encoding="utf-8")
     lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
     common = {"batch_size": args.train_batch_size, "lora": lora, "save_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}
+    mntp, simcse = stage_names(args)
     recipe = {
         "model": MODEL,
         "output": "llm2vec",
         "stages": [
             {
-                "name": "mntp",
+                "name": mntp,
                 "model_options": {"attention": "bidirectional", "pooling": "mean", "max_seq_length": 128},
                 "data": [{"path": sentences.name, "columns": ["text"]}],
                 "loss": {"name": "mntp", "mask_probability": 0.2},
-                "training": {**common, "max_steps": args.mntp_steps, "learning_rate": 5.0e-5},
+                "training": {**common, "max_steps": args.mntp_steps, "learning_rate": args.mntp_lr},
             },
             {
-                "name": "simcse",
+                "name": simcse,
                 "data": [{"path": sentences.name, "columns": ["text"]}],
                 "loss": {"name": "simcse", "temperature": 0.05},
-                "training": {**common, "max_steps": args.simcse_steps, "learning_rate": 3.0e-5, "attention_dropout": 0.1},
+                "training": {**common, "max_steps": args.simcse_steps, "learning_rate": args.simcse_lr, "attention_dropout": 0.1},
             },
         ],
     }
@@ -138,8 +148,9 @@ def run_adaptation(args: argparse.Namespace, work: Path, results: Results) -> No
     folders = run_recipe(load_recipe(llm2vec_recipe(args, work)))
     minutes = (time.perf_counter() - started) / 60
     _progress(f"LLM2Vec recipe: {minutes:.1f} min (both stages, including model loads)")
-    for stage, folder in zip(("bidirectional + MNTP", "bidirectional + MNTP + SimCSE"), folders):
-        label = f"{stage} (LoRA, mean)"
+    mntp = f"bidirectional + MNTP ({args.mntp_steps} steps, lr {args.mntp_lr:g})"
+    labels = (mntp, f"{mntp} + SimCSE ({args.simcse_steps} steps, lr {args.simcse_lr:g})")
+    for label, folder in reversed(list(zip(labels, folders))):  # the adapted model first, the intermediate one after
         missing = results.missing(label, args.tasks)
         if missing:
             started = time.perf_counter()
@@ -154,8 +165,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=[*POOLINGS, *EXTRACTIONS])
     parser.add_argument("--attention", nargs="+", default=["causal", "bidirectional"], choices=["causal", "bidirectional"])
     parser.add_argument("--train", action="store_true", help="also run and evaluate the LLM2Vec adaptation")
-    parser.add_argument("--mntp-steps", type=int, default=150)
-    parser.add_argument("--simcse-steps", type=int, default=100)
+    parser.add_argument("--mntp-steps", type=int, default=200)
+    parser.add_argument("--mntp-lr", type=float, default=5e-5)
+    parser.add_argument("--simcse-steps", type=int, default=200)
+    parser.add_argument("--simcse-lr", type=float, default=3e-5)
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--max-seq-length", type=int, default=512, help="token cap for evaluation (Cranfield's longest documents)")
