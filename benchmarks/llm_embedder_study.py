@@ -77,12 +77,12 @@ class Results:
             temporary.write_text(json.dumps(self.rows, indent=2) + "\n")
 
     def table(self, tasks: list[str]) -> str:
-        lines = ["| variant | " + " | ".join(tasks) + " | mean | minutes |", "|---|" + "---:|" * (len(tasks) + 2)]
+        """Markdown: one row per variant, main score x 100 per task ("-": not run). Wall times stay in the
+        JSON only: rows run beside other jobs are not comparable."""
+        lines = ["| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
         for label, row in self.rows.items():
-            values = [row.get(task) for task in tasks]
-            mean = sum(values) / len(values) if None not in values else None
-            cells = [f"{v:.2f}" if v is not None else "-" for v in (*values, mean)]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {row.get('seconds', 0) / 60:.1f} |")
+            cells = [f"{row[task]:.2f}" if task in row else "-" for task in tasks]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
 
