@@ -10,6 +10,10 @@
     gpte merge MODEL MODEL... -o OUT [--method average|slerp|task_arithmetic] [--weights W...] [--t T]
                [--base MODEL] [--scale S] [--overwrite]
     gpte info [MODEL]
+    gpte index SOURCE --name NAME [--model M] [--chunk-tokens 256] [--overlap 32] [--no-ann] [--rebuild] [--root DIR]
+    gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary] [--filter F=V]
+                [--rerank-llm | --rerank-model FOLDER] [--json] [--root DIR]
+    gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR]
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +124,49 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("model", nargs="?", default=None, help="model name, folder, .gguf file or hub id")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+    _add_search_verbs(verbs)
     return parser
+
+
+def _add_search_verbs(verbs: Any) -> None:
+    index = verbs.add_parser("index", help="build or update a search index from document files")
+    index.add_argument("source", help="a document file or folder (txt, md, jsonl, csv, tsv, parquet)")
+    index.add_argument("--name", required=True, help="the index name")
+    index.add_argument("--model", default=None, help="the embedder (default: all-MiniLM-L6-v2; an existing index: its own)")
+    index.add_argument("--field", default="text", help="text field/column of jsonl, csv, tsv, parquet rows")
+    index.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk (0: whole documents)")
+    index.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks")
+    index.add_argument("--no-ann", action="store_true", help="no HNSW graph (exact and binary search only)")
+    index.add_argument("--rebuild", action="store_true", help="re-embed everything instead of updating")
+    index.add_argument("--batch-size", type=int, default=32)
+    index.add_argument("--root", default=None, help="folder of indexes (default: $GPTE_INDEXES or ~/.cache/gpte/indexes)")
+    index.add_argument("--no-progress", action="store_true")
+    index.set_defaults(run=_index)
+
+    search = verbs.add_parser("search", help="search an index: ranked hits with scores and snippets")
+    search.add_argument("name", help="the index name")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=10, help="hits to show")
+    search.add_argument("--mode", default="dense", help="dense, lexical or hybrid")
+    search.add_argument("--dense-mode", default="exact", help="exact, hnsw or binary (binary codes, float rescoring)")
+    search.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf or weighted")
+    search.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="metadata filter (repeatable)")
+    rerank = search.add_mutually_exclusive_group()
+    rerank.add_argument("--rerank-model", default=None, help="a cross-encoder folder to rerank the top candidates")
+    rerank.add_argument("--rerank-llm", nargs="?", const="smollm2-135m-instruct", default=None, help="rerank with an LLM's yes/no logits")
+    search.add_argument("--json", action="store_true", help="print JSON")
+    search.add_argument("--root", default=None)
+    search.set_defaults(run=_search)
+
+    serve = verbs.add_parser("serve", help="HTTP API: OpenAI-compatible /v1/embeddings, /search, /health, /metrics")
+    serve.add_argument("--model", action="append", default=None, help="model to serve (repeatable; default: all-MiniLM-L6-v2)")
+    serve.add_argument("--index", action="append", default=[], help="index name to serve (repeatable)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: $GPTE_API_KEY if set)")
+    serve.add_argument("--max-request-bytes", type=int, default=1 << 20)
+    serve.add_argument("--root", default=None)
+    serve.set_defaults(run=_serve)
 
 
 def _add_llm_options(parser: argparse.ArgumentParser) -> None:
@@ -243,3 +288,78 @@ def _info(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _index(args: argparse.Namespace) -> int:
+    from gpte.search.index import build_index, index_path
+
+    path = index_path(args.name, args.root)
+    report = build_index(
+        path, args.source, model=args.model, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
+        ann=None if args.no_ann else "hnsw", text_field=args.field, batch_size=args.batch_size, rebuild=args.rebuild,
+        show_progress=not args.no_progress,
+    )
+    print(
+        f"index {args.name} ({path}): {report.documents} documents ({report.added} added, {report.changed} changed, "
+        f"{report.removed} removed, {report.unchanged} unchanged), {report.chunks} chunks; embedded {report.embedded}, "
+        f"kept {report.resumed} from an interrupted run; {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from gpte.search.index import Index, index_path
+
+    index = Index.open(index_path(args.name, args.root))
+    hits = index.search(args.query, k=args.k, mode=args.mode, dense_mode=args.dense_mode, fusion=args.fusion,
+                        filters=_filters(args.filter), reranker=_reranker(args))
+    if args.json:
+        print(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.text.split())
+        print(f"{rank:>3}. {hit.score:8.4f}  {hit.doc_id}\n     {snippet[:200]}{'...' if len(snippet) > 200 else ''}")
+    return 0
+
+
+def _filters(pairs: list[str]) -> dict[str, Any] | None:
+    """``FIELD=VALUE`` pairs as filters; a VALUE that parses as JSON (1960, true, [1, 2]) is taken as such."""
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--filter {pair!r}: write FIELD=VALUE")
+        try:
+            filters[field] = json.loads(value)
+        except json.JSONDecodeError:
+            filters[field] = value
+    return filters or None
+
+
+def _reranker(args: argparse.Namespace) -> Any:
+    from gpte.search.rerank import CrossEncoderReranker, LLMReranker
+
+    if args.rerank_model:
+        return CrossEncoderReranker(args.rerank_model)
+    return LLMReranker(args.rerank_llm) if args.rerank_llm else None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from gpte.models.embedder import Embedder
+    from gpte.search.index import Index, index_path
+    from gpte.serve.app import create_app
+
+    models = {}
+    for name in args.model or [None]:
+        model = Embedder.load(name)
+        models[Path(name).name if name else model.name] = model
+    indexes = {name: Index.open(index_path(name, args.root)) for name in args.index}
+    api_key = args.api_key or os.environ.get("GPTE_API_KEY")
+    app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes)
+    print(f"serving models {', '.join(models)} and indexes {', '.join(indexes) or 'none'} on http://{args.host}:{args.port}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -44,6 +44,11 @@ class RetrievalData:
     qrels: dict[str, dict[str, int]]
 
 
+def document_text(title: str | None, text: str) -> str:
+    """A BEIR document's text as mteb builds it: ``title + " " + text`` when there is a title, stripped."""
+    return (title + " " + text).strip() if title else text.strip()
+
+
 def read_beir(folder: Path, split: str) -> RetrievalData:
     """Read a BEIR folder; a document's text is ``title + " " + text`` (stripped), as mteb builds it.
 
@@ -51,8 +56,7 @@ def read_beir(folder: Path, split: str) -> RetrievalData:
     """
     corpus = {}
     for row in read_rows(folder / "corpus.jsonl", ("_id", "text")):
-        title = row.get("title") or ""
-        corpus[str(row["_id"])] = (title + " " + row["text"]).strip() if title else row["text"].strip()
+        corpus[str(row["_id"])] = document_text(row.get("title"), row["text"])
     queries = {str(row["_id"]): row["text"] for row in read_rows(folder / "queries.jsonl", ("_id", "text"))}
     qrels: dict[str, dict[str, int]] = {}
     unknown = 0

@@ -1,0 +1,88 @@
+"""Rerankers: score (query, text) pairs jointly, for the top candidates of a first-stage search.
+
+- ``CrossEncoderReranker``: a sequence-classification transformer reading ``[CLS] query [SEP] text [SEP]``
+  (sentence-transformers' CrossEncoder layout: one logit, or the last class's logit for several labels).
+- ``LLMReranker``: a causal LLM asked whether the document answers the query; the score is
+  log p("yes") - log p("no") at the answer position (the yes/no relevance scoring of RankGPT-style and
+  monoT5-style rerankers), SmolLM2-135M-Instruct by default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from gpte.errors import ModelLoadError
+from gpte.models.sources import resolve_model
+
+LLM_PROMPT = ("Judge whether the document answers the search query. Reply with yes or no.\n\n"
+              "Query: {query}\n\nDocument: {text}\n\nDoes the document answer the query?")
+
+
+class CrossEncoderReranker:
+    """Scores pairs with a sequence-classification model from a folder (or hub id)."""
+
+    def __init__(self, model: str | Path, max_length: int = 512, batch_size: int = 32) -> None:
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model).eval()
+        except Exception as error:
+            raise ModelLoadError(f"could not load a cross-encoder from {model}: {type(error).__name__}: {error}") from error
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def score(self, query: str, texts: list[str]) -> np.ndarray:
+        """One relevance logit per text (higher: more relevant)."""
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            part = texts[start : start + self.batch_size]
+            batch = self.tokenizer([query] * len(part), part, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            scores.append(self.model(**batch).logits[:, -1].float())
+        return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)
+
+
+class LLMReranker:
+    """Scores pairs by a causal LLM's yes/no answer (``LLM_PROMPT`` in the model's chat template)."""
+
+    def __init__(self, model: str | Path | None = "smollm2-135m-instruct", max_length: int = 1024, batch_size: int = 8) -> None:
+        source = resolve_model(model)
+        options = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source.folder, **options)
+            self.model = AutoModelForCausalLM.from_pretrained(source.folder, **options).eval()
+        except Exception as error:
+            raise ModelLoadError(f"could not load a causal LM from {source.folder}: {type(error).__name__}: {error}") from error
+        self.tokenizer.padding_side = "left"  # the answer position is the last one of every row
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.yes, self.no = (self._token_id(word) for word in ("yes", "no"))
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def _token_id(self, word: str) -> int:
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the tokenizer splits {word!r} into {len(ids)} tokens; the yes/no scorer needs one token each")
+        return ids[0]
+
+    def prompt(self, query: str, text: str) -> str:
+        """The model input for one pair (chat template when the tokenizer has one)."""
+        content = LLM_PROMPT.format(query=query, text=text)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+        return content + "\nAnswer:"
+
+    @torch.inference_mode()
+    def score(self, query: str, texts: list[str]) -> np.ndarray:
+        """log p(yes) - log p(no) at the answer position, per text."""
+        scores = []
+        for start in range(0, len(texts), self.batch_size):
+            prompts = [self.prompt(query, text) for text in texts[start : start + self.batch_size]]
+            batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", add_special_tokens=False)
+            logits = self.model(**batch).logits[:, -1].float().log_softmax(-1)
+            scores.append(logits[:, self.yes] - logits[:, self.no])
+        return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)

@@ -1,0 +1,94 @@
+"""Documents of a collection, read from files: txt/md (one document per file) and jsonl/csv/tsv/parquet
+(one document per row); a folder is read recursively (hidden files and folders skipped, sorted paths).
+
+A row's id is its ``_id`` or ``id`` field (else ``FILE:ROW``), its text ``title + " " + text`` when a
+``title`` is present, stripped (as BEIR/mteb build a document), and its other scalar fields become metadata. A
+file's id is its path relative to the source (the source's file name when the source is one file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpte.data.mteb_folders import document_text
+from gpte.data.readers import RECORD_FORMATS, TEXT_FORMATS, iter_records
+
+DOCUMENT_FORMATS = TEXT_FORMATS
+ID_FIELDS = ("_id", "id")
+METADATA_TYPES = (str, int, float, bool)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: ``id`` (unique in the collection), ``text`` and scalar ``metadata``."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def content_hash(self) -> str:
+        """sha256 of the text and metadata: equal hashes mean an unchanged document."""
+        payload = json.dumps([self.text, self.metadata], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_documents(source: str | Path, text_field: str = "text") -> list[Document]:
+    """All documents of ``source`` (a file or a folder), checked for duplicate ids.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: an unsupported file format (formats listed), a row without ``text_field`` (file and
+            line named), duplicate document ids (the first ones named), or no documents at all.
+    """
+    documents = list(iter_documents(source, text_field))
+    duplicates = [doc_id for doc_id, count in Counter(doc.id for doc in documents).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"{source}: {len(duplicates)} duplicate document id(s), e.g. {', '.join(map(repr, duplicates[:5]))}")
+    if not documents:
+        raise ValueError(f"{source}: no documents found (formats: {', '.join(DOCUMENT_FORMATS)})")
+    return documents
+
+
+def iter_documents(source: str | Path, text_field: str = "text") -> Iterator[Document]:
+    """Documents of ``source`` in path order, then file order (see the module docstring)."""
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"document source {source} does not exist")
+    if source.is_file():
+        yield from _file_documents(source, source.name, text_field)
+        return
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts) and path.suffix.lower() in DOCUMENT_FORMATS:
+            yield from _file_documents(path, relative.as_posix(), text_field)
+
+
+def _file_documents(path: Path, name: str, text_field: str) -> Iterator[Document]:
+    suffix = path.suffix.lower()
+    if suffix not in DOCUMENT_FORMATS:
+        raise ValueError(f"{path}: unsupported document format {suffix!r}; use one of {', '.join(DOCUMENT_FORMATS)}")
+    if suffix not in RECORD_FORMATS:
+        yield Document(name, path.read_text(encoding="utf-8"), {"source": name})
+        return
+    for row_number, (where, record) in enumerate(iter_records(path)):
+        yield _row_document(record, where, f"{name}:{row_number}", name, text_field)
+
+
+def _row_document(record: dict[str, Any], where: str, default_id: str, source: str, text_field: str) -> Document:
+    if text_field not in record:
+        raise ValueError(f"{where}: no field {text_field!r} (fields: {', '.join(record)}); choose one with --field")
+    text = record[text_field]
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: the text is {type(text).__name__}, not a string")
+    title = record.get("title")
+    text = document_text(title if isinstance(title, str) else None, text)
+    doc_id = next((str(record[name]) for name in ID_FIELDS if record.get(name) not in (None, "")), default_id)
+    skipped = {text_field, "title", *ID_FIELDS}
+    metadata = {key: value for key, value in record.items() if key not in skipped and isinstance(value, METADATA_TYPES)}
+    return Document(doc_id, text, {"source": source, **metadata})

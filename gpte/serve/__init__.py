@@ -1,0 +1,1 @@
+"""HTTP serving: an OpenAI-compatible embeddings endpoint and index search (``gpte.serve.app``)."""

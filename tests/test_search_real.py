@@ -1,0 +1,51 @@
+"""Search on real data: all-MiniLM-L6-v2 over ../shared/data/retrieval/cranfield through the index gives
+gpte.evaluate's retrieval scores exactly in exact mode, within 0.5 nDCG@10 points with HNSW, and hybrid
+BM25 + dense beats both alone (figures printed with -s)."""
+
+import pytest
+
+from gpte import Embedder
+from gpte.data.mteb_folders import read_beir
+from gpte.evaluate import evaluate, load_task
+from gpte.evaluate.tasktypes.retrieval import retrieval_scores
+from gpte.search.index import Index, build_index
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def cranfield(shared_data, tmp_path_factory):
+    embedder = Embedder.load(device="cpu")
+    folder = shared_data / "retrieval/cranfield"
+    root = tmp_path_factory.mktemp("search") / "cranfield"
+    build_index(root, folder / "corpus.jsonl", embedder=embedder, chunk_tokens=0, show_progress=False)  # whole documents, as evaluate embeds them
+    task = load_task(folder, "retrieval/cranfield")
+    reference = evaluate(embedder, [task], tmp_path_factory.mktemp("results")).results["retrieval/cranfield"]["scores"]
+    return Index.open(root, embedder=embedder), read_beir(folder, "test"), reference
+
+
+def scores(index, data, **options):
+    query_ids = [query for query in data.queries if query in data.qrels]
+    hits = index.search([data.queries[q] for q in query_ids], k=1000, **options)
+    return retrieval_scores(data.qrels, {q: {h.doc_id: h.score for h in found} for q, found in zip(query_ids, hits)})
+
+
+def test_exact_search_reproduces_evaluate(cranfield):
+    index, data, reference = cranfield
+    ours = scores(index, data)
+    print(f"\nCranfield nDCG@10 x 100: evaluate {100 * reference['ndcg_at_10']:.3f}, index exact {100 * ours['ndcg_at_10']:.3f}")
+    assert ours == pytest.approx(reference, abs=1e-9)
+
+
+@pytest.mark.slow  # five more passes over the 225 queries: run by hand (pytest -m slow -s tests/test_search_real.py)
+def test_hnsw_binary_and_hybrid(cranfield):
+    index, data, reference = cranfield
+    exact = 100 * reference["ndcg_at_10"]
+    figures = {name: 100 * scores(index, data, **options)["ndcg_at_10"] for name, options in {
+        "hnsw": {"dense_mode": "hnsw"}, "binary+rescore": {"dense_mode": "binary"}, "bm25": {"mode": "lexical"},
+        "hybrid rrf": {"mode": "hybrid"}, "hybrid weighted": {"mode": "hybrid", "fusion": "weighted"},
+    }.items()}
+    print("\nCranfield nDCG@10 x 100: exact " + f"{exact:.2f}, " + ", ".join(f"{name} {value:.2f}" for name, value in figures.items()))
+    assert figures["hnsw"] == pytest.approx(exact, abs=0.5)
+    assert figures["binary+rescore"] >= 0.95 * exact
+    assert figures["hybrid rrf"] > max(exact, figures["bm25"])
