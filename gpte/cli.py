@@ -286,9 +286,6 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _index(args: argparse.Namespace) -> int:
     from gpte.search.index import build_index, index_path
@@ -363,3 +360,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"serving models {', '.join(models)} and indexes {', '.join(indexes) or 'none'} on http://{args.host}:{args.port}")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
