@@ -31,12 +31,7 @@ def fuse(rankings: list[Ranking], method: str, top: int, weights: list[float] | 
         for doc, chunk, value in zip(ranking.docs.tolist(), ranking.chunks.tolist(), contributions.tolist()):
             fused[doc] = fused.get(doc, 0.0) + weight * value
             chunk_of.setdefault(doc, chunk)
-    ordered = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:top]
-    return Ranking(
-        np.array([doc for doc, _ in ordered], dtype=np.int64),
-        np.array([score for _, score in ordered], dtype=np.float32),
-        np.array([chunk_of[doc] for doc, _ in ordered], dtype=np.int64),
-    )
+    return Ranking.from_best({doc: (score, chunk_of[doc]) for doc, score in fused.items()}, top)
 
 
 def _rrf(ranking: Ranking, k: int) -> np.ndarray:

@@ -24,6 +24,16 @@ class Ranking:
     def empty(cls) -> Ranking:
         return cls(np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int64))
 
+    @classmethod
+    def from_best(cls, best: dict[int, tuple[float, int]], top: int) -> Ranking:
+        """The ``top`` documents of ``best`` (document -> (score, chunk row)), best first, ties by position."""
+        ordered = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:top]
+        return cls(
+            np.array([doc for doc, _ in ordered], dtype=np.int64),
+            np.array([score for _, (score, _) in ordered], dtype=np.float32),
+            np.array([row for _, (_, row) in ordered], dtype=np.int64),
+        )
+
     def top(self, k: int) -> Ranking:
         return Ranking(self.docs[:k], self.scores[:k], self.chunks[:k])
 
@@ -76,12 +86,7 @@ def rank_candidates(chunk_rows: np.ndarray, scores: np.ndarray, doc_of_chunk: np
         doc = int(doc_of_chunk[row])
         if doc not in best or score > best[doc][0]:
             best[doc] = (score, row)
-    ordered = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:top]
-    return Ranking(
-        np.array([doc for doc, _ in ordered], dtype=np.int64),
-        np.array([score for _, (score, _) in ordered], dtype=np.float32),
-        np.array([row for _, (_, row) in ordered], dtype=np.int64),
-    )
+    return Ranking.from_best(best, top)
 
 
 def merge_rankings(first: Ranking, second: Ranking, top: int) -> Ranking:

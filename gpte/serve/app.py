@@ -97,8 +97,6 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
 
     @app.post("/search", dependencies=[Depends(authorized)])
     async def search(request: SearchRequest) -> dict[str, Any]:
-        if not request.query.strip():
-            raise HTTPException(400, "query is empty; give a non-empty text")
         name = request.index or next(iter(indexes), None)
         if name not in indexes:
             raise HTTPException(404, f"index {request.index!r} is not served; served indexes: {', '.join(indexes) or 'none'}")
