@@ -10,10 +10,13 @@
     gpte merge MODEL MODEL... -o OUT [--method average|slerp|task_arithmetic] [--weights W...] [--t T]
                [--base MODEL] [--scale S] [--overwrite]
     gpte info [MODEL]
-    gpte index SOURCE --name NAME [--model M] [--chunk-tokens 256] [--overlap 32] [--no-ann] [--rebuild] [--root DIR]
+    gpte index SOURCE --name NAME [--model M] [--chunk-tokens 256] [--overlap 32] [--no-ann] [--rebuild]
+               [--root DIR | --milvus URI] [--vectors-from DIR]
+    gpte embed-corpus SOURCE -o DIR [--model M] [--chunk-tokens 256] [--overlap 32] [--concurrency N] [--num-gpus G]
+                      [--ray-address ADDR] [--overwrite]
     gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary] [--filter F=V]
-                [--rerank-llm | --rerank-model FOLDER] [--json] [--root DIR]
-    gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR]
+                [--rerank-llm | --rerank-model FOLDER] [--json] [--root DIR | --milvus URI]
+    gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
 """
 
 from __future__ import annotations
@@ -128,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+MILVUS_HELP = "keep the index in Milvus: http://host:19530 (a server or cluster) or a Milvus Lite path ending in .db"
+
+
 def _add_search_verbs(verbs: Any) -> None:
     index = verbs.add_parser("index", help="build or update a search index from document files")
     index.add_argument("source", help="a document file or folder (txt, md, jsonl, csv, tsv, parquet)")
@@ -140,15 +146,32 @@ def _add_search_verbs(verbs: Any) -> None:
     index.add_argument("--rebuild", action="store_true", help="re-embed everything instead of updating")
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--root", default=None, help="folder of indexes (default: $GPTE_INDEXES or ~/.cache/gpte/indexes)")
+    index.add_argument("--milvus", default=None, metavar="URI", help=MILVUS_HELP)
+    index.add_argument("--vectors-from", default=None, metavar="DIR", help="ready-made chunk vectors from gpte embed-corpus")
     index.add_argument("--no-progress", action="store_true")
     index.set_defaults(run=_index)
+
+    corpus = verbs.add_parser("embed-corpus", help="embed a document collection's chunks with a Ray Data pipeline (for gpte index --vectors-from)")
+    corpus.add_argument("source", help="a document file or folder (txt, md, jsonl, csv, tsv, parquet)")
+    corpus.add_argument("-o", "--output", required=True, help="folder for the Parquet shards")
+    corpus.add_argument("--model", default=None, help="the embedder (default: all-MiniLM-L6-v2)")
+    corpus.add_argument("--field", default="text", help="text field/column of jsonl, csv, tsv, parquet rows")
+    corpus.add_argument("--chunk-tokens", type=int, default=256, help="tokens per chunk (0: whole documents); as the index's")
+    corpus.add_argument("--overlap", type=int, default=32, help="tokens shared by consecutive chunks; as the index's")
+    corpus.add_argument("--batch-size", type=int, default=32)
+    corpus.add_argument("--concurrency", type=int, default=1, help="embedding actors")
+    corpus.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per actor")
+    corpus.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor")
+    corpus.add_argument("--ray-address", default=None, help="a Ray cluster to run on (default: a local Ray)")
+    corpus.add_argument("--overwrite", action="store_true")
+    corpus.set_defaults(run=_embed_corpus)
 
     search = verbs.add_parser("search", help="search an index: ranked hits with scores and snippets")
     search.add_argument("name", help="the index name")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="hits to show")
     search.add_argument("--mode", default="dense", help="dense, lexical or hybrid")
-    search.add_argument("--dense-mode", default="exact", help="exact, hnsw or binary (binary codes, float rescoring)")
+    search.add_argument("--dense-mode", default=None, help="exact, hnsw or binary (binary codes, float rescoring); default: exact (Milvus: its index)")
     search.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf or weighted")
     search.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="metadata filter (repeatable)")
     rerank = search.add_mutually_exclusive_group()
@@ -156,6 +179,7 @@ def _add_search_verbs(verbs: Any) -> None:
     rerank.add_argument("--rerank-llm", nargs="?", const="smollm2-135m-instruct", default=None, help="rerank with an LLM's yes/no logits")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.add_argument("--root", default=None)
+    search.add_argument("--milvus", default=None, metavar="URI", help=MILVUS_HELP)
     search.set_defaults(run=_search)
 
     serve = verbs.add_parser("serve", help="HTTP API: OpenAI-compatible /v1/embeddings, /search, /health, /metrics")
@@ -166,6 +190,7 @@ def _add_search_verbs(verbs: Any) -> None:
     serve.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: $GPTE_API_KEY if set)")
     serve.add_argument("--max-request-bytes", type=int, default=1 << 20)
     serve.add_argument("--root", default=None)
+    serve.add_argument("--milvus", default=None, metavar="URI", help=MILVUS_HELP + " (for every --index)")
     serve.set_defaults(run=_serve)
 
 
@@ -289,27 +314,55 @@ def _info(args: argparse.Namespace) -> int:
 
 def _index(args: argparse.Namespace) -> int:
     from gpte.search.index import build_index, index_path
+    from gpte.search.milvus import build_milvus_index
 
-    path = index_path(args.name, args.root)
-    report = build_index(
-        path, args.source, model=args.model, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
-        ann=None if args.no_ann else "hnsw", text_field=args.field, batch_size=args.batch_size, rebuild=args.rebuild,
-        show_progress=not args.no_progress,
-    )
+    options = {"model": args.model, "chunk_tokens": args.chunk_tokens, "overlap": args.overlap, "ann": None if args.no_ann else "hnsw",
+               "text_field": args.field, "batch_size": args.batch_size, "rebuild": args.rebuild, "show_progress": not args.no_progress,
+               "vectors_from": args.vectors_from}
+    if args.milvus:
+        where = f"Milvus {args.milvus}"
+        report = build_milvus_index(args.milvus, args.name, args.source, **options)
+    else:
+        where = index_path(args.name, args.root)
+        report = build_index(where, args.source, **options)
     print(
-        f"index {args.name} ({path}): {report.documents} documents ({report.added} added, {report.changed} changed, "
+        f"index {args.name} ({where}): {report.documents} documents ({report.added} added, {report.changed} changed, "
         f"{report.removed} removed, {report.unchanged} unchanged), {report.chunks} chunks; embedded {report.embedded}, "
-        f"kept {report.resumed} from an interrupted run; {report.seconds:.1f} s"
+        f"kept {report.resumed} from an interrupted run, took {report.ready} ready-made; {report.seconds:.1f} s"
     )
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
+def _embed_corpus(args: argparse.Namespace) -> int:
+    from gpte.search.distributed import embed_corpus_ray
+
+    if args.ray_address:
+        import ray
+
+        ray.init(address=args.ray_address)
+    count = embed_corpus_ray(args.source, args.output, model=args.model, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
+                             text_field=args.field, batch_size=args.batch_size, concurrency=args.concurrency, num_cpus=args.num_cpus,
+                             num_gpus=args.num_gpus, overwrite=args.overwrite)
+    print(f"{count} chunks embedded into {args.output}; build the index with gpte index {args.source} --name NAME --vectors-from {args.output}")
+    return 0
+
+
+def _open_index(name: str, args: argparse.Namespace) -> Any:
+    """The index ``name``: in Milvus with --milvus, else on disk under --root."""
+    if args.milvus:
+        from gpte.search.milvus import MilvusIndex
+
+        return MilvusIndex.open(args.milvus, name)
     from gpte.search.index import Index, index_path
 
-    index = Index.open(index_path(args.name, args.root))
-    hits = index.search(args.query, k=args.k, mode=args.mode, dense_mode=args.dense_mode, fusion=args.fusion,
-                        filters=_filters(args.filter), reranker=_reranker(args))
+    return Index.open(index_path(name, args.root))
+
+
+def _search(args: argparse.Namespace) -> int:
+    index = _open_index(args.name, args)
+    dense_mode = {"dense_mode": args.dense_mode} if args.dense_mode else {}
+    hits = index.search(args.query, k=args.k, mode=args.mode, fusion=args.fusion, filters=_filters(args.filter),
+                        reranker=_reranker(args), **dense_mode)
     if args.json:
         print(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))
         return 0
@@ -347,14 +400,13 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gpte.models.embedder import Embedder
-    from gpte.search.index import Index, index_path
     from gpte.serve.app import create_app
 
     models = {}
     for name in args.model or [None]:
         model = Embedder.load(name)
         models[Path(name).name if name else model.name] = model
-    indexes = {name: Index.open(index_path(name, args.root)) for name in args.index}
+    indexes = {name: _open_index(name, args) for name in args.index}
     api_key = args.api_key or os.environ.get("GPTE_API_KEY")
     app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes)
     print(f"serving models {', '.join(models)} and indexes {', '.join(indexes) or 'none'} on http://{args.host}:{args.port}")

@@ -11,7 +11,7 @@ import torch
 
 from gpte import Embedder
 from gpte.cli import main
-from gpte.search import index as index_module
+from gpte.search import changes as changes_module
 from gpte.search.chunking import chunk_spans
 from gpte.search.fusion import fuse
 from gpte.search.index import Index, build_index, index_path
@@ -123,6 +123,8 @@ def test_ann_and_binary_search_agree_with_exact_on_a_small_index(built):
     _, index, _ = built
     queries = ["wing stall", "hypersonic heat", "shock waves pressure", "slipstream lift"]
     exact = [[h.doc_id for h in hits] for hits in index.search(queries, k=3)]
+    saved = np.load(index.snapshot.folder / "binary.npy")  # sign bits written at build time, 1/32 of the floats
+    assert np.array_equal(saved, np.packbits(np.asarray(index.snapshot.vectors) > 0, axis=1))
     assert [[h.doc_id for h in hits] for hits in index.search(queries, k=3, dense_mode="hnsw")] == exact
     assert [[h.doc_id for h in hits] for hits in index.search(queries, k=3, dense_mode="binary", rescore=50)] == exact
     exact_scores = [h.score for h in index.search(queries[0], k=3)]
@@ -183,8 +185,8 @@ def test_killed_build_keeps_the_old_index_and_resumes(embedder, tmp_path, monkey
     source = write_docs(tmp_path / "docs", dict(list(TEXTS.items())[:2]))
     build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     write_docs(source, TEXTS)
-    monkeypatch.setattr(index_module, "SAVE_EVERY", 3)
-    original_add = index_module.PendingVectors.add
+    monkeypatch.setattr(changes_module, "SAVE_EVERY", 3)
+    original_add = changes_module.PendingVectors.add
     parts = []
 
     def add_then_die(self, hashes, vectors):
@@ -193,12 +195,12 @@ def test_killed_build_keeps_the_old_index_and_resumes(embedder, tmp_path, monkey
         parts.append(hashes)
         original_add(self, hashes, vectors)
 
-    monkeypatch.setattr(index_module.PendingVectors, "add", add_then_die)
+    monkeypatch.setattr(changes_module.PendingVectors, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     old = Index.open(tmp_path / "index", embedder=embedder)
     assert len(old) == 2 and old.search("wing", k=1)  # the previous generation is intact and searchable
-    monkeypatch.setattr(index_module.PendingVectors, "add", original_add)
+    monkeypatch.setattr(changes_module.PendingVectors, "add", original_add)
     report = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     assert report.resumed == 6 and report.embedded > 0
     fresh = build_index(tmp_path / "fresh", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
@@ -273,3 +275,46 @@ def test_cli_index_and_search(tmp_path, tiny_models, capsys):
     assert "e.txt" in out and "a.txt" not in out
     assert main(["search", "demo", "wing", "--mode", "fuzzy", "--root", str(root)]) == 1
     assert "unknown search mode 'fuzzy'" in capsys.readouterr().err
+
+
+def test_killed_gpte_index_process_keeps_the_old_index_and_the_next_run_resumes(tmp_path, tiny_models):
+    """A real ``gpte index`` process killed with SIGKILL once its first pending part is on disk."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "docs.jsonl"
+    rows = [{"_id": str(n), "text": f"note {n} on wings"} for n in range(8_192)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows[:100]), encoding="utf-8")
+    root = tmp_path / "indexes"
+    command = [sys.executable, "-m", "gpte.cli", "index", str(source), "--name", "big", "--model", str(tiny_models["bert"]),
+               "--root", str(root), "--chunk-tokens", "0", "--no-ann", "--no-progress"]
+    subprocess.run(command, check=True, capture_output=True)
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(root.glob("big/pending-*/part-*.npz")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    old = Index.open(root / "big", embedder=Embedder.load(tiny_models["bert"], device="cpu"))
+    assert len(old) == 100 and old.search("note", k=3)
+    finished = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    kept = int(finished.split("kept ")[1].split()[0])
+    assert "8192 documents (8092 added" in finished and kept >= changes_module.SAVE_EVERY
+    assert len(Index.open(root / "big", embedder=Embedder.load(tiny_models["bert"], device="cpu"))) == 8_192
+
+
+def test_cli_index_and_search_in_milvus_lite(tmp_path, tiny_models, capsys):
+    source = write_docs(tmp_path / "docs", TEXTS)
+    uri = str(tmp_path / "milvus.db")
+    model = str(tiny_models["bert"])
+    assert main(["index", str(source), "--name", "demo", "--model", model, "--milvus", uri, "--chunk-tokens", "8", "--overlap", "2", "--no-progress"]) == 0
+    assert "5 documents (5 added, 0 changed, 0 removed, 0 unchanged)" in capsys.readouterr().out
+    assert main(["search", "demo", "wing", "--filter", "source=e.txt", "--milvus", uri, "--json"]) == 0
+    assert [hit["doc_id"] for hit in json.loads(capsys.readouterr().out)] == ["e.txt"]
+    assert main(["search", "demo", "wing", "--dense-mode", "binary", "--milvus", uri]) == 1
+    assert "searches with 'hnsw' only" in capsys.readouterr().err

@@ -49,3 +49,17 @@ def test_hnsw_binary_and_hybrid(cranfield):
     assert figures["hnsw"] == pytest.approx(exact, abs=0.5)
     assert figures["binary+rescore"] >= 0.95 * exact
     assert figures["hybrid rrf"] > max(exact, figures["bm25"])
+
+
+@pytest.mark.slow  # embeds Cranfield again into Milvus Lite: run by hand (pytest -m slow -s tests/test_search_real.py)
+def test_milvus_lite_reproduces_evaluate(cranfield, shared_data, tmp_path):
+    from gpte.search.milvus import MilvusIndex, build_milvus_index
+
+    index, data, reference = cranfield
+    build_milvus_index(tmp_path / "milvus.db", "cranfield", shared_data / "retrieval/cranfield/corpus.jsonl", embedder=index.embedder,
+                       chunk_tokens=0, ann=None, show_progress=False, work_dir=tmp_path / "work")
+    milvus = MilvusIndex.open(tmp_path / "milvus.db", "cranfield", embedder=index.embedder)
+    figures = {name: 100 * scores(milvus, data, **options)["ndcg_at_10"] for name, options in {
+        "exact": {}, "bm25": {"mode": "lexical"}, "hybrid rrf": {"mode": "hybrid"}}.items()}
+    print("\nCranfield nDCG@10 x 100 through Milvus Lite: " + ", ".join(f"{name} {value:.3f}" for name, value in figures.items()))
+    assert figures["exact"] == pytest.approx(100 * reference["ndcg_at_10"], abs=0.01)

@@ -27,6 +27,7 @@ ANN_SIMILARITIES = ("cosine", "dot")
 BLOCK_ROWS = 50_000  # chunk rows scored at a time in exact mode (as gpte.evaluate's CORPUS_CHUNK)
 HNSW_NEIGHBORS = 32
 HNSW_EF_CONSTRUCTION = 200
+BINARY_CODES = "binary.npy"  # a generation's sign bits, written at build time
 
 
 def check_mode(mode: str) -> None:
@@ -57,6 +58,12 @@ def binary_codes(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(vectors) > 0, axis=1)
 
 
+def save_binary_codes(vectors: np.ndarray, path: Path) -> None:
+    """Write the sign bits of ``vectors`` (``binary_codes``) as an .npy file."""
+    with path.open("wb") as handle:
+        np.save(handle, binary_codes(vectors))
+
+
 def _ann_vectors(vectors: np.ndarray, similarity_name: str) -> np.ndarray:
     array = np.array(vectors, dtype=np.float32, copy=True)
     if similarity_name == "cosine":
@@ -67,11 +74,14 @@ def _ann_vectors(vectors: np.ndarray, similarity_name: str) -> np.ndarray:
 class DenseSearcher:
     """Search chunk vectors and rank documents (best chunk per document)."""
 
-    def __init__(self, vectors: np.ndarray, layout: DocumentLayout, similarity_name: str, hnsw: faiss.Index | None = None) -> None:
+    def __init__(self, vectors: np.ndarray, layout: DocumentLayout, similarity_name: str, hnsw: faiss.Index | None = None,
+                 codes: np.ndarray | None = None) -> None:
+        """``codes``: the vectors' sign bits saved at build time (else computed at the first binary search)."""
         self.vectors = vectors
         self.layout = layout
         self.similarity_name = similarity_name
         self.hnsw = hnsw
+        self._codes = codes
         self._binary: faiss.IndexBinaryFlat | None = None
         self._doc_of_chunk = layout.doc_of_chunk
 
@@ -111,8 +121,9 @@ class DenseSearcher:
 
     def _binary_rescored(self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None) -> list[Ranking]:
         if self._binary is None:
-            self._binary = faiss.IndexBinaryFlat(binary_codes(self.vectors[:1]).shape[1] * 8)
-            self._binary.add(binary_codes(self.vectors))
+            codes = np.ascontiguousarray(self._codes if self._codes is not None else binary_codes(self.vectors))
+            self._binary = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+            self._binary.add(codes)
         selector = _selector(allowed)
         _, rows = self._binary.search(binary_codes(queries), candidates, params=faiss.SearchParameters(sel=selector))
         return [self._rescored(query, hits, top) for query, hits in zip(queries, rows)]

@@ -13,82 +13,53 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from gpte.models.fingerprint import model_key, weights_sha256
 from gpte.search import dense, lexical
-from gpte.search.chunking import check_chunking, chunk_spans
-from gpte.search.fusion import FUSIONS, fuse
-from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
-from gpte.search.sources import Document, read_documents
-from gpte.search.store import (
-    ChunkTable,
-    PendingVectors,
-    Snapshot,
-    current_generation,
-    read_snapshot,
-    text_hash,
-    write_generation,
+from gpte.search.changes import (
+    BuildReport,
+    Plan,
+    build_settings,
+    check_same_settings,
+    embed_new_chunks,
+    load_build_model,
+    plan_changes,
 )
+from gpte.search.distributed import read_vectors
+from gpte.search.fusion import fuse
+from gpte.search.query import Hit, Reranker, check_search, normalize_filters, rerank_hits, search_depth
+from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
+from gpte.search.sources import read_documents
+from gpte.search.store import ChunkTable, Snapshot, current_generation, read_snapshot, text_hash, write_generation
 
-SEARCH_MODES = ("dense", "lexical", "hybrid")
 ANN_KINDS = ("hnsw", None)
-SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
+MASK_CACHE = 64  # filter masks kept per opened index
 INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def index_path(name: str, root: str | Path | None = None) -> Path:
     """The folder of the index called ``name``: under ``root``, else ``$GPTE_INDEXES``, else
     ``~/.cache/gpte/indexes``. Names are letters, digits, ``.``, ``_`` and ``-``."""
-    if not isinstance(name, str) or not INDEX_NAME.fullmatch(name):
-        raise ValueError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (not starting with '.', '_' or '-')")
+    check_index_name(name)
     base = root or os.environ.get("GPTE_INDEXES") or Path.home() / ".cache" / "gpte" / "indexes"
     return Path(base) / name
 
 
-class Reranker(Protocol):
-    """Scores (query, text) pairs; higher is more relevant (``gpte.search.rerank``)."""
-
-    def score(self, query: str, texts: list[str]) -> np.ndarray: ...
-
-
-@dataclass
-class Hit:
-    """One ranked document: its best chunk's text and character span, and the document's metadata."""
-
-    doc_id: str
-    score: float
-    text: str
-    start: int
-    end: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class BuildReport:
-    """What a build did: document counts by change, chunks embedded now or reused from an interrupted run."""
-
-    generation: str
-    documents: int
-    added: int
-    changed: int
-    removed: int
-    unchanged: int
-    chunks: int
-    embedded: int
-    resumed: int
-    seconds: float
+def check_index_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is letters, digits, ``.``, ``_`` and ``-``, not starting with a sign."""
+    if not isinstance(name, str) or not INDEX_NAME.fullmatch(name):
+        raise ValueError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (not starting with '.', '_' or '-')")
 
 
 def build_index(path: str | Path, source: str | Path, embedder: Any = None, model: str | None = None,
                 chunk_tokens: int = 256, overlap: int = 32, ann: str | None = "hnsw", text_field: str = "text",
-                batch_size: int = 32, rebuild: bool = False, show_progress: bool = True) -> BuildReport:
+                batch_size: int = 32, rebuild: bool = False, show_progress: bool = True, vectors_from: str | Path | None = None) -> BuildReport:
     """Build the index at ``path`` from ``source``, or bring an existing one up to date.
 
     Args:
@@ -99,6 +70,8 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
         chunk_tokens, overlap: chunk size and overlap in tokens (0: whole documents, truncated by the model).
         ann: "hnsw" builds an approximate graph beside the exact vectors; None builds none.
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
+        vectors_from: ready-made chunk vectors (``gpte.search.distributed.embed_corpus_ray``'s folder, same
+            model and chunking); only chunks missing there are embedded.
 
     Unchanged documents (same text and metadata) keep their vectors; new and changed ones are embedded,
     deleted ones dropped. Vectors are kept in parts while embedding, so a killed build resumes; the new
@@ -110,28 +83,26 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
     """
     started = time.perf_counter()
     root = Path(path)
-    check_chunking(chunk_tokens, overlap)
     if ann not in ANN_KINDS:
         raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
     previous = None if rebuild else _open_snapshot(root)
-    embedder, model = _build_model(embedder, model, previous)
-    settings = {"model": model, "model_key": model_key(weights_sha256(embedder) or "", embedder), "chunk_tokens": chunk_tokens,
-                "overlap": overlap, "similarity": embedder.similarity_name, "dimension": embedder.dimension}
+    embedder, model = load_build_model(embedder, model, previous.manifest["model"] if previous else None)
+    settings = build_settings(embedder, model, chunk_tokens, overlap)
     if previous is not None:
-        _check_same_settings(previous, settings)
+        check_same_settings(str(root), previous.manifest, settings)
     documents = read_documents(source, text_field)
-    plan = _plan(documents, previous, embedder, chunk_tokens, overlap)
-    pending = PendingVectors(root, settings["model_key"])
-    vectors_by_hash, resumed = _embed_new_chunks(plan.new_texts, embedder, pending, batch_size, show_progress)
-    vectors, chunks, hashes = _assemble(plan, previous, vectors_by_hash, embedder.dimension)
-    extras = {"bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder)}
+    plan = plan_changes(documents, {d: v[0] for d, v in previous.documents.items()} if previous else {}, embedder, chunk_tokens, overlap)
+    new = embed_new_chunks(plan.new_texts, embedder, root, settings["model_key"], batch_size, show_progress, read_vectors(vectors_from, settings) if vectors_from else None)
+    vectors, chunks, hashes = _assemble(plan, previous, new.by_hash, embedder.dimension)
+    extras = {"bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder),
+              dense.BINARY_CODES: lambda file: dense.save_binary_codes(vectors, file)}
     if ann == "hnsw" and len(vectors):
         extras["hnsw.faiss"] = lambda file: dense.save_hnsw(dense.build_hnsw(vectors, embedder.similarity_name), file)
     manifest = {**settings, "ann": ann, "documents": len(documents), "chunks": len(chunks)}
     generation = write_generation(root, manifest, vectors, chunks, hashes, extras)
-    pending.clear()
-    return BuildReport(generation.name, len(documents), plan.added, plan.changed, plan.removed, len(documents) - plan.added - plan.changed,
-                       len(chunks), len(set(plan.new_texts)) - resumed, resumed, time.perf_counter() - started)
+    new.pending.clear()
+    return BuildReport(generation.name, len(documents), plan.added, plan.changed, plan.removed, len(plan.unchanged),
+                       len(chunks), len(set(plan.new_texts)) - new.resumed - new.ready, new.resumed, time.perf_counter() - started, new.ready)
 
 
 def _open_snapshot(root: Path) -> Snapshot | None:
@@ -139,80 +110,13 @@ def _open_snapshot(root: Path) -> Snapshot | None:
     return read_snapshot(folder) if folder else None
 
 
-def _build_model(embedder: Any, model: str | None, previous: Snapshot | None) -> tuple[Any, str | None]:
-    if embedder is not None:
-        return embedder, model if model is not None else getattr(embedder, "name", None)
-    from gpte.models.embedder import Embedder
-
-    model = model if model is not None else (previous.manifest["model"] if previous else None)
-    return Embedder.load(model), model
-
-
-def _check_same_settings(previous: Snapshot, settings: dict[str, Any]) -> None:
-    for key in ("model_key", "chunk_tokens", "overlap"):
-        if previous.manifest.get(key) != settings[key]:
-            what = "model" if key == "model_key" else key
-            raise ValueError(f"{previous.folder.parent} was built with another {what} ({previous.manifest.get(key)!r:.40} vs "
-                             f"{settings[key]!r:.40}); rebuild it (gpte index --rebuild) or use another index name")
-
-
-@dataclass
-class _Plan:
-    """Per document in source order: reused previous rows, or new chunks to embed."""
-
-    documents: list[Document]
-    reused: dict[str, tuple[int, int]]  # doc_id -> (first previous row, chunk count)
-    new_chunks: dict[str, list[tuple[str, int, int]]]  # doc_id -> [(text, start, end)]
-    new_texts: list[str]
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-
-
-def _plan(documents: list[Document], previous: Snapshot | None, embedder: Any, chunk_tokens: int, overlap: int) -> _Plan:
-    old = previous.documents if previous else {}
-    plan = _Plan(documents, {}, {}, [])
-    tokenizer = embedder.backbone.tokenizer if chunk_tokens else None
-    for doc in documents:
-        if doc.id in old and old[doc.id][0] == doc.content_hash():
-            plan.reused[doc.id] = old[doc.id][1:]
-            continue
-        plan.changed += doc.id in old
-        plan.added += doc.id not in old
-        spans = chunk_spans(doc.text, tokenizer, chunk_tokens, overlap)
-        plan.new_chunks[doc.id] = [(doc.text[s.start : s.end], s.start, s.end) for s in spans]
-        plan.new_texts.extend(text for text, _, _ in plan.new_chunks[doc.id])
-    plan.removed = len(set(old) - {doc.id for doc in documents})
-    return plan
-
-
-def _embed_new_chunks(texts: list[str], embedder: Any, pending: PendingVectors, batch_size: int,
-                      show_progress: bool) -> tuple[dict[str, np.ndarray], int]:
-    """Vectors of the distinct ``texts`` by text hash: those an interrupted build left pending, the others
-    embedded SAVE_EVERY at a time and kept as pending parts. Returns them and how many were pending."""
-    done = pending.load()
-    distinct = list(dict.fromkeys(texts))
-    todo = [text for text in distinct if text_hash(text) not in done]
-    resumed = len(distinct) - len(todo)
-    with tqdm(total=len(distinct), initial=resumed, desc="index", unit="chunk", disable=not show_progress) as bar:
-        for start in range(0, len(todo), SAVE_EVERY):
-            part = todo[start : start + SAVE_EVERY]
-            vectors = embedder.encode(part, role="document", batch_size=batch_size, show_progress=False)
-            hashes = [text_hash(text) for text in part]
-            pending.add(hashes, vectors)
-            done.update(zip(hashes, vectors))
-            bar.update(len(part))
-    return done, resumed
-
-
-def _assemble(plan: _Plan, previous: Snapshot | None, vectors_by_hash: dict[str, np.ndarray], dimension: int) -> tuple[np.ndarray, ChunkTable, dict[str, str]]:
+def _assemble(plan: Plan, previous: Snapshot | None, vectors_by_hash: dict[str, np.ndarray], dimension: int) -> tuple[np.ndarray, ChunkTable, dict[str, str]]:
     """The new generation's vectors, chunks (documents in source order, each one's chunks contiguous) and hashes."""
     tables, blocks = [], []
     for doc in plan.documents:
-        if doc.id in plan.reused:
-            first, count = plan.reused[doc.id]
-            rows = list(range(first, first + count))
-            tables.append(previous.chunks.take(rows))
+        if doc.id in plan.unchanged:
+            _, first, count = previous.documents[doc.id]
+            tables.append(previous.chunks.take(list(range(first, first + count))))
             blocks.append(np.asarray(previous.vectors[first : first + count], dtype=np.float32))
             continue
         chunks = plan.new_chunks[doc.id]
@@ -234,8 +138,12 @@ class Index:
         self.layout = DocumentLayout(firsts, counts)
         folder = snapshot.folder
         hnsw = dense.load_hnsw(folder / "hnsw.faiss") if (folder / "hnsw.faiss").is_file() else None
-        self.dense = dense.DenseSearcher(snapshot.vectors, self.layout, snapshot.manifest["similarity"], hnsw)
+        codes = folder / dense.BINARY_CODES
+        self.dense = dense.DenseSearcher(snapshot.vectors, self.layout, snapshot.manifest["similarity"], hnsw,
+                                         np.load(codes, mmap_mode="r") if codes.is_file() else None)
         self.bm25 = lexical.load_bm25(folder / "bm25")
+        self._masks: dict[tuple, np.ndarray] = {}
+        self._masks_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path, embedder: Any = None) -> Index:
@@ -279,24 +187,13 @@ class Index:
         """
         single = isinstance(queries, str)
         query_list = [queries] if single else list(queries)
-        self._check_search(query_list, k, mode, dense_mode, fusion)
-        depth = max(k, candidates) if (mode == "hybrid" or reranker is not None) else k
+        check_search(query_list, k, mode, fusion)
+        dense.check_mode(dense_mode)
+        depth = search_depth(k, candidates, mode, reranker)
         allowed = self._allowed(filters)
         rankings = self._rankings(query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size)
-        results = [self._hits(query, ranking, k, reranker) for query, ranking in zip(query_list, rankings)]
+        results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
-
-    def _check_search(self, queries: list[str], k: int, mode: str, dense_mode: str, fusion: str) -> None:
-        if mode not in SEARCH_MODES:
-            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
-        dense.check_mode(dense_mode)
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a whole number >= 1, got {k!r}")
-        for number, query in enumerate(queries):
-            if not isinstance(query, str) or not query.strip():
-                raise ValueError(f"query {number} is empty; give a non-empty text")
 
     def _rankings(self, queries: list[str], depth: int, mode: str, dense_mode: str, allowed: np.ndarray | None,
                   fusion: str, weights: list[float] | None, ef_search: int, rescore: int, batch_size: int) -> list[Ranking]:
@@ -318,24 +215,23 @@ class Index:
         return rank_chunk_scores(scores, self.layout, (0, len(self.layout.counts)), depth) if len(scores) else Ranking.empty()
 
     def _allowed(self, filters: dict[str, Any] | None) -> np.ndarray | None:
-        """Boolean mask over chunks whose document metadata match every filter (None: no filter)."""
-        if not filters:
+        """Boolean mask over chunks whose document metadata match every filter (None: no filter); the last
+        MASK_CACHE masks are kept, so a server answering the same filter scans the metadata once."""
+        wanted = normalize_filters(filters)
+        if not wanted:
             return None
-        if not isinstance(filters, dict):
-            raise ValueError(f"filters must be a mapping {{field: value or [values]}}, got {type(filters).__name__}")
-        wanted = {key: set(value) if isinstance(value, (list, tuple, set)) else {value} for key, value in filters.items()}
-        return np.array([all(meta.get(key) in values for key, values in wanted.items()) for meta in self.snapshot.chunks.metadata], dtype=bool)
+        key = tuple(sorted((name, tuple(sorted(map(repr, values)))) for name, values in wanted.items()))
+        with self._masks_lock:  # the server searches from several threads
+            if key not in self._masks:
+                if len(self._masks) >= MASK_CACHE:
+                    self._masks.pop(next(iter(self._masks)))
+                self._masks[key] = np.array([all(meta.get(name) in values for name, values in wanted.items())
+                                             for meta in self.snapshot.chunks.metadata], dtype=bool)
+            return self._masks[key]
 
-    def _hits(self, query: str, ranking: Ranking, k: int, reranker: Reranker | None) -> list[Hit]:
+    def _hits(self, ranking: Ranking) -> list[Hit]:
         chunks = self.snapshot.chunks
-        scores = ranking.scores.astype(np.float64)
-        order = np.arange(len(ranking))
-        if reranker is not None and len(ranking):
-            scores = np.asarray(reranker.score(query, [chunks.texts[row] for row in ranking.chunks.tolist()]), dtype=np.float64)
-            order = np.argsort(-scores, kind="stable")
         return [
-            Hit(self.doc_ids[ranking.docs[i]], float(scores[i]), chunks.texts[ranking.chunks[i]], chunks.starts[ranking.chunks[i]],
-                chunks.ends[ranking.chunks[i]], chunks.metadata[ranking.chunks[i]])
-            for i in order[:k].tolist()
+            Hit(self.doc_ids[doc], float(score), chunks.texts[row], chunks.starts[row], chunks.ends[row], chunks.metadata[row])
+            for doc, score, row in zip(ranking.docs.tolist(), ranking.scores.tolist(), ranking.chunks.tolist())
         ]
-

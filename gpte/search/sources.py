@@ -57,19 +57,25 @@ def read_documents(source: str | Path, text_field: str = "text") -> list[Documen
 
 def iter_documents(source: str | Path, text_field: str = "text") -> Iterator[Document]:
     """Documents of ``source`` in path order, then file order (see the module docstring)."""
+    for path, name in document_files(source):
+        yield from file_documents(path, name, text_field)
+
+
+def document_files(source: str | Path) -> list[tuple[Path, str]]:
+    """The document files of ``source`` (itself if a file; else its files with a known format, recursively,
+    hidden ones skipped) in path order, each with the name its documents are known by (relative path)."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"document source {source} does not exist")
     if source.is_file():
-        yield from _file_documents(source, source.name, text_field)
-        return
-    for path in sorted(source.rglob("*")):
-        relative = path.relative_to(source)
-        if path.is_file() and not any(part.startswith(".") for part in relative.parts) and path.suffix.lower() in DOCUMENT_FORMATS:
-            yield from _file_documents(path, relative.as_posix(), text_field)
+        return [(source, source.name)]
+    return [(path, path.relative_to(source).as_posix()) for path in sorted(source.rglob("*"))
+            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(source).parts)
+            and path.suffix.lower() in DOCUMENT_FORMATS]
 
 
-def _file_documents(path: Path, name: str, text_field: str) -> Iterator[Document]:
+def file_documents(path: Path, name: str, text_field: str = "text") -> Iterator[Document]:
+    """The documents of one file, known as ``name`` (their ``source`` metadata and default ids)."""
     suffix = path.suffix.lower()
     if suffix not in DOCUMENT_FORMATS:
         raise ValueError(f"{path}: unsupported document format {suffix!r}; use one of {', '.join(DOCUMENT_FORMATS)}")

@@ -10,6 +10,7 @@ Layout of an index folder::
         chunks.parquet      doc_id, text, start, end, metadata (JSON) per chunk, in vector order
         documents.parquet   doc_id, content hash, first chunk row, chunk count
         bm25/, hnsw.faiss   lexical and approximate indexes of this generation
+        binary.npy          sign bits of the vectors (binary search), 1/32 of vectors.npy
     pending-<model key>/    vectors embedded by an unfinished build, in parts keyed by chunk-text hash
 
 A build writes a new generation under a temporary name, renames it, then points CURRENT at it; an

@@ -45,7 +45,7 @@ class SearchRequest(BaseModel):
     index: str | None = None
     k: int = Field(default=10, ge=1, le=1000)
     mode: Literal["dense", "lexical", "hybrid"] = "dense"
-    dense_mode: Literal["exact", "hnsw", "binary"] = "exact"
+    dense_mode: Literal["exact", "hnsw", "binary"] | None = None  # None: the index's default
     fusion: Literal["rrf", "weighted"] = "rrf"
     filters: dict[str, Any] | None = None
 
@@ -100,7 +100,7 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
         name = request.index or next(iter(indexes), None)
         if name not in indexes:
             raise HTTPException(404, f"index {request.index!r} is not served; served indexes: {', '.join(indexes) or 'none'}")
-        options = request.model_dump(exclude={"query", "index"})
+        options = request.model_dump(exclude={"query", "index"}, exclude_none=True)
         try:
             hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
         except ValueError as error:

@@ -1,0 +1,134 @@
+"""The index API against Milvus: Milvus Lite on a local file, and a Milvus gRPC server (``milvus-lite server``)
+that the tests start and stop themselves — the same client code a Milvus cluster is reached with. A tiny
+random BERT; rankings are compared with the on-disk index's exact search."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpte import Embedder
+from gpte.search import changes as changes_module
+from gpte.search.chunking import chunk_spans
+from gpte.search.index import Index, build_index
+from gpte.search.milvus import MilvusIndex, build_milvus_index, filter_expression, fuse_hits
+from gpte.search.query import Hit
+from tests.test_search import TEXTS, write_docs
+
+QUERIES = ["wing stall", "hypersonic heat", "shock waves pressure", "slipstream lift", "boundary layer plate"]
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_models):
+    return Embedder.load(tiny_models["bert"], pooling="mean", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """A Milvus gRPC server on a free loopback port, stopped after the module."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path_factory.mktemp("milvus-server")
+    process = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("milvus-lite server did not start within 60 s")
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(embedder, tmp_path):
+    source = write_docs(tmp_path / "docs", TEXTS)
+    uri = tmp_path / "milvus.db"
+    report = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, ann=None, show_progress=False,
+                                work_dir=tmp_path / "work")
+    build_index(tmp_path / "disk", source, embedder=embedder, chunk_tokens=8, overlap=2, ann=None, show_progress=False)
+    disk = Index.open(tmp_path / "disk", embedder=embedder)
+    assert (report.documents, report.added, report.chunks) == (5, 5, len(disk.snapshot.chunks))
+    milvus = MilvusIndex.open(uri, "papers", embedder=embedder)
+    assert len(milvus) == report.chunks
+    for query in QUERIES:
+        expected = disk.search(query, k=5)
+        found = milvus.search(query, k=5)
+        assert [h.doc_id for h in found] == [h.doc_id for h in expected]
+        assert [h.score for h in found] == pytest.approx([h.score for h in expected], abs=1e-5)
+        assert [(h.text, h.start, h.end) for h in found] == [(h.text, h.start, h.end) for h in expected]
+
+    changed = {**{k: v for k, v in TEXTS.items() if k != "e.txt"}, "a.txt": "Rotor blades stall in forward flight.", "f.txt": "Sonic booms."}
+    write_docs(source, changed)
+    again = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+    assert (again.added, again.changed, again.removed, again.unchanged) == (1, 1, 1, 3)
+    new_texts = [changed["a.txt"], changed["f.txt"]]
+    assert again.embedded == sum(len(chunk_spans(text, embedder.backbone.tokenizer, 8, 2)) for text in new_texts)
+    reopened = MilvusIndex.open(uri, "papers", embedder=embedder)
+    ids = {h.doc_id for h in reopened.search("anything about flight", k=10)}
+    assert ids == {"a.txt", "b.txt", "c.txt", "d.txt", "f.txt"}
+    assert reopened.search("rotor blades stall", k=1, filters={"source": "a.txt"})[0].text.startswith("Rotor")
+    nothing = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+    assert (nothing.unchanged, nothing.embedded) == (5, 0)
+    with pytest.raises(ValueError, match="another chunk_tokens"):
+        build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=16, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+
+
+def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milvus_server, tmp_path, monkeypatch):
+    source = write_docs(tmp_path / "docs", TEXTS)
+    monkeypatch.setattr(changes_module, "SAVE_EVERY", 3)
+    original_add = changes_module.PendingVectors.add
+    calls = []
+
+    def add_then_die(self, hashes, vectors):
+        original_add(self, hashes, vectors)
+        calls.append(len(hashes))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after two parts
+
+    monkeypatch.setattr(changes_module.PendingVectors, "add", add_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build_milvus_index(milvus_server, "flights", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+    monkeypatch.setattr(changes_module.PendingVectors, "add", original_add)
+    report = build_milvus_index(milvus_server, "flights", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False,
+                                work_dir=tmp_path / "work")
+    assert report.resumed == 6 and report.embedded == report.chunks - 6 and report.added == 5
+    index = MilvusIndex.open(milvus_server, "flights", embedder=embedder)
+    only = index.search("wing", k=5, filters={"source": ["b.txt", "c.txt"]})
+    assert {hit.doc_id for hit in only} == {"b.txt", "c.txt"}
+    lexical = index.search("hypersonic stagnation", k=5, mode="lexical")
+    assert [hit.doc_id for hit in lexical] == ["c.txt"]
+    dense = index.search("hypersonic stagnation", k=5, candidates=5)
+    hybrid = index.search("hypersonic stagnation", k=5, mode="hybrid", candidates=5)
+    assert hybrid[0].doc_id == "c.txt" and {h.doc_id for h in hybrid} == {h.doc_id for h in dense}
+    with pytest.raises(ValueError, match="unknown search mode 'sparse'; choose one of dense, lexical, hybrid"):
+        index.search("x", mode="sparse")
+    with pytest.raises(FileNotFoundError, match="no collection 'missing'"):
+        MilvusIndex.open(milvus_server, "missing", embedder=embedder)
+
+
+def test_filter_expressions_and_hit_fusion():
+    assert filter_expression(None) == ""
+    assert filter_expression({"year": [1961, 1960], "lang": "en"}) == (
+        '(metadata["year"] == 1960 or metadata["year"] == 1961) and (metadata["lang"] == "en")')
+    with pytest.raises(ValueError, match="filters must be a mapping"):
+        filter_expression(["year"])
+    dense = [Hit("a", 0.9, "a1", 0, 2), Hit("b", 0.5, "b1", 0, 2)]
+    lexical = [Hit("b", 7.0, "b2", 3, 5), Hit("c", 1.0, "c1", 0, 2)]
+    fused = fuse_hits([dense, lexical], "rrf", 3)
+    assert [(h.doc_id, h.text) for h in fused] == [("b", "b1"), ("a", "a1"), ("c", "c1")]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_bad_milvus_uris_are_named(embedder, tmp_path):
+    with pytest.raises(ValueError, match=r"Milvus URI 'localhost' is not one; give http://host:port"):
+        build_milvus_index("localhost", "x", tmp_path, embedder=embedder)
