@@ -8,7 +8,7 @@ without embedding 1M texts on a CPU. Queries: real vectors of ``--queries`` sent
 For each method: build time, queries/s (all queries in one batch, k = 10), recall@10 against FAISS flat's
 top 10, vector/index memory and the size on disk. Methods: FAISS ``IndexFlatIP`` (reference), gpte exact
 (``DenseSearcher`` exact: the model's similarity in 50k-row blocks, as ``gpte.evaluate``), gpte HNSW
-(FAISS HNSW, M 32, efConstruction 200) at several ``ef_search``, gpte binary + float rescoring; with
+(FAISS HNSW, M 32, efConstruction 200) at several ``ef_search``, gpte binary and int8 + float rescoring; with
 ``--usearch``, usearch's HNSW (M 32, expansion 200) for the library choice.
 
     python benchmarks/search.py [--vectors 1000000] [--queries 1000] [--ef 64 128 256] [--threads 2] [--usearch]
@@ -88,7 +88,7 @@ def file_bytes(write) -> int:
 
 def row(name: str, build_s: float, seconds: float, queries: int, found_recall: float, memory: int, disk: int, flat_qps: float) -> dict:
     qps = queries / seconds
-    print(f"{name:<26} {build_s:>9.1f} {qps:>10.1f} {qps / flat_qps:>8.2f}x {found_recall:>10.4f} {memory / 2**20:>10.1f} {disk / 2**20:>9.1f}", flush=True)
+    print(f"{name:<36} {build_s:>9.1f} {qps:>10.1f} {qps / flat_qps:>8.2f}x {found_recall:>10.4f} {memory / 2**20:>10.1f} {disk / 2**20:>9.1f}", flush=True)
     return {"method": name, "build_s": build_s, "qps": qps, "qps_vs_flat": qps / flat_qps, "recall_at_10": found_recall,
             "memory_mib": memory / 2**20, "disk_mib": disk / 2**20}
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--ef", type=int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256], help="HNSW efSearch values (none: skip HNSW)")
     parser.add_argument("--rescore", type=int, nargs="+", default=[10])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--usearch", action="store_true", help="also usearch's HNSW (pip install usearch)")
@@ -119,7 +119,7 @@ def main() -> None:
     vectors = mixtures(base, args.vectors)
     print(f"{len(texts):,} sentences encoded in {encode_s:.0f} s; {len(base):,} base vectors -> {len(vectors):,} mixtures; "
           f"{len(queries):,} held-out queries; k = {K}; {args.threads} threads")
-    print(f"{'method':<26} {'build s':>9} {'queries/s':>10} {'vs flat':>9} {'recall@10':>10} {'mem MiB':>10} {'disk MiB':>9}")
+    print(f"{'method':<36} {'build s':>9} {'queries/s':>10} {'vs flat':>9} {'recall@10':>10} {'mem MiB':>10} {'disk MiB':>9}")
     rows = []
 
     flat, build_s = timed(lambda: _flat(vectors))
@@ -132,22 +132,11 @@ def main() -> None:
     found, seconds = timed(searcher.search, queries, K, "exact")
     rows.append(row("gpte exact", 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth), vectors.nbytes, vectors.nbytes + 128, flat_qps))
 
-    hnsw, build_s = timed(dense.build_hnsw, vectors, "cosine")
-    searcher.hnsw = hnsw
-    hnsw_disk = file_bytes(lambda path: dense.save_hnsw(hnsw, path))
-    for ef in args.ef:
-        found, seconds = timed(searcher.search, queries, K, "hnsw", None, ef)
-        rows.append(row(f"gpte hnsw ef={ef}", build_s, seconds, len(queries), recall([r.docs.tolist() for r in found], truth),
-                        hnsw_disk, hnsw_disk + vectors.nbytes, flat_qps))
-        build_s = 0.0
+    if args.ef:
+        rows += _gpte_hnsw(searcher, vectors, queries, truth, args.ef, flat_qps)
 
-    for rescore in args.rescore:
-        found, seconds = timed(searcher.search, queries, K, "binary", None, 128, rescore)  # the first call builds the codes
-        rows.append(row(f"gpte binary+rescore x{rescore}", 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth),
-                        searcher.binary_bytes, searcher.binary_bytes + vectors.nbytes, flat_qps))
-    found, seconds = timed(searcher.search, queries, K, "binary", None, 128, args.rescore[-1])
-    rows.append(row("  (codes built, again)", 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth),
-                    searcher.binary_bytes, searcher.binary_bytes + vectors.nbytes, flat_qps))
+    for mode in ("binary", "int8"):
+        rows += _quantized(searcher, mode, vectors, queries, truth, args.rescore, flat_qps)
 
     if args.usearch:
         rows += _usearch(vectors, queries, truth, args.ef, flat_qps, args.threads)
@@ -155,6 +144,32 @@ def main() -> None:
     print(f"peak RSS of this process: {peak:,.0f} MiB; binary codes use {vectors.nbytes / max(searcher.binary_bytes, 1):.0f}x less memory than float32")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+
+
+def _gpte_hnsw(searcher: dense.DenseSearcher, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: list[int], flat_qps: float) -> list[dict]:
+    hnsw, build_s = timed(dense.build_hnsw, vectors, "cosine")
+    searcher.hnsw = hnsw
+    hnsw_disk = file_bytes(lambda path: dense.save_hnsw(hnsw, path))
+    rows = []
+    for ef in efs:
+        found, seconds = timed(searcher.search, queries, K, "hnsw", None, ef)
+        rows.append(row(f"gpte hnsw ef={ef}", build_s, seconds, len(queries), recall([r.docs.tolist() for r in found], truth),
+                        hnsw_disk, hnsw_disk + vectors.nbytes, flat_qps))
+        build_s = 0.0
+    return rows
+
+
+def _quantized(searcher: dense.DenseSearcher, mode: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray,
+               rescores: list[int], flat_qps: float) -> list[dict]:
+    """``mode`` ("binary" or "int8") at each rescoring depth; the first call builds the codes, so the first
+    depth is timed twice (with and without building)."""
+    rows = []
+    for number, rescore in enumerate([rescores[0], *rescores]):
+        found, seconds = timed(searcher.search, queries, K, mode, None, 128, rescore)
+        memory = searcher.binary_bytes if mode == "binary" else searcher.int8_bytes
+        name = f"gpte {mode}+rescore x{rescore}" + (" (codes built)" if number == 0 else "")
+        rows.append(row(name, 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth), memory, memory + vectors.nbytes, flat_qps))
+    return rows
 
 
 def _flat(vectors: np.ndarray) -> faiss.Index:

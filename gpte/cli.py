@@ -14,7 +14,7 @@
                [--root DIR | --milvus URI] [--vectors-from DIR]
     gpte embed-corpus SOURCE -o DIR [--model M] [--chunk-tokens 256] [--overlap 32] [--concurrency N] [--num-gpus G]
                       [--ray-address ADDR] [--overwrite]
-    gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary] [--filter F=V]
+    gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary|int8] [--filter F=V]
                 [--rerank-llm | --rerank-model FOLDER] [--json] [--root DIR | --milvus URI]
     gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
 """
@@ -171,7 +171,7 @@ def _add_search_verbs(verbs: Any) -> None:
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="hits to show")
     search.add_argument("--mode", default="dense", help="dense, lexical or hybrid")
-    search.add_argument("--dense-mode", default=None, help="exact, hnsw or binary (binary codes, float rescoring); default: exact (Milvus: its index)")
+    search.add_argument("--dense-mode", default=None, help="exact, hnsw, binary or int8 (quantized codes, float rescoring); default: exact (Milvus: its index)")
     search.add_argument("--fusion", default="rrf", help="hybrid fusion: rrf or weighted")
     search.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE", help="metadata filter (repeatable)")
     rerank = search.add_mutually_exclusive_group()

@@ -127,6 +127,8 @@ def test_ann_and_binary_search_agree_with_exact_on_a_small_index(built):
     assert np.array_equal(saved, np.packbits(np.asarray(index.snapshot.vectors) > 0, axis=1))
     assert [[h.doc_id for h in hits] for hits in index.search(queries, k=3, dense_mode="hnsw")] == exact
     assert [[h.doc_id for h in hits] for hits in index.search(queries, k=3, dense_mode="binary", rescore=50)] == exact
+    assert [[h.doc_id for h in hits] for hits in index.search(queries, k=3, dense_mode="int8")] == exact
+    assert index.dense.int8_bytes == len(index.snapshot.chunks) * index.embedder.dimension  # one byte per dimension
     exact_scores = [h.score for h in index.search(queries[0], k=3)]
     assert [h.score for h in index.search(queries[0], k=3, dense_mode="hnsw")] == pytest.approx(exact_scores, abs=1e-6)
 
@@ -135,7 +137,7 @@ def test_filters_lexical_and_hybrid(built):
     _, index, _ = built
     only = index.search("wing", k=5, filters={"source": ["b.txt", "c.txt"]})
     assert {hit.doc_id for hit in only} == {"b.txt", "c.txt"}
-    for mode in ("hnsw", "binary"):
+    for mode in ("hnsw", "binary", "int8"):
         assert {h.doc_id for h in index.search("wing", k=5, dense_mode=mode, filters={"source": "e.txt"})} == {"e.txt"}
     lexical = index.search("hypersonic stagnation", k=5, mode="lexical")
     assert [hit.doc_id for hit in lexical] == ["c.txt"]  # BM25: only documents sharing a term are hits

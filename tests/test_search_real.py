@@ -42,12 +42,13 @@ def test_hnsw_binary_and_hybrid(cranfield):
     index, data, reference = cranfield
     exact = 100 * reference["ndcg_at_10"]
     figures = {name: 100 * scores(index, data, **options)["ndcg_at_10"] for name, options in {
-        "hnsw": {"dense_mode": "hnsw"}, "binary+rescore": {"dense_mode": "binary"}, "bm25": {"mode": "lexical"},
+        "hnsw": {"dense_mode": "hnsw"}, "binary+rescore": {"dense_mode": "binary"}, "int8+rescore": {"dense_mode": "int8"}, "bm25": {"mode": "lexical"},
         "hybrid rrf": {"mode": "hybrid"}, "hybrid weighted": {"mode": "hybrid", "fusion": "weighted"},
     }.items()}
     print("\nCranfield nDCG@10 x 100: exact " + f"{exact:.2f}, " + ", ".join(f"{name} {value:.2f}" for name, value in figures.items()))
     assert figures["hnsw"] == pytest.approx(exact, abs=0.5)
     assert figures["binary+rescore"] >= 0.95 * exact
+    assert figures["int8+rescore"] == pytest.approx(exact, abs=0.5)
     assert figures["hybrid rrf"] > max(exact, figures["bm25"])
 
 

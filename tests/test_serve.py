@@ -111,6 +111,24 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder,
     assert np.abs(vectors - embedder.encode(texts)).max() <= 1e-5  # batched with others: same vectors up to padding noise
 
 
+def test_concurrent_searches_share_query_batches_and_rank_as_the_index_does(embedder, index):
+    app = create_app({"tiny": embedder}, {"docs": index})
+    queries = [f"question {i} about wings and heat" for i in range(24)]
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            responses = await asyncio.gather(*(http.post("/search", json={"query": q, "k": 3, "mode": "hybrid"}) for q in queries))
+        return responses
+
+    responses = asyncio.run(scenario())
+    for query, response in zip(queries, responses):
+        expected = index.search(query, k=3, mode="hybrid")
+        assert [h["doc_id"] for h in response.json()["hits"]] == [h.doc_id for h in expected]
+    batches = [batcher for batcher in app.state.query_batchers.values()]
+    assert batches[0].batches < len(queries)  # several queries per encode
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -33,7 +33,7 @@ from gpte.search.changes import (
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
-from gpte.search.query import Hit, Reranker, check_search, normalize_filters, rerank_hits, search_depth
+from gpte.search.query import Hit, Reranker, check_search, normalize_filters, query_embeddings, rerank_hits, search_depth
 from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
 from gpte.search.sources import read_documents
 from gpte.search.store import ChunkTable, Snapshot, current_generation, read_snapshot, text_hash, write_generation
@@ -169,18 +169,20 @@ class Index:
     def search(self, queries: str | list[str], k: int = 10, mode: str = "dense", dense_mode: str = "exact",
                filters: dict[str, Any] | None = None, fusion: str = "rrf", weights: list[float] | None = None,
                candidates: int = 100, ef_search: int = 128, rescore: int = 10, reranker: Reranker | None = None,
-               batch_size: int = 32) -> list[Hit] | list[list[Hit]]:
+               batch_size: int = 32, query_vectors: np.ndarray | None = None) -> list[Hit] | list[list[Hit]]:
         """Rank the index's documents for each query.
 
         Args:
             queries: one query (returns a list of hits) or a list (returns one list per query).
             k: hits per query.
             mode: "dense" (the model), "lexical" (BM25) or "hybrid" (both, fused).
-            dense_mode: "exact", "hnsw" or "binary" (binary codes rescored with float vectors).
+            dense_mode: "exact", "hnsw", "binary" or "int8" (quantized codes, rescored with float vectors).
             filters: metadata equality filters, ``{field: value or [allowed values]}``.
             fusion, weights: hybrid fusion ("rrf" or "weighted") and the weights of (dense, lexical).
             candidates: documents each retriever passes to fusion and reranking.
             reranker: rescores the top ``candidates`` (query, best chunk) pairs; hits are ordered by it.
+            query_vectors: the queries' vectors (``role="query"``) when the caller has embedded them already
+                (the server batches them across requests); default: embedded here.
 
         Raises:
             ValueError: an empty query, unknown mode/dense_mode/fusion, k < 1.
@@ -191,15 +193,16 @@ class Index:
         dense.check_mode(dense_mode)
         depth = search_depth(k, candidates, mode, reranker)
         allowed = self._allowed(filters)
-        rankings = self._rankings(query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size)
+        rankings = self._rankings(query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size, query_vectors)
         results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
 
     def _rankings(self, queries: list[str], depth: int, mode: str, dense_mode: str, allowed: np.ndarray | None,
-                  fusion: str, weights: list[float] | None, ef_search: int, rescore: int, batch_size: int) -> list[Ranking]:
+                  fusion: str, weights: list[float] | None, ef_search: int, rescore: int, batch_size: int,
+                  query_vectors: np.ndarray | None) -> list[Ranking]:
         dense_rankings = lexical_rankings = None
         if mode in ("dense", "hybrid"):
-            vectors = self.embedder.encode(queries, role="query", batch_size=batch_size, show_progress=False)
+            vectors = query_embeddings(self.embedder, queries, query_vectors, batch_size)
             dense_rankings = self.dense.search(vectors, depth, dense_mode, allowed, ef_search, rescore)
         if mode in ("lexical", "hybrid"):
             lexical_rankings = [self._lexical(query, depth, allowed) for query in queries]

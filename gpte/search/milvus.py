@@ -46,7 +46,7 @@ from gpte.search.changes import (
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
-from gpte.search.query import Hit, Reranker, check_search, normalize_filters, rerank_hits, search_depth
+from gpte.search.query import Hit, Reranker, check_search, normalize_filters, query_embeddings, rerank_hits, search_depth
 from gpte.search.ranking import Ranking
 from gpte.search.sources import read_documents
 from gpte.search.store import text_hash
@@ -245,7 +245,7 @@ class MilvusIndex:
     def search(self, queries: str | list[str], k: int = 10, mode: str = "dense", dense_mode: str | None = None,
                filters: dict[str, Any] | None = None, fusion: str = "rrf", weights: list[float] | None = None,
                candidates: int = 100, ef_search: int = 128, reranker: Reranker | None = None,
-               batch_size: int = 32) -> list[Hit] | list[list[Hit]]:
+               batch_size: int = 32, query_vectors: np.ndarray | None = None) -> list[Hit] | list[list[Hit]]:
         """Rank the collection's documents for each query; arguments as ``gpte.search.index.Index.search``.
         The dense search is the collection's own vector index (``dense_mode`` None or the same one)."""
         single = isinstance(queries, str)
@@ -258,7 +258,7 @@ class MilvusIndex:
         expression = filter_expression(filters)
         dense_hits = lexical_hits = None
         if mode in ("dense", "hybrid"):
-            vectors = self.embedder.encode(query_list, role="query", batch_size=batch_size, show_progress=False)
+            vectors = query_embeddings(self.embedder, query_list, query_vectors, batch_size)
             dense_hits = self._search_field([v.tolist() for v in vectors], "vector", depth, expression, {"params": {"ef": max(ef_search, depth)}})
         if mode in ("lexical", "hybrid"):
             lexical_hits = self._search_field(query_list, "sparse", depth, expression, {"metric_type": "BM25"})

@@ -49,6 +49,16 @@ def search_depth(k: int, candidates: int, mode: str, reranker: Reranker | None) 
     return max(k, candidates) if (mode == "hybrid" or reranker is not None) else k
 
 
+def query_embeddings(embedder: Any, queries: list[str], given: np.ndarray | None, batch_size: int) -> np.ndarray:
+    """The queries' vectors: ``given`` (checked: one row per query, the model's width) or ``embedder.encode``'s."""
+    if given is None:
+        return embedder.encode(queries, role="query", batch_size=batch_size, show_progress=False)
+    given = np.asarray(given, dtype=np.float32)
+    if given.shape != (len(queries), embedder.dimension):
+        raise ValueError(f"query_vectors has shape {given.shape}; expected ({len(queries)}, {embedder.dimension}), one row per query")
+    return given
+
+
 def normalize_filters(filters: dict[str, Any] | None) -> dict[str, set[Any]]:
     """Metadata equality filters ``{field: value or [allowed values]}`` as ``{field: allowed set}``."""
     if not filters:

@@ -45,7 +45,7 @@ class SearchRequest(BaseModel):
     index: str | None = None
     k: int = Field(default=10, ge=1, le=1000)
     mode: Literal["dense", "lexical", "hybrid"] = "dense"
-    dense_mode: Literal["exact", "hnsw", "binary"] | None = None  # None: the index's default
+    dense_mode: Literal["exact", "hnsw", "binary", "int8"] | None = None  # None: the index's default
     fusion: Literal["rrf", "weighted"] = "rrf"
     filters: dict[str, Any] | None = None
 
@@ -59,16 +59,19 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
         raise ValueError("serve at least one model")
     indexes = indexes or {}
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
+    query_batchers = {name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()}  # /search queries, batched too
     metrics = _Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        for batcher in batchers.values():
+        every = [*batchers.values(), *query_batchers.values()]
+        for batcher in every:
             batcher.start()
         yield
-        await asyncio.gather(*(batcher.stop() for batcher in batchers.values()))
+        await asyncio.gather(*(batcher.stop() for batcher in every))
 
     app = FastAPI(title="gpte", lifespan=lifespan)
+    app.state.batchers, app.state.query_batchers = batchers, query_batchers
     app.middleware("http")(_limit_and_count(max_request_bytes, metrics))
     authorized = _authorization(api_key)
 
@@ -102,6 +105,8 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
             raise HTTPException(404, f"index {request.index!r} is not served; served indexes: {', '.join(indexes) or 'none'}")
         options = request.model_dump(exclude={"query", "index"}, exclude_none=True)
         try:
+            if request.mode != "lexical" and request.query.strip():  # an empty query is refused by search
+                options["query_vectors"] = await query_batchers[name].embed([request.query], role="query")
             hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None

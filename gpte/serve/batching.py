@@ -32,19 +32,20 @@ class EmbeddingBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def embed(self, texts: list[str], truncate_dim: int | None = None) -> np.ndarray:
-        """The vectors of ``texts`` (as ``embedder.encode(texts, truncate_dim=...)``), embedded with other pending requests."""
+    async def embed(self, texts: list[str], truncate_dim: int | None = None, role: str | None = None) -> np.ndarray:
+        """The vectors of ``texts`` (as ``embedder.encode(texts, truncate_dim=..., role=...)``), embedded with
+        the other pending requests that ask for the same options."""
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((texts, truncate_dim, future))
+        await self._queue.put((texts, (truncate_dim, role), future))
         return await future
 
     async def _run(self) -> None:
         while True:
             items = await self._collect()
-            for truncate_dim in dict.fromkeys(item[1] for item in items):
-                await self._embed_group([item for item in items if item[1] == truncate_dim], truncate_dim)
+            for options in dict.fromkeys(item[1] for item in items):
+                await self._embed_group([item for item in items if item[1] == options], *options)
 
-    async def _collect(self) -> list[tuple[list[str], int | None, asyncio.Future]]:
+    async def _collect(self) -> list[tuple[list[str], tuple[int | None, str | None], asyncio.Future]]:
         """The next request, and those arriving within ``max_wait`` up to ``max_batch_texts`` texts."""
         items = [await self._queue.get()]
         count = len(items[0][0])
@@ -59,10 +60,11 @@ class EmbeddingBatcher:
             count += len(item[0])
         return items
 
-    async def _embed_group(self, items: list, truncate_dim: int | None) -> None:
+    async def _embed_group(self, items: list, truncate_dim: int | None, role: str | None) -> None:
         texts = [text for item in items for text in item[0]]
         try:
-            vectors = await asyncio.to_thread(self.embedder.encode, texts, batch_size=self.batch_size, truncate_dim=truncate_dim, show_progress=False)
+            vectors = await asyncio.to_thread(self.embedder.encode, texts, batch_size=self.batch_size, truncate_dim=truncate_dim,
+                                              role=role, show_progress=False)
         except Exception as error:  # noqa: BLE001 - handed to every waiting request
             for _, _, future in items:
                 if not future.done():
