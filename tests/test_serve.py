@@ -96,17 +96,20 @@ def test_search_errors(client):
     assert client.post("/search", json={"query": "x", "mode": "semantic"}, headers=AUTH).status_code == 422
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder, index):
-    app = create_app({"tiny": embedder}, {"docs": index})
-    texts = [f"sentence number {i} about wings" for i in range(40)]
-
+def post_concurrently(app, path: str, bodies: list[dict]) -> list[httpx.Response]:
+    """POST every body to ``path`` at once, through the app's lifespan (its batchers running)."""
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            responses = await asyncio.gather(*(http.post("/v1/embeddings", json={"input": [t], "model": "tiny"}) for t in texts))
-        return responses
+            return await asyncio.gather(*(http.post(path, json=body) for body in bodies))
 
-    responses = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder, index):
+    app = create_app({"tiny": embedder}, {"docs": index})
+    texts = [f"sentence number {i} about wings" for i in range(40)]
+    responses = post_concurrently(app, "/v1/embeddings", [{"input": [t], "model": "tiny"} for t in texts])
     vectors = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
     assert np.abs(vectors - embedder.encode(texts)).max() <= 1e-5  # batched with others: same vectors up to padding noise
 
@@ -114,19 +117,11 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder,
 def test_concurrent_searches_share_query_batches_and_rank_as_the_index_does(embedder, index):
     app = create_app({"tiny": embedder}, {"docs": index})
     queries = [f"question {i} about wings and heat" for i in range(24)]
-
-    async def scenario():
-        transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            responses = await asyncio.gather(*(http.post("/search", json={"query": q, "k": 3, "mode": "hybrid"}) for q in queries))
-        return responses
-
-    responses = asyncio.run(scenario())
+    responses = post_concurrently(app, "/search", [{"query": q, "k": 3, "mode": "hybrid"} for q in queries])
     for query, response in zip(queries, responses):
         expected = index.search(query, k=3, mode="hybrid")
         assert [h["doc_id"] for h in response.json()["hits"]] == [h.doc_id for h in expected]
-    batches = [batcher for batcher in app.state.query_batchers.values()]
-    assert batches[0].batches < len(queries)  # several queries per encode
+    assert app.state.query_batchers["docs"].batches < len(queries)  # several queries per encode
 
 
 def _free_port() -> int:
