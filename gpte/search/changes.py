@@ -62,11 +62,28 @@ def load_build_model(embedder: Any, model: str | None, previous_model: str | Non
     return Embedder.load(model), model
 
 
+def embedder_key(embedder: Any) -> str:
+    """The key an index records for its model: weights and vector settings (``gpte.models.fingerprint``)."""
+    return model_key(weights_sha256(embedder) or "", embedder)
+
+
+def open_model(embedder: Any, settings: dict[str, Any], where: str) -> Any:
+    """The model to search the index ``where`` with: ``embedder``, else the one it was built with
+    (``Embedder.load(settings["model"])``); a model other than the one it was built with is refused."""
+    if embedder is None:
+        from gpte.models.embedder import Embedder
+
+        embedder = Embedder.load(settings["model"])
+    if embedder_key(embedder) != settings["model_key"]:
+        raise ValueError(f"{where} was built with another model ({settings['model']!r}); open it with that model")
+    return embedder
+
+
 def build_settings(embedder: Any, model: str | None, chunk_tokens: int, overlap: int) -> dict[str, Any]:
     """The settings an index records and checks on every later build: model (name and weights key),
     chunking, similarity and dimension."""
     check_chunking(chunk_tokens, overlap)
-    return {"model": model, "model_key": model_key(weights_sha256(embedder) or "", embedder), "chunk_tokens": chunk_tokens,
+    return {"model": model, "model_key": embedder_key(embedder), "chunk_tokens": chunk_tokens,
             "overlap": overlap, "similarity": embedder.similarity_name, "dimension": embedder.dimension}
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from gpte.models.fingerprint import model_key, weights_sha256
 from gpte.search import dense, lexical
 from gpte.search.changes import (
     BuildReport,
@@ -29,11 +28,20 @@ from gpte.search.changes import (
     check_same_settings,
     embed_new_chunks,
     load_build_model,
+    open_model,
     plan_changes,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
-from gpte.search.query import Hit, Reranker, check_search, normalize_filters, query_embeddings, rerank_hits, search_depth
+from gpte.search.query import (
+    Hit,
+    Reranker,
+    check_search,
+    normalize_filters,
+    query_embeddings,
+    rerank_hits,
+    search_depth,
+)
 from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
 from gpte.search.sources import read_documents
 from gpte.search.store import ChunkTable, Snapshot, current_generation, read_snapshot, text_hash, write_generation
@@ -154,14 +162,7 @@ class Index:
         if folder is None:
             raise FileNotFoundError(f"no index at {root}; build one with gpte index SOURCE --name NAME (or build_index)")
         snapshot = read_snapshot(folder)
-        if embedder is None:
-            from gpte.models.embedder import Embedder
-
-            embedder = Embedder.load(snapshot.manifest["model"])
-        key = model_key(weights_sha256(embedder) or "", embedder)
-        if key != snapshot.manifest["model_key"]:
-            raise ValueError(f"{root} was built with another model ({snapshot.manifest['model']!r}); open it with that model")
-        return cls(snapshot, embedder)
+        return cls(snapshot, open_model(embedder, snapshot.manifest, str(root)))
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)

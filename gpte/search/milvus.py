@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-from gpte.models.fingerprint import model_key, weights_sha256
 from gpte.search.changes import (
     BuildReport,
     Plan,
@@ -42,11 +41,20 @@ from gpte.search.changes import (
     check_same_settings,
     embed_new_chunks,
     load_build_model,
+    open_model,
     plan_changes,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
-from gpte.search.query import Hit, Reranker, check_search, normalize_filters, query_embeddings, rerank_hits, search_depth
+from gpte.search.query import (
+    Hit,
+    Reranker,
+    check_search,
+    normalize_filters,
+    query_embeddings,
+    rerank_hits,
+    search_depth,
+)
 from gpte.search.ranking import Ranking
 from gpte.search.sources import read_documents
 from gpte.search.store import text_hash
@@ -224,12 +232,7 @@ class MilvusIndex:
         settings = _collection_settings(client, name)
         if settings is None:
             raise FileNotFoundError(f"no collection {name!r} at {uri}; build one with build_milvus_index (gpte index --milvus URI)")
-        if embedder is None:
-            from gpte.models.embedder import Embedder
-
-            embedder = Embedder.load(settings["model"])
-        if model_key(weights_sha256(embedder) or "", embedder) != settings["model_key"]:
-            raise ValueError(f"Milvus collection {name!r} was built with another model ({settings['model']!r}); open it with that model")
+        embedder = open_model(embedder, settings, f"Milvus collection {name!r}")
         client.load_collection(name)
         return cls(client, name, settings, embedder)
 
