@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,28 @@ def document_text(title: str | None, text: str) -> str:
     return (title + " " + text).strip() if title else text.strip()
 
 
+def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
+    """The (query id, document id, grade) rows of a BEIR qrels file (tab-separated, with a header).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: a row with fewer than 3 fields or a non-numeric grade
+            (file and line named).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        next(reader, None)  # header
+        for number, fields in enumerate(reader, 2):
+            if len(fields) < 3:
+                raise ValueError(f"{path}:{number}: expected query-id, corpus-id, score; got {fields}")
+            try:
+                grade = int(float(fields[2]))
+            except ValueError:
+                raise ValueError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
+            yield fields[0], fields[1], grade
+
+
 def read_beir(folder: Path, split: str) -> RetrievalData:
     """Read a BEIR folder; a document's text is ``title + " " + text`` (stripped), as mteb builds it.
 
@@ -61,23 +84,11 @@ def read_beir(folder: Path, split: str) -> RetrievalData:
     qrels: dict[str, dict[str, int]] = {}
     unknown = 0
     path = folder / "qrels" / f"{split}.tsv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)  # header
-        for number, fields in enumerate(reader, 2):
-            if len(fields) < 3:
-                raise ValueError(f"{path}:{number}: expected query-id, corpus-id, score; got {fields}")
-            query, doc, score = fields[0], fields[1], fields[2]
-            try:
-                grade = int(float(score))
-            except ValueError:
-                raise ValueError(f"{path}:{number}: score {score!r} is not a number") from None
-            if query not in queries or doc not in corpus:
-                unknown += 1
-                continue
-            qrels.setdefault(query, {})[doc] = grade
+    for query, doc, grade in read_qrels(path):
+        if query not in queries or doc not in corpus:
+            unknown += 1
+            continue
+        qrels.setdefault(query, {})[doc] = grade
     if unknown:
         warnings.warn(f"{path}: {unknown} qrels name unknown queries or documents and were skipped", stacklevel=2)
     if not qrels:

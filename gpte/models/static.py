@@ -127,10 +127,12 @@ class StaticEmbedder:
         batch_size: int = 4096,
         normalize: bool | None = None,
         precision: str = "float32",
+        show_progress: bool = False,
     ) -> np.ndarray:
         """Vectors (n, dim), or (dim,) for one string: the mean of the text's token rows (zeros for a text
         with no tokens), L2-normalized if ``normalize`` (default: the source model's setting).
-        ``role`` is accepted for the evaluation protocol; static models have no prompts."""
+        ``role`` and ``show_progress`` are accepted for ``Embedder.encode``'s protocol (search indexes,
+        evaluation); static models have no prompts and encode too fast for a progress bar."""
         single = isinstance(texts, str)
         text_list = [texts] if single else list(texts)
         vectors = np.empty((len(text_list), self.dimension), dtype=np.float32)

@@ -159,6 +159,15 @@ class DenseSearcher:
         scores = similarity(torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name).numpy()[0]
         return rank_candidates(ordered, scores, self._doc_of_chunk, top)
 
+    def document_scores(self, query: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        """The exact score of each document position in ``docs`` for one query vector: its best chunk's
+        similarity, as in the rankings."""
+        counts = self.layout.counts[docs]
+        rows = np.concatenate([np.arange(first, first + count) for first, count in zip(self.layout.first_rows[docs], counts)]) if len(docs) else np.empty(0, np.int64)
+        block = torch.from_numpy(np.array(self.vectors[rows], dtype=np.float32))
+        scores = similarity(torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name).numpy()[0]
+        return np.maximum.reduceat(scores, np.cumsum(counts) - counts) if len(docs) else np.empty(0, np.float32)
+
     @property
     def binary_bytes(self) -> int:
         """Memory of the binary codes (after the first binary search)."""

@@ -152,6 +152,7 @@ class Index:
         self.bm25 = lexical.load_bm25(folder / "bm25")
         self._masks: dict[tuple, np.ndarray] = {}
         self._masks_lock = threading.Lock()
+        self._positions: dict[str, int] | None = None  # document id -> position, made on first use
 
     @classmethod
     def open(cls, path: str | Path, embedder: Any = None) -> Index:
@@ -197,6 +198,21 @@ class Index:
         rankings = self._rankings(query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size, query_vectors)
         results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
+
+    def document_scores(self, query_vector: np.ndarray, doc_ids: list[str]) -> np.ndarray:
+        """The dense score of each of ``doc_ids`` for one query vector (``role="query"``): its best chunk's
+        similarity, the score exact dense search ranks by.
+
+        Raises:
+            KeyError: an id that is not in the index.
+        """
+        if self._positions is None:
+            self._positions = {doc_id: position for position, doc_id in enumerate(self.doc_ids)}
+        missing = [doc_id for doc_id in doc_ids if doc_id not in self._positions]
+        if missing:
+            raise KeyError(f"document id(s) not in the index: {', '.join(map(repr, missing[:5]))}")
+        positions = np.array([self._positions[doc_id] for doc_id in doc_ids], dtype=np.int64)
+        return self.dense.document_scores(query_vector, positions)
 
     def _rankings(self, queries: list[str], depth: int, mode: str, dense_mode: str, allowed: np.ndarray | None,
                   fusion: str, weights: list[float] | None, ef_search: int, rescore: int, batch_size: int,

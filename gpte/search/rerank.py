@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from gpte.errors import ModelLoadError
-from gpte.models.sources import resolve_model
+from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
 
 LLM_PROMPT = ("Judge whether the document answers the search query. Reply with yes or no.\n\n"
               "Query: {query}\n\nDocument: {text}\n\nDoes the document answer the query?")
@@ -48,17 +48,8 @@ class CrossEncoderReranker:
 class LLMReranker:
     """Scores pairs by a causal LLM's yes/no answer (``LLM_PROMPT`` in the model's chat template)."""
 
-    def __init__(self, model: str | Path | None = "smollm2-135m-instruct", max_length: int = 1024, batch_size: int = 8) -> None:
-        source = resolve_model(model)
-        options = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source.folder, **options)
-            self.model = AutoModelForCausalLM.from_pretrained(source.folder, **options).eval()
-        except Exception as error:
-            raise ModelLoadError(f"could not load a causal LM from {source.folder}: {type(error).__name__}: {error}") from error
-        self.tokenizer.padding_side = "left"  # the answer position is the last one of every row
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+    def __init__(self, model: str | Path | None = DEFAULT_LLM, max_length: int = 1024, batch_size: int = 8) -> None:
+        self.tokenizer, self.model = load_causal_lm(model)
         self.yes, self.no = (self._token_id(word) for word in ("yes", "no"))
         self.max_length = max_length
         self.batch_size = batch_size
@@ -71,10 +62,7 @@ class LLMReranker:
 
     def prompt(self, query: str, text: str) -> str:
         """The model input for one pair (chat template when the tokenizer has one)."""
-        content = LLM_PROMPT.format(query=query, text=text)
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
-        return content + "\nAnswer:"
+        return chat_prompt(self.tokenizer, [{"role": "user", "content": LLM_PROMPT.format(query=query, text=text)}])
 
     @torch.inference_mode()
     def score(self, query: str, texts: list[str]) -> np.ndarray:
