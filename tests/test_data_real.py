@@ -87,7 +87,7 @@ def test_top_negatives_equal_sentence_transformers_mine_hard_negatives(cranfield
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
     folder, data = cranfield
-    texts = {doc: text for doc, text in list(data.corpus.items())[:400]}
+    texts = {doc: text for doc, text in list(data.corpus.items())[:250]}
     unique = {text: doc for doc, text in texts.items()}  # sentence-transformers keys its corpus by text
     texts = {doc: text for text, doc in unique.items()}
     corpus = tmp_path / "corpus.jsonl"
@@ -105,7 +105,7 @@ def test_top_negatives_equal_sentence_transformers_mine_hard_negatives(cranfield
         negatives.setdefault(row["query"], []).append((row["negative"], row["scores"][1]))
     complete = {query: found for query, found in negatives.items() if len(found) == 3}
     print(f"\n{len(pairs)} pairs: gpte wrote {report.written}, sentence-transformers found 3 negatives for {len(complete)} queries")
-    assert set(ours) == set(complete) and len(complete) > 20
+    assert set(ours) == set(complete) and len(complete) > 10
     for query, found in complete.items():
         np.testing.assert_allclose(ours[query]["negative_scores"], [score for _, score in found], atol=1e-5)
         assert ours[query]["negatives"] == [text for text, _ in found]

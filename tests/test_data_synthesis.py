@@ -197,3 +197,38 @@ def test_cli_synth_reports_bad_input(tmp_path, tiny_llama, capsys):
     assert "unknown recipe 'nli'; choose one of queries, e5, paraphrase" in capsys.readouterr().err
     assert main(["synth", "e5", "-o", str(tmp_path / "o.jsonl"), "--generator", "openai:http://x"]) == 1
     assert "openai:BASE_URL#MODEL" in capsys.readouterr().err
+
+
+def test_tiny_llama_run_killed_after_a_chunk_resumes_to_the_uninterrupted_output(tiny_llama, tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "text": f"a man is playing guitar number {i}"}) + "\n" for i in range(6)))
+    generator = TransformersGenerator(tiny_llama)
+    options = dict(filters=NO_FILTERS, max_new_tokens=6, chunk_size=2, max_attempts=1, show_progress=False)
+    synthesize("queries", tmp_path / "whole.jsonl", corpus, generator, **options)
+    original, calls = TransformersGenerator.generate, []
+
+    def killed_at_the_second_chunk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TransformersGenerator, "generate", killed_at_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize("queries", tmp_path / "resumed.jsonl", corpus, generator, **options)
+    monkeypatch.setattr(TransformersGenerator, "generate", original)
+    report = synthesize("queries", tmp_path / "resumed.jsonl", corpus, generator, **options)
+    assert report.resumed_chunks == 1 and report.generator_calls == 2
+    assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text() != ""
+
+
+def test_cli_synth_writes_paraphrase_triples_with_a_tiny_llama(tmp_path, tiny_llama, capsys):
+    sentences = tmp_path / "s.txt"
+    sentences.write_text("A man is playing a guitar.\nTwo dogs run.\nA woman is slicing an onion.\n")
+    out = tmp_path / "nli.jsonl"
+    assert main(["synth", "paraphrase", str(sentences), "-o", str(out), "--generator", str(tiny_llama), "--language", "",
+                 "--min-words", "0", "--no-dedup", "--max-new-tokens", "6", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert f"kept {len(rows)} in {out}" in printed and rows
+    assert {row["anchor"] for row in rows} <= {"A man is playing a guitar.", "Two dogs run.", "A woman is slicing an onion."}

@@ -181,6 +181,9 @@ def test_incremental_update_embeds_only_changes(built, embedder, tmp_path):
         assert np.array_equal(updated.snapshot.vectors[first : first + count], before[doc])
     assert "e.txt" not in updated.snapshot.documents
     assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
+    again = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
+    assert (again.generation, again.unchanged, again.embedded) == ("gen-000002", 5, 0)  # nothing changed: nothing written
+    assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
 
 
 def test_killed_build_keeps_the_old_index_and_resumes(embedder, tmp_path, monkeypatch):

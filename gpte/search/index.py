@@ -82,7 +82,7 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
             model and chunking); only chunks missing there are embedded.
 
     Unchanged documents (same text and metadata) keep their vectors; new and changed ones are embedded,
-    deleted ones dropped. Vectors are kept in parts while embedding, so a killed build resumes; the new
+    deleted ones dropped. When nothing changed, the live generation stays and nothing is written. Vectors are kept in parts while embedding, so a killed build resumes; the new
     generation becomes live only when complete.
 
     Raises:
@@ -100,6 +100,8 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
         check_same_settings(str(root), previous.manifest, settings)
     documents = read_documents(source, text_field)
     plan = plan_changes(documents, {d: v[0] for d, v in previous.documents.items()} if previous else {}, embedder, chunk_tokens, overlap)
+    if _nothing_to_do(plan, previous, ann):
+        return BuildReport(previous.folder.name, len(documents), 0, 0, 0, len(documents), len(previous.chunks), 0, 0, time.perf_counter() - started)
     new = embed_new_chunks(plan.new_texts, embedder, root, settings["model_key"], batch_size, show_progress, read_vectors(vectors_from, settings) if vectors_from else None)
     vectors, chunks, hashes = _assemble(plan, previous, new.by_hash, embedder.dimension)
     extras = {"bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder),
@@ -111,6 +113,13 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
     new.pending.clear()
     return BuildReport(generation.name, len(documents), plan.added, plan.changed, plan.removed, len(plan.unchanged),
                        len(chunks), len(set(plan.new_texts)) - new.resumed - new.ready, new.resumed, time.perf_counter() - started, new.ready)
+
+
+def _nothing_to_do(plan: Plan, previous: Snapshot | None, ann: str | None) -> bool:
+    """Whether the live generation already is what this build would write: same documents in the same
+    order, none changed, same approximate index (then no new generation is written)."""
+    return (previous is not None and not (plan.added or plan.changed or plan.removed) and previous.manifest.get("ann") == ann
+            and list(previous.documents) == [doc.id for doc in plan.documents])
 
 
 def _open_snapshot(root: Path) -> Snapshot | None:
@@ -149,7 +158,8 @@ class Index:
         codes = folder / dense.BINARY_CODES
         self.dense = dense.DenseSearcher(snapshot.vectors, self.layout, snapshot.manifest["similarity"], hnsw,
                                          np.load(codes, mmap_mode="r") if codes.is_file() else None)
-        self.bm25 = lexical.load_bm25(folder / "bm25")
+        self._bm25: Any = None  # loaded on the first lexical search (dense-only users never pay for it)
+        self._bm25_lock = threading.Lock()
         self._masks: dict[tuple, np.ndarray] = {}
         self._masks_lock = threading.Lock()
         self._positions: dict[str, int] | None = None  # document id -> position, made on first use
@@ -167,6 +177,14 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)
+
+    @property
+    def bm25(self) -> Any:
+        """The generation's BM25 index, read from disk on first use."""
+        with self._bm25_lock:
+            if self._bm25 is None:
+                self._bm25 = lexical.load_bm25(self.snapshot.folder / "bm25")
+            return self._bm25
 
     def search(self, queries: str | list[str], k: int = 10, mode: str = "dense", dense_mode: str = "exact",
                filters: dict[str, Any] | None = None, fusion: str = "rrf", weights: list[float] | None = None,
