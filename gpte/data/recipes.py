@@ -179,4 +179,5 @@ class ParaphraseRecipe:
         return {"anchor": item.text, "positive": paraphrase, "negative": contradiction}
 
 
+Recipe = QueryRecipe | E5TaskRecipe | ParaphraseRecipe
 RECIPES = {"queries": QueryRecipe, "e5": E5TaskRecipe, "paraphrase": ParaphraseRecipe}

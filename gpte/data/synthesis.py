@@ -28,7 +28,7 @@ from gpte.data.corpus_index import open_corpus_index
 from gpte.data.generators import Generator, GeneratorError, load_generator
 from gpte.models.causal_lm import DEFAULT_LLM
 from gpte.data.readers import read_texts
-from gpte.data.recipes import RECIPES, E5TaskRecipe, QueryRecipe, SourceItem
+from gpte.data.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, SourceItem
 from gpte.data.resumable import ResumableJsonl
 from gpte.data.synthesis_filters import RecordFilter, SynthesisFilters, positive_above_negative, source_in_top_k
 from gpte.search.sources import read_documents
@@ -36,6 +36,7 @@ from gpte.search.sources import read_documents
 CHUNK_ITEMS = 32  # items generated (and resumed) at a time
 MAX_NEW_TOKENS = {"queries": 48, "paraphrase": 64, "e5": 768}
 TASKS_FILE = "tasks.json"
+BRAINSTORM_TOKENS = 1024  # room for about 20 one-sentence tasks
 RETRY_TEMPERATURE = 0.7  # retries sample even when the first attempt was greedy
 
 
@@ -111,7 +112,7 @@ def synthesize(recipe: str, output: str | Path, source: str | Path | None = None
     return SynthesisReport(recipe, len(items), sum(r is not None for r in parsed), dict(record_filter.removed), kept, calls, resumed, time.perf_counter() - started)
 
 
-def _recipe(name: str, examples: list[tuple[str, str]] | None, seed: int):
+def _recipe(name: str, examples: list[tuple[str, str]] | None, seed: int) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     if name == "queries":
@@ -151,7 +152,7 @@ def _brainstormed_tasks(job: ResumableJsonl, generator: Generator, count: int, s
     for attempt in range(sampling["max_attempts"]):
         if tasks:
             break
-        answer = generator.generate([E5TaskRecipe.brainstorm(count)], 1024, _temperature(sampling, attempt), sampling["seed"] + attempt)[0]
+        answer = generator.generate([E5TaskRecipe.brainstorm(count)], BRAINSTORM_TOKENS, _temperature(sampling, attempt), sampling["seed"] + attempt)[0]
         tasks = E5TaskRecipe.parse_tasks(answer)[:count]
     if not tasks:
         raise GeneratorError(f"the generator listed no retrieval tasks in {sampling['max_attempts']} attempts (last answer: {answer!r:.200}); "
@@ -164,7 +165,7 @@ def _temperature(sampling: dict[str, Any], attempt: int) -> float:
     return sampling["temperature"] if attempt == 0 else max(sampling["temperature"], RETRY_TEMPERATURE)
 
 
-def _generate_chunk(steps, items: list[SourceItem], generator: Generator, sampling: dict[str, Any], seed: int, kept_in: Path) -> tuple[list[dict[str, Any]], int]:
+def _generate_chunk(steps: Recipe, items: list[SourceItem], generator: Generator, sampling: dict[str, Any], seed: int, kept_in: Path) -> tuple[list[dict[str, Any]], int]:
     """Records for ``items`` (an ``{"unparsable": ...}`` entry for an item that failed every attempt) and the
     number of generator calls made."""
     records: dict[int, dict[str, Any]] = {}
