@@ -88,9 +88,9 @@ def synthesize(recipe: str, output: str | Path, source: str | Path | None = None
     generator = generator if generator is not None and not isinstance(generator, str | Path) else load_generator(generator or DEFAULT_LLM)
     tokens = max_new_tokens or MAX_NEW_TOKENS[recipe]
     sampling = {"max_new_tokens": tokens, "temperature": temperature, "seed": seed, "max_attempts": max_attempts}
-    items = _source_items(recipe, source, text_field, limit)
+    items = _source_items(recipe, source, text_field)
     job = ResumableJsonl(output, {"recipe": recipe, "source": _fingerprint(items) if items is not None else f"brainstorm {tasks}",
-                                  "per_task": per_task, "generator": getattr(generator, "name", type(generator).__name__),
+                                  "per_task": per_task, "limit": limit, "generator": getattr(generator, "name", type(generator).__name__),
                                   "examples": _fingerprint(examples or []), "chunk_size": chunk_size, **sampling}, overwrite, restart)
     if items is None:
         items = _brainstormed_tasks(job, generator, tasks, sampling)
@@ -126,19 +126,19 @@ def _check_numbers(**values: int | None) -> None:
             raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
-def _source_items(recipe: str, source: str | Path | None, text_field: str, limit: int | None) -> list[SourceItem] | None:
+def _source_items(recipe: str, source: str | Path | None, text_field: str) -> list[SourceItem] | None:
     """The recipe's inputs: corpus documents (queries), lines/rows (paraphrase, e5 tasks); None: brainstorm tasks."""
     if source is None:
         if recipe != "e5":
             raise ValueError(f"the {recipe!r} recipe needs a source ({'a corpus' if recipe == 'queries' else 'sentences'})")
         return None
     if recipe == "queries":
-        return [SourceItem(doc.id, doc.text) for doc in read_documents(source, text_field)][:limit]
+        return [SourceItem(doc.id, doc.text) for doc in read_documents(source, text_field)]
     texts = read_texts(source, None if Path(source).suffix.lower() in (".txt", ".md") else text_field)
     items = [SourceItem(str(number), text.strip()) for number, text in enumerate(texts) if text.strip()]
     if not items:
         raise ValueError(f"{source}: no non-empty texts")
-    return items[:limit]
+    return items
 
 
 def _fingerprint(value: Any) -> str:

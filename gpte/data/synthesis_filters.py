@@ -24,7 +24,6 @@ import numpy as np
 
 from gpte.similarity import pairwise_similarity
 
-REASONS = ("unparsable", "length", "language", "copied_example", "duplicate", "round_trip")
 FINAL_PUNCTUATION = re.compile(r"[\s.?!;:,]+$")
 
 
