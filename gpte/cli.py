@@ -21,6 +21,9 @@
               [--sampling top|random] [--cross-encoder FOLDER] [--index-dir DIR] [--restart] [--overwrite]
     gpte synth queries|e5|paraphrase [SOURCE] -o OUT.jsonl [--generator LLM | openai:URL#MODEL] [--limit N] [--tasks N]
                [--examples FILE] [--max-attempts 3] [--round-trip-k 10] [--language en] [--restart] [--overwrite]
+    gpte analyze --data DIR -o OUT [--model M] [--sections S ...] [--corpus NAME[:SPLIT]] [--tasks T ...] [--labelled T]
+                 [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--overwrite]
+    gpte whiten CORPUS -o OUT [--model M] [--field F] [--dims K] [--overwrite]
     gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
 """
 
@@ -234,6 +237,38 @@ def _add_search_verbs(verbs: Any) -> None:
     _add_job_options(synth)
     synth.set_defaults(run=_synth)
 
+    analyze = verbs.add_parser("analyze", help="understand a model: geometry, whitening, efficiency curves, inversion risk, bias, report")
+    analyze.add_argument("--model", default=None, help="model name, folder, .gguf file or hub id (default: all-MiniLM-L6-v2)")
+    analyze.add_argument("--data", required=True, help="the folder holding the task folders named below")
+    analyze.add_argument("-o", "--output", required=True, help="report folder (sections/, PNG figures, report.md); a rerun resumes it")
+    analyze.add_argument("--sections", nargs="+", default=None, help="only these sections (default: all, gpte.analysis.SECTIONS)")
+    analyze.add_argument("--corpus", default="sts/stsb-en:train", help="NAME[:SPLIT] whose texts fit whitening and geometry")
+    analyze.add_argument("--tasks", nargs="*", default=["sts/stsb-en", "retrieval/cranfield"], help="tasks scored (whitening, curves, defense costs)")
+    analyze.add_argument("--labelled", default="classification/banking77", help="labelled task for the 2-D map ('' for none)")
+    analyze.add_argument("--pairs", default="sts/stsb-en", help="STS or pair-classification task for the histogram ('' for none)")
+    analyze.add_argument("--inversion-train", default="sts/stsb-en:train", help="sentences the inversion probe learns from")
+    analyze.add_argument("--inversion-test", default="sts/sick-r", help="sentences it is tested on ('' to skip)")
+    analyze.add_argument("--inversion-test-size", type=int, default=1000, help="test sentences drawn (seeded)")
+    analyze.add_argument("--probe-epochs", type=int, default=None, help="inversion probe training epochs")
+    analyze.add_argument("--whiten-dims", type=int, default=None, help="dimensions kept by whitening (default: all)")
+    analyze.add_argument("--save-whitened", default=None, help="save the whitened model in this folder")
+    analyze.add_argument("--batch-size", type=int, default=32)
+    analyze.add_argument("--device", default=None)
+    analyze.add_argument("--overwrite", action="store_true", help="recompute finished sections")
+    _add_llm_options(analyze)
+    analyze.set_defaults(run=_analyze)
+
+    whiten = verbs.add_parser("whiten", help="fit whitening (Su et al. 2021) on a corpus and save the model with it as a step")
+    whiten.add_argument("corpus", help="text file (txt/jsonl/csv/tsv/parquet) whose texts fit the whitening")
+    whiten.add_argument("-o", "--output", required=True, help="folder for the whitened model (sentence-transformers layout)")
+    whiten.add_argument("--model", default=None)
+    whiten.add_argument("--field", default=None, help="the text field of jsonl/csv/tsv/parquet files")
+    whiten.add_argument("--dims", type=int, default=None, help="dimensions kept (whitening + PCA; default: all)")
+    whiten.add_argument("--batch-size", type=int, default=32)
+    whiten.add_argument("--device", default=None)
+    whiten.add_argument("--overwrite", action="store_true")
+    whiten.set_defaults(run=_whiten)
+
     serve = verbs.add_parser("serve", help="HTTP API: OpenAI-compatible /v1/embeddings, /search, /health, /metrics")
     serve.add_argument("--model", action="append", default=None, help="model to serve (repeatable; default: all-MiniLM-L6-v2)")
     serve.add_argument("--index", action="append", default=[], help="index name to serve (repeatable)")
@@ -373,6 +408,39 @@ def _evaluate(args: argparse.Namespace) -> int:
     for name, error in run.failures.items():
         print(f"gpte: task {name} failed: {error}", file=sys.stderr)
     return 1 if run.failures else 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from gpte.analysis.analyze import Analysis, inputs_from_tasks
+    from gpte.analysis.inversion import ProbeConfig
+    from gpte.models.embedder import Embedder
+
+    probe = ProbeConfig(**({"epochs": args.probe_epochs} if args.probe_epochs else {}))
+    inputs = inputs_from_tasks(args.data, args.corpus, args.tasks, args.labelled or None, args.pairs or None,
+                               args.inversion_train or None, args.inversion_test or None, args.inversion_test_size,
+                               whiten_dims=args.whiten_dims, probe=probe,
+                               save_whitened=Path(args.save_whitened) if args.save_whitened else None)
+    embedder = Embedder.load(args.model, device=args.device, **_llm_options(args))
+    report = Analysis(embedder, inputs, args.output, args.batch_size).run(args.sections, args.overwrite)
+    print(f"wrote {report}")
+    return 0
+
+
+def _whiten(args: argparse.Namespace) -> int:
+    from gpte.analysis.geometry import anisotropy
+    from gpte.analysis.whitening import add_whitening, fit_whitening
+    from gpte.data.readers import read_texts
+    from gpte.models.embedder import Embedder
+
+    refuse_existing(Path(args.output), args.overwrite)
+    texts = read_texts(args.corpus, args.field)
+    embedder = Embedder.load(args.model, device=args.device)
+    vectors = embedder.encode(texts, batch_size=args.batch_size, normalize=False)
+    whitening = fit_whitening(vectors, args.dims)
+    add_whitening(embedder, whitening).save(args.output, overwrite=args.overwrite)
+    print(f"whitened on {len(texts)} texts ({whitening.matrix.shape[1]} dimensions): mean pairwise cosine "
+          f"{anisotropy(vectors):.4f} -> {anisotropy(whitening.apply(vectors)):.4f}; saved {args.output}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

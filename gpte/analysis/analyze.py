@@ -1,0 +1,392 @@
+"""``gpte analyze``: every analysis of one model in one resumable run, gathered in a Markdown report.
+
+Sections (``SECTIONS``), each saved to ``OUT/sections/NAME.json`` when done, so an interrupted run resumes
+at the first unfinished section:
+
+- geometry:   anisotropy, effective rank and top-direction variance of the model's vectors of a corpus;
+- whitening:  Su et al.'s whitening fitted on that corpus, the geometry after it, and the task scores
+              before and after (the whitened model is the real model with the step appended);
+- efficiency: task scores against Matryoshka dimension and output precision (curves as PNG);
+- inversion:  a GEIA-style probe trained on one set of sentences and tested on another, against random
+              vectors, and what noise, quantization and truncation take from it and cost on the tasks;
+- bias:       the WEAT/SEAT association tests with shuffled controls, and the counterfactual similarity gap;
+- interpret:  the explanation of one similar pair (word occlusion, nearest neighbours), and the LM-head
+              tokens of decoder embedders;
+- figures:    a 2-D map of a labelled set and the similarity histogram of positive and negative pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gpte.analysis import bias
+from gpte.analysis.efficiency import matryoshka_curve, matryoshka_dimensions, precision_curve, score_transforms
+from gpte.analysis.geometry import describe
+from gpte.analysis.interpret import explain_similarity, lm_head_tokens
+from gpte.analysis.inversion import ProbeConfig, inversion_scores, run_probe
+from gpte.analysis.plots import curve_plot, projection_plot, similarity_histogram
+from gpte.analysis.report import Section, markdown_table, write_report
+from gpte.analysis.texts import labelled_texts, scored_pairs, task_texts
+from gpte.analysis.views import CachedEncoder, Transform, gaussian_noise, identity, precision, truncate
+from gpte.analysis.whitening import add_whitening, fit_whitening
+from gpte.atomic import atomic_path
+from gpte.evaluate.runner import evaluate
+from gpte.evaluate.tasks import Task, discover_tasks, select_tasks
+from gpte.models.fingerprint import model_key, weights_sha256
+from gpte.similarity import pairwise_similarity
+
+SECTION_FOLDER = "sections"
+PROJECTION_LABELS = 10  # the most frequent labels drawn in the 2-D map
+PROJECTION_POINTS = 2000
+PAIR_SHARE = 0.2  # STS pairs in the top / bottom fifth of the score range count as positive / negative
+
+
+@dataclass
+class AnalysisInputs:
+    """What the analyses read.
+
+    Attributes:
+        corpus: texts for geometry and for fitting whitening.
+        tasks: scored tasks (whitening effect, curves, defense costs).
+        labelled: (texts, labels) for the 2-D map.
+        pairs: (first, second, gold, score_range) for the similarity histogram; PairClassification gold is 0/1.
+        inversion_train, inversion_test: sentences the probe learns from and is tested on.
+        whiten_dims: dimensions kept by whitening (None: all).
+        probe: the inversion probe's size and training.
+        save_whitened: a folder to save the whitened model in (None: not saved).
+    """
+
+    corpus: list[str]
+    tasks: list[Task] = field(default_factory=list)
+    labelled: tuple[list[str], list[str]] | None = None
+    pairs: tuple[list[str], list[str], list[float], tuple[float, float]] | None = None
+    inversion_train: list[str] | None = None
+    inversion_test: list[str] | None = None
+    whiten_dims: int | None = None
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    save_whitened: Path | None = None
+
+
+class Analysis:
+    """One model's analyses, written under ``folder``.
+
+    Args:
+        model: gpte's Embedder (whitening, interpret and LM-head readings need one).
+        inputs: what the sections read.
+        folder: where sections, figures and ``report.md`` go.
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(self, model, inputs: AnalysisInputs, folder: str | Path, batch_size: int = 32) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.folder = Path(folder)
+        self.encoder = CachedEncoder(model, batch_size)
+        self.key = _run_key(model, inputs)
+
+    def run(self, sections: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+        """Run ``sections`` (default all) in order, reusing finished ones unless ``overwrite``; returns report.md.
+
+        Raises:
+            ValueError: an unknown section name (the names listed).
+        """
+        names = list(sections or SECTIONS)
+        unknown = [name for name in names if name not in SECTIONS]
+        if unknown:
+            raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
+        done = []
+        for number, name in enumerate(names, 1):
+            path = self.folder / SECTION_FOLDER / f"{name}.json"
+            if path.exists() and not overwrite:
+                _progress(f"[{number}/{len(names)}] {name}: kept {path}")
+                done.append(self._finished(path))
+                continue
+            _progress(f"[{number}/{len(names)}] {name} ...")
+            section = SECTIONS[name](self)
+            with atomic_path(path, overwrite=True) as temporary:
+                saved = {"key": self.key, "section": asdict(section)}
+                temporary.write_text(json.dumps(saved, indent=1, default=float), encoding="utf-8")
+            done.append(section)
+        return write_report(self.folder, f"Embedding analysis: {self.encoder.name}", done)
+
+    def _finished(self, path: Path) -> Section:
+        """A section saved by an earlier run of this model on these inputs.
+
+        Raises:
+            ValueError: it was made by another model or from other inputs.
+        """
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") != self.key:
+            raise ValueError(f"{path} was made by another model or from other inputs; "
+                             "pass overwrite=True (CLI: --overwrite) or write to another folder")
+        return Section(**saved["section"])
+
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """The model's vectors (its default output), each text encoded once per run."""
+        return self.encoder.encode(list(texts))
+
+    def scores(self, transforms: dict[str, Transform]) -> dict[str, dict[str, float]]:
+        return score_transforms(self.encoder, transforms, self.inputs.tasks) if self.inputs.tasks else {}
+
+
+# ----------------------------------------------------------------- sections
+
+
+def geometry_section(analysis: Analysis) -> Section:
+    shape = describe(analysis.vectors(analysis.inputs.corpus))
+    return Section("geometry", "Geometry", _geometry_table({"model output": shape}), data={"model output": asdict(shape)})
+
+
+def whitening_section(analysis: Analysis) -> Section:
+    model, inputs = analysis.model, analysis.inputs
+    raw = model.encode(inputs.corpus, normalize=False, batch_size=analysis.encoder.batch_size)
+    whitening = fit_whitening(raw, inputs.whiten_dims)
+    before = analysis.scores({"model": identity}).get("model", {})
+    add_whitening(model, whitening)
+    try:
+        after = evaluate(model, inputs.tasks).results if inputs.tasks else {}
+        if inputs.save_whitened:
+            model.save(inputs.save_whitened, overwrite=True)
+    finally:
+        del model.dense[-1]
+    shapes = {"model output": describe(analysis.vectors(inputs.corpus)), "whitened": describe(whitening.apply(raw))}
+    after_scores = {task: result["main_score_value"] for task, result in after.items()}
+    rows = [(task, 100 * before[task], 100 * after_scores[task], 100 * (after_scores[task] - before[task])) for task in before]
+    k = whitening.matrix.shape[1]
+    text = (f"Whitening (Su et al. 2021) fitted on {len(inputs.corpus)} corpus texts, keeping {k} of {raw.shape[1]} "
+            f"dimensions; applied as a linear step before normalization.\n\n{_geometry_table(shapes)}\n\n"
+            + (markdown_table(["task", "main score", "whitened", "change"], rows) if rows else "No tasks scored."))
+    if inputs.save_whitened:
+        text += f"\n\nThe whitened model is saved in `{inputs.save_whitened}`."
+    data = {"dimensions": k, "geometry": {name: asdict(shape) for name, shape in shapes.items()},
+            "scores": before, "whitened_scores": after_scores}
+    return Section("whitening", "Whitening", text, data=data)
+
+
+def efficiency_section(analysis: Analysis) -> Section:
+    if not analysis.inputs.tasks:
+        return Section("efficiency", "Efficiency curves", "No tasks given, so no curves.")
+    dimensions = matryoshka_dimensions(analysis.vectors(analysis.inputs.corpus[:2]).shape[1])
+    by_dimension = matryoshka_curve(analysis.encoder, analysis.inputs.tasks, dimensions)
+    by_precision = precision_curve(analysis.encoder, analysis.inputs.tasks)
+    figures = [
+        _figure(analysis, "matryoshka.png", lambda path: curve_plot(_by_task(by_dimension), path, "dimensions kept", "main score",
+                                                                    "Score against Matryoshka dimension", log_x=True)),
+        _figure(analysis, "precision.png", lambda path: curve_plot(_by_task(by_precision), path, "precision", "main score",
+                                                                   "Score against output precision")),
+    ]
+    tasks = [task.name for task in analysis.inputs.tasks]
+    text = ("Main scores (× 100) with vectors cut to the first k dimensions (re-normalized):\n\n"
+            + markdown_table(["dimensions", *tasks], [(d, *(100 * s[t] for t in tasks)) for d, s in by_dimension.items()])
+            + "\n\nMain scores (× 100) on quantized codes (int8 buckets, binary signs):\n\n"
+            + markdown_table(["precision", *tasks], [(p, *(100 * s[t] for t in tasks)) for p, s in by_precision.items()]))
+    return Section("efficiency", "Efficiency curves", text, figures, {"matryoshka": by_dimension, "precision": by_precision})
+
+
+def inversion_section(analysis: Analysis) -> Section:
+    inputs = analysis.inputs
+    if not (inputs.inversion_train and inputs.inversion_test):
+        return Section("inversion", "Inversion risk", "No inversion train and test sentences given.")
+    tokenizer = analysis.model.backbone.tokenizer
+    run = run_probe(analysis.vectors, inputs.inversion_train, inputs.inversion_test, tokenizer, inputs.probe)
+    test_vectors = analysis.vectors(inputs.inversion_test)
+    defenses = _defenses(test_vectors.shape[1])
+    recovered = {name: inversion_scores(run.probe.generate(transform(test_vectors)), inputs.inversion_test)
+                 for name, transform in defenses.items()}
+    costs = analysis.scores(defenses)
+    tasks = [task.name for task in inputs.tasks]
+    rows = [(name, 100 * recovered[name].token_f1, 100 * recovered[name].bleu, *(100 * costs[name][t] for t in tasks))
+            for name in defenses]
+    text = (f"A GEIA-style decoder ({inputs.probe.layers} layers, width {inputs.probe.width}, {inputs.probe.epochs} epochs, "
+            f"{run.train_seconds:.0f} s) learned to write {len(inputs.inversion_train)} sentences back from their vectors, "
+            f"then wrote {len(inputs.inversion_test)} unseen sentences of another set.\n\n"
+            + markdown_table(["decoder input", "token F1", "BLEU", "exact match"],
+                             [("true vectors", 100 * run.held_out.token_f1, 100 * run.held_out.bleu, 100 * run.held_out.exact_match),
+                              ("random vectors", 100 * run.random_baseline.token_f1, 100 * run.random_baseline.bleu,
+                               100 * run.random_baseline.exact_match)])
+            + "\n\nExamples (sentence → written back):\n\n" + "\n".join(f"- {a} → {b}" for a, b in run.examples)
+            + "\n\nDefenses: what the same probe recovers from changed vectors (× 100) and what the change costs "
+            "on the tasks (main score × 100). The probe was trained on unchanged vectors; an attacker who trains on "
+            "changed ones recovers more.\n\n" + markdown_table(["defense", "token F1", "BLEU", *tasks], rows))
+    data = {"held_out": asdict(run.held_out), "random": asdict(run.random_baseline), "train_seconds": run.train_seconds,
+            "examples": run.examples, "defenses": {name: asdict(scores) for name, scores in recovered.items()}, "costs": costs}
+    return Section("inversion", "Inversion risk", text, data=data)
+
+
+def bias_section(analysis: Analysis) -> Section:
+    results = []
+    for name in bias.TESTS:
+        results.append(bias.association_test(analysis.vectors, name))
+        results.append(bias.association_test(analysis.vectors, name, shuffle_targets=True))
+    gap = bias.counterfactual_gap(analysis.vectors)
+    text = ("WEAT/SEAT association tests over template sentences (effect size d, one-sided permutation p); each "
+            "shuffled control re-partitions the targets at random.\n\n"
+            + markdown_table(["test", "effect size", "p-value"], [(r.test, r.effect_size, r.p_value) for r in results])
+            + f"\n\nCounterfactual gap c(query, 'He …') − c(query, 'She …') over {len(gap.gaps)} occupations: "
+            f"mean {gap.mean_gap:+.4f}, p = {gap.p_value:.4f} (sign-flip permutation).\n\n"
+            + markdown_table(["occupation", "gap"], sorted(gap.gaps.items(), key=lambda item: -abs(item[1]))))
+    return Section("bias", "Bias", text, data={"association": [asdict(r) for r in results], "counterfactual": asdict(gap)})
+
+
+def interpret_section(analysis: Analysis) -> Section:
+    inputs, model = analysis.inputs, analysis.model
+    parts, data = [], {}
+    if inputs.pairs:
+        first, second, gold, _ = inputs.pairs
+        best = int(np.argmax(gold))
+        explanation = explain_similarity(model, first[best], second[best], inputs.corpus[:2000])
+        data["explanation"] = asdict(explanation)
+        parts.append(f"Why c({first[best]!r}, {second[best]!r}) = {explanation.similarity:.4f}: the words whose deletion "
+                     "lowers it most, and the nearest corpus texts.\n\n"
+                     + markdown_table(["first text: word", "drop"], explanation.words_a[:5]) + "\n\n"
+                     + markdown_table(["second text: word", "drop"], explanation.words_b[:5]) + "\n\n"
+                     + markdown_table(["nearest to the first", "similarity"], explanation.neighbours_a) + "\n\n"
+                     + markdown_table(["nearest to the second", "similarity"], explanation.neighbours_b))
+    if getattr(getattr(model, "backbone", None), "kind", None) == "decoder" and not len(model.dense):
+        samples = inputs.corpus[:3]
+        tokens = lm_head_tokens(model, samples, k=8)
+        data["lm_head"] = dict(zip(samples, tokens))
+        parts.append(markdown_table(["text", "top LM-head tokens"],
+                                    [(text, ", ".join(f"{t!r} {p:.2f}" for t, p in top)) for text, top in zip(samples, tokens)]))
+    return Section("interpret", "Interpretability", "\n\n".join(parts) or "No pairs given to explain.", data=data)
+
+
+def figures_section(analysis: Analysis) -> Section:
+    inputs, figures, parts = analysis.inputs, [], []
+    if inputs.labelled:
+        texts, labels = _frequent_labels(*inputs.labelled)
+        figures.append(_figure(analysis, "projection.png", lambda path: projection_plot(analysis.vectors(texts), labels, path)))
+        parts.append(f"2-D PCA map of {len(texts)} texts of the {PROJECTION_LABELS} most frequent labels.")
+    if inputs.pairs:
+        positive, negative = _pair_similarities(analysis, inputs.pairs)
+        figures.append(_figure(analysis, "similarity_histogram.png",
+                               lambda path: similarity_histogram(positive, negative, path, "Similarity of positive and negative pairs")))
+        parts.append(f"Similarity of {len(positive)} positive and {len(negative)} negative pairs: mean "
+                     f"{np.mean(positive):.4f} vs {np.mean(negative):.4f}.")
+    return Section("figures", "Figures", "\n\n".join(parts) or "No labelled set or pairs given.", figures)
+
+
+SECTIONS: dict[str, Callable[[Analysis], Section]] = {
+    "geometry": geometry_section,
+    "whitening": whitening_section,
+    "efficiency": efficiency_section,
+    "inversion": inversion_section,
+    "bias": bias_section,
+    "interpret": interpret_section,
+    "figures": figures_section,
+}
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _run_key(model, inputs: AnalysisInputs) -> str:
+    """sha256 of the model (weights and settings, ``gpte.models.fingerprint.model_key``) and of everything the
+    sections read."""
+    described = {name: value for name, value in asdict(inputs).items() if name not in ("tasks", "save_whitened")}
+    described["tasks"] = [str(task.path.resolve()) for task in inputs.tasks]
+    described["model"] = model_key(weights_sha256(model) or f"name:{getattr(model, 'name', type(model).__name__)}", model)
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _defenses(dimension: int) -> dict[str, Transform]:
+    return {
+        "none": identity,
+        "noise 0.25": gaussian_noise(0.25),
+        "noise 0.5": gaussian_noise(0.5),
+        "noise 1.0": gaussian_noise(1.0),
+        "int8": precision("int8"),
+        "binary": precision("binary"),
+        f"first {dimension // 2} dims": truncate(dimension // 2),
+        f"first {dimension // 4} dims": truncate(dimension // 4),
+    }
+
+
+def _geometry_table(shapes: dict) -> str:
+    rows = [(name, s.n_vectors, s.dimension, s.anisotropy, s.effective_rank, *s.top_variance.values()) for name, s in shapes.items()]
+    tops = [f"variance in top {k}" for k in next(iter(shapes.values())).top_variance]
+    return markdown_table(["vectors", "n", "dimension", "mean pairwise cosine", "effective rank", *tops], rows)
+
+
+def _by_task(curves: dict) -> dict[str, dict]:
+    """{x: {task: y}} -> {task: {x: y}} for plotting one line per task."""
+    tasks = next(iter(curves.values())).keys()
+    return {task: {x: 100 * scores[task] for x, scores in curves.items()} for task in tasks}
+
+
+def _frequent_labels(texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    keep = set(sorted(counts, key=lambda label: (-counts[label], label))[:PROJECTION_LABELS])
+    rows = [i for i, label in enumerate(labels) if label in keep][:PROJECTION_POINTS]
+    return [texts[i] for i in rows], [labels[i] for i in rows]
+
+
+def _pair_similarities(analysis: Analysis, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities of the positive pairs (gold in the top fifth of the range) and the negative ones (bottom fifth)."""
+    first, second, gold, (low, high) = pairs
+    similarity = pairwise_similarity(analysis.vectors(first), analysis.vectors(second), analysis.encoder.similarity_name)
+    gold = np.asarray(gold)
+    span = high - low
+    return similarity[gold >= high - PAIR_SHARE * span], similarity[gold <= low + PAIR_SHARE * span]
+
+
+def _figure(analysis: Analysis, name: str, draw: Callable[[Path], Path]) -> str:
+    draw(analysis.folder / name)
+    return name
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------- inputs from task folders
+
+
+def task_split(tasks: list[Task], spec: str) -> tuple[Task, str | None]:
+    """``NAME[:SPLIT]`` -> (the one task it names, the split or None for the task's own).
+
+    Raises:
+        ValueError: no task or several tasks match NAME (the candidates named).
+    """
+    name, _, split = spec.partition(":")
+    matches = select_tasks(tasks, [name])
+    if len(matches) != 1:
+        raise ValueError(f"{name!r} names {len(matches)} tasks ({', '.join(t.name for t in matches)}); name one")
+    return matches[0], split or None
+
+
+def inputs_from_tasks(root: str | Path, corpus: str, tasks: Sequence[str] = (), labelled: str | None = None,
+                      pairs: str | None = None, inversion_train: str | None = None, inversion_test: str | None = None,
+                      inversion_test_size: int = 1000, seed: int = 0, **options) -> AnalysisInputs:
+    """``AnalysisInputs`` from the task folders below ``root``, each named ``NAME[:SPLIT]`` (``sts/stsb-en:train``).
+
+    Args:
+        corpus: texts for geometry and whitening; tasks: tasks scored; labelled: a Classification/Clustering
+            task for the 2-D map; pairs: an STS or PairClassification task for the histogram and the explained
+            pair; inversion_train / inversion_test: the probe's sentences; inversion_test_size: test sentences
+            drawn at random (seeded); options: the other ``AnalysisInputs`` fields.
+    """
+    known = discover_tasks(root)
+    corpus_task, corpus_split = task_split(known, corpus)
+    inputs = AnalysisInputs(task_texts(corpus_task, corpus_split), [task_split(known, name)[0] for name in tasks], **options)
+    if labelled:
+        inputs.labelled = labelled_texts(*task_split(known, labelled))
+    if pairs:
+        pair_task, pair_split = task_split(known, pairs)
+        score_range = tuple(pair_task.metadata.get("score_range", (0, 5))) if pair_task.type == "STS" else (0.0, 1.0)
+        inputs.pairs = (*scored_pairs(pair_task, pair_split), score_range)
+    if inversion_train and inversion_test:
+        inputs.inversion_train = task_texts(*task_split(known, inversion_train))
+        test = task_texts(*task_split(known, inversion_test))
+        rows = np.random.default_rng(seed).permutation(len(test))[:inversion_test_size]
+        inputs.inversion_test = [test[row] for row in sorted(rows)]
+    return inputs

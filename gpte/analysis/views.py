@@ -1,0 +1,126 @@
+"""A model seen through a change of its output vectors, for measuring what the change costs.
+
+``VectorView(model, transform)`` is an ``EncoderProtocol`` object: ``gpte.evaluate.evaluate`` scores it
+exactly like the model, on the transformed vectors. ``CachedEncoder`` keeps the model's vectors by
+(role, prompt, text), so many views of one model encode each text once.
+
+Transforms (float (n, d) -> float (n, d')):
+
+    truncate(k)        first k dimensions, L2-normalized (Matryoshka)
+    precision(p)       the codes of ``gpte.models.postprocess.quantize`` as floats, L2-normalized:
+                       int8/uint8 bucket values (ranges from the vectors of the call), binary as +-1 per bit.
+                       Cosine on them ranks like the integer dot product / Hamming distance a vector
+                       store computes on the stored codes.
+    gaussian_noise(r)  x + e,  e ~ N(0, (r |x| / sqrt(d))^2 I): noise of norm about r |x|, seeded per vector
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpte.analysis.geometry import unit_rows
+from gpte.models.postprocess import check_precision, quantize
+
+Transform = Callable[[np.ndarray], np.ndarray]
+Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, d) vectors: the model under study
+
+
+def truncate(dimension: int) -> Transform:
+    """Keep the first ``dimension`` values, then L2-normalize."""
+    if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
+        raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
+
+    def apply(vectors: np.ndarray) -> np.ndarray:
+        if dimension > vectors.shape[1]:
+            raise ValueError(f"cannot keep {dimension} dimensions of {vectors.shape[1]}-dimensional vectors")
+        return unit_rows(vectors[:, :dimension])
+
+    return apply
+
+
+def precision(name: str) -> Transform:
+    """Quantize to ``name`` (``gpte.models.postprocess.PRECISIONS``) and return the codes as unit float vectors."""
+    check_precision(name)
+
+    def apply(vectors: np.ndarray) -> np.ndarray:
+        if name in ("float32", "float16"):
+            return quantize(vectors, name).astype(np.float32)
+        if name.endswith("binary"):
+            return unit_rows(np.where(vectors > 0, 1.0, -1.0).astype(np.float32))
+        return unit_rows(quantize(vectors, name).astype(np.float32))
+
+    return apply
+
+
+def gaussian_noise(ratio: float, seed: int = 0) -> Transform:
+    """Add Gaussian noise whose norm is about ``ratio`` times each vector's norm.
+
+    Each vector's noise is drawn from a generator seeded by ``seed`` and the vector's bytes: the same vector
+    always gets the same noise (repeatable runs) and different vectors get independent noise.
+    """
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio < 0:
+        raise ValueError(f"noise ratio must be a number >= 0, got {ratio!r}")
+
+    def apply(vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        noise = np.stack([np.random.default_rng([seed, zlib.crc32(row.tobytes())]).standard_normal(len(row)) for row in vectors])
+        scale = ratio * np.linalg.norm(vectors, axis=1, keepdims=True) / np.sqrt(vectors.shape[1])
+        return (vectors + noise * scale).astype(np.float32)
+
+    return apply
+
+
+def identity(vectors: np.ndarray) -> np.ndarray:
+    """The vectors unchanged."""
+    return vectors
+
+
+class CachedEncoder:
+    """``model``'s vectors, each (role, prompt, text) encoded once.
+
+    Args:
+        model: an ``EncoderProtocol`` object (gpte's Embedder or any other).
+        batch_size: passed to the model's encode.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 32) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.similarity_name = getattr(model, "similarity_name", "cosine")
+        self.prompts = getattr(model, "prompts", None)
+        self.name = getattr(model, "name", type(model).__name__)
+        self._vectors: dict[tuple[str | None, str | None, str], np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str], role: str | None = None, prompt: str | None = None, **_: Any) -> np.ndarray:
+        """(n, d) float32 vectors of ``texts``; texts seen before with this role and prompt are not encoded again."""
+        keys = [(role, prompt, text) for text in texts]
+        missing = list(dict.fromkeys(key[2] for key in keys if key not in self._vectors))
+        if missing:
+            options = {"role": role, **({"prompt": prompt} if prompt is not None else {})}
+            vectors = np.asarray(self.model.encode(missing, batch_size=self.batch_size, **options), dtype=np.float32)
+            self._vectors.update(((role, prompt, text), vector) for text, vector in zip(missing, vectors))
+        return np.stack([self._vectors[key] for key in keys])
+
+
+class VectorView:
+    """``encoder``'s vectors passed through ``transform``; scored by ``gpte.evaluate`` like any model.
+
+    Args:
+        encoder: usually a ``CachedEncoder`` shared by several views.
+        transform: a function (n, d) -> (n, d'), e.g. ``truncate(64)``.
+        name: how results are filed.
+    """
+
+    def __init__(self, encoder: CachedEncoder, transform: Transform, name: str) -> None:
+        self.encoder = encoder
+        self.transform = transform
+        self.name = name
+        self.similarity_name = "cosine" if transform is not identity else encoder.similarity_name
+        self.prompts = encoder.prompts
+
+    def encode(self, texts: Sequence[str], role: str | None = None, prompt: str | None = None, **_: Any) -> np.ndarray:
+        return self.transform(self.encoder.encode(texts, role=role, prompt=prompt))
