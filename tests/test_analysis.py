@@ -22,6 +22,7 @@ from gpte.analysis.whitening import fit_whitening, whiten_model
 from gpte.cli import main
 from gpte.evaluate import evaluate, load_task
 from gpte.models.embedder import Embedder
+from gpte.models.postprocess import quantize
 
 STS_ROWS = [
     ("A man is playing a guitar.", "A man plays the guitar.", 4.8),
@@ -118,6 +119,9 @@ def test_views_truncate_quantize_and_add_noise():
     np.testing.assert_allclose(cut, vectors[:, :4] / np.linalg.norm(vectors[:, :4], axis=1, keepdims=True), rtol=1e-6)
     np.testing.assert_allclose(precision("binary")(vectors), np.where(vectors > 0, 0.25, -0.25))
     assert np.allclose(np.linalg.norm(precision("int8")(vectors), axis=1), 1)
+    ranges = np.vstack((vectors.min(axis=0), vectors.max(axis=0))) * 2
+    codes = quantize(vectors[:1], "int8", ranges).astype(np.float32)  # one vector: only calibrated ranges allow it
+    np.testing.assert_allclose(precision("int8", ranges)(vectors[:1]), codes / np.linalg.norm(codes), rtol=1e-6)
     noisy = gaussian_noise(0.5, seed=3)(np.vstack([vectors, vectors[:1]]))
     np.testing.assert_array_equal(noisy[0], noisy[-1])  # the same vector gets the same noise
     assert not np.allclose(noisy[0] - vectors[0], noisy[1] - vectors[1])  # different vectors, independent noise
@@ -285,8 +289,9 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
     sections = {path.stem for path in (tmp_path / "out" / "sections").glob("*.json")}
     assert sections == set(SECTIONS)
     capsys.readouterr()
-    Analysis(embedder, inputs, tmp_path / "out").run(["bias", "geometry"])
+    report = Analysis(embedder, inputs, tmp_path / "out").run(["bias", "geometry"])
     assert capsys.readouterr().err.count("kept") == 2
+    assert report.read_text() == text  # the report still gathers every finished section
     with pytest.raises(ValueError, match="unknown section.*choose from: geometry"):
         Analysis(embedder, inputs, tmp_path / "out").run(["geometr"])
     other = Embedder.load(tiny_models["bert"], device="cpu", pooling="cls")

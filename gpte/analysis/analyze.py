@@ -34,12 +34,20 @@ from gpte.analysis.inversion import ProbeConfig, inversion_scores, run_probe
 from gpte.analysis.plots import curve_plot, projection_plot, similarity_histogram
 from gpte.analysis.report import Section, markdown_table, write_report
 from gpte.analysis.texts import labelled_texts, scored_pairs, task_texts
-from gpte.analysis.views import CachedEncoder, Transform, gaussian_noise, identity, precision, truncate
+from gpte.analysis.views import (
+    CachedEncoder,
+    Transform,
+    gaussian_noise,
+    identity,
+    precision,
+    truncate,
+)
 from gpte.analysis.whitening import add_whitening, fit_whitening
 from gpte.atomic import atomic_path
 from gpte.evaluate.runner import evaluate
 from gpte.evaluate.tasks import Task, discover_tasks, select_tasks
 from gpte.models.fingerprint import model_key, weights_sha256
+from gpte.runtime.quantization import calibrate
 from gpte.similarity import pairwise_similarity
 
 SECTION_FOLDER = "sections"
@@ -92,45 +100,55 @@ class Analysis:
         self.key = _run_key(model, inputs)
 
     def run(self, sections: Sequence[str] | None = None, overwrite: bool = False) -> Path:
-        """Run ``sections`` (default all) in order, reusing finished ones unless ``overwrite``; returns report.md.
+        """Run ``sections`` (default all) in order, reusing finished ones unless ``overwrite``; returns report.md,
+        which gathers every finished section of this model and inputs in the folder, run now or before.
 
         Raises:
-            ValueError: an unknown section name (the names listed).
+            ValueError: an unknown section name (the names listed), or a section to reuse that another model
+                or other inputs made.
         """
         names = list(sections or SECTIONS)
         unknown = [name for name in names if name not in SECTIONS]
         if unknown:
             raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
-        done = []
         for number, name in enumerate(names, 1):
-            path = self.folder / SECTION_FOLDER / f"{name}.json"
+            path = self._path(name)
             if path.exists() and not overwrite:
+                self._finished(path)
                 _progress(f"[{number}/{len(names)}] {name}: kept {path}")
-                done.append(self._finished(path))
                 continue
             _progress(f"[{number}/{len(names)}] {name} ...")
             section = SECTIONS[name](self)
             with atomic_path(path, overwrite=True) as temporary:
                 saved = {"key": self.key, "section": asdict(section)}
                 temporary.write_text(json.dumps(saved, indent=1, default=float), encoding="utf-8")
-            done.append(section)
-        return write_report(self.folder, f"Embedding analysis: {self.encoder.name}", done)
+        finished = [self._finished(self._path(name), strict=False) for name in SECTIONS if self._path(name).exists()]
+        return write_report(self.folder, f"Embedding analysis: {self.encoder.name}", [s for s in finished if s])
 
-    def _finished(self, path: Path) -> Section:
-        """A section saved by an earlier run of this model on these inputs.
+    def _path(self, name: str) -> Path:
+        return self.folder / SECTION_FOLDER / f"{name}.json"
+
+    def _finished(self, path: Path, strict: bool = True) -> Section | None:
+        """A section saved by an earlier run of this model on these inputs (None if another made it and not strict).
 
         Raises:
-            ValueError: it was made by another model or from other inputs.
+            ValueError: ``strict`` and it was made by another model or from other inputs.
         """
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") != self.key:
+        if saved.get("key") == self.key:
+            return Section(**saved["section"])
+        if strict:
             raise ValueError(f"{path} was made by another model or from other inputs; "
                              "pass overwrite=True (CLI: --overwrite) or write to another folder")
-        return Section(**saved["section"])
+        return None
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
         """The model's vectors (its default output), each text encoded once per run."""
         return self.encoder.encode(list(texts))
+
+    def calibration(self) -> np.ndarray:
+        """int8 calibration ranges: per-dimension [min; max] of the corpus vectors."""
+        return calibrate(self.vectors(self.inputs.corpus))
 
     def scores(self, transforms: dict[str, Transform]) -> dict[str, dict[str, float]]:
         return score_transforms(self.encoder, transforms, self.inputs.tasks) if self.inputs.tasks else {}
@@ -175,7 +193,7 @@ def efficiency_section(analysis: Analysis) -> Section:
         return Section("efficiency", "Efficiency curves", "No tasks given, so no curves.")
     dimensions = matryoshka_dimensions(analysis.vectors(analysis.inputs.corpus[:2]).shape[1])
     by_dimension = matryoshka_curve(analysis.encoder, analysis.inputs.tasks, dimensions)
-    by_precision = precision_curve(analysis.encoder, analysis.inputs.tasks)
+    by_precision = precision_curve(analysis.encoder, analysis.inputs.tasks, ranges=analysis.calibration())
     figures = [
         _figure(analysis, "matryoshka.png", lambda path: curve_plot(_by_task(by_dimension), path, "dimensions kept", "main score",
                                                                     "Score against Matryoshka dimension", log_x=True)),
@@ -185,7 +203,7 @@ def efficiency_section(analysis: Analysis) -> Section:
     tasks = [task.name for task in analysis.inputs.tasks]
     text = ("Main scores (× 100) with vectors cut to the first k dimensions (re-normalized):\n\n"
             + markdown_table(["dimensions", *tasks], [(d, *(100 * s[t] for t in tasks)) for d, s in by_dimension.items()])
-            + "\n\nMain scores (× 100) on quantized codes (int8 buckets, binary signs):\n\n"
+            + "\n\nMain scores (× 100) on quantized codes (int8 buckets calibrated on the corpus, binary signs):\n\n"
             + markdown_table(["precision", *tasks], [(p, *(100 * s[t] for t in tasks)) for p, s in by_precision.items()]))
     return Section("efficiency", "Efficiency curves", text, figures, {"matryoshka": by_dimension, "precision": by_precision})
 
@@ -197,7 +215,7 @@ def inversion_section(analysis: Analysis) -> Section:
     tokenizer = analysis.model.backbone.tokenizer
     run = run_probe(analysis.vectors, inputs.inversion_train, inputs.inversion_test, tokenizer, inputs.probe)
     test_vectors = analysis.vectors(inputs.inversion_test)
-    defenses = _defenses(test_vectors.shape[1])
+    defenses = _defenses(test_vectors.shape[1], analysis.calibration())
     recovered = {name: inversion_scores(run.probe.generate(transform(test_vectors)), inputs.inversion_test)
                  for name, transform in defenses.items()}
     costs = analysis.scores(defenses)
@@ -296,13 +314,13 @@ def _run_key(model, inputs: AnalysisInputs) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _defenses(dimension: int) -> dict[str, Transform]:
+def _defenses(dimension: int, ranges: np.ndarray) -> dict[str, Transform]:
     return {
         "none": identity,
         "noise 0.25": gaussian_noise(0.25),
         "noise 0.5": gaussian_noise(0.5),
         "noise 1.0": gaussian_noise(1.0),
-        "int8": precision("int8"),
+        "int8": precision("int8", ranges),
         "binary": precision("binary"),
         f"first {dimension // 2} dims": truncate(dimension // 2),
         f"first {dimension // 4} dims": truncate(dimension // 4),

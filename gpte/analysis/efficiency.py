@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from gpte.analysis.views import CachedEncoder, Transform, VectorView, precision, truncate
 from gpte.evaluate.runner import evaluate
 from gpte.evaluate.tasks import Task
@@ -45,6 +47,8 @@ def matryoshka_curve(encoder: CachedEncoder, tasks: Sequence[Task], dimensions: 
     return {int(name): values for name, values in scores.items()}
 
 
-def precision_curve(encoder: CachedEncoder, tasks: Sequence[Task], precisions: Sequence[str] = CURVE_PRECISIONS) -> dict[str, dict[str, float]]:
-    """``{precision: {task: score}}`` on the quantized codes (see ``gpte.analysis.views.precision``)."""
-    return score_transforms(encoder, {name: precision(name) for name in precisions}, tasks)
+def precision_curve(encoder: CachedEncoder, tasks: Sequence[Task], precisions: Sequence[str] = CURVE_PRECISIONS,
+                    ranges: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """``{precision: {task: score}}`` on the quantized codes (see ``gpte.analysis.views.precision``); ``ranges``
+    calibrate int8/uint8 (None: each encode call's own vectors)."""
+    return score_transforms(encoder, {name: precision(name, ranges) for name in precisions}, tasks)

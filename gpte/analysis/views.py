@@ -8,7 +8,7 @@ Transforms (float (n, d) -> float (n, d')):
 
     truncate(k)        first k dimensions, L2-normalized (Matryoshka)
     precision(p)       the codes of ``gpte.models.postprocess.quantize`` as floats, L2-normalized:
-                       int8/uint8 bucket values (ranges from the vectors of the call), binary as +-1 per bit.
+                       int8/uint8 bucket values (ranges from calibration vectors), binary as +-1 per bit.
                        Cosine on them ranks like the integer dot product / Hamming distance a vector
                        store computes on the stored codes.
     gaussian_noise(r)  x + e,  e ~ N(0, (r |x| / sqrt(d))^2 I): noise of norm about r |x|, seeded per vector
@@ -42,8 +42,13 @@ def truncate(dimension: int) -> Transform:
     return apply
 
 
-def precision(name: str) -> Transform:
-    """Quantize to ``name`` (``gpte.models.postprocess.PRECISIONS``) and return the codes as unit float vectors."""
+def precision(name: str, ranges: np.ndarray | None = None) -> Transform:
+    """Quantize to ``name`` (``gpte.models.postprocess.PRECISIONS``) and return the codes as unit float vectors.
+
+    Args:
+        ranges: (2, d) int8/uint8 calibration [min; max] per dimension, as ``gpte.runtime.quantization.calibrate``
+            gives (what sentence-transformers recommends); None takes them from the vectors of each call.
+    """
     check_precision(name)
 
     def apply(vectors: np.ndarray) -> np.ndarray:
@@ -51,7 +56,7 @@ def precision(name: str) -> Transform:
             return quantize(vectors, name).astype(np.float32)
         if name.endswith("binary"):
             return unit_rows(np.where(vectors > 0, 1.0, -1.0).astype(np.float32))
-        return unit_rows(quantize(vectors, name).astype(np.float32))
+        return unit_rows(quantize(vectors, name, ranges).astype(np.float32))
 
     return apply
 
