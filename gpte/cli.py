@@ -22,7 +22,7 @@
     gpte synth queries|e5|paraphrase [SOURCE] -o OUT.jsonl [--generator LLM | openai:URL#MODEL] [--limit N] [--tasks N]
                [--examples FILE] [--max-attempts 3] [--round-trip-k 10] [--language en] [--restart] [--overwrite]
     gpte analyze --data DIR -o OUT [--model M] [--sections S ...] [--corpus NAME[:SPLIT]] [--tasks T ...] [--labelled T]
-                 [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--overwrite]
+                 [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--adaptive-probe] [--overwrite]
     gpte whiten CORPUS -o OUT [--model M] [--field F] [--dims K] [--overwrite]
     gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
 """
@@ -250,6 +250,7 @@ def _add_search_verbs(verbs: Any) -> None:
     analyze.add_argument("--inversion-test", default="sts/sick-r", help="sentences it is tested on ('' to skip)")
     analyze.add_argument("--inversion-test-size", type=int, default=1000, help="test sentences drawn (seeded)")
     analyze.add_argument("--probe-epochs", type=int, default=None, help="inversion probe training epochs")
+    analyze.add_argument("--adaptive-probe", action="store_true", help="also retrain the probe on each defense's vectors")
     analyze.add_argument("--whiten-dims", type=int, default=None, help="dimensions kept by whitening (default: all)")
     analyze.add_argument("--save-whitened", default=None, help="save the whitened model in this folder")
     analyze.add_argument("--batch-size", type=int, default=32)
@@ -418,7 +419,7 @@ def _analyze(args: argparse.Namespace) -> int:
     probe = ProbeConfig(**({"epochs": args.probe_epochs} if args.probe_epochs else {}))
     inputs = inputs_from_tasks(args.data, args.corpus, args.tasks, args.labelled or None, args.pairs or None,
                                args.inversion_train or None, args.inversion_test or None, args.inversion_test_size,
-                               whiten_dims=args.whiten_dims, probe=probe,
+                               whiten_dims=args.whiten_dims, probe=probe, adaptive_probe=args.adaptive_probe,
                                save_whitened=Path(args.save_whitened) if args.save_whitened else None)
     embedder = Embedder.load(args.model, device=args.device, **_llm_options(args))
     report = Analysis(embedder, inputs, args.output, args.batch_size).run(args.sections, args.overwrite)

@@ -273,7 +273,7 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
     root = _data_root(tmp_path / "data")
     probe = ProbeConfig(layers=1, width=32, heads=2, max_tokens=12, epochs=2, batch_size=8)
     inputs = inputs_from_tasks(root, "sts/toy:train", ["sts/toy"], "classification/toy", "sts/toy", "sts/toy:train", "sts/toy",
-                               whiten_dims=8, probe=probe, save_whitened=tmp_path / "whitened")
+                               whiten_dims=8, probe=probe, adaptive_probe=True, save_whitened=tmp_path / "whitened")
     embedder = Embedder.load(tiny_models["bert"], device="cpu")
     report = Analysis(embedder, inputs, tmp_path / "out").run()
     text = report.read_text()
@@ -284,6 +284,7 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
         path = tmp_path / "out" / figure
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert f"]({figure})" in text
+    assert "token F1, retrained probe" in text  # the adaptive attacker's column
     assert embedder.dimension == 32  # the whitening step was removed again
     assert Embedder.load(tmp_path / "whitened", device="cpu").dimension == 8
     sections = {path.stem for path in (tmp_path / "out" / "sections").glob("*.json")}

@@ -30,7 +30,7 @@ from gpte.analysis import bias
 from gpte.analysis.efficiency import matryoshka_curve, matryoshka_dimensions, precision_curve, score_transforms
 from gpte.analysis.geometry import describe
 from gpte.analysis.interpret import explain_similarity, lm_head_tokens
-from gpte.analysis.inversion import ProbeConfig, inversion_scores, run_probe
+from gpte.analysis.inversion import InversionProbe, InversionScores, ProbeConfig, inversion_scores, run_probe
 from gpte.analysis.plots import curve_plot, projection_plot, similarity_histogram
 from gpte.analysis.report import Section, markdown_table, write_report
 from gpte.analysis.texts import labelled_texts, scored_pairs, task_texts
@@ -68,6 +68,7 @@ class AnalysisInputs:
         inversion_train, inversion_test: sentences the probe learns from and is tested on.
         whiten_dims: dimensions kept by whitening (None: all).
         probe: the inversion probe's size and training.
+        adaptive_probe: also train one probe per defense on the defended vectors (the attacker who sees them).
         save_whitened: a folder to save the whitened model in (None: not saved).
     """
 
@@ -79,6 +80,7 @@ class AnalysisInputs:
     inversion_test: list[str] | None = None
     whiten_dims: int | None = None
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    adaptive_probe: bool = False
     save_whitened: Path | None = None
 
 
@@ -218,10 +220,8 @@ def inversion_section(analysis: Analysis) -> Section:
     defenses = _defenses(test_vectors.shape[1], analysis.calibration())
     recovered = {name: inversion_scores(run.probe.generate(transform(test_vectors)), inputs.inversion_test)
                  for name, transform in defenses.items()}
+    retrained = _retrained_probes(analysis, defenses) if inputs.adaptive_probe else {}
     costs = analysis.scores(defenses)
-    tasks = [task.name for task in inputs.tasks]
-    rows = [(name, 100 * recovered[name].token_f1, 100 * recovered[name].bleu, *(100 * costs[name][t] for t in tasks))
-            for name in defenses]
     text = (f"A GEIA-style decoder ({inputs.probe.layers} layers, width {inputs.probe.width}, {inputs.probe.epochs} epochs, "
             f"{run.train_seconds:.0f} s) learned to write {len(inputs.inversion_train)} sentences back from their vectors, "
             f"then wrote {len(inputs.inversion_test)} unseen sentences of another set.\n\n"
@@ -230,12 +230,37 @@ def inversion_section(analysis: Analysis) -> Section:
                               ("random vectors", 100 * run.random_baseline.token_f1, 100 * run.random_baseline.bleu,
                                100 * run.random_baseline.exact_match)])
             + "\n\nExamples (sentence → written back):\n\n" + "\n".join(f"- {a} → {b}" for a, b in run.examples)
-            + "\n\nDefenses: what the same probe recovers from changed vectors (× 100) and what the change costs "
-            "on the tasks (main score × 100). The probe was trained on unchanged vectors; an attacker who trains on "
-            "changed ones recovers more.\n\n" + markdown_table(["defense", "token F1", "BLEU", *tasks], rows))
+            + "\n\n" + _defense_table(recovered, retrained, costs, [task.name for task in inputs.tasks]))
     data = {"held_out": asdict(run.held_out), "random": asdict(run.random_baseline), "train_seconds": run.train_seconds,
-            "examples": run.examples, "defenses": {name: asdict(scores) for name, scores in recovered.items()}, "costs": costs}
+            "examples": run.examples, "defenses": {name: asdict(scores) for name, scores in recovered.items()},
+            "retrained": {name: asdict(scores) for name, scores in retrained.items()}, "costs": costs}
     return Section("inversion", "Inversion risk", text, data=data)
+
+
+def _retrained_probes(analysis: Analysis, defenses: dict[str, Transform]) -> dict[str, InversionScores]:
+    """The adaptive attacker: for each defense, a probe trained on defended vectors and read on defended vectors."""
+    inputs = analysis.inputs
+    train, test = analysis.vectors(inputs.inversion_train), analysis.vectors(inputs.inversion_test)
+    scores = {}
+    for name, transform in defenses.items():
+        if transform is identity:
+            continue
+        _progress(f"inversion: retraining the probe on {name} vectors")
+        probe = InversionProbe.train_on(transform(train), inputs.inversion_train, analysis.model.backbone.tokenizer, inputs.probe)
+        scores[name] = inversion_scores(probe.generate(transform(test)), inputs.inversion_test)
+    return scores
+
+
+def _defense_table(recovered: dict, retrained: dict, costs: dict, tasks: list[str]) -> str:
+    header = ["defense", "token F1", "BLEU", *(["token F1, retrained probe"] if retrained else []), *tasks]
+    rows = [(name, 100 * scores.token_f1, 100 * scores.bleu,
+             *([100 * retrained[name].token_f1 if name in retrained else "-"] if retrained else []),
+             *(100 * costs[name][task] for task in tasks)) for name, scores in recovered.items()]
+    caveat = ("A retrained probe learned from changed vectors, as an attacker with access to the changed vectors would."
+              if retrained else "The probe was trained on unchanged vectors; an attacker who trains on changed ones "
+              "recovers more (`adaptive_probe`, CLI `--adaptive-probe`, measures that).")
+    return ("Defenses: what the probe recovers from changed vectors (× 100) and what the change costs on the tasks "
+            f"(main score × 100). {caveat}\n\n" + markdown_table(header, rows))
 
 
 def bias_section(analysis: Analysis) -> Section:
