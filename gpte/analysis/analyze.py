@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -365,9 +366,8 @@ def _by_task(curves: dict) -> dict[str, dict]:
 
 
 def _frequent_labels(texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
-    counts: dict[str, int] = {}
-    for label in labels:
-        counts[label] = counts.get(label, 0) + 1
+    """The texts of the ``PROJECTION_LABELS`` most frequent labels (ties by name), at most ``PROJECTION_POINTS``."""
+    counts = Counter(labels)
     keep = set(sorted(counts, key=lambda label: (-counts[label], label))[:PROJECTION_LABELS])
     rows = [i for i, label in enumerate(labels) if label in keep][:PROJECTION_POINTS]
     return [texts[i] for i in rows], [labels[i] for i in rows]

@@ -64,21 +64,29 @@ def singular_values(vectors: np.ndarray) -> np.ndarray:
 
 def effective_rank(vectors: np.ndarray) -> float:
     """exp(entropy of the normalized singular values) of the centred vectors (1 .. min(n, d))."""
-    values = singular_values(vectors)
+    return _effective_rank(singular_values(vectors))
+
+
+def top_variance(vectors: np.ndarray, k: int) -> float:
+    """Share of the total variance in the first ``k`` principal directions."""
+    return _top_variance(singular_values(vectors), k)
+
+
+def describe(vectors: np.ndarray, top: tuple[int, ...] = TOP_DIRECTIONS) -> Geometry:
+    """All geometry figures of ``vectors`` (n, d), from one SVD."""
+    array = check_vectors(vectors)
+    values = singular_values(array)
+    return Geometry(len(array), array.shape[1], anisotropy(array), _effective_rank(values), {k: _top_variance(values, k) for k in top})
+
+
+def _effective_rank(values: np.ndarray) -> float:
     p = values / values.sum()
     p = p[p > 0]
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def top_variance(vectors: np.ndarray, k: int) -> float:
-    """Share of the total variance in the first ``k`` principal directions."""
-    if not isinstance(k, int) or k < 1:
+def _top_variance(values: np.ndarray, k: int) -> float:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    variances = np.square(singular_values(vectors))
+    variances = np.square(values)
     return float(variances[:k].sum() / variances.sum())
-
-
-def describe(vectors: np.ndarray, top: tuple[int, ...] = TOP_DIRECTIONS) -> Geometry:
-    """All geometry figures of ``vectors`` (n, d)."""
-    array = check_vectors(vectors)
-    return Geometry(len(array), array.shape[1], anisotropy(array), effective_rank(array), {k: top_variance(array, k) for k in top})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpte.data.mteb_folders import document_text, read_rows
+from gpte.data.mteb_folders import read_corpus, read_rows
 from gpte.evaluate.tasks import Task
 
 PAIR_TYPES = ("STS", "PairClassification")
@@ -18,8 +18,7 @@ def task_texts(task: Task, split: str | None = None) -> list[str]:
     """
     split = split or task.split
     if task.type == "Retrieval":
-        rows = read_rows(task.path / "corpus.jsonl", ("text",))
-        return list(dict.fromkeys(document_text(row.get("title"), row["text"]) for row in rows))
+        return list(dict.fromkeys(read_corpus(task.path).values()))
     if task.type in PAIR_TYPES:
         rows = read_rows(_split_file(task, split), ("sentence1", "sentence2"))
         return list(dict.fromkeys(row[side] for row in rows for side in ("sentence1", "sentence2")))

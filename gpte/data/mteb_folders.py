@@ -72,14 +72,17 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
             yield fields[0], fields[1], grade
 
 
+def read_corpus(folder: Path) -> dict[str, str]:
+    """Document id -> text (``document_text``) of a BEIR folder's ``corpus.jsonl``."""
+    return {str(row["_id"]): document_text(row.get("title"), row["text"]) for row in read_rows(folder / "corpus.jsonl", ("_id", "text"))}
+
+
 def read_beir(folder: Path, split: str) -> RetrievalData:
     """Read a BEIR folder; a document's text is ``title + " " + text`` (stripped), as mteb builds it.
 
     qrels naming unknown queries or documents are dropped and counted in a warning, not fatal.
     """
-    corpus = {}
-    for row in read_rows(folder / "corpus.jsonl", ("_id", "text")):
-        corpus[str(row["_id"])] = document_text(row.get("title"), row["text"])
+    corpus = read_corpus(folder)
     queries = {str(row["_id"]): row["text"] for row in read_rows(folder / "queries.jsonl", ("_id", "text"))}
     qrels: dict[str, dict[str, int]] = {}
     unknown = 0
