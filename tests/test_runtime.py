@@ -1,10 +1,12 @@
 """Backends, streaming with resume, quantized outputs and static embeddings, on tiny random models."""
 
 import json
+import pickle
 import sys
 
 import numpy as np
 import pytest
+from conftest import SENTENCES
 
 from gpte import Embedder
 from gpte.errors import BackendUnavailableError
@@ -12,8 +14,6 @@ from gpte.models.static import StaticEmbedder, distill_static
 from gpte.runtime import backends
 from gpte.runtime.quantization import binary_rescore_search, calibrate, load_ranges, save_ranges
 from gpte.runtime.streaming import encode_to
-
-from conftest import SENTENCES
 
 TEXTS = [f"{sentence} number {i}" for i, sentence in enumerate(SENTENCES * 7)]
 
@@ -32,13 +32,38 @@ def _copy(folder, tmp_path):
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_onnx_fp32_equals_torch_and_is_reused(tiny_models, tmp_path, family):
     folder = _copy(tiny_models[family], tmp_path)
-    reference = Embedder.load(folder, device="cpu").encode(TEXTS)
+    torch_model = Embedder.load(folder, device="cpu")
+    reference = torch_model.encode(TEXTS)
+    attention = torch_model.backbone.model.config._attn_implementation
     onnx = Embedder.load(folder, device="cpu", backend="onnx")
     assert onnx.backend == "onnx" and (folder / "gpte-onnx" / "model.onnx").exists()
     np.testing.assert_allclose(onnx.encode(TEXTS, batch_size=5), reference, atol=1e-4)
+    # encoders get ONNX Runtime's fused kernels (one Attention op per layer); decoders keep the plain graph
+    manifest = json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())
+    assert manifest["graph"] == {"bert": "fused", "llama": "plain"}[family]
+    assert (_op_count(folder / "gpte-onnx" / "model.onnx", "Attention") == 2) == (family == "bert")
+    assert onnx.backbone.model.config._attn_implementation == attention  # eager only while exporting
     stamp = (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns
     Embedder.load(folder, device="cpu", backend="onnx")
     assert (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns == stamp  # verified and reused, not exported again
+
+
+def _op_count(path, op_type):
+    import onnx
+
+    return sum(node.op_type == op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_fused_graph_that_differs_from_torch_is_not_used(tiny_models, tmp_path, monkeypatch):
+    from gpte.runtime import onnx_backend
+
+    folder = _copy(tiny_models["bert"], tmp_path)
+    monkeypatch.setattr(onnx_backend, "EXACT_TOLERANCE", -1.0)  # no graph can pass: the fused one must be refused
+    with pytest.warns(UserWarning, match=r"the fused graph differs from PyTorch by .* using the plain graph"):
+        onnx = Embedder.load(folder, device="cpu", backend="onnx")
+    assert json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())["graph"] == "plain"
+    assert _op_count(folder / "gpte-onnx" / "model.onnx", "Attention") == 0
+    np.testing.assert_allclose(onnx.encode(TEXTS), Embedder.load(folder, device="cpu").encode(TEXTS), atol=1e-4)
 
 
 def test_corrupt_onnx_file_is_detected_and_exported_again(tiny_models, tmp_path):
@@ -62,17 +87,18 @@ def test_onnx_int8_is_close_to_fp32(tiny_models, tmp_path):
     assert (folder / "gpte-onnx" / "model_int8.onnx").exists()
 
 
-def test_int8_file_made_with_other_settings_is_quantized_again(tiny_models, tmp_path):
+@pytest.mark.parametrize("settings, remade", [("int8_settings", "model_int8.onnx"), ("export_settings", "model.onnx")])
+def test_files_made_with_other_settings_are_made_again(tiny_models, tmp_path, settings, remade):
     folder = _copy(tiny_models["bert"], tmp_path)
     Embedder.load(folder, device="cpu", backend="onnx-int8")
     manifest_path = folder / "gpte-onnx" / "gpte_onnx.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["int8_settings"]["per_channel"] is True
-    del manifest["int8_settings"]  # as an older gpte wrote it (per-tensor scales)
+    assert manifest["int8_settings"]["per_channel"] is True and manifest["int8_settings"]["reduce_range"] is True
+    del manifest[settings]  # as an older gpte wrote it (per-tensor scales; an unfused graph)
     manifest_path.write_text(json.dumps(manifest))
-    with pytest.warns(UserWarning, match="model_int8.onnx does not match its checksum"):
+    with pytest.warns(UserWarning, match=f"{remade} does not match its checksum"):
         Embedder.load(folder, device="cpu", backend="onnx-int8")
-    assert "int8_settings" in json.loads(manifest_path.read_text())
+    assert settings in json.loads(manifest_path.read_text())
 
 
 def test_unavailable_backends_say_what_to_do(bert, monkeypatch):
@@ -203,11 +229,14 @@ def test_binary_search_with_rescoring():
 def test_static_distillation_save_load_and_mean_of_rows(bert, tmp_path):
     static = distill_static(bert, pca_dims=8, show_progress=False)
     assert static.table.shape == (len(bert.backbone.tokenizer), 8)
-    ids = static.tokenizer(["a cat", ""], add_special_tokens=False)["input_ids"]
-    expected = static.table[ids[0]].mean(axis=0)
-    vectors = static.encode(["a cat", ""], normalize=False)
-    np.testing.assert_allclose(vectors[0], expected, rtol=1e-6)
-    np.testing.assert_array_equal(vectors[1], np.zeros(8))
+    texts = ["a cat", "", "Ünïcode,  tabs\tand an unknownwordpiece " * 40]  # the last one: past any truncation length
+    ids = static.tokenizer(texts, add_special_tokens=False)["input_ids"]  # the tokenizer's own call is the reference
+    vectors = static.encode(texts, normalize=False)
+    for row, expected_ids in zip(vectors, ids):
+        expected = static.table[expected_ids].mean(axis=0) if expected_ids else np.zeros(8)
+        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
+    assert len(ids[2]) > bert.max_seq_length
+    assert pickle.loads(pickle.dumps(static)).encode(texts).tobytes() == static.encode(texts).tobytes()  # for worker processes
     loaded = StaticEmbedder.load(static.save(tmp_path / "static"))
     np.testing.assert_array_equal(loaded.encode(TEXTS), static.encode(TEXTS))
     with pytest.raises(ValueError, match="pca_dims must be from 1 to the model's dimension 32"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from gpte.atomic import atomic_path
@@ -81,6 +83,23 @@ def _token_table(embedder: Any, show_progress: bool) -> np.ndarray:
     return table
 
 
+def _plain_backend(tokenizer: Any) -> Tokenizer | None:
+    """A private copy of a fast tokenizer's Rust backend with truncation and padding off, or None for
+    other tokenizers.
+
+    ``encode_batch_fast`` on it (no character offsets) gives the ids of ``tokenizer(texts,
+    add_special_tokens=False)`` without the conversion to a ``BatchEncoding``: tokenization is most of a
+    static model's encode time.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
 def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after a text's own tokens ([CLS] and [SEP] for BERT)."""
     plain = tokenizer("x", add_special_tokens=False)["input_ids"]
@@ -104,6 +123,7 @@ class StaticEmbedder:
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self._weights = torch.from_numpy(self.table)
         self.tokenizer = tokenizer
+        self._plain_backend = _plain_backend(tokenizer)
         self.config = config
         self.normalize = bool(config.get("normalize", False))
         self.similarity_name = config.get("similarity", "cosine")
@@ -144,13 +164,20 @@ class StaticEmbedder:
         output = vectors if precision == "float32" else quantize(vectors, precision)
         return output[0] if single else output
 
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids, without special tokens."""
+        if self._plain_backend is None:
+            return self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        return [encoding.ids for encoding in self._plain_backend.encode_batch_fast(texts, add_special_tokens=False)]
+
     def _mean_rows(self, texts: list[str]) -> np.ndarray:
         if self.config.get("lowercase"):
             texts = [text.lower() for text in texts]
-        ids = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        ids = self._token_ids(texts)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids), dtype=np.int64)
-        np.cumsum([len(row) for row in ids[:-1]], out=offsets[1:])
-        flat = torch.tensor([token for row in ids for token in row], dtype=torch.long)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        flat = torch.from_numpy(np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())))
         # embedding_bag's mean of an empty bag is zeros, the vector of a text with no tokens
         return F.embedding_bag(flat, self._weights, torch.from_numpy(offsets), mode="mean").numpy()
 
