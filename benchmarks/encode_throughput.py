@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from interleaved_timing import measure
 
 from gpte import Embedder
 from gpte.errors import BackendUnavailableError
 from gpte.models.sources import resolve_model
 from gpte.models.static import distill_static
+from gpte.runtime.batching import length_sorted_batches
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = SHARED / "sts" / "stsb-en" / "test.jsonl"
@@ -131,23 +132,9 @@ def runners(folder: str, args: argparse.Namespace) -> dict:
     return found
 
 
-def measure(name_to_encode: dict, texts: list[str], repeats: int) -> tuple[dict, dict]:
-    for encode in name_to_encode.values():  # warm-up
-        encode(texts[:64])
-    rates: dict[str, list[float]] = {name: [] for name in name_to_encode}
-    vectors: dict[str, np.ndarray] = {}
-    for _ in range(repeats):
-        for name, encode in name_to_encode.items():
-            start = time.perf_counter()
-            vectors[name] = np.asarray(encode(texts))
-            rates[name].append(len(texts) / (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in rates.items()}, vectors
-
-
-def padded_tokens(lengths: np.ndarray, order: np.ndarray, batch_size: int) -> int:
-    """Tokens the transformer runs when batches of ``batch_size`` follow ``order``: each batch is padded to
-    its longest text."""
-    return int(sum(lengths[order[i : i + batch_size]].max() * len(order[i : i + batch_size]) for i in range(0, len(order), batch_size)))
+def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
+    """Tokens the transformer runs on ``batches`` (index arrays into ``lengths``): each is padded to its longest text."""
+    return int(sum(lengths[batch].max() * len(batch) for batch in batches))
 
 
 def second_python_runners(python: str, folder: str, texts: list[str], args: argparse.Namespace, scratch: Path) -> tuple[dict, dict]:
@@ -184,8 +171,8 @@ def report(title: str, texts: list[str], reference: Embedder, name_to_encode: di
         ratios |= {name: rate / child_baseline for name, rate in more_rates.items()}
     exact = vectors.get("gpte torch")
     per_token = flops_per_token(reference, mean_tokens)
-    gpte_work = padded_tokens(lengths, np.argsort(-lengths, kind="stable"), args.batch_size)
-    st_work = padded_tokens(lengths, np.argsort([-len(text) for text in texts], kind="stable"), args.batch_size)
+    gpte_work = padded_tokens(lengths, length_sorted_batches(lengths, args.batch_size))  # gpte's own batch plan
+    st_work = padded_tokens(lengths, length_sorted_batches([len(text) for text in texts], args.batch_size))  # by characters
     print(f"\n{title}: {len(texts)} texts, {mean_tokens:.1f} tokens on average, batch {args.batch_size}, {args.threads} threads")
     print(f"  tokens run, padding included: gpte {gpte_work} ({gpte_work / lengths.sum() - 1:+.1%} over the {lengths.sum()} real ones), "
           f"sentence-transformers {st_work} ({st_work / lengths.sum() - 1:+.1%}); ratio {st_work / gpte_work:.2f}")

@@ -4,7 +4,7 @@ Python that has them; run by ``encode_throughput.py --st-python PYTHON``, not by
 Why a second Python: sentence-transformers' ONNX backends need optimum-onnx, which requires
 transformers < 4.58, while gpte needs transformers 5. This script imports neither gpte nor the first
 Python's packages: it reads the texts, times each backend (median of ``repeats`` interleaved rounds after
-a warm-up, the same protocol as the parent), and writes the rates and vectors to an .npz file.
+a warm-up: ``interleaved_timing``, the parent's protocol), and writes the rates and vectors to an .npz file.
 
     PYTHON benchmarks/st_backends.py MODEL_FOLDER TEXTS_JSON OUT_NPZ --batch-size 32 --threads 2 --repeats 3
 """
@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from interleaved_timing import measure
 
 
 def backends(folder: str) -> dict:
@@ -52,19 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts = json.loads(args.texts.read_text(encoding="utf-8"))
-    models = backends(args.model)
-    for model in models.values():  # warm-up
-        model.encode(texts[:64], batch_size=args.batch_size)
-    rates: dict[str, list[float]] = {name: [] for name in models}
-    vectors = {}
-    for _ in range(args.repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            vectors[name] = model.encode(texts, batch_size=args.batch_size)
-            rates[name].append(len(texts) / (time.perf_counter() - start))
+    name_to_encode = {
+        name: lambda batch, model=model: model.encode(batch, batch_size=args.batch_size) for name, model in backends(args.model).items()
+    }
+    rates, vectors = measure(name_to_encode, texts, args.repeats)
     np.savez(
-        args.out, names=np.array(list(models)), rates=np.array([statistics.median(rates[name]) for name in models]),
-        **{f"vectors_{index}": vectors[name] for index, name in enumerate(models)},
+        args.out, names=np.array(list(rates)), rates=np.array(list(rates.values())),
+        **{f"vectors_{index}": vectors[name] for index, name in enumerate(rates)},
     )
 
 

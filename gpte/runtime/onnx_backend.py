@@ -251,7 +251,7 @@ def _quantize_int8(fp32: Path, path: Path) -> None:
 
     with atomic_path(path, overwrite=True) as temporary:
         quantize_dynamic(
-            str(fp32), str(temporary), weight_type=QuantType.QInt8, per_channel=INT8_SETTINGS["per_channel"],
+            str(fp32), str(temporary), weight_type=QuantType[INT8_SETTINGS["weight_type"]], per_channel=INT8_SETTINGS["per_channel"],
             reduce_range=INT8_SETTINGS["reduce_range"], op_types_to_quantize=INT8_SETTINGS["op_types"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # types of the fused (com.microsoft) ops' outputs
         )
