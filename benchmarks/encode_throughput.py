@@ -42,9 +42,9 @@ from interleaved_timing import measure
 
 from gpte import Embedder
 from gpte.errors import BackendUnavailableError
+from gpte.models.batching import length_sorted_batches
 from gpte.models.sources import resolve_model
 from gpte.models.static import distill_static
-from gpte.runtime.batching import length_sorted_batches
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = SHARED / "sts" / "stsb-en" / "test.jsonl"
@@ -86,13 +86,19 @@ def int8_matmul_ops() -> float | None:
         return None
     n = 2048
     graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "matmul",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]), helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "matmul",
+        [
+            helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.INT8, [n, n]),
+        ],
         [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
     )
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(helper.make_model(graph).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        helper.make_model(graph).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
     rng = np.random.default_rng(0)
     feeds = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8), "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
     session.run(None, feeds)
@@ -123,7 +129,9 @@ def runners(folder: str, args: argparse.Namespace) -> dict:
         except BackendUnavailableError as error:
             print(f"  (gpte {backend}: not run here: {error})")
             continue
-        found[f"gpte {backend}"] = lambda texts, m=model: m.encode(texts, batch_size=args.batch_size, show_progress=False)
+        found[f"gpte {backend}"] = lambda texts, m=model: m.encode(
+            texts, batch_size=args.batch_size, show_progress=False
+        )
     from sentence_transformers import SentenceTransformer
     from sentence_transformers import __version__ as st_version
 
@@ -137,15 +145,28 @@ def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     return int(sum(lengths[batch].max() * len(batch) for batch in batches))
 
 
-def second_python_runners(python: str, folder: str, texts: list[str], args: argparse.Namespace, scratch: Path) -> tuple[dict, dict]:
+def second_python_runners(
+    python: str, folder: str, texts: list[str], args: argparse.Namespace, scratch: Path
+) -> tuple[dict, dict]:
     """Rates and vectors of sentence-transformers' backends timed by ``st_backends.py`` in ``python``."""
     copy = scratch / "st-model"
     if not copy.exists():
         shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("gpte-onnx"))
     texts_file, out = scratch / "texts.json", scratch / "st.npz"
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
-    command = [python, str(Path(__file__).with_name("st_backends.py")), str(copy), str(texts_file), str(out),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    command = [
+        python,
+        str(Path(__file__).with_name("st_backends.py")),
+        str(copy),
+        str(texts_file),
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--repeats",
+        str(args.repeats),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)  # a failure is reported, not raised
     if result.returncode != 0:
         print(f"  (sentence-transformers' ONNX backends in {python}: failed: {result.stderr.strip()[-300:]})")
@@ -155,10 +176,26 @@ def second_python_runners(python: str, folder: str, texts: list[str], args: argp
     return dict(zip(names, saved["rates"])), {name: saved[f"vectors_{i}"] for i, name in enumerate(names)}
 
 
-def report(title: str, texts: list[str], reference: Embedder, name_to_encode: dict, args, peaks: dict, scratch: Path, folder: Path) -> None:
+def report(
+    title: str,
+    texts: list[str],
+    reference: Embedder,
+    name_to_encode: dict,
+    args,
+    peaks: dict,
+    scratch: Path,
+    folder: Path,
+) -> None:
     """Time every runner on ``texts`` and print the table; ``peaks`` holds the measured float32 (and int8) matmul
     rates: an int8 runner's fraction is of the int8 peak."""
-    lengths = np.array([len(ids) for ids in reference.backbone.tokenizer(texts, truncation=True, max_length=reference.max_seq_length)["input_ids"]])
+    lengths = np.array(
+        [
+            len(ids)
+            for ids in reference.backbone.tokenizer(texts, truncation=True, max_length=reference.max_seq_length)[
+                "input_ids"
+            ]
+        ]
+    )
     mean_tokens = lengths.mean()
     rates, vectors = measure(name_to_encode, texts, args.repeats)
     baseline = next(rate for name, rate in rates.items() if name.startswith("ST") and name.endswith("default"))
@@ -172,13 +209,23 @@ def report(title: str, texts: list[str], reference: Embedder, name_to_encode: di
     exact = vectors.get("gpte torch")
     per_token = flops_per_token(reference, mean_tokens)
     gpte_work = padded_tokens(lengths, length_sorted_batches(lengths, args.batch_size))  # gpte's own batch plan
-    st_work = padded_tokens(lengths, length_sorted_batches([len(text) for text in texts], args.batch_size))  # by characters
-    print(f"\n{title}: {len(texts)} texts, {mean_tokens:.1f} tokens on average, batch {args.batch_size}, {args.threads} threads")
-    print(f"  tokens run, padding included: gpte {gpte_work} ({gpte_work / lengths.sum() - 1:+.1%} over the {lengths.sum()} real ones), "
-          f"sentence-transformers {st_work} ({st_work / lengths.sum() - 1:+.1%}); ratio {st_work / gpte_work:.2f}")
+    st_work = padded_tokens(
+        lengths, length_sorted_batches([len(text) for text in texts], args.batch_size)
+    )  # by characters
+    print(
+        f"\n{title}: {len(texts)} texts, {mean_tokens:.1f} tokens on average, batch {args.batch_size}, {args.threads} threads"
+    )
+    print(
+        f"  tokens run, padding included: gpte {gpte_work} ({gpte_work / lengths.sum() - 1:+.1%} over the {lengths.sum()} real ones), "
+        f"sentence-transformers {st_work} ({st_work / lengths.sum() - 1:+.1%}); ratio {st_work / gpte_work:.2f}"
+    )
     print(f"  {'runner':<34} {'texts/s':>9} {'tokens/s':>10} {'vs ST':>7} {'max diff':>9} {'of peak OP/s':>13}")
     for name, rate in rates.items():
-        diff = np.abs(vectors[name] - exact).max() if exact is not None and vectors[name].shape == exact.shape else float("nan")
+        diff = (
+            np.abs(vectors[name] - exact).max()
+            if exact is not None and vectors[name].shape == exact.shape
+            else float("nan")
+        )
         peak = peaks.get("int8") if "int8" in name else peaks["float32"]
         fraction = "" if "static" in name or peak is None else f"{rate * mean_tokens * per_token / peak:12.1%}"
         print(f"  {name:<34} {rate:9.1f} {rate * mean_tokens:10.0f} {ratios[name]:6.2f}x {diff:9.1e} {fraction:>13}")
@@ -219,7 +266,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["torch", "bf16", "onnx", "onnx-int8", "static"])
     parser.add_argument("--no-long", action="store_true", help="skip the Cranfield documents")
     parser.add_argument("--long-limit", type=int, default=None, help="time only the first N Cranfield documents")
-    parser.add_argument("--st-python", default=None, help="a Python with sentence-transformers' ONNX backends (see above)")
+    parser.add_argument(
+        "--st-python", default=None, help="a Python with sentence-transformers' ONNX backends (see above)"
+    )
     parser.add_argument("--stream", action="store_true", help="also stream 1M texts and print the peak RSS")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,8 +280,19 @@ def main() -> None:
         reference = Embedder.load(str(local), device=args.device)
         peaks = {"float32": matmul_flops(args.device), "int8": int8_matmul_ops() if args.device == "cpu" else None}
         int8_peak = f"; int8 (ONNX Runtime MatMulInteger) {peaks['int8'] / 1e9:.1f} GOP/s" if peaks["int8"] else ""
-        print(f"{folder} on {args.device}; measured matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s{int8_peak}")
-        report("short: STS Benchmark en test sentences", stsb_sentences(args.data), reference, name_to_encode, args, peaks, Path(scratch), local)
+        print(
+            f"{folder} on {args.device}; measured matmul peak: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s{int8_peak}"
+        )
+        report(
+            "short: STS Benchmark en test sentences",
+            stsb_sentences(args.data),
+            reference,
+            name_to_encode,
+            args,
+            peaks,
+            Path(scratch),
+            local,
+        )
         if not args.no_long and LONG.exists():
             documents = cranfield_documents(LONG)[: args.long_limit]
             report("long: Cranfield documents", documents, reference, name_to_encode, args, peaks, Path(scratch), local)

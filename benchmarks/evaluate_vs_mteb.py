@@ -58,10 +58,16 @@ def main() -> None:
     print(f"{'task':<34} {'main score':<16} {'gpte':>8} {'mteb':>8} {'diff':>7}")
     for task in tasks:
         value = ours.results[task.name]["main_score_value"] if task.name in ours.results else float("nan")
-        print(f"{task.name:<34} {task.main_score:<16} {100 * value:8.2f} {100 * theirs[task.name]:8.2f} {100 * (value - theirs[task.name]):+7.3f}")
-    print(f"wall time (model loading included): gpte {gpte_seconds:.1f} s, mteb {mteb_seconds:.1f} s, "
-          f"ratio mteb / gpte = {mteb_seconds / gpte_seconds:.2f}x")
-    print(f"gpte again with every vector in its on-disk cache: {warm_seconds:.1f} s, ratio mteb / gpte = {mteb_seconds / warm_seconds:.2f}x")
+        print(
+            f"{task.name:<34} {task.main_score:<16} {100 * value:8.2f} {100 * theirs[task.name]:8.2f} {100 * (value - theirs[task.name]):+7.3f}"
+        )
+    print(
+        f"wall time (model loading included): gpte {gpte_seconds:.1f} s, mteb {mteb_seconds:.1f} s, "
+        f"ratio mteb / gpte = {mteb_seconds / gpte_seconds:.2f}x"
+    )
+    print(
+        f"gpte again with every vector in its on-disk cache: {warm_seconds:.1f} s, ratio mteb / gpte = {mteb_seconds / warm_seconds:.2f}x"
+    )
 
 
 if __name__ == "__main__":

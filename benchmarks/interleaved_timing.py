@@ -11,7 +11,9 @@ from collections.abc import Callable
 import numpy as np
 
 
-def measure(name_to_encode: dict[str, Callable], texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def measure(
+    name_to_encode: dict[str, Callable], texts: list[str], repeats: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Median texts/s of each runner over ``repeats`` interleaved rounds after a 64-text warm-up, and each
     runner's vectors from its last round."""
     for encode in name_to_encode.values():

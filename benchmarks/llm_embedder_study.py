@@ -114,8 +114,19 @@ def llm2vec_recipe(args: argparse.Namespace, work: Path) -> Path:
         unique = list(dict.fromkeys(text for row in rows for text in (row["sentence1"], row["sentence2"])))
         with atomic_path(sentences, overwrite=True) as temporary:
             temporary.write_text("".join(json.dumps({"text": text}) + "\n" for text in unique), encoding="utf-8")
-    lora = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
-    common = {"batch_size": args.train_batch_size, "lora": lora, "save_steps": 50, "logging_steps": 10, "warmup_ratio": 0.0}
+    lora = {
+        "r": 16,
+        "alpha": 32,
+        "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    }
+    common = {
+        "batch_size": args.train_batch_size,
+        "lora": lora,
+        "save_steps": 50,
+        "logging_steps": 10,
+        "warmup_ratio": 0.0,
+    }
     mntp, simcse = stage_names(args)
     recipe = {
         "model": MODEL,
@@ -132,7 +143,12 @@ def llm2vec_recipe(args: argparse.Namespace, work: Path) -> Path:
                 "name": simcse,
                 "data": [{"path": sentences.name, "columns": ["text"]}],
                 "loss": {"name": "simcse", "temperature": 0.05},
-                "training": {**common, "max_steps": args.simcse_steps, "learning_rate": args.simcse_lr, "attention_dropout": 0.1},
+                "training": {
+                    **common,
+                    "max_steps": args.simcse_steps,
+                    "learning_rate": args.simcse_lr,
+                    "attention_dropout": 0.1,
+                },
             },
         ],
     }
@@ -163,7 +179,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/llm-study"))
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=[*POOLINGS, *EXTRACTIONS])
-    parser.add_argument("--attention", nargs="+", default=["causal", "bidirectional"], choices=["causal", "bidirectional"])
+    parser.add_argument(
+        "--attention", nargs="+", default=["causal", "bidirectional"], choices=["causal", "bidirectional"]
+    )
     parser.add_argument("--train", action="store_true", help="also run and evaluate the LLM2Vec adaptation")
     parser.add_argument("--mntp-steps", type=int, default=200)
     parser.add_argument("--mntp-lr", type=float, default=5e-5)
@@ -171,7 +189,9 @@ def main() -> None:
     parser.add_argument("--simcse-lr", type=float, default=3e-5)
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size")
     parser.add_argument("--train-batch-size", type=int, default=16)
-    parser.add_argument("--max-seq-length", type=int, default=512, help="token cap for evaluation (Cranfield's longest documents)")
+    parser.add_argument(
+        "--max-seq-length", type=int, default=512, help="token cap for evaluation (Cranfield's longest documents)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:

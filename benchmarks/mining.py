@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from gpte import Embedder
-from gpte.data.mining import mine_hard_negatives
 from gpte.data.mteb_folders import read_beir
-from gpte.data.negatives import NegativeRules, false_negative_rate
+from gpte.datagen.mining import mine_hard_negatives
+from gpte.datagen.negatives import NegativeRules, false_negative_rate
 from gpte.models.sources import resolve_model
 
 CRANFIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "retrieval" / "cranfield"
@@ -32,14 +32,24 @@ CRANFIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "retrieval
 
 def _pairs(data, path: Path) -> list[tuple[str, str]]:
     pairs = [(q, max(rel, key=lambda d: rel[d])) for q, rel in data.qrels.items()]
-    path.write_text("".join(json.dumps({"query_id": q, "query": data.queries[q], "positive_id": d}) + "\n" for q, d in pairs))
+    path.write_text(
+        "".join(json.dumps({"query_id": q, "query": data.queries[q], "positive_id": d}) + "\n" for q, d in pairs)
+    )
     return pairs
 
 
 def _gpte(pairs_file: Path, embedder, rules: NegativeRules, out: Path, index: Path) -> tuple[float, list[dict]]:
     started = time.perf_counter()
-    mine_hard_negatives(pairs_file, CRANFIELD / "corpus.jsonl", out, embedder=embedder, rules=rules, index_dir=index,
-                        overwrite=True, show_progress=False)
+    mine_hard_negatives(
+        pairs_file,
+        CRANFIELD / "corpus.jsonl",
+        out,
+        embedder=embedder,
+        rules=rules,
+        index_dir=index,
+        overwrite=True,
+        show_progress=False,
+    )
     return time.perf_counter() - started, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -48,9 +58,18 @@ def _sentence_transformers(data, pairs, model, rules: NegativeRules) -> tuple[fl
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
     started = time.perf_counter()
-    mined = st_mine(Dataset.from_dict({"query": [data.queries[q] for q, _ in pairs], "positive": [data.corpus[d] for _, d in pairs]}),
-                    model, corpus=list(data.corpus.values()), num_negatives=rules.num_negatives, range_max=rules.range_max,
-                    relative_margin=rules.relative_margin, output_format="triplet", verbose=False)
+    mined = st_mine(
+        Dataset.from_dict(
+            {"query": [data.queries[q] for q, _ in pairs], "positive": [data.corpus[d] for _, d in pairs]}
+        ),
+        model,
+        corpus=list(data.corpus.values()),
+        num_negatives=rules.num_negatives,
+        range_max=rules.range_max,
+        relative_margin=rules.relative_margin,
+        output_format="triplet",
+        verbose=False,
+    )
     seconds = time.perf_counter() - started
     negatives: dict[str, list[str]] = {}
     for row in mined:
@@ -83,14 +102,19 @@ def main() -> None:
                 warm.append(_gpte(tmp / "pairs.jsonl", embedder, rules, tmp / "out.jsonl", index)[0])
                 seconds, theirs = _sentence_transformers(data, pairs, st_model, rules)
                 st.append(seconds)
-            st_rows = [{"query_id": q, "negative_ids": [by_text[t] for t in theirs.get(data.queries[q], [])]} for q, _ in pairs
-                       if len(theirs.get(data.queries[q], [])) == args.negatives]
+            st_rows = [
+                {"query_id": q, "negative_ids": [by_text[t] for t in theirs.get(data.queries[q], [])]}
+                for q, _ in pairs
+                if len(theirs.get(data.queries[q], [])) == args.negatives
+            ]
             same = sum(row["negatives"] == theirs.get(row["query"]) for row in rows)
             cold_s, warm_s, st_s = (statistics.median(values) for values in (cold, warm, st))
-            print(f"{name}: gpte new index {cold_s:.1f} s ({st_s / cold_s:.2f}x sentence-transformers), kept index {warm_s:.1f} s "
-                  f"({st_s / warm_s:.2f}x), sentence-transformers {st_s:.1f} s; pairs with {args.negatives} negatives: gpte {len(rows)}, "
-                  f"ST {len(st_rows)}; same negatives for {same}; false-negative rate gpte {false_negative_rate(rows, data.qrels):.3f}, "
-                  f"ST {false_negative_rate(st_rows, data.qrels):.3f}")
+            print(
+                f"{name}: gpte new index {cold_s:.1f} s ({st_s / cold_s:.2f}x sentence-transformers), kept index {warm_s:.1f} s "
+                f"({st_s / warm_s:.2f}x), sentence-transformers {st_s:.1f} s; pairs with {args.negatives} negatives: gpte {len(rows)}, "
+                f"ST {len(st_rows)}; same negatives for {same}; false-negative rate gpte {false_negative_rate(rows, data.qrels):.3f}, "
+                f"ST {false_negative_rate(st_rows, data.qrels):.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search import english_sentences  # noqa: E402
+from search import english_sentences
 
-from gpte.data.corpus_index import open_corpus_index  # noqa: E402
-from gpte.data.mining import mine_hard_negatives  # noqa: E402
-from gpte.data.negatives import NegativeRules  # noqa: E402
-from gpte.models.static import StaticEmbedder  # noqa: E402
+from gpte.datagen.corpus_index import open_corpus_index
+from gpte.datagen.mining import mine_hard_negatives
+from gpte.datagen.negatives import NegativeRules
+from gpte.models.static import StaticEmbedder
 
 
 def peak_rss_mib() -> float:
@@ -59,7 +59,14 @@ def write_pairs(corpus: Path, path: Path, count: int, total: int, seed: int = 1)
 def build_phase(static: str, folder: str) -> tuple[float, float]:
     """Build the corpus index (in its own process); returns (seconds, the process's peak RSS in MiB)."""
     started = time.perf_counter()
-    open_corpus_index(Path(folder) / "corpus.jsonl", Path(folder) / "index", StaticEmbedder.load(static), "static", batch_size=4096, show_progress=False)
+    open_corpus_index(
+        Path(folder) / "corpus.jsonl",
+        Path(folder) / "index",
+        StaticEmbedder.load(static),
+        "static",
+        batch_size=4096,
+        show_progress=False,
+    )
     return time.perf_counter() - started, peak_rss_mib()
 
 
@@ -67,9 +74,17 @@ def mining_phase(static: str, folder: str) -> tuple[float, float, str]:
     """Mine with the index kept (in its own process); returns (seconds, peak RSS in MiB, a summary)."""
     started = time.perf_counter()
     folder = Path(folder)
-    report = mine_hard_negatives(folder / "pairs.jsonl", folder / "corpus.jsonl", folder / "mined.jsonl", embedder=StaticEmbedder.load(static),
-                                 model="static", rules=NegativeRules(num_negatives=3, range_max=30, relative_margin=0.05),
-                                 index_dir=folder / "index", batch_size=4096, show_progress=False)
+    report = mine_hard_negatives(
+        folder / "pairs.jsonl",
+        folder / "corpus.jsonl",
+        folder / "mined.jsonl",
+        embedder=StaticEmbedder.load(static),
+        model="static",
+        rules=NegativeRules(num_negatives=3, range_max=30, relative_margin=0.05),
+        index_dir=folder / "index",
+        batch_size=4096,
+        show_progress=False,
+    )
     summary = f"{report.written:,} rows ({report.negatives / max(report.written, 1):.1f} negatives each, {report.too_few_negatives:,} with too few)"
     return time.perf_counter() - started, peak_rss_mib(), summary
 
@@ -91,11 +106,17 @@ def main() -> None:
         started = time.perf_counter()
         write_corpus(Path(tmp) / "corpus.jsonl", english_sentences(), args.docs)
         write_pairs(Path(tmp) / "corpus.jsonl", Path(tmp) / "pairs.jsonl", args.queries, args.docs)
-        print(f"corpus of {args.docs:,} documents and {args.queries:,} pairs written: {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"corpus of {args.docs:,} documents and {args.queries:,} pairs written: {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         seconds, peak = in_own_process(build_phase, args.static, tmp)
         print(f"corpus index built: {seconds:.0f} s, peak RSS {peak:,.0f} MiB", flush=True)
         seconds, peak, summary = in_own_process(mining_phase, args.static, tmp)
-        print(f"mined {summary} for {args.queries:,} queries, index kept: {seconds:.0f} s, peak RSS {peak:,.0f} MiB", flush=True)
+        print(
+            f"mined {summary} for {args.queries:,} queries, index kept: {seconds:.0f} s, peak RSS {peak:,.0f} MiB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -86,23 +86,46 @@ def file_bytes(write) -> int:
         return path.stat().st_size
 
 
-def row(name: str, build_s: float, seconds: float, queries: int, found_recall: float, memory: int, disk: int, flat_qps: float) -> dict:
+def row(
+    name: str,
+    build_s: float,
+    seconds: float,
+    queries: int,
+    found_recall: float,
+    memory: int,
+    disk: int,
+    flat_qps: float,
+) -> dict:
     qps = queries / seconds
-    print(f"{name:<36} {build_s:>9.1f} {qps:>10.1f} {qps / flat_qps:>8.2f}x {found_recall:>10.4f} {memory / 2**20:>10.1f} {disk / 2**20:>9.1f}", flush=True)
-    return {"method": name, "build_s": build_s, "qps": qps, "qps_vs_flat": qps / flat_qps, "recall_at_10": found_recall,
-            "memory_mib": memory / 2**20, "disk_mib": disk / 2**20}
+    print(
+        f"{name:<36} {build_s:>9.1f} {qps:>10.1f} {qps / flat_qps:>8.2f}x {found_recall:>10.4f} {memory / 2**20:>10.1f} {disk / 2**20:>9.1f}",
+        flush=True,
+    )
+    return {
+        "method": name,
+        "build_s": build_s,
+        "qps": qps,
+        "qps_vs_flat": qps / flat_qps,
+        "recall_at_10": found_recall,
+        "memory_mib": memory / 2**20,
+        "disk_mib": disk / 2**20,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--ef", type=int, nargs="*", default=[64, 128, 256], help="HNSW efSearch values (none: skip HNSW)")
+    parser.add_argument(
+        "--ef", type=int, nargs="*", default=[64, 128, 256], help="HNSW efSearch values (none: skip HNSW)"
+    )
     parser.add_argument("--rescore", type=int, nargs="+", default=[10])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--usearch", action="store_true", help="also usearch's HNSW (pip install usearch)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--cache", type=Path, default=None, help="an .npy file keeping the sentence vectors between runs")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="an .npy file keeping the sentence vectors between runs"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
@@ -117,20 +140,46 @@ def main() -> None:
             np.save(args.cache, encoded)
     queries, base = encoded[: args.queries], encoded[args.queries :]
     vectors = mixtures(base, args.vectors)
-    print(f"{len(texts):,} sentences encoded in {encode_s:.0f} s; {len(base):,} base vectors -> {len(vectors):,} mixtures; "
-          f"{len(queries):,} held-out queries; k = {K}; {args.threads} threads")
-    print(f"{'method':<36} {'build s':>9} {'queries/s':>10} {'vs flat':>9} {'recall@10':>10} {'mem MiB':>10} {'disk MiB':>9}")
+    print(
+        f"{len(texts):,} sentences encoded in {encode_s:.0f} s; {len(base):,} base vectors -> {len(vectors):,} mixtures; "
+        f"{len(queries):,} held-out queries; k = {K}; {args.threads} threads"
+    )
+    print(
+        f"{'method':<36} {'build s':>9} {'queries/s':>10} {'vs flat':>9} {'recall@10':>10} {'mem MiB':>10} {'disk MiB':>9}"
+    )
     rows = []
 
     flat, build_s = timed(lambda: _flat(vectors))
     (_, truth), seconds = timed(flat.search, queries, K)
     flat_qps = len(queries) / seconds
-    rows.append(row("faiss flat (reference)", build_s, seconds, len(queries), 1.0, vectors.nbytes, vectors.nbytes + 128, flat_qps))
+    rows.append(
+        row(
+            "faiss flat (reference)",
+            build_s,
+            seconds,
+            len(queries),
+            1.0,
+            vectors.nbytes,
+            vectors.nbytes + 128,
+            flat_qps,
+        )
+    )
 
     layout = DocumentLayout(np.arange(len(vectors), dtype=np.int64), np.ones(len(vectors), dtype=np.int64))
     searcher = dense.DenseSearcher(vectors, layout, "cosine")
     found, seconds = timed(searcher.search, queries, K, "exact")
-    rows.append(row("gpte exact", 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth), vectors.nbytes, vectors.nbytes + 128, flat_qps))
+    rows.append(
+        row(
+            "gpte exact",
+            0.0,
+            seconds,
+            len(queries),
+            recall([r.docs.tolist() for r in found], truth),
+            vectors.nbytes,
+            vectors.nbytes + 128,
+            flat_qps,
+        )
+    )
 
     if args.ef:
         rows += _gpte_hnsw(searcher, vectors, queries, truth, args.ef, flat_qps)
@@ -141,26 +190,52 @@ def main() -> None:
     if args.usearch:
         rows += _usearch(vectors, queries, truth, args.ef, flat_qps, args.threads)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    print(f"peak RSS of this process: {peak:,.0f} MiB; binary codes use {vectors.nbytes / max(searcher.binary_bytes, 1):.0f}x less memory than float32")
+    print(
+        f"peak RSS of this process: {peak:,.0f} MiB; binary codes use {vectors.nbytes / max(searcher.binary_bytes, 1):.0f}x less memory than float32"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
 
 
-def _gpte_hnsw(searcher: dense.DenseSearcher, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: list[int], flat_qps: float) -> list[dict]:
+def _gpte_hnsw(
+    searcher: dense.DenseSearcher,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    efs: list[int],
+    flat_qps: float,
+) -> list[dict]:
     hnsw, build_s = timed(dense.build_hnsw, vectors, "cosine")
     searcher.hnsw = hnsw
     hnsw_disk = file_bytes(lambda path: dense.save_hnsw(hnsw, path))
     rows = []
     for ef in efs:
         found, seconds = timed(searcher.search, queries, K, "hnsw", None, ef)
-        rows.append(row(f"gpte hnsw ef={ef}", build_s, seconds, len(queries), recall([r.docs.tolist() for r in found], truth),
-                        hnsw_disk, hnsw_disk + vectors.nbytes, flat_qps))
+        rows.append(
+            row(
+                f"gpte hnsw ef={ef}",
+                build_s,
+                seconds,
+                len(queries),
+                recall([r.docs.tolist() for r in found], truth),
+                hnsw_disk,
+                hnsw_disk + vectors.nbytes,
+                flat_qps,
+            )
+        )
         build_s = 0.0
     return rows
 
 
-def _quantized(searcher: dense.DenseSearcher, mode: str, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-               rescores: list[int], flat_qps: float) -> list[dict]:
+def _quantized(
+    searcher: dense.DenseSearcher,
+    mode: str,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    rescores: list[int],
+    flat_qps: float,
+) -> list[dict]:
     """``mode`` ("binary" or "int8") at each rescoring depth; the first call builds the codes, so the first
     depth is timed twice (with and without building)."""
     rows = []
@@ -168,7 +243,18 @@ def _quantized(searcher: dense.DenseSearcher, mode: str, vectors: np.ndarray, qu
         found, seconds = timed(searcher.search, queries, K, mode, None, 128, rescore)
         memory = searcher.binary_bytes if mode == "binary" else searcher.int8_bytes
         name = f"gpte {mode}+rescore x{rescore}" + (" (codes built)" if number == 0 else "")
-        rows.append(row(name, 0.0, seconds, len(queries), recall([r.docs.tolist() for r in found], truth), memory, memory + vectors.nbytes, flat_qps))
+        rows.append(
+            row(
+                name,
+                0.0,
+                seconds,
+                len(queries),
+                recall([r.docs.tolist() for r in found], truth),
+                memory,
+                memory + vectors.nbytes,
+                flat_qps,
+            )
+        )
     return rows
 
 
@@ -178,7 +264,9 @@ def _flat(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-def _usearch(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: list[int], flat_qps: float, threads: int) -> list[dict]:
+def _usearch(
+    vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: list[int], flat_qps: float, threads: int
+) -> list[dict]:
     from usearch.index import Index as UsearchIndex
 
     index = UsearchIndex(ndim=vectors.shape[1], metric="cos", dtype="f32", connectivity=32, expansion_add=200)
@@ -188,7 +276,18 @@ def _usearch(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, efs: l
     for ef in efs:
         index.expansion_search = ef
         matches, seconds = timed(index.search, queries, K, threads=threads)
-        rows.append(row(f"usearch hnsw ef={ef}", build_s, seconds, len(queries), recall(matches.keys.tolist(), truth), disk, disk, flat_qps))
+        rows.append(
+            row(
+                f"usearch hnsw ef={ef}",
+                build_s,
+                seconds,
+                len(queries),
+                recall(matches.keys.tolist(), truth),
+                disk,
+                disk,
+                flat_qps,
+            )
+        )
         build_s = 0.0
     return rows
 

@@ -64,7 +64,9 @@ async def client(port: int, make_request, stop_at: float, latencies: list[float]
         await _requests(http, make_request, stop_at, latencies, failures)
 
 
-async def _requests(http: httpx.AsyncClient, make_request, stop_at: float, latencies: list[float], failures: list[str]) -> None:
+async def _requests(
+    http: httpx.AsyncClient, make_request, stop_at: float, latencies: list[float], failures: list[str]
+) -> None:
     while time.monotonic() < stop_at:
         path, body = make_request()
         started = time.perf_counter()
@@ -93,7 +95,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--inputs", type=int, default=1, help="sentences per embeddings request")
-    parser.add_argument("--search", action="store_true", help="POST /search on a Cranfield index instead of /v1/embeddings")
+    parser.add_argument(
+        "--search", action="store_true", help="POST /search on a Cranfield index instead of /v1/embeddings"
+    )
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
     rng = random.Random(0)
@@ -101,8 +105,24 @@ def main() -> None:
         index_root = None
         if args.search:
             index_root = Path(folder)
-            subprocess.run([sys.executable, "-m", "gpte.cli", "index", str(SHARED / "retrieval/cranfield/corpus.jsonl"), "--name", "cranfield",
-                            "--root", folder, "--chunk-tokens", "0", "--no-progress"], check=True, env={**os.environ})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gpte.cli",
+                    "index",
+                    str(SHARED / "retrieval/cranfield/corpus.jsonl"),
+                    "--name",
+                    "cranfield",
+                    "--root",
+                    folder,
+                    "--chunk-tokens",
+                    "0",
+                    "--no-progress",
+                ],
+                check=True,
+                env={**os.environ},
+            )
             queries = cranfield_queries()
 
             def make_request():
@@ -122,13 +142,23 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     ms = np.array(latencies) * 1000
-    what = "/search (Cranfield, k 10)" if args.search else f"/v1/embeddings ({args.inputs} input{'s' * (args.inputs > 1)})"
+    what = (
+        "/search (Cranfield, k 10)" if args.search else f"/v1/embeddings ({args.inputs} input{'s' * (args.inputs > 1)})"
+    )
     print(f"{what}: {args.clients} clients for {elapsed:.1f} s on loopback")
-    print(f"  requests ok {len(latencies):,}, failed {len(failures):,}" + (f" (first: {failures[0]})" if failures else ""))
+    print(
+        f"  requests ok {len(latencies):,}, failed {len(failures):,}" + (f" (first: {failures[0]})" if failures else "")
+    )
     if len(ms):
-        print(f"  latency ms: p50 {np.percentile(ms, 50):.1f}, p90 {np.percentile(ms, 90):.1f}, p99 {np.percentile(ms, 99):.1f}, max {ms.max():.1f}")
-        print(f"  throughput: {len(ms) / elapsed:.1f} requests/s, {len(ms) * (1 if args.search else args.inputs) / elapsed:.1f} texts/s")
-    counted = [line for line in metrics.splitlines() if line.startswith(("gpte_requests_total", "gpte_embedded_texts_total"))]
+        print(
+            f"  latency ms: p50 {np.percentile(ms, 50):.1f}, p90 {np.percentile(ms, 90):.1f}, p99 {np.percentile(ms, 99):.1f}, max {ms.max():.1f}"
+        )
+        print(
+            f"  throughput: {len(ms) / elapsed:.1f} requests/s, {len(ms) * (1 if args.search else args.inputs) / elapsed:.1f} texts/s"
+        )
+    counted = [
+        line for line in metrics.splitlines() if line.startswith(("gpte_requests_total", "gpte_embedded_texts_total"))
+    ]
     print("  server /metrics: " + "; ".join(counted))
 
 

@@ -35,8 +35,12 @@ def backends(folder: str) -> dict:
     return {
         f"ST {__version__} default": SentenceTransformer(folder, device="cpu"),
         f"ST {__version__} onnx": onnx,
-        f"ST {__version__} onnx O3": SentenceTransformer(folder, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_O3.onnx"}),
-        f"ST {__version__} onnx int8": SentenceTransformer(folder, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"}),
+        f"ST {__version__} onnx O3": SentenceTransformer(
+            folder, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_O3.onnx"}
+        ),
+        f"ST {__version__} onnx int8": SentenceTransformer(
+            folder, device="cpu", backend="onnx", model_kwargs={"file_name": "onnx/model_quint8_avx2.onnx"}
+        ),
     }
 
 
@@ -52,11 +56,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     texts = json.loads(args.texts.read_text(encoding="utf-8"))
     name_to_encode = {
-        name: lambda batch, model=model: model.encode(batch, batch_size=args.batch_size) for name, model in backends(args.model).items()
+        name: lambda batch, model=model: model.encode(batch, batch_size=args.batch_size)
+        for name, model in backends(args.model).items()
     }
     rates, vectors = measure(name_to_encode, texts, args.repeats)
     np.savez(
-        args.out, names=np.array(list(rates)), rates=np.array(list(rates.values())),
+        args.out,
+        names=np.array(list(rates)),
+        rates=np.array(list(rates.values())),
         **{f"vectors_{index}": vectors[name] for index, name in enumerate(rates)},
     )
 

@@ -33,7 +33,7 @@ DATA = SHARED / "sts" / "stsb-en" / "train.jsonl"
 
 
 def _pairs(path: str, limit: int) -> list[dict[str, str]]:
-    rows = [json.loads(line) for line in Path(path).open(encoding="utf-8")]
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
     return [{"anchor": r["sentence1"], "positive": r["sentence2"]} for r in rows][:limit]
 
 
@@ -50,7 +50,9 @@ def run_gpte(args: argparse.Namespace, output: Path) -> dict:
     loss = {"name": "infonce", "temperature": 0.05}
     if args.gradcache:
         loss["gradcache"] = {"mini_batch_size": args.gradcache}
-    config = TrainingConfig(max_steps=args.steps, batch_size=args.batch_size, save_steps=100_000, logging_steps=10_000, mixed_precision="no")
+    config = TrainingConfig(
+        max_steps=args.steps, batch_size=args.batch_size, save_steps=100_000, logging_steps=10_000, mixed_precision="no"
+    )
     _reset_peak(args.device)
     start = time.perf_counter()
     if args.steps:
@@ -60,7 +62,11 @@ def run_gpte(args: argparse.Namespace, output: Path) -> dict:
 
 def run_st(args: argparse.Namespace, output: Path) -> dict:
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
@@ -69,11 +75,21 @@ def run_st(args: argparse.Namespace, output: Path) -> dict:
     model = SentenceTransformer(str(resolve_model(args.model).folder), device=args.device)
     dataset = Dataset.from_list(_pairs(args.data, args.batch_size * args.steps))
     arguments = SentenceTransformerTrainingArguments(
-        output_dir=str(output), max_steps=args.steps, per_device_train_batch_size=args.batch_size, learning_rate=2e-5,
-        warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to=[], logging_steps=10_000,
-        use_cpu=args.device == "cpu", disable_tqdm=True,
+        output_dir=str(output),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=2e-5,
+        warmup_steps=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no",
+        report_to=[],
+        logging_steps=10_000,
+        use_cpu=args.device == "cpu",
+        disable_tqdm=True,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=arguments, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model, scale=20.0))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=arguments, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model, scale=20.0)
+    )
     start = time.perf_counter()
     trainer.train()
     return {"seconds": time.perf_counter() - start, "rows": args.batch_size * args.steps}
@@ -108,8 +124,22 @@ def child(args: argparse.Namespace) -> None:
 
 def spawn(args: argparse.Namespace, runner: str, batch_size: int, steps: int, gradcache: int = 0) -> dict:
     command = [
-        sys.executable, __file__, "--child", runner, "--device", args.device, "--batch-size", str(batch_size),
-        "--steps", str(steps), "--threads", str(args.threads), "--gradcache", str(gradcache), "--data", args.data,
+        sys.executable,
+        __file__,
+        "--child",
+        runner,
+        "--device",
+        args.device,
+        "--batch-size",
+        str(batch_size),
+        "--steps",
+        str(steps),
+        "--threads",
+        str(args.threads),
+        "--gradcache",
+        str(gradcache),
+        "--data",
+        args.data,
     ] + (["--model", args.model] if args.model else [])
     output = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
     if output.returncode:
@@ -140,7 +170,9 @@ def main() -> None:
             rates[name].append(result["rows"] / result["seconds"])
             print(f"round {round_number + 1} {name}: {rates[name][-1]:.1f} examples/s", flush=True)
     gpte_rate, st_rate = (statistics.median(rates[k]) for k in ("gpte", "sentence-transformers"))
-    print(f"\nInfoNCE/MNRL, all-MiniLM-L6-v2, batch {args.batch_size}, {args.steps} steps, {args.device}, {args.threads} threads")
+    print(
+        f"\nInfoNCE/MNRL, all-MiniLM-L6-v2, batch {args.batch_size}, {args.steps} steps, {args.device}, {args.threads} threads"
+    )
     print(f"gpte                  {gpte_rate:8.1f} examples/s")
     print(f"sentence-transformers {st_rate:8.1f} examples/s")
     print(f"ratio gpte / ST       {gpte_rate / st_rate:8.2f}x")

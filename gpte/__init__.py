@@ -1,11 +1,10 @@
 """gpte: general-purpose text embeddings with any pretrained language model."""
 
+from gpte._version import __version__
 from gpte.errors import GpteError, ModelLoadError
 from gpte.models import Embedder, EncodeReport, EncodeResult
-from gpte.prompts import PromptTemplate, Prompts
+from gpte.prompts import Prompts, PromptTemplate
 from gpte.similarity import similarity
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Embedder",

@@ -1,14 +1,14 @@
 """Similarity functions between two sets of vectors, as sentence-transformers defines them.
 
-    cosine     a.b / (|a| |b|)
-    dot        a.b
-    euclidean  -|a - b|_2      (negated, so that larger is more similar)
-    manhattan  -|a - b|_1
+cosine     a.b / (|a| |b|)
+dot        a.b
+euclidean  -|a - b|_2      (negated, so that larger is more similar)
+manhattan  -|a - b|_1
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

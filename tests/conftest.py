@@ -51,9 +51,13 @@ def bpe_tokenizer(template: str) -> PreTrainedTokenizerFast:
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(CORPUS * 3, trainers.BpeTrainer(vocab_size=200, special_tokens=specials, show_progress=False))
+    tokenizer.train_from_iterator(
+        CORPUS * 3, trainers.BpeTrainer(vocab_size=200, special_tokens=specials, show_progress=False)
+    )
     if template == "cls_sep":  # RoBERTa style: <s> text </s>
-        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+        )
     elif template == "bos":
         tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
     elif template == "eos":
@@ -75,7 +79,9 @@ def _save(folder: Path, model, tokenizer) -> Path:
 
 def _tiny_model(kind: str, folder: Path) -> Path:
     torch.manual_seed(0)
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    small = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128
+    )
     if kind == "bert":
         from transformers import AutoTokenizer
 
@@ -84,7 +90,13 @@ def _tiny_model(kind: str, folder: Path) -> Path:
     if kind in ("roberta", "xlm-roberta", "mpnet"):
         tokenizer = bpe_tokenizer("cls_sep")
         config_class = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig}[kind]
-        config = config_class(vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=2, eos_token_id=3, **{**small, "max_position_embeddings": 66})
+        config = config_class(
+            vocab_size=len(tokenizer),
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            **{**small, "max_position_embeddings": 66},
+        )
         return _save(folder, AutoModel.from_config(config), tokenizer)
     if kind == "t5":
         tokenizer = bpe_tokenizer("eos")
@@ -92,7 +104,9 @@ def _tiny_model(kind: str, folder: Path) -> Path:
         return _save(folder, T5EncoderModel(config), tokenizer)
     if kind == "gpt2":
         tokenizer = bpe_tokenizer("none")
-        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2, eos_token_id=3)
+        config = GPT2Config(
+            vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2, eos_token_id=3
+        )
         return _save(folder, AutoModel.from_config(config), tokenizer)
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[kind]
     tokenizer = bpe_tokenizer("bos")

@@ -135,7 +135,9 @@ def test_views_truncate_quantize_and_add_noise():
 
 def _sts_task(folder: Path) -> Path:
     folder.mkdir(parents=True)
-    (folder / "meta.json").write_text(json.dumps({"task_type": "STS", "main_score": "cosine_spearman", "score_range": [0, 5]}))
+    (folder / "meta.json").write_text(
+        json.dumps({"task_type": "STS", "main_score": "cosine_spearman", "score_range": [0, 5]})
+    )
     lines = [json.dumps({"sentence1": a, "sentence2": b, "score": s}) for a, b, s in STS_ROWS]
     for split in ("test", "train"):
         (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
@@ -146,8 +148,11 @@ def test_identity_and_full_truncation_views_score_like_the_model(tiny_models, tm
     embedder = Embedder.load(tiny_models["bert"], device="cpu")
     task = load_task(_sts_task(tmp_path / "sts"), "sts")
     reference = evaluate(embedder, [task]).results["sts"]["main_score_value"]
-    scores = score_transforms(CachedEncoder(embedder), {"same": identity, "all dims": truncate(embedder.dimension),
-                                                        "half": truncate(16)}, [task])
+    scores = score_transforms(
+        CachedEncoder(embedder),
+        {"same": identity, "all dims": truncate(embedder.dimension), "half": truncate(16)},
+        [task],
+    )
     assert scores["same"]["sts"] == pytest.approx(reference, abs=1e-9)
     assert scores["all dims"]["sts"] == pytest.approx(reference, abs=1e-9)
 
@@ -188,21 +193,31 @@ def test_probe_learns_to_write_sentences_back_and_random_vectors_keep_norms(tiny
 
 def _toy_embed(directions: dict[str, np.ndarray]):
     """Texts -> the direction of the first known word in them (templates then carry no signal)."""
+
     def embed(texts: list[str]) -> np.ndarray:
-        return np.stack([next(v for w, v in directions.items() if w in text.split(" ")[-1].strip(".") or w == text.split(" ")[0])
-                         for text in texts])
+        return np.stack(
+            [
+                next(v for w, v in directions.items() if w in text.split(" ")[-1].strip(".") or w == text.split(" ")[0])
+                for text in texts
+            ]
+        )
+
     return embed
 
 
 def test_association_effect_size_and_exact_permutation_p_by_hand():
     rng = np.random.default_rng(4)
-    words = {w: 0.3 * rng.standard_normal(6) + np.eye(6)[0 if w[0] in "xa" else 1]
-             for w in ["x1", "x2", "x3", "y1", "y2", "y3", "a1", "a2", "b1", "b2"]}  # X near A, Y near B
+    words = {
+        w: 0.3 * rng.standard_normal(6) + np.eye(6)[0 if w[0] in "xa" else 1]
+        for w in ["x1", "x2", "x3", "y1", "y2", "y3", "a1", "a2", "b1", "b2"]
+    }  # X near A, Y near B
     test = AssociationTest("toy", ("x1", "x2", "x3"), ("y1", "y2", "y3"), ("a1", "a2"), ("b1", "b2"))
     result = bias.association_test(_toy_embed(words), test, templates=("This is {}.",))
     units = {w: v / np.linalg.norm(v) for w, v in words.items()}
-    s = {w: np.mean([units[w] @ units[a] for a in ("a1", "a2")]) - np.mean([units[w] @ units[b] for b in ("b1", "b2")])
-         for w in ("x1", "x2", "x3", "y1", "y2", "y3")}
+    s = {
+        w: np.mean([units[w] @ units[a] for a in ("a1", "a2")]) - np.mean([units[w] @ units[b] for b in ("b1", "b2")])
+        for w in ("x1", "x2", "x3", "y1", "y2", "y3")
+    }
     values = np.array(list(s.values()))
     assert result.effect_size == pytest.approx((values[:3].mean() - values[3:].mean()) / values.std(ddof=1))
     observed = values[:3].sum() - values[3:].sum()
@@ -215,10 +230,15 @@ def test_association_errors_and_counterfactual_gap():
     with pytest.raises(ValueError, match="unknown association test 'weat99'; choose one of: weat1"):
         bias.association_test(lambda texts: np.ones((len(texts), 2)), "weat99")
     with pytest.raises(ValueError, match="same size"):
-        bias.association_test(lambda texts: np.ones((len(texts), 2)), AssociationTest("t", ("a", "b"), ("c",), ("d", "e"), ("f", "g")))
+        bias.association_test(
+            lambda texts: np.ones((len(texts), 2)), AssociationTest("t", ("a", "b"), ("c",), ("d", "e"), ("f", "g"))
+        )
 
     def embed(texts):  # "He" answers lie nearer the query than "She" answers
-        return np.array([[1.0, 0.0] if t.startswith("Who") else [1.0, 0.2] if t.startswith("He") else [1.0, 0.5] for t in texts])
+        return np.array(
+            [[1.0, 0.0] if t.startswith("Who") else [1.0, 0.2] if t.startswith("He") else [1.0, 0.5] for t in texts]
+        )
+
     gap = bias.counterfactual_gap(embed, items=[str(i) for i in range(8)], permutations=2000)
     expected = 1 / np.hypot(1, 0.2) - 1 / np.hypot(1, 0.5)
     assert gap.mean_gap == pytest.approx(expected) and gap.p_value < 0.05
@@ -231,7 +251,9 @@ def test_lm_head_tokens_are_the_softmax_of_the_pooled_state(tiny_models):
     embedder = Embedder.load(tiny_models["llama"], device="cpu")
     head = embedder.backbone.model.get_input_embeddings().weight
     top = lm_head_tokens(embedder, ["A man is playing a guitar."], k=3, output_embeddings=head)[0]
-    probabilities = torch.softmax(torch.as_tensor(embedder.encode(["A man is playing a guitar."], normalize=False)) @ head.detach().T, -1)[0]
+    probabilities = torch.softmax(
+        torch.as_tensor(embedder.encode(["A man is playing a guitar."], normalize=False)) @ head.detach().T, -1
+    )[0]
     values, ids = probabilities.topk(3)
     assert [t for t, _ in top] == [embedder.backbone.tokenizer.decode([i]) for i in ids.tolist()]
     assert [p for _, p in top] == pytest.approx(values.tolist())
@@ -251,7 +273,9 @@ def test_explain_similarity_occlusion_and_neighbours(tiny_models):
     without_guitar = embedder.encode(["a man plays"])
     drop = explanation.similarity - float(embedder.similarity(without_guitar, vectors[1:])[0, 0])
     assert dict(explanation.words_a)["guitar"] == pytest.approx(drop, abs=1e-6)
-    assert len(explanation.neighbours_a) == 3 and set(explanation.shared_neighbours) <= {t for t, _ in explanation.neighbours_a}
+    assert len(explanation.neighbours_a) == 3 and set(explanation.shared_neighbours) <= {
+        t for t, _ in explanation.neighbours_a
+    }
     with pytest.raises(ValueError, match="at least one word"):
         explain_similarity(embedder, " ", b)
 
@@ -264,7 +288,10 @@ def _data_root(root: Path) -> Path:
     labelled = root / "classification" / "toy"
     labelled.mkdir(parents=True)
     (labelled / "meta.json").write_text(json.dumps({"task_type": "Classification"}))
-    rows = [{"text": text, "label": "pairs" if i % 2 else "first"} for i, text in enumerate(x for row in STS_ROWS for x in row[:2])]
+    rows = [
+        {"text": text, "label": "pairs" if i % 2 else "first"}
+        for i, text in enumerate(x for row in STS_ROWS for x in row[:2])
+    ]
     (labelled / "test.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     return root
 
@@ -272,12 +299,31 @@ def _data_root(root: Path) -> Path:
 def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_models, tmp_path, capsys):
     root = _data_root(tmp_path / "data")
     probe = ProbeConfig(layers=1, width=32, heads=2, max_tokens=12, epochs=2, batch_size=8)
-    inputs = inputs_from_tasks(root, "sts/toy:train", ["sts/toy"], "classification/toy", "sts/toy", "sts/toy:train", "sts/toy",
-                               whiten_dims=8, probe=probe, adaptive_probe=True, save_whitened=tmp_path / "whitened")
+    inputs = inputs_from_tasks(
+        root,
+        "sts/toy:train",
+        ["sts/toy"],
+        "classification/toy",
+        "sts/toy",
+        "sts/toy:train",
+        "sts/toy",
+        whiten_dims=8,
+        probe=probe,
+        adaptive_probe=True,
+        save_whitened=tmp_path / "whitened",
+    )
     embedder = Embedder.load(tiny_models["bert"], device="cpu")
     report = Analysis(embedder, inputs, tmp_path / "out").run()
     text = report.read_text()
-    for title in ("Geometry", "Whitening", "Efficiency curves", "Inversion risk", "Bias", "Interpretability", "Figures"):
+    for title in (
+        "Geometry",
+        "Whitening",
+        "Efficiency curves",
+        "Inversion risk",
+        "Bias",
+        "Interpretability",
+        "Figures",
+    ):
         body = text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
         assert len(body.strip()) > 40, title
     for figure in ("matryoshka.png", "precision.png", "projection.png", "similarity_histogram.png"):
@@ -302,13 +348,37 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
 
 def test_cli_analyze_and_whiten(tiny_models, tmp_path, capsys):
     root = _data_root(tmp_path / "data")
-    code = main(["analyze", "--model", str(tiny_models["bert"]), "--data", str(root), "-o", str(tmp_path / "out"),
-                 "--sections", "geometry", "bias", "--corpus", "sts/toy", "--tasks", "sts/toy", "--labelled", "",
-                 "--pairs", "", "--inversion-test", ""])
+    code = main(
+        [
+            "analyze",
+            "--model",
+            str(tiny_models["bert"]),
+            "--data",
+            str(root),
+            "-o",
+            str(tmp_path / "out"),
+            "--sections",
+            "geometry",
+            "bias",
+            "--corpus",
+            "sts/toy",
+            "--tasks",
+            "sts/toy",
+            "--labelled",
+            "",
+            "--pairs",
+            "",
+            "--inversion-test",
+            "",
+        ]
+    )
     assert code == 0 and (tmp_path / "out" / "report.md").exists()
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(x for row in STS_ROWS for x in row[:2]) + "\n")
-    assert main(["whiten", str(corpus), "--model", str(tiny_models["bert"]), "-o", str(tmp_path / "w"), "--dims", "4"]) == 0
+    assert (
+        main(["whiten", str(corpus), "--model", str(tiny_models["bert"]), "-o", str(tmp_path / "w"), "--dims", "4"])
+        == 0
+    )
     assert "mean pairwise cosine" in capsys.readouterr().out
     assert Embedder.load(tmp_path / "w", device="cpu").dimension == 4
     assert main(["analyze", "--data", str(root), "-o", str(tmp_path / "o2"), "--corpus", "nosuch"]) == 1

@@ -36,7 +36,9 @@ def test_whitening_on_stsb_dev_zeroes_mean_cosine_and_its_sts_effect(minilm, sha
     before, after = anisotropy(raw), anisotropy(whitening.apply(raw))
     model = add_whitening(Embedder.load(device="cpu"), whitening)
     score = evaluate(model, [stsb]).results["stsb-en"]["main_score_value"]
-    print(f"\nSTS-B dev ({len(corpus)} sentences): mean cosine {before:.4f} -> {after:.6f}; STS-B test 82.03 -> {100 * score:.2f}")
+    print(
+        f"\nSTS-B dev ({len(corpus)} sentences): mean cosine {before:.4f} -> {after:.6f}; STS-B test 82.03 -> {100 * score:.2f}"
+    )
     assert before == pytest.approx(0.0176, abs=0.002)
     assert abs(after) < 1e-3
     assert 100 * score == pytest.approx(REFERENCE_WHITENED_STS, abs=0.2)
@@ -45,7 +47,9 @@ def test_whitening_on_stsb_dev_zeroes_mean_cosine_and_its_sts_effect(minilm, sha
 def test_weat1_association_is_found_and_the_shuffled_control_is_not(minilm):
     found = bias.association_test(minilm.encode, "weat1-flowers-insects")
     control = bias.association_test(minilm.encode, "weat1-flowers-insects", shuffle_targets=True)
-    print(f"\nWEAT1: d = {found.effect_size:.4f}, p = {found.p_value:.4f}; control d = {control.effect_size:.4f}, p = {control.p_value:.4f}")
+    print(
+        f"\nWEAT1: d = {found.effect_size:.4f}, p = {found.p_value:.4f}; control d = {control.effect_size:.4f}, p = {control.p_value:.4f}"
+    )
     assert found.effect_size == pytest.approx(1.3349, abs=0.01) and found.p_value < 0.05
     assert abs(control.effect_size) < 0.5 and control.p_value > 0.05
 
@@ -55,11 +59,20 @@ def _probe(minilm, shared_data, config: ProbeConfig, test_size: int):
     test = task_texts(load_task(shared_data / "sts" / "sick-r"))
     test = [test[i] for i in sorted(np.random.default_rng(0).permutation(len(test))[:test_size])]
     started = time.perf_counter()
-    run = run_probe(lambda texts: minilm.encode(texts, batch_size=64), train, test, minilm.backbone.tokenizer, config, show_progress=False)
+    run = run_probe(
+        lambda texts: minilm.encode(texts, batch_size=64),
+        train,
+        test,
+        minilm.backbone.tokenizer,
+        config,
+        show_progress=False,
+    )
     seconds = time.perf_counter() - started
-    print(f"\nprobe ({config.epochs} epochs, {len(train)} -> {len(test)} sentences, {seconds:.0f} s): token F1 "
-          f"{100 * run.held_out.token_f1:.2f} vs random {100 * run.random_baseline.token_f1:.2f}; "
-          f"BLEU {100 * run.held_out.bleu:.2f} vs {100 * run.random_baseline.bleu:.2f}")
+    print(
+        f"\nprobe ({config.epochs} epochs, {len(train)} -> {len(test)} sentences, {seconds:.0f} s): token F1 "
+        f"{100 * run.held_out.token_f1:.2f} vs random {100 * run.random_baseline.token_f1:.2f}; "
+        f"BLEU {100 * run.held_out.bleu:.2f} vs {100 * run.random_baseline.bleu:.2f}"
+    )
     return run, seconds
 
 

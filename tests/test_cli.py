@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SENTENCES
+
 from gpte import Embedder
 from gpte.cli import main
 from gpte.data.readers import read_texts
@@ -22,16 +22,28 @@ def bert_vectors(tiny_models):
 
 def _write_inputs(folder):
     (folder / "texts.txt").write_text("\n".join(SENTENCES) + "\n")
-    (folder / "texts.jsonl").write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(SENTENCES)))
+    (folder / "texts.jsonl").write_text(
+        "".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(SENTENCES))
+    )
     (folder / "texts.csv").write_text("id,body\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(SENTENCES)))
     pq.write_table(pa.table({"body": SENTENCES}), folder / "texts.parquet")
 
 
-@pytest.mark.parametrize("source, field", [("texts.txt", None), ("texts.jsonl", "body"), ("texts.csv", "body"), ("texts.parquet", "body")])
+@pytest.mark.parametrize(
+    "source, field", [("texts.txt", None), ("texts.jsonl", "body"), ("texts.csv", "body"), ("texts.parquet", "body")]
+)
 @pytest.mark.parametrize("target", ["out.npy", "out.parquet"])
 def test_encode_every_format(tiny_models, bert_vectors, tmp_path, capsys, source, field, target):
     _write_inputs(tmp_path)
-    args = ["encode", str(tmp_path / source), "-o", str(tmp_path / target), "--model", str(tiny_models["bert"]), "--no-progress"]
+    args = [
+        "encode",
+        str(tmp_path / source),
+        "-o",
+        str(tmp_path / target),
+        "--model",
+        str(tiny_models["bert"]),
+        "--no-progress",
+    ]
     assert main(args + (["--field", field] if field else [])) == 0
     if target.endswith(".npy"):
         written = np.load(tmp_path / target)
@@ -44,8 +56,24 @@ def test_encode_every_format(tiny_models, bert_vectors, tmp_path, capsys, source
 def test_encode_options_reach_the_embedder(tiny_models, tmp_path):
     _write_inputs(tmp_path)
     out = tmp_path / "bits.npy"
-    assert main(["encode", str(tmp_path / "texts.txt"), "-o", str(out), "--model", str(tiny_models["bert"]),
-                 "--truncate-dim", "16", "--precision", "ubinary", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                str(tmp_path / "texts.txt"),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_models["bert"]),
+                "--truncate-dim",
+                "16",
+                "--precision",
+                "ubinary",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert np.load(out).shape == (len(SENTENCES), 2) and np.load(out).dtype == np.uint8
 
 
@@ -61,7 +89,15 @@ def test_existing_output_is_refused_unless_overwrite(tiny_models, tmp_path, caps
 
 
 def _encode_args(tiny_models, folder):
-    return ["encode", str(folder / "texts.txt"), "-o", str(folder / "out.npy"), "--model", str(tiny_models["bert"]), "--no-progress"]
+    return [
+        "encode",
+        str(folder / "texts.txt"),
+        "-o",
+        str(folder / "out.npy"),
+        "--model",
+        str(tiny_models["bert"]),
+        "--no-progress",
+    ]
 
 
 def test_an_interrupt_during_encoding_leaves_no_file(tiny_models, tmp_path, monkeypatch):
@@ -92,7 +128,9 @@ def test_a_crash_while_writing_leaves_no_file_under_the_final_name(tiny_models, 
     assert not (tmp_path / "out.npy").exists()
     monkeypatch.undo()
     assert main(_encode_args(tiny_models, tmp_path) + ["--chunk-size", "4"]) == 0  # the partial file is not trusted
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), Embedder.load(tiny_models["bert"]).encode(SENTENCES), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), Embedder.load(tiny_models["bert"]).encode(SENTENCES), atol=1e-5
+    )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
@@ -125,7 +163,12 @@ def test_txt_keeps_empty_lines_as_empty_texts(tmp_path):
 def test_info(tiny_models, capsys):
     assert main(["info", str(tiny_models["llama"]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["backbone"], info["kind"], info["pooling"]["name"], info["dimension"]) == ("LlamaModel", "decoder", "last", 32)
+    assert (info["backbone"], info["kind"], info["pooling"]["name"], info["dimension"]) == (
+        "LlamaModel",
+        "decoder",
+        "last",
+        32,
+    )
     assert main(["info", str(tiny_models["bert"])]) == 0
     assert "max_seq_length" in capsys.readouterr().out
 
@@ -135,8 +178,14 @@ def test_the_installed_command_encodes_with_the_packaged_default_model(tmp_path)
     (tmp_path / "in.txt").write_text("A man is playing a guitar.\nA woman is slicing an onion.\n")
     result = subprocess.run(
         [sys.executable, "-m", "gpte.cli", "encode", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.npy")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     vectors = np.load(tmp_path / "out.npy")
-    np.testing.assert_allclose(vectors, Embedder.load(device="cpu").encode(["A man is playing a guitar.", "A woman is slicing an onion."]), atol=1e-6)
+    np.testing.assert_allclose(
+        vectors,
+        Embedder.load(device="cpu").encode(["A man is playing a guitar.", "A woman is slicing an onion."]),
+        atol=1e-6,
+    )

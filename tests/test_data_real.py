@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from gpte import Embedder
-from gpte.data.mining import mine_hard_negatives
 from gpte.data.mteb_folders import RetrievalData, read_beir
-from gpte.data.negatives import NegativeRules, false_negative_rate
-from gpte.data.synthesis import synthesize
-from gpte.data.synthesis_filters import SynthesisFilters
 from gpte.data.training import read_training_data
+from gpte.datagen.mining import mine_hard_negatives
+from gpte.datagen.negatives import NegativeRules, false_negative_rate
+from gpte.datagen.synthesis import synthesize
+from gpte.datagen.synthesis_filters import SynthesisFilters
 from gpte.evaluate import evaluate, load_task
 from gpte.models.sources import resolve_model
 from gpte.train.config import TrainingConfig
@@ -49,7 +49,9 @@ def _one_positive_pairs(data: RetrievalData, path: Path) -> Path:
     with path.open("w") as handle:
         for query_id, relevant in data.qrels.items():
             best = max(relevant, key=lambda doc: relevant[doc])  # first of the highest grade
-            handle.write(json.dumps({"query_id": query_id, "query": data.queries[query_id], "positive_id": best}) + "\n")
+            handle.write(
+                json.dumps({"query_id": query_id, "query": data.queries[query_id], "positive_id": best}) + "\n"
+            )
     return path
 
 
@@ -61,22 +63,35 @@ def test_positive_aware_mining_lowers_the_false_negative_rate_on_cranfield(cranf
     folder, data = cranfield
     pairs = _one_positive_pairs(data, tmp_path / "pairs.jsonl")
     embedder = Embedder.load(device="cpu")
-    settings = {"plain top-k": NegativeRules(num_negatives=5, range_max=30),
-                "TopK-PercPos 95%": NegativeRules(num_negatives=5, range_max=30, relative_margin=0.05),
-                "random from ranks 10-50": NegativeRules(num_negatives=5, range_min=10, range_max=50, sampling="random")}
+    settings = {
+        "plain top-k": NegativeRules(num_negatives=5, range_max=30),
+        "TopK-PercPos 95%": NegativeRules(num_negatives=5, range_max=30, relative_margin=0.05),
+        "random from ranks 10-50": NegativeRules(num_negatives=5, range_min=10, range_max=50, sampling="random"),
+    }
     rates, written = {}, {}
     for name, rules in settings.items():
         out = tmp_path / f"{len(rates)}.jsonl"
-        report = mine_hard_negatives(pairs, folder / "corpus.jsonl", out, embedder=embedder, rules=rules,
-                                     index_dir=tmp_path / "index", show_progress=False)
+        report = mine_hard_negatives(
+            pairs,
+            folder / "corpus.jsonl",
+            out,
+            embedder=embedder,
+            rules=rules,
+            index_dir=tmp_path / "index",
+            show_progress=False,
+        )
         rows = _rows(out)
         rates[name], written[name] = false_negative_rate(rows, data.qrels), report.written
         assert report.missing_positive == 0 and report.written + report.too_few_negatives == len(data.qrels)
     common = {row["query_id"] for row in _rows(tmp_path / "1.jsonl")}
-    plain_on_common = false_negative_rate([r for r in _rows(tmp_path / "0.jsonl") if r["query_id"] in common], data.qrels)
-    print(f"\nCranfield false-negative rate (5 negatives, one labelled positive per query): "
-          + "; ".join(f"{name}: {rates[name]:.3f} over {written[name]} pairs" for name in settings)
-          + f"; plain top-k on the PercPos pairs only: {plain_on_common:.3f}")
+    plain_on_common = false_negative_rate(
+        [r for r in _rows(tmp_path / "0.jsonl") if r["query_id"] in common], data.qrels
+    )
+    print(
+        "\nCranfield false-negative rate (5 negatives, one labelled positive per query): "
+        + "; ".join(f"{name}: {rates[name]:.3f} over {written[name]} pairs" for name in settings)
+        + f"; plain top-k on the PercPos pairs only: {plain_on_common:.3f}"
+    )
     assert rates["TopK-PercPos 95%"] < rates["plain top-k"]
     assert rates["TopK-PercPos 95%"] < plain_on_common
 
@@ -92,19 +107,42 @@ def test_top_negatives_equal_sentence_transformers_mine_hard_negatives(cranfield
     texts = {doc: text for text, doc in unique.items()}
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": doc, "text": text}) + "\n" for doc, text in texts.items()))
-    pairs = [(q, max((d for d in rel if d in texts), key=lambda d: rel[d])) for q, rel in data.qrels.items() if any(d in texts for d in rel)]
-    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"query_id": q, "query": data.queries[q], "positive_id": d}) + "\n" for q, d in pairs))
-    report = mine_hard_negatives(tmp_path / "pairs.jsonl", corpus, tmp_path / "out.jsonl", embedder=Embedder.load(device="cpu"),
-                                 rules=NegativeRules(num_negatives=3, range_min=2, range_max=20, relative_margin=0.05), show_progress=False)
+    pairs = [
+        (q, max((d for d in rel if d in texts), key=lambda d: rel[d]))
+        for q, rel in data.qrels.items()
+        if any(d in texts for d in rel)
+    ]
+    (tmp_path / "pairs.jsonl").write_text(
+        "".join(json.dumps({"query_id": q, "query": data.queries[q], "positive_id": d}) + "\n" for q, d in pairs)
+    )
+    report = mine_hard_negatives(
+        tmp_path / "pairs.jsonl",
+        corpus,
+        tmp_path / "out.jsonl",
+        embedder=Embedder.load(device="cpu"),
+        rules=NegativeRules(num_negatives=3, range_min=2, range_max=20, relative_margin=0.05),
+        show_progress=False,
+    )
     ours = {row["query"]: row for row in _rows(tmp_path / "out.jsonl")}
-    theirs = st_mine(Dataset.from_dict({"query": [data.queries[q] for q, _ in pairs], "positive": [texts[d] for _, d in pairs]}),
-                     SentenceTransformer(str(resolve_model(None).folder), device="cpu"), corpus=list(texts.values()), num_negatives=3,
-                     range_min=2, range_max=20, relative_margin=0.05, output_format="triplet", output_scores=True, verbose=False)
+    theirs = st_mine(
+        Dataset.from_dict({"query": [data.queries[q] for q, _ in pairs], "positive": [texts[d] for _, d in pairs]}),
+        SentenceTransformer(str(resolve_model(None).folder), device="cpu"),
+        corpus=list(texts.values()),
+        num_negatives=3,
+        range_min=2,
+        range_max=20,
+        relative_margin=0.05,
+        output_format="triplet",
+        output_scores=True,
+        verbose=False,
+    )
     negatives: dict[str, list[tuple[str, float]]] = {}
     for row in theirs:
         negatives.setdefault(row["query"], []).append((row["negative"], row["scores"][1]))
     complete = {query: found for query, found in negatives.items() if len(found) == 3}
-    print(f"\n{len(pairs)} pairs: gpte wrote {report.written}, sentence-transformers found 3 negatives for {len(complete)} queries")
+    print(
+        f"\n{len(pairs)} pairs: gpte wrote {report.written}, sentence-transformers found 3 negatives for {len(complete)} queries"
+    )
     assert set(ours) == set(complete) and len(complete) > 10
     for query, found in complete.items():
         np.testing.assert_allclose(ours[query]["negative_scores"], [score for _, score in found], atol=1e-5)
@@ -130,9 +168,12 @@ def _write_beir(folder: Path, source: Path, data: RetrievalData, queries: list[s
     shutil.copy(source / "meta.json", folder / "meta.json")
     rows = [json.loads(line) for line in (source / "corpus.jsonl").read_text().splitlines()]
     (folder / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows if row["_id"] in docs))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": data.queries[q]}) + "\n" for q in queries))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{g}\n" for q in queries for d, g in data.qrels[q].items()))
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": data.queries[q]}) + "\n" for q in queries)
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q in queries for d, g in data.qrels[q].items())
+    )
     return folder
 
 
@@ -152,18 +193,40 @@ def test_smollm2_synthesized_queries_train_minilm_on_held_out_cranfield(cranfiel
 
     embedder = Embedder.load(device="cpu")
     before = _ndcg(embedder, held)
-    synthesized = synthesize("queries", tmp_path / "synth.jsonl", synth_corpus, limit=SYNTH_DOCUMENTS, embedder=embedder,
-                             filters=SynthesisFilters(round_trip_k=10), index_dir=tmp_path / "index", show_progress=False)
-    mined = mine_hard_negatives(tmp_path / "synth.jsonl", synth_corpus, tmp_path / "train.jsonl", embedder=embedder,
-                                rules=NegativeRules(num_negatives=1, range_max=30, relative_margin=0.05),
-                                index_dir=tmp_path / "index", show_progress=False)
+    synthesized = synthesize(
+        "queries",
+        tmp_path / "synth.jsonl",
+        synth_corpus,
+        limit=SYNTH_DOCUMENTS,
+        embedder=embedder,
+        filters=SynthesisFilters(round_trip_k=10),
+        index_dir=tmp_path / "index",
+        show_progress=False,
+    )
+    mined = mine_hard_negatives(
+        tmp_path / "synth.jsonl",
+        synth_corpus,
+        tmp_path / "train.jsonl",
+        embedder=embedder,
+        rules=NegativeRules(num_negatives=1, range_max=30, relative_margin=0.05),
+        index_dir=tmp_path / "index",
+        show_progress=False,
+    )
     training = read_training_data(tmp_path / "train.jsonl")
-    train(embedder, build_loss("infonce", embedder), [training],
-          TrainingConfig(epochs=1, batch_size=16, learning_rate=2e-5, save_steps=10_000, logging_steps=10), tmp_path / "run", resume=False)
+    train(
+        embedder,
+        build_loss("infonce", embedder),
+        [training],
+        TrainingConfig(epochs=1, batch_size=16, learning_rate=2e-5, save_steps=10_000, logging_steps=10),
+        tmp_path / "run",
+        resume=False,
+    )
     after = _ndcg(embedder, held)
-    print(f"\nSmolLM2 synthesis on {synthesized.items} of {len(synth_docs)} synthesis documents: {synthesized.parsed} parsed, "
-          f"kept {synthesized.kept} (removed {synthesized.removed}), {synthesized.seconds:.0f} s; mined {mined.written} triples "
-          f"({mined.too_few_negatives} without a negative under the PercPos cap). Held-out Cranfield ({len(held_queries)} queries, "
-          f"{len(held_docs)} documents) nDCG@10: {before:.2f} before, {after:.2f} after training")
+    print(
+        f"\nSmolLM2 synthesis on {synthesized.items} of {len(synth_docs)} synthesis documents: {synthesized.parsed} parsed, "
+        f"kept {synthesized.kept} (removed {synthesized.removed}), {synthesized.seconds:.0f} s; mined {mined.written} triples "
+        f"({mined.too_few_negatives} without a negative under the PercPos cap). Held-out Cranfield ({len(held_queries)} queries, "
+        f"{len(held_docs)} documents) nDCG@10: {before:.2f} before, {after:.2f} after training"
+    )
     assert synthesized.items == SYNTH_DOCUMENTS and synthesized.kept > 0.2 * SYNTH_DOCUMENTS
     assert abs(after - before) < 10  # a real change either way, not a collapse

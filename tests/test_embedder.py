@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import SENTENCES, TINY_KINDS
+
 from gpte import Embedder, ModelLoadError
 from gpte.models.pooling import POOLERS
 
@@ -41,7 +41,9 @@ def test_vectors_do_not_depend_on_batching_or_order(embedders, kind):
     np.testing.assert_allclose(embedder.encode(SENTENCES[::-1])[::-1], reference, atol=1e-5)
     alone = np.stack([embedder.encode(text) for text in SENTENCES])
     np.testing.assert_allclose(alone, reference, atol=1e-5)
-    with_others = embedder.encode(SENTENCES + ["An extra, much longer sentence that changes the padding of the batch."] * 3)
+    with_others = embedder.encode(
+        SENTENCES + ["An extra, much longer sentence that changes the padding of the batch."] * 3
+    )
     np.testing.assert_allclose(with_others[: len(SENTENCES)], reference, atol=1e-5)
 
 
@@ -77,8 +79,12 @@ def test_left_padding_is_refused_for_encoders(tiny_models):
 def test_every_pooling_runs_on_a_decoder_and_round_trips_through_save(tiny_models, tmp_path, pooling):
     prompt = "Rewrite the sentence: {text}, rewritten sentence: {text}" if pooling == "span_mean" else None
     spec = {"name": pooling, "layers": 2} if pooling == "multi_layer" else pooling
-    embedder = Embedder.load(tiny_models["llama"], pooling=spec, prompts={"echo": prompt} if prompt else None,
-                             default_prompt="echo" if prompt else None)
+    embedder = Embedder.load(
+        tiny_models["llama"],
+        pooling=spec,
+        prompts={"echo": prompt} if prompt else None,
+        default_prompt="echo" if prompt else None,
+    )
     vectors = embedder.encode(SENTENCES)
     assert np.isfinite(vectors).all() and vectors.shape == (len(SENTENCES), 32)
     with warnings.catch_warnings():
@@ -93,7 +99,12 @@ def test_last_pooling_can_append_eos(tiny_models):
     plain = Embedder.load(tiny_models["llama"], pooling="last")
     with_eos = Embedder.load(tiny_models["llama"], pooling={"name": "last", "append_eos": True})
     eos = with_eos.backbone.tokenizer.eos_token_id
-    assert with_eos.tokenizer.tokenize(["a cat"], suffix_ids=with_eos.pooler.suffix_ids(with_eos.backbone.tokenizer)).input_ids[0][-1] == eos
+    assert (
+        with_eos.tokenizer.tokenize(
+            ["a cat"], suffix_ids=with_eos.pooler.suffix_ids(with_eos.backbone.tokenizer)
+        ).input_ids[0][-1]
+        == eos
+    )
     assert not np.allclose(plain.encode(SENTENCES), with_eos.encode(SENTENCES))
 
 
@@ -104,7 +115,9 @@ def test_prompts_roles_and_exclusion(tiny_models, tmp_path):
     np.testing.assert_allclose(query, embedder.encode(["query: a cat"]), atol=1e-6)
     np.testing.assert_allclose(embedder.encode(["a cat"], role="document"), embedder.encode(["a cat"]), atol=1e-6)
     np.testing.assert_allclose(
-        embedder.encode(["a cat"], prompt="instruct", task="find pets"), embedder.encode(["Instruct: find pets\nQuery: a cat"]), atol=1e-6
+        embedder.encode(["a cat"], prompt="instruct", task="find pets"),
+        embedder.encode(["Instruct: find pets\nQuery: a cat"]),
+        atol=1e-6,
     )
     excluding = Embedder.load(tiny_models["bert"], prompts=prompts, pooling={"name": "mean", "include_prompt": False})
     assert not np.allclose(excluding.encode(["a cat"], role="query"), query)
@@ -115,7 +128,10 @@ def test_prompts_roles_and_exclusion(tiny_models, tmp_path):
     embedder.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())
     assert saved["prompts"] == {"query": "query: "}  # the template is gpte-only and kept in gpte_config.json
-    assert Embedder.load(tmp_path / "m").prompts.to_strings() == {"query": "query: {text}", "instruct": prompts["instruct"]}
+    assert Embedder.load(tmp_path / "m").prompts.to_strings() == {
+        "query": "query: {text}",
+        "instruct": prompts["instruct"],
+    }
 
 
 def test_normalize_truncate_and_precisions(embedders):
@@ -144,7 +160,9 @@ def test_similarity_functions(embedders):
     np.testing.assert_allclose(similarity(a, b, "dot"), [[25.0, 4.0]])
     np.testing.assert_allclose(similarity(a, b, "euclidean"), [[0.0, -np.sqrt(18.0)]], atol=1e-6)
     np.testing.assert_allclose(similarity(a, b, "manhattan"), [[0.0, -6.0]])
-    with pytest.raises(ValueError, match="unknown similarity 'jaccard'; choose one of: cosine, dot, euclidean, manhattan"):
+    with pytest.raises(
+        ValueError, match="unknown similarity 'jaccard'; choose one of: cosine, dot, euclidean, manhattan"
+    ):
         similarity(a, b, "jaccard")
 
 
@@ -168,7 +186,9 @@ def test_bad_input_gets_clear_errors(embedders):
     assert embedder.encode([], precision="binary").shape == (0, 4)
     blanks = embedder.encode(["", ""])
     assert blanks.shape == (2, 32) and np.isfinite(blanks).all()
-    with pytest.raises(ValueError, match="unknown precision 'int4'; choose one of: float32, float16, int8, uint8, binary, ubinary"):
+    with pytest.raises(
+        ValueError, match="unknown precision 'int4'; choose one of: float32, float16, int8, uint8, binary, ubinary"
+    ):
         embedder.encode(["a"], precision="int4")
     with pytest.raises(ValueError, match="truncate_dim must be an integer from 1 to the model's dimension 32, got 64"):
         embedder.encode(["a"], truncate_dim=64)
@@ -198,7 +218,9 @@ def test_bad_models_get_clear_errors(tiny_models, tmp_path):
         Embedder.load(truncated)
     bad_modules = tmp_path / "bad_modules"
     bad_modules.mkdir()
-    (bad_modules / "modules.json").write_text(json.dumps([{"idx": 0, "path": "", "type": "sentence_transformers.models.CNN"}]))
+    (bad_modules / "modules.json").write_text(
+        json.dumps([{"idx": 0, "path": "", "type": "sentence_transformers.models.CNN"}])
+    )
     with pytest.raises(ModelLoadError, match="Transformer -> Pooling -> Dense\\* -> Normalize"):
         Embedder.load(bad_modules)
 
@@ -217,11 +239,20 @@ def test_hub_id_without_network_names_the_offline_ways(tmp_path):
     import sys
 
     code = "from gpte import Embedder\nEmbedder.load('some-org/some-model')"
-    env = {"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    env = {
+        "HF_HOME": str(tmp_path),
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2",
+    }
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "could not get 'some-org/some-model' from the Hugging Face Hub" in result.stderr
-    assert "Without network, use a local model folder or .gguf file path, a packaged model (all-MiniLM-L6-v2" in result.stderr
+    assert (
+        "Without network, use a local model folder or .gguf file path, a packaged model (all-MiniLM-L6-v2"
+        in result.stderr
+    )
 
 
 def test_hub_id_found_in_the_local_cache_loads_offline(tiny_models, tmp_path):
@@ -235,7 +266,9 @@ def test_hub_id_found_in_the_local_cache_loads_offline(tiny_models, tmp_path):
     shutil.copytree(tiny_models["bert"], repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    code = "from gpte import Embedder\nm = Embedder.load('tiny-org/tiny-bert')\nprint(m.name, m.encode(['a cat']).shape)"
+    code = (
+        "from gpte import Embedder\nm = Embedder.load('tiny-org/tiny-bert')\nprint(m.name, m.encode(['a cat']).shape)"
+    )
     env = {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr

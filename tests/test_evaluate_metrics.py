@@ -110,7 +110,10 @@ class HashEncoder:
 
 
 def test_task_discovery_selection_and_errors(tmp_path):
-    rows = [{"sentence1": "a cat", "sentence2": "a dog", "score": 3}, {"sentence1": "tea", "sentence2": "eat", "score": 1}]
+    rows = [
+        {"sentence1": "a cat", "sentence2": "a dog", "score": 3},
+        {"sentence1": "tea", "sentence2": "eat", "score": 1},
+    ]
     _write_sts_task(tmp_path / "sts" / "one", rows)
     _write_sts_task(tmp_path / "sts" / "two", rows)
     tasks = discover_tasks(tmp_path)
@@ -128,13 +131,21 @@ def test_task_discovery_selection_and_errors(tmp_path):
 
 
 def test_runner_resumes_isolates_failures_and_names_bad_lines(tmp_path):
-    rows = [{"sentence1": "a cat", "sentence2": "a dog", "score": 3}, {"sentence1": "tea", "sentence2": "eat", "score": 1},
-            {"sentence1": "banana", "sentence2": "apple", "score": 2}]
+    rows = [
+        {"sentence1": "a cat", "sentence2": "a dog", "score": 3},
+        {"sentence1": "tea", "sentence2": "eat", "score": 1},
+        {"sentence1": "banana", "sentence2": "apple", "score": 2},
+    ]
     good = load_task(_write_sts_task(tmp_path / "data" / "good", rows), "good")
     broken = _write_sts_task(tmp_path / "data" / "broken", rows)
     (broken / "test.jsonl").write_text(json.dumps(rows[0]) + "\n{oops\n")
     empty = _write_sts_task(tmp_path / "data" / "empty", [])
-    run = evaluate(HashEncoder(), [load_task(broken, "broken"), good, load_task(empty, "empty")], tmp_path / "out", model_name="hash")
+    run = evaluate(
+        HashEncoder(),
+        [load_task(broken, "broken"), good, load_task(empty, "empty")],
+        tmp_path / "out",
+        model_name="hash",
+    )
     assert set(run.results) == {"good"}
     assert "test.jsonl:2: not valid JSON" in run.failures["broken"] and "the task is empty" in run.failures["empty"]
     saved = tmp_path / "out" / "hash" / "good.json"
@@ -142,7 +153,10 @@ def test_runner_resumes_isolates_failures_and_names_bad_lines(tmp_path):
     assert result["main_score"] == "cosine_spearman" and result["provenance"]["dataset_sha256"]
     saved.write_text(saved.read_text().replace('"task_type"', '"kept": true, "task_type"'))
     assert evaluate(HashEncoder(), [good], tmp_path / "out", model_name="hash").results["good"]["kept"] is True
-    assert "kept" not in evaluate(HashEncoder(), [good], tmp_path / "out", model_name="hash", overwrite=True).results["good"]
+    assert (
+        "kept"
+        not in evaluate(HashEncoder(), [good], tmp_path / "out", model_name="hash", overwrite=True).results["good"]
+    )
 
 
 def test_wrong_shapes_and_nan_name_the_task(tmp_path):
@@ -167,7 +181,9 @@ def test_beir_qrels_naming_unknown_documents_are_warned_and_counted(tmp_path):
     from gpte.data.mteb_folders import read_beir
 
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "T", "text": "body"}\n{"_id": "d2", "text": "other"}\n')
+    (tmp_path / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "T", "text": "body"}\n{"_id": "d2", "text": "other"}\n'
+    )
     (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "question"}\n')
     (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\tmissing\t1\nq9\td2\t1\n")
     with pytest.warns(UserWarning, match="2 qrels name unknown queries or documents and were skipped"):

@@ -43,7 +43,9 @@ def test_main_score_equals_mteb(run, shared_data, task):
     assert not run.failures
     result = run.results[task]
     expected = reference_figures(shared_data)[task]
-    assert 100 * result["main_score_value"] == pytest.approx(expected, abs=SAMPLED.get(result["task_type"], 0.01) + 0.005)
+    assert 100 * result["main_score_value"] == pytest.approx(
+        expected, abs=SAMPLED.get(result["task_type"], 0.01) + 0.005
+    )
 
 
 def test_stsb_is_the_published_figure(run):

@@ -10,8 +10,11 @@ import pytest
 from gpte.evaluate import VectorCache, discover_tasks, evaluate, load_task, select_tasks, suite_patterns
 from gpte.models.fingerprint import model_key
 
-ROWS = [{"sentence1": "a cat", "sentence2": "a dog", "score": 3}, {"sentence1": "tea", "sentence2": "eat", "score": 1},
-        {"sentence1": "banana", "sentence2": "apple", "score": 2}]
+ROWS = [
+    {"sentence1": "a cat", "sentence2": "a dog", "score": 3},
+    {"sentence1": "tea", "sentence2": "eat", "score": 1},
+    {"sentence1": "banana", "sentence2": "apple", "score": 2},
+]
 
 
 def _sts_task(folder, rows=ROWS, **meta):
@@ -38,7 +41,10 @@ def test_suites_and_glob_patterns_select_tasks(tmp_path):
         _sts_task(tmp_path / name)
     tasks = discover_tasks(tmp_path)
     assert [t.name for t in select_tasks(tasks, suite_patterns("sts-multilingual"))] == ["sts/stsb-de", "sts/stsb-en"]
-    assert [t.name for t in select_tasks(tasks, ["tatoeba-*", "sts/s*-r"])] == ["bitext_mining/tatoeba-deu-eng", "sts/sick-r"]
+    assert [t.name for t in select_tasks(tasks, ["tatoeba-*", "sts/s*-r"])] == [
+        "bitext_mining/tatoeba-deu-eng",
+        "sts/sick-r",
+    ]
     assert len(select_tasks(tasks, suite_patterns("all"))) == 4
     suite_file = tmp_path / "mine.json"
     suite_file.write_text('{"tasks": ["sick-r", "stsb-en"]}')

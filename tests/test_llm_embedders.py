@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import SENTENCES, bpe_tokenizer, minilm_folder
 from transformers import AutoModel, AutoTokenizer, GPTNeoXConfig, LlamaConfig, LlamaForCausalLM
 
-from conftest import SENTENCES, bpe_tokenizer, minilm_folder
 from gpte import Embedder
 from gpte.data.training import read_training_data
 from gpte.evaluate import load_task
@@ -62,7 +62,9 @@ def test_bidirectional_attention_lets_early_positions_see_later_tokens(tiny_mode
 @pytest.mark.parametrize("kind", DECODERS)
 def test_bidirectional_vectors_do_not_depend_on_padding_or_batching(tiny_models, kind):
     right = Embedder.load(tiny_models[kind], pooling="mean", attention="bidirectional", device="cpu")
-    left = Embedder.load(tiny_models[kind], pooling="mean", attention="bidirectional", padding_side="left", device="cpu")
+    left = Embedder.load(
+        tiny_models[kind], pooling="mean", attention="bidirectional", padding_side="left", device="cpu"
+    )
     alone = np.stack([right.encode(text) for text in TEXTS])
     np.testing.assert_allclose(right.encode(TEXTS, batch_size=5), alone, atol=1e-5)
     np.testing.assert_allclose(left.encode(TEXTS, batch_size=5), alone, atol=1e-5)
@@ -71,15 +73,23 @@ def test_bidirectional_vectors_do_not_depend_on_padding_or_batching(tiny_models,
 
 
 def test_attention_mode_is_saved_and_restored(tiny_models, tmp_path):
-    model = Embedder.load(tiny_models["llama"], pooling="mean", attention={"mode": "bidirectional", "last_layers": 1}, device="cpu")
+    model = Embedder.load(
+        tiny_models["llama"], pooling="mean", attention={"mode": "bidirectional", "last_layers": 1}, device="cpu"
+    )
     vectors = model.encode(TEXTS)
     with pytest.warns(UserWarning, match="attention"):
         folder = model.save(tmp_path / "bellm")
-    assert json.loads((folder / "gpte_config.json").read_text())["attention"] == {"mode": "bidirectional", "last_layers": 1}
+    assert json.loads((folder / "gpte_config.json").read_text())["attention"] == {
+        "mode": "bidirectional",
+        "last_layers": 1,
+    }
     reloaded = Embedder.load(folder, device="cpu")
     assert reloaded.info()["attention"] == {"mode": "bidirectional", "last_layers": 1}
     np.testing.assert_array_equal(reloaded.encode(TEXTS), vectors)
-    np.testing.assert_array_equal(Embedder.load(folder, attention="causal", device="cpu").encode(TEXTS), Embedder.load(tiny_models["llama"], pooling="mean", device="cpu").encode(TEXTS))
+    np.testing.assert_array_equal(
+        Embedder.load(folder, attention="causal", device="cpu").encode(TEXTS),
+        Embedder.load(tiny_models["llama"], pooling="mean", device="cpu").encode(TEXTS),
+    )
 
 
 def test_bad_attention_requests_name_the_allowed_values(tiny_models):
@@ -90,9 +100,13 @@ def test_bad_attention_requests_name_the_allowed_values(tiny_models):
     with pytest.raises(ValueError, match="last_layers=3 but the model has 2 layers"):
         Embedder.load(tiny_models["llama"], attention={"mode": "bidirectional", "last_layers": 3})
     tokenizer = bpe_tokenizer("none")
-    config = GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     backbone = Backbone(AutoModel.from_config(config), tokenizer, "decoder")
-    with pytest.raises(ValueError, match="not supported for 'gpt_neox' models; supported: llama, mistral, qwen2, qwen3, gpt2"):
+    with pytest.raises(
+        ValueError, match="not supported for 'gpt_neox' models; supported: llama, mistral, qwen2, qwen3, gpt2"
+    ):
         backbone.set_attention("bidirectional")
     assert backbone.attention.mode == "causal"
 
@@ -135,7 +149,9 @@ def test_echo_pools_the_second_copy_and_refuses_unlocatable_spans(tiny_models):
     tokenizer = model.backbone.tokenizer
     encoded = tokenizer(formatted, return_offsets_mapping=True)
     second = formatted.rindex(text)
-    columns = [i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < second + len(text) and end > second]
+    columns = [
+        i for i, (start, end) in enumerate(encoded["offset_mapping"]) if start < second + len(text) and end > second
+    ]
     expected = _states(model.backbone, [encoded["input_ids"]])[0, columns].mean(dim=0).numpy()
     np.testing.assert_allclose(model.encode(text), expected, atol=1e-6)
     assert not model.encode("").any()  # an empty text: an empty span, a zero vector (as for every pooler)
@@ -143,12 +159,17 @@ def test_echo_pools_the_second_copy_and_refuses_unlocatable_spans(tiny_models):
     with pytest.raises(ValueError, match=r"reads copy 2 of the text, but the prompt 'Say: \{text\}' holds 1"):
         two_copies.encode("hello", prompt="Say: {text}")
     short = Embedder.load(tiny_models["llama"], extraction="echo", max_seq_length=16, device="cpu")
-    with pytest.raises(ValueError, match="copy 2 of the text 'a long sentence that .*' in prompt 'Rewrite the sentence: {text}, rewritten sentence: {text}' has no tokens \\(the copy was cut off at max_seq_length"):
+    with pytest.raises(
+        ValueError,
+        match="copy 2 of the text 'a long sentence that .*' in prompt 'Rewrite the sentence: {text}, rewritten sentence: {text}' has no tokens \\(the copy was cut off at max_seq_length",
+    ):
         short.encode(["fine", "a long sentence that fills the whole budget of tokens before the copy"])
 
 
 def test_prompt_sets_refuse_templates_without_the_text_slot():
-    with pytest.raises(ValueError, match="each template of a prompt set needs a {text} slot; got 'This sentence means:'"):
+    with pytest.raises(
+        ValueError, match="each template of a prompt set needs a {text} slot; got 'This sentence means:'"
+    ):
         PromptSet.parse(["This sentence : {text}", "This sentence means:"])
     with pytest.raises(ValueError, match="unknown extraction 'eol'; choose one of: prompteol, pcoteol, metaeol, echo"):
         Embedder.load(None, extraction="eol")
@@ -156,7 +177,9 @@ def test_prompt_sets_refuse_templates_without_the_text_slot():
 
 @pytest.mark.parametrize("tokenizer_name", ["bert", "bos", "eos", "none"])
 def test_instruction_tokens_are_exactly_the_prompt_segment(tokenizer_name):
-    tokenizer = AutoTokenizer.from_pretrained(minilm_folder()) if tokenizer_name == "bert" else bpe_tokenizer(tokenizer_name)
+    tokenizer = (
+        AutoTokenizer.from_pretrained(minilm_folder()) if tokenizer_name == "bert" else bpe_tokenizer(tokenizer_name)
+    )
     template = PromptTemplate("Instruct: {task}\nQuery: {text}").fill("retrieve passages that answer the question.")
     text = "what is the boiling point of water?"
     out = TextTokenizer(tokenizer, 128).tokenize([text], template, with_segments=True)
@@ -169,14 +192,21 @@ def test_instruction_tokens_are_exactly_the_prompt_segment(tokenizer_name):
 
 def test_instruction_following_models_get_task_instructions_on_queries_only(tiny_models, shared_data):
     template = "Instruct: {task}\nQuery: {text}"
-    model = Embedder.load(tiny_models["llama"], pooling={"name": "mean", "include_prompt": False}, prompts={"query": template}, device="cpu")
+    model = Embedder.load(
+        tiny_models["llama"],
+        pooling={"name": "mean", "include_prompt": False},
+        prompts={"query": template},
+        device="cpu",
+    )
     task = load_task(shared_data / "retrieval/cranfield")
     assert task.instruction.startswith("Given a query")
     encoder = TaskEncoder(model)
     queries = ["what is the boiling point of water?"]
     expected = model.encode(queries, prompt=template.replace("{task}", task.instruction))
     np.testing.assert_allclose(encoder.encode(queries, task, role="query"), expected, atol=1e-6)
-    np.testing.assert_allclose(encoder.encode(queries, task, role="document"), model.encode(queries, role="document"), atol=1e-6)
+    np.testing.assert_allclose(
+        encoder.encode(queries, task, role="document"), model.encode(queries, role="document"), atol=1e-6
+    )
     plain = Embedder.load(tiny_models["llama"], pooling="mean", device="cpu")  # no {task} slot: no instruction
     np.testing.assert_allclose(TaskEncoder(plain).encode(queries, task, role="query"), plain.encode(queries), atol=1e-6)
 
@@ -186,7 +216,9 @@ def test_instruction_following_models_get_task_instructions_on_queries_only(tiny
 
 def test_latent_attention_starts_as_mean_pooling_trains_and_survives_save(tiny_models, shared_data, tmp_path):
     torch.manual_seed(0)
-    model = Embedder.load(tiny_models["llama"], pooling={"name": "latent_attention", "latents": 16, "heads": 2}, device="cpu")
+    model = Embedder.load(
+        tiny_models["llama"], pooling={"name": "latent_attention", "latents": 16, "heads": 2}, device="cpu"
+    )
     mean = Embedder.load(tiny_models["llama"], pooling="mean", device="cpu")
     np.testing.assert_allclose(model.encode(TEXTS), mean.encode(TEXTS), atol=1e-6)
     data = read_training_data(shared_data / "sts/stsb-en/train.jsonl", score_range=[0, 5], limit=32)
@@ -209,8 +241,16 @@ def tied_llama(tmp_path_factory) -> Path:
     """A tiny random Llama whose LM head is its input embedding matrix (as in SmolLM2)."""
     torch.manual_seed(0)
     tokenizer = bpe_tokenizer("bos")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     folder = tmp_path_factory.mktemp("tied-llama")
     AutoModel.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -234,7 +274,9 @@ def test_mntp_predicts_masked_tokens_from_the_previous_position(tied_llama):
     value = loss(TrainingBatch([TEXTS], [features]))
     torch.manual_seed(2)
     chosen = loss.choose(features)
-    hidden = model.backbone(TokenBatch(loss.corrupt(features.input_ids, chosen), features.attention_mask, features.position_ids))[0]
+    hidden = model.backbone(
+        TokenBatch(loss.corrupt(features.input_ids, chosen), features.attention_mask, features.position_ids)
+    )[0]
     logits = hidden[:, :-1] @ model.backbone.model.get_input_embeddings().weight.T
     expected = torch.nn.functional.cross_entropy(logits[chosen[:, 1:]], features.input_ids[:, 1:][chosen[:, 1:]])
     assert value.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -254,22 +296,44 @@ def test_mntp_refuses_encoders_untied_heads_without_a_source_and_wrappers(tiny_m
     loss = build_loss({"name": "mntp", "lm_head": str(tmp_path / "causal"), "mask_token": "<unk>"}, untied)
     torch.testing.assert_close(loss.head_weight(), causal_lm.lm_head.weight)
     with pytest.raises(ValueError, match="works on tokens, not embeddings: matryoshka cannot wrap it"):
-        build_loss({"name": "mntp", "lm_head": str(tmp_path / "causal"), "mask_token": "<unk>", "matryoshka": {"dims": [16]}}, untied)
+        build_loss(
+            {"name": "mntp", "lm_head": str(tmp_path / "causal"), "mask_token": "<unk>", "matryoshka": {"dims": [16]}},
+            untied,
+        )
 
 
 def test_llm2vec_recipe_mntp_then_simcse_with_lora_saves_reloads_and_merges(tied_llama, tmp_path):
-    rows = [{"text": text} for text in dict.fromkeys(SENTENCES + TEXTS + ["a dog runs in the park", "rain falls on the city"]) if text]
+    rows = [
+        {"text": text}
+        for text in dict.fromkeys(SENTENCES + TEXTS + ["a dog runs in the park", "rain falls on the city"])
+        if text
+    ]
     (tmp_path / "sentences.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
     recipe = {
         "model": str(tied_llama),
         "output": "out",
         "stages": [
-            {"name": "mntp", "model_options": {"attention": "bidirectional", "pooling": "mean"},
-             "data": ["sentences.jsonl"], "loss": {"name": "mntp", "mask_token": "<unk>"},
-             "training": {"max_steps": 1, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "lora": lora}},
-            {"name": "simcse", "data": ["sentences.jsonl"], "loss": "simcse",
-             "training": {"max_steps": 1, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "lora": lora, "attention_dropout": 0.1}},
+            {
+                "name": "mntp",
+                "model_options": {"attention": "bidirectional", "pooling": "mean"},
+                "data": ["sentences.jsonl"],
+                "loss": {"name": "mntp", "mask_token": "<unk>"},
+                "training": {"max_steps": 1, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0, "lora": lora},
+            },
+            {
+                "name": "simcse",
+                "data": ["sentences.jsonl"],
+                "loss": "simcse",
+                "training": {
+                    "max_steps": 1,
+                    "batch_size": 4,
+                    "learning_rate": 1e-2,
+                    "warmup_ratio": 0.0,
+                    "lora": lora,
+                    "attention_dropout": 0.1,
+                },
+            },
         ],
     }
     (tmp_path / "llm2vec.yaml").write_text(yaml.safe_dump(recipe))
@@ -280,7 +344,9 @@ def test_llm2vec_recipe_mntp_then_simcse_with_lora_saves_reloads_and_merges(tied
         assert model.info()["attention"]["mode"] == "bidirectional" and model.info()["pooling"]["name"] == "mean"
     middle = Embedder.load(mntp_folder, device="cpu").encode(TEXTS)
     after = Embedder.load(simcse_folder, device="cpu").encode(TEXTS)
-    assert not np.allclose(middle, before, atol=1e-4) and not np.allclose(after, middle, atol=1e-4)  # both stages trained
+    assert not np.allclose(middle, before, atol=1e-4) and not np.allclose(
+        after, middle, atol=1e-4
+    )  # both stages trained
     # the stage's adapter on the stage's starting model gives the merged model's vectors
     adapter_model = Embedder.load(mntp_folder, device="cpu")
     adapter_model.backbone.load_adapter(tmp_path / "out/simcse/adapter")
@@ -291,20 +357,35 @@ def test_e5_style_instruction_tuning_trains_eos_pooling_with_instructions_masked
     rows = [
         {"query": "how do magnets work?", "positive": "Magnets attract iron.", "task": "Retrieve physics answers."},
         {"query": "two dogs run", "positive": "Dogs are running.", "task": "Retrieve semantically similar text."},
-        {"query": "a girl styles her hair", "positive": "A girl is styling her hair.", "task": "Retrieve semantically similar text."},
-        {"query": "men play soccer", "positive": "A group of men play soccer on the beach.", "task": "Retrieve semantically similar text."},
+        {
+            "query": "a girl styles her hair",
+            "positive": "A girl is styling her hair.",
+            "task": "Retrieve semantically similar text.",
+        },
+        {
+            "query": "men play soccer",
+            "positive": "A group of men play soccer on the beach.",
+            "task": "Retrieve semantically similar text.",
+        },
     ]
     path = tmp_path / "instructed.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     data = read_training_data(path, columns=["query", "positive"], instruction="task")
     pooling = {"name": "last", "append_eos": True, "include_prompt": False}
-    model = Embedder.load(tied_llama, pooling=pooling, prompts={"query": "Instruct: {task}\nQuery: {text}"}, device="cpu")
+    model = Embedder.load(
+        tied_llama, pooling=pooling, prompts={"query": "Instruct: {task}\nQuery: {text}"}, device="cpu"
+    )
     before = model.encode(["how do magnets work?"], role="query", task="Retrieve physics answers.")
     config = TrainingConfig(epochs=1, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, lora={"r": 4, "alpha": 8})
     train(model, build_loss({"name": "infonce", "temperature": 0.05}, model), [data], config, tmp_path / "run")
     after = model.encode(["how do magnets work?"], role="query", task="Retrieve physics answers.")
     assert not np.allclose(before, after, atol=1e-4)
-    tokens = model.tokenizer.tokenize(["how do magnets work?"], model.resolve_prompt(role="query", task="x"), model.pooler.suffix_ids(model.backbone.tokenizer), True)
+    tokens = model.tokenizer.tokenize(
+        ["how do magnets work?"],
+        model.resolve_prompt(role="query", task="x"),
+        model.pooler.suffix_ids(model.backbone.tokenizer),
+        True,
+    )
     assert tokens.input_ids[0][-1] == model.backbone.tokenizer.eos_token_id  # the pooled token is the appended EOS
 
 
@@ -314,7 +395,9 @@ def test_cli_encode_takes_attention_and_extraction(tiny_models, tmp_path, capsys
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
     args = ["encode", str(tmp_path / "texts.txt"), "--model", str(tiny_models["llama"]), "--no-progress"]
     assert main(args + ["-o", str(tmp_path / "v.npy"), "--attention", "bidirectional", "--extraction", "echo"]) == 0
-    expected = Embedder.load(tiny_models["llama"], attention="bidirectional", extraction="echo", device="cpu").encode(TEXTS)
+    expected = Embedder.load(tiny_models["llama"], attention="bidirectional", extraction="echo", device="cpu").encode(
+        TEXTS
+    )
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
     assert main(args + ["-o", str(tmp_path / "w.npy"), "--extraction", "eol"]) != 0
     assert "unknown extraction 'eol'; choose one of: prompteol, pcoteol, metaeol, echo" in capsys.readouterr().err
@@ -326,5 +409,12 @@ def test_onnx_export_follows_the_attention_mode(tiny_models, tmp_path):
         reference = Embedder.load(tiny_models["llama"], pooling="mean", attention=attention, device="cpu").encode(TEXTS)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the switch re-exports: the old file does not match the new mode
-            onnx = Embedder.load(tiny_models["llama"], pooling="mean", attention=attention, backend="onnx", export_dir=export, device="cpu")
+            onnx = Embedder.load(
+                tiny_models["llama"],
+                pooling="mean",
+                attention=attention,
+                backend="onnx",
+                export_dir=export,
+                device="cpu",
+            )
         np.testing.assert_allclose(onnx.encode(TEXTS), reference, atol=1e-5)

@@ -42,7 +42,9 @@ def test_prompt_exclusion_keeps_text_and_trailing_special_tokens():
     assert build_pooler("cls", include_prompt=False)(states).item() == 3.0
     assert build_pooler("last", include_prompt=False)(states).item() == 5.0
     # weighted_mean keeps the original position weights 4, 5, 6 of the kept tokens
-    torch.testing.assert_close(build_pooler("weighted_mean", include_prompt=False)(states), torch.tensor([[(4 * 3 + 5 * 4 + 6 * 5) / 15.0]]))
+    torch.testing.assert_close(
+        build_pooler("weighted_mean", include_prompt=False)(states), torch.tensor([[(4 * 3 + 5 * 4 + 6 * 5) / 15.0]])
+    )
 
 
 def test_prompt_exclusion_of_an_empty_text_keeps_the_trailing_special_token():
@@ -91,10 +93,24 @@ def test_unknown_pooling_lists_the_choices():
         build_pooler("avg")
     with pytest.raises(ValueError, match="bad options for pooling 'mean'"):
         build_pooler("mean", append_eos=True)
-    assert set(POOLERS) == {"cls", "mean", "mean_sqrt_len", "max", "weighted_mean", "last", "span_mean", "multi_layer", "latent_attention"}
+    assert set(POOLERS) == {
+        "cls",
+        "mean",
+        "mean_sqrt_len",
+        "max",
+        "weighted_mean",
+        "last",
+        "span_mean",
+        "multi_layer",
+        "latent_attention",
+    }
 
 
 def test_pooler_config_round_trips():
-    for name, options in [("last", {"append_eos": True}), ("span_mean", {"copy": 2}), ("multi_layer", {"layers": 2, "token_pooling": "last", "append_eos": True})]:
+    for name, options in [
+        ("last", {"append_eos": True}),
+        ("span_mean", {"copy": 2}),
+        ("multi_layer", {"layers": 2, "token_pooling": "last", "append_eos": True}),
+    ]:
         pooler = build_pooler(name, **options)
         assert build_pooler(pooler.name, **pooler.config()).config() == pooler.config()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gpte.prompts import PromptTemplate, Prompts
+from gpte.prompts import Prompts, PromptTemplate
 
 
 def test_prefix_and_template_forms():

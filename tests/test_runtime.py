@@ -10,8 +10,8 @@ from conftest import SENTENCES
 
 from gpte import Embedder
 from gpte.errors import BackendUnavailableError
+from gpte.models import backends
 from gpte.models.static import StaticEmbedder, distill_static
-from gpte.runtime import backends
 from gpte.runtime.quantization import binary_rescore_search, calibrate, load_ranges, save_ranges
 from gpte.runtime.streaming import encode_to
 
@@ -55,7 +55,7 @@ def _op_count(path, op_type):
 
 
 def test_fused_graph_that_differs_from_torch_is_not_used(tiny_models, tmp_path, monkeypatch):
-    from gpte.runtime import onnx_backend
+    from gpte.models import onnx_backend
 
     folder = _copy(tiny_models["bert"], tmp_path)
     monkeypatch.setattr(onnx_backend, "EXACT_TOLERANCE", -1.0)  # no graph can pass: the fused one must be refused
@@ -236,7 +236,9 @@ def test_static_distillation_save_load_and_mean_of_rows(bert, tmp_path):
         expected = static.table[expected_ids].mean(axis=0) if expected_ids else np.zeros(8)
         np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-7)
     assert len(ids[2]) > bert.max_seq_length
-    assert pickle.loads(pickle.dumps(static)).encode(texts).tobytes() == static.encode(texts).tobytes()  # for worker processes
+    assert (
+        pickle.loads(pickle.dumps(static)).encode(texts).tobytes() == static.encode(texts).tobytes()
+    )  # for worker processes
     loaded = StaticEmbedder.load(static.save(tmp_path / "static"))
     np.testing.assert_array_equal(loaded.encode(TEXTS), static.encode(TEXTS))
     with pytest.raises(ValueError, match="pca_dims must be from 1 to the model's dimension 32"):

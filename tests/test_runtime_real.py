@@ -9,12 +9,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import minilm_folder
 
 from gpte import Embedder
 from gpte.evaluate import discover_tasks, evaluate, select_tasks
-from gpte.runtime.backends import cpu_has_native_bf16
-
-from conftest import minilm_folder
+from gpte.models.backends import cpu_has_native_bf16
 
 pytestmark = pytest.mark.real
 
@@ -38,7 +37,9 @@ def test_onnx_fp32_gives_pytorch_vectors(model_folder, stsb_sentences):
     reference = Embedder.load(model_folder, device="cpu").encode(stsb_sentences)
     onnx = Embedder.load(model_folder, device="cpu", backend="onnx").encode(stsb_sentences)
     difference, cosine = np.abs(onnx - reference).max(), (onnx * reference).sum(axis=1).min()
-    print(f"\nONNX fp32 vs PyTorch fp32 on {len(stsb_sentences)} STS-B sentences: max |diff| {difference:.1e}, min cosine {cosine:.7f}")
+    print(
+        f"\nONNX fp32 vs PyTorch fp32 on {len(stsb_sentences)} STS-B sentences: max |diff| {difference:.1e}, min cosine {cosine:.7f}"
+    )
     assert difference <= 1e-4 and cosine >= 0.99999
 
 
@@ -53,7 +54,9 @@ CASES = [
 @pytest.mark.parametrize("variant, task", CASES)
 def test_reduced_precision_costs_at_most_half_a_point(model_folder, shared_data, variant, task):
     if variant == "bf16":  # the bf16 backend where the CPU has it; else the same bf16 weights, emulated
-        model = Embedder.load(model_folder, device="cpu", **({"backend": "bf16"} if cpu_has_native_bf16() else {"dtype": "bfloat16"}))
+        model = Embedder.load(
+            model_folder, device="cpu", **({"backend": "bf16"} if cpu_has_native_bf16() else {"dtype": "bfloat16"})
+        )
     else:
         model = Embedder.load(model_folder, device="cpu", backend=variant)
     run = evaluate(model, select_tasks(discover_tasks(shared_data), [task]))

@@ -11,12 +11,12 @@ import torch
 
 from gpte import Embedder
 from gpte.cli import main
+from gpte.data.documents import read_documents
 from gpte.search import changes as changes_module
 from gpte.search.chunking import chunk_spans
 from gpte.search.fusion import fuse
 from gpte.search.index import Index, build_index, index_path
 from gpte.search.ranking import Ranking
-from gpte.search.sources import read_documents
 from gpte.similarity import similarity
 
 TEXTS = {
@@ -56,8 +56,13 @@ def test_documents_from_a_folder_and_rows(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.md").write_text("# Title\nbody", encoding="utf-8")
     (tmp_path / ".hidden.txt").write_text("skip me", encoding="utf-8")
-    (tmp_path / "rows.jsonl").write_text(json.dumps({"_id": 7, "title": "T", "text": " body ", "year": 1960, "tags": ["x"]}) + "\n"
-                                         + json.dumps({"text": "no id"}) + "\n", encoding="utf-8")
+    (tmp_path / "rows.jsonl").write_text(
+        json.dumps({"_id": 7, "title": "T", "text": " body ", "year": 1960, "tags": ["x"]})
+        + "\n"
+        + json.dumps({"text": "no id"})
+        + "\n",
+        encoding="utf-8",
+    )
     docs = {doc.id: doc for doc in read_documents(tmp_path)}
     assert set(docs) == {"sub/x.md", "7", "rows.jsonl:1"}
     assert docs["7"].text == "T  body"  # title + " " + text, stripped (BEIR/mteb)
@@ -163,13 +168,19 @@ def test_fusion_formulas():
 def test_incremental_update_embeds_only_changes(built, embedder, tmp_path):
     _, index, source = built
     before = {d: np.array(index.snapshot.vectors[f : f + n]) for d, (_, f, n) in index.snapshot.documents.items()}
-    changed = {**{k: v for k, v in TEXTS.items() if k != "e.txt"}, "b.txt": TEXTS["b.txt"] + " It separates later.", "f.txt": "A new note on flutter."}
+    changed = {
+        **{k: v for k, v in TEXTS.items() if k != "e.txt"},
+        "b.txt": TEXTS["b.txt"] + " It separates later.",
+        "f.txt": "A new note on flutter.",
+    }
     write_docs(source, changed)
     calls = []
     original = embedder.encode
     embedder.encode = lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
     try:
-        report = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
+        report = build_index(
+            tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False
+        )
     finally:
         del embedder.encode
     assert (report.added, report.changed, report.removed, report.unchanged) == (1, 1, 1, 3)
@@ -182,7 +193,11 @@ def test_incremental_update_embeds_only_changes(built, embedder, tmp_path):
     assert "e.txt" not in updated.snapshot.documents
     assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
     again = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
-    assert (again.generation, again.unchanged, again.embedded) == ("gen-000002", 5, 0)  # nothing changed: nothing written
+    assert (again.generation, again.unchanged, again.embedded) == (
+        "gen-000002",
+        5,
+        0,
+    )  # nothing changed: nothing written
     assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
 
 
@@ -209,7 +224,10 @@ def test_killed_build_keeps_the_old_index_and_resumes(embedder, tmp_path, monkey
     report = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     assert report.resumed == 6 and report.embedded > 0
     fresh = build_index(tmp_path / "fresh", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
-    resumed, clean = Index.open(tmp_path / "index", embedder=embedder), Index.open(tmp_path / "fresh", embedder=embedder)
+    resumed, clean = (
+        Index.open(tmp_path / "index", embedder=embedder),
+        Index.open(tmp_path / "fresh", embedder=embedder),
+    )
     assert fresh.chunks == report.chunks
     assert np.abs(np.asarray(resumed.snapshot.vectors) - np.asarray(clean.snapshot.vectors)).max() <= 1e-6
     assert not list((tmp_path / "index").glob("pending-*"))
@@ -254,8 +272,16 @@ def test_cross_encoder_and_llm_rerankers_score_pairs(tmp_path, tiny_models):
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
-    model = BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                                     num_attention_heads=2, intermediate_size=64, num_labels=1))
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=1,
+        )
+    )
     model.save_pretrained(tmp_path / "ce")
     tokenizer.save_pretrained(tmp_path / "ce")
     reranker = CrossEncoderReranker(tmp_path / "ce", batch_size=2)
@@ -270,7 +296,26 @@ def test_cli_index_and_search(tmp_path, tiny_models, capsys):
     source = write_docs(tmp_path / "docs", TEXTS)
     root = tmp_path / "indexes"
     model = str(tiny_models["bert"])
-    assert main(["index", str(source), "--name", "demo", "--model", model, "--root", str(root), "--chunk-tokens", "8", "--overlap", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(source),
+                "--name",
+                "demo",
+                "--model",
+                model,
+                "--root",
+                str(root),
+                "--chunk-tokens",
+                "8",
+                "--overlap",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "5 documents (5 added, 0 changed, 0 removed, 0 unchanged)" in capsys.readouterr().out
     assert main(["search", "demo", "hypersonic stagnation", "--mode", "lexical", "--root", str(root), "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
@@ -294,8 +339,23 @@ def test_killed_gpte_index_process_keeps_the_old_index_and_the_next_run_resumes(
     rows = [{"_id": str(n), "text": f"note {n} on wings"} for n in range(8_192)]
     source.write_text("".join(json.dumps(row) + "\n" for row in rows[:100]), encoding="utf-8")
     root = tmp_path / "indexes"
-    command = [sys.executable, "-m", "gpte.cli", "index", str(source), "--name", "big", "--model", str(tiny_models["bert"]),
-               "--root", str(root), "--chunk-tokens", "0", "--no-ann", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "gpte.cli",
+        "index",
+        str(source),
+        "--name",
+        "big",
+        "--model",
+        str(tiny_models["bert"]),
+        "--root",
+        str(root),
+        "--chunk-tokens",
+        "0",
+        "--no-ann",
+        "--no-progress",
+    ]
     subprocess.run(command, check=True, capture_output=True)
     source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -317,7 +377,26 @@ def test_cli_index_and_search_in_milvus_lite(tmp_path, tiny_models, capsys):
     source = write_docs(tmp_path / "docs", TEXTS)
     uri = str(tmp_path / "milvus.db")
     model = str(tiny_models["bert"])
-    assert main(["index", str(source), "--name", "demo", "--model", model, "--milvus", uri, "--chunk-tokens", "8", "--overlap", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(source),
+                "--name",
+                "demo",
+                "--model",
+                model,
+                "--milvus",
+                uri,
+                "--chunk-tokens",
+                "8",
+                "--overlap",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "5 documents (5 added, 0 changed, 0 removed, 0 unchanged)" in capsys.readouterr().out
     assert main(["search", "demo", "wing", "--filter", "source=e.txt", "--milvus", uri, "--json"]) == 0
     assert [hit["doc_id"] for hit in json.loads(capsys.readouterr().out)] == ["e.txt"]

@@ -34,8 +34,22 @@ def milvus_server(tmp_path_factory):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     data = tmp_path_factory.mktemp("milvus-server")
-    process = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "milvus_lite",
+            "server",
+            "--data-dir",
+            str(data),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as client:
@@ -53,8 +67,17 @@ def milvus_server(tmp_path_factory):
 def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(embedder, tmp_path):
     source = write_docs(tmp_path / "docs", TEXTS)
     uri = tmp_path / "milvus.db"
-    report = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, ann=None, show_progress=False,
-                                work_dir=tmp_path / "work")
+    report = build_milvus_index(
+        uri,
+        "papers",
+        source,
+        embedder=embedder,
+        chunk_tokens=8,
+        overlap=2,
+        ann=None,
+        show_progress=False,
+        work_dir=tmp_path / "work",
+    )
     build_index(tmp_path / "disk", source, embedder=embedder, chunk_tokens=8, overlap=2, ann=None, show_progress=False)
     disk = Index.open(tmp_path / "disk", embedder=embedder)
     assert (report.documents, report.added, report.chunks) == (5, 5, len(disk.snapshot.chunks))
@@ -67,9 +90,22 @@ def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(
         assert [h.score for h in found] == pytest.approx([h.score for h in expected], abs=1e-5)
         assert [(h.text, h.start, h.end) for h in found] == [(h.text, h.start, h.end) for h in expected]
 
-    changed = {**{k: v for k, v in TEXTS.items() if k != "e.txt"}, "a.txt": "Rotor blades stall in forward flight.", "f.txt": "Sonic booms."}
+    changed = {
+        **{k: v for k, v in TEXTS.items() if k != "e.txt"},
+        "a.txt": "Rotor blades stall in forward flight.",
+        "f.txt": "Sonic booms.",
+    }
     write_docs(source, changed)
-    again = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+    again = build_milvus_index(
+        uri,
+        "papers",
+        source,
+        embedder=embedder,
+        chunk_tokens=8,
+        overlap=2,
+        show_progress=False,
+        work_dir=tmp_path / "work",
+    )
     assert (again.added, again.changed, again.removed, again.unchanged) == (1, 1, 1, 3)
     new_texts = [changed["a.txt"], changed["f.txt"]]
     assert again.embedded == sum(len(chunk_spans(text, embedder.backbone.tokenizer, 8, 2)) for text in new_texts)
@@ -77,10 +113,28 @@ def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(
     ids = {h.doc_id for h in reopened.search("anything about flight", k=10)}
     assert ids == {"a.txt", "b.txt", "c.txt", "d.txt", "f.txt"}
     assert reopened.search("rotor blades stall", k=1, filters={"source": "a.txt"})[0].text.startswith("Rotor")
-    nothing = build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+    nothing = build_milvus_index(
+        uri,
+        "papers",
+        source,
+        embedder=embedder,
+        chunk_tokens=8,
+        overlap=2,
+        show_progress=False,
+        work_dir=tmp_path / "work",
+    )
     assert (nothing.unchanged, nothing.embedded) == (5, 0)
     with pytest.raises(ValueError, match="another chunk_tokens"):
-        build_milvus_index(uri, "papers", source, embedder=embedder, chunk_tokens=16, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+        build_milvus_index(
+            uri,
+            "papers",
+            source,
+            embedder=embedder,
+            chunk_tokens=16,
+            overlap=2,
+            show_progress=False,
+            work_dir=tmp_path / "work",
+        )
 
 
 def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milvus_server, tmp_path, monkeypatch):
@@ -97,10 +151,27 @@ def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milv
 
     monkeypatch.setattr(changes_module.PendingVectors, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
-        build_milvus_index(milvus_server, "flights", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False, work_dir=tmp_path / "work")
+        build_milvus_index(
+            milvus_server,
+            "flights",
+            source,
+            embedder=embedder,
+            chunk_tokens=8,
+            overlap=2,
+            show_progress=False,
+            work_dir=tmp_path / "work",
+        )
     monkeypatch.setattr(changes_module.PendingVectors, "add", original_add)
-    report = build_milvus_index(milvus_server, "flights", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False,
-                                work_dir=tmp_path / "work")
+    report = build_milvus_index(
+        milvus_server,
+        "flights",
+        source,
+        embedder=embedder,
+        chunk_tokens=8,
+        overlap=2,
+        show_progress=False,
+        work_dir=tmp_path / "work",
+    )
     assert report.resumed == 6 and report.embedded == report.chunks - 6 and report.added == 5
     index = MilvusIndex.open(milvus_server, "flights", embedder=embedder)
     only = index.search("wing", k=5, filters={"source": ["b.txt", "c.txt"]})
@@ -119,7 +190,8 @@ def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milv
 def test_filter_expressions_and_hit_fusion():
     assert filter_expression(None) == ""
     assert filter_expression({"year": [1961, 1960], "lang": "en"}) == (
-        '(metadata["year"] == 1960 or metadata["year"] == 1961) and (metadata["lang"] == "en")')
+        '(metadata["year"] == 1960 or metadata["year"] == 1961) and (metadata["lang"] == "en")'
+    )
     with pytest.raises(ValueError, match="filters must be a mapping"):
         filter_expression(["year"])
     dense = [Hit("a", 0.9, "a1", 0, 2), Hit("b", 0.5, "b1", 0, 2)]

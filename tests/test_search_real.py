@@ -18,7 +18,9 @@ def cranfield(shared_data, tmp_path_factory):
     embedder = Embedder.load(device="cpu")
     folder = shared_data / "retrieval/cranfield"
     root = tmp_path_factory.mktemp("search") / "cranfield"
-    build_index(root, folder / "corpus.jsonl", embedder=embedder, chunk_tokens=0, show_progress=False)  # whole documents, as evaluate embeds them
+    build_index(
+        root, folder / "corpus.jsonl", embedder=embedder, chunk_tokens=0, show_progress=False
+    )  # whole documents, as evaluate embeds them
     task = load_task(folder, "retrieval/cranfield")
     reference = evaluate(embedder, [task], tmp_path_factory.mktemp("results")).results["retrieval/cranfield"]["scores"]
     return Index.open(root, embedder=embedder), read_beir(folder, "test"), reference
@@ -33,7 +35,9 @@ def scores(index, data, **options):
 def test_exact_search_reproduces_evaluate(cranfield):
     index, data, reference = cranfield
     ours = scores(index, data)
-    print(f"\nCranfield nDCG@10 x 100: evaluate {100 * reference['ndcg_at_10']:.3f}, index exact {100 * ours['ndcg_at_10']:.3f}")
+    print(
+        f"\nCranfield nDCG@10 x 100: evaluate {100 * reference['ndcg_at_10']:.3f}, index exact {100 * ours['ndcg_at_10']:.3f}"
+    )
     assert ours == pytest.approx(reference, abs=1e-9)
 
 
@@ -41,11 +45,22 @@ def test_exact_search_reproduces_evaluate(cranfield):
 def test_hnsw_binary_and_hybrid(cranfield):
     index, data, reference = cranfield
     exact = 100 * reference["ndcg_at_10"]
-    figures = {name: 100 * scores(index, data, **options)["ndcg_at_10"] for name, options in {
-        "hnsw": {"dense_mode": "hnsw"}, "binary+rescore": {"dense_mode": "binary"}, "int8+rescore": {"dense_mode": "int8"}, "bm25": {"mode": "lexical"},
-        "hybrid rrf": {"mode": "hybrid"}, "hybrid weighted": {"mode": "hybrid", "fusion": "weighted"},
-    }.items()}
-    print("\nCranfield nDCG@10 x 100: exact " + f"{exact:.2f}, " + ", ".join(f"{name} {value:.2f}" for name, value in figures.items()))
+    figures = {
+        name: 100 * scores(index, data, **options)["ndcg_at_10"]
+        for name, options in {
+            "hnsw": {"dense_mode": "hnsw"},
+            "binary+rescore": {"dense_mode": "binary"},
+            "int8+rescore": {"dense_mode": "int8"},
+            "bm25": {"mode": "lexical"},
+            "hybrid rrf": {"mode": "hybrid"},
+            "hybrid weighted": {"mode": "hybrid", "fusion": "weighted"},
+        }.items()
+    }
+    print(
+        "\nCranfield nDCG@10 x 100: exact "
+        + f"{exact:.2f}, "
+        + ", ".join(f"{name} {value:.2f}" for name, value in figures.items())
+    )
     assert figures["hnsw"] == pytest.approx(exact, abs=0.5)
     assert figures["binary+rescore"] >= 0.95 * exact
     assert figures["int8+rescore"] == pytest.approx(exact, abs=0.5)
@@ -57,10 +72,23 @@ def test_milvus_lite_reproduces_evaluate(cranfield, shared_data, tmp_path):
     from gpte.search.milvus import MilvusIndex, build_milvus_index
 
     index, data, reference = cranfield
-    build_milvus_index(tmp_path / "milvus.db", "cranfield", shared_data / "retrieval/cranfield/corpus.jsonl", embedder=index.embedder,
-                       chunk_tokens=0, ann=None, show_progress=False, work_dir=tmp_path / "work")
+    build_milvus_index(
+        tmp_path / "milvus.db",
+        "cranfield",
+        shared_data / "retrieval/cranfield/corpus.jsonl",
+        embedder=index.embedder,
+        chunk_tokens=0,
+        ann=None,
+        show_progress=False,
+        work_dir=tmp_path / "work",
+    )
     milvus = MilvusIndex.open(tmp_path / "milvus.db", "cranfield", embedder=index.embedder)
-    figures = {name: 100 * scores(milvus, data, **options)["ndcg_at_10"] for name, options in {
-        "exact": {}, "bm25": {"mode": "lexical"}, "hybrid rrf": {"mode": "hybrid"}}.items()}
-    print("\nCranfield nDCG@10 x 100 through Milvus Lite: " + ", ".join(f"{name} {value:.3f}" for name, value in figures.items()))
+    figures = {
+        name: 100 * scores(milvus, data, **options)["ndcg_at_10"]
+        for name, options in {"exact": {}, "bm25": {"mode": "lexical"}, "hybrid rrf": {"mode": "hybrid"}}.items()
+    }
+    print(
+        "\nCranfield nDCG@10 x 100 through Milvus Lite: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in figures.items())
+    )
     assert figures["exact"] == pytest.approx(100 * reference["ndcg_at_10"], abs=0.01)

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SENTENCES, minilm_folder
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 from sentence_transformers import models as st_models
 
-from conftest import SENTENCES, minilm_folder
 from gpte import Embedder
 
 pytestmark = pytest.mark.real
@@ -55,8 +55,20 @@ def test_saved_model_reloads_identically_in_gpte_and_sentence_transformers(minil
     np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu").encode(sentences), reference, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode, include_prompt", [("cls", True), ("max", True), ("weightedmean", True), ("lasttoken", True), ("mean", False), ("mean_sqrt_len_tokens", True)])
-def test_sentence_transformers_models_with_prompts_and_dense_layers_load_exactly(tiny_models, tmp_path, mode, include_prompt):
+@pytest.mark.parametrize(
+    "mode, include_prompt",
+    [
+        ("cls", True),
+        ("max", True),
+        ("weightedmean", True),
+        ("lasttoken", True),
+        ("mean", False),
+        ("mean_sqrt_len_tokens", True),
+    ],
+)
+def test_sentence_transformers_models_with_prompts_and_dense_layers_load_exactly(
+    tiny_models, tmp_path, mode, include_prompt
+):
     torch.manual_seed(0)
     transformer = st_models.Transformer(str(tiny_models["bert"]), max_seq_length=64)
     pooling = st_models.Pooling(32, pooling_mode=mode, include_prompt=include_prompt)

@@ -30,7 +30,10 @@ def embedder(tiny_models):
 @pytest.fixture(scope="module")
 def index(embedder, tmp_path_factory):
     folder = tmp_path_factory.mktemp("docs")
-    for name, text in {"a.txt": "Wings stall at high angles of attack.", "b.txt": "Hypersonic heat transfer is large."}.items():
+    for name, text in {
+        "a.txt": "Wings stall at high angles of attack.",
+        "b.txt": "Hypersonic heat transfer is large.",
+    }.items():
         (folder / name).write_text(text, encoding="utf-8")
     build_index(folder.parent / "index", folder, embedder=embedder, show_progress=False)
     return Index.open(folder.parent / "index", embedder=embedder)
@@ -52,7 +55,11 @@ def test_embeddings_match_encode_in_both_encodings(client, embedder):
     assert np.array_equal(np.array([row["embedding"] for row in body["data"]], dtype=np.float32), expected)
     tokens = sum(len(ids) for ids in embedder.backbone.tokenizer(texts)["input_ids"])
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
-    b64 = client.post("/v1/embeddings", json={"input": texts[0], "model": "tiny", "encoding_format": "base64", "dimensions": 16}, headers=AUTH).json()
+    b64 = client.post(
+        "/v1/embeddings",
+        json={"input": texts[0], "model": "tiny", "encoding_format": "base64", "dimensions": 16},
+        headers=AUTH,
+    ).json()
     import base64
 
     vector = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
@@ -62,26 +69,44 @@ def test_embeddings_match_encode_in_both_encodings(client, embedder):
 def test_search_health_and_metrics(client, index):
     hits = client.post("/search", json={"query": "why do wings stall", "k": 2}, headers=AUTH).json()
     expected = index.search("why do wings stall", k=2)
-    assert hits["index"] == "docs" and [(h["doc_id"], h["score"]) for h in hits["hits"]] == [(h.doc_id, h.score) for h in expected]
-    assert client.post("/search", json={"query": "heat", "mode": "lexical", "index": "docs"}, headers=AUTH).json()["hits"][0]["doc_id"] == "b.txt"
+    assert hits["index"] == "docs" and [(h["doc_id"], h["score"]) for h in hits["hits"]] == [
+        (h.doc_id, h.score) for h in expected
+    ]
+    assert (
+        client.post("/search", json={"query": "heat", "mode": "lexical", "index": "docs"}, headers=AUTH).json()["hits"][
+            0
+        ]["doc_id"]
+        == "b.txt"
+    )
     assert client.get("/health").json() == {"status": "ok", "models": ["tiny"], "indexes": ["docs"]}
     metrics = client.get("/metrics", headers=AUTH).text
     assert 'gpte_requests_total{route="/v1/embeddings",status="200"}' in metrics
     assert "gpte_request_seconds_bucket" in metrics
 
 
-@pytest.mark.parametrize(("request_kwargs", "status", "message"), [
-    ({"json": {"input": "x", "model": "tiny"}, "headers": {}}, 401, "missing or wrong API key"),
-    ({"json": {"input": "x", "model": "tiny"}, "headers": {"Authorization": "Bearer wrong"}}, 401, "missing or wrong API key"),
-    ({"json": {"input": "x", "model": "gpt-4"}}, 404, "model 'gpt-4' is not served; served models: tiny"),
-    ({"content": b'{"input": "x", "model": ', "headers": {**AUTH, "content-type": "application/json"}}, 422, "json_invalid"),
-    ({"json": {"model": "tiny"}}, 422, "missing"),
-    ({"json": {"input": "x" * 5000, "model": "tiny"}}, 413, "over the limit of 4096 bytes"),
-    ({"json": {"input": ["x"] * 9, "model": "tiny"}}, 413, "9 inputs in one request; the limit is 8"),
-    ({"json": {"input": ["ok", ""], "model": "tiny"}}, 400, "input 1 is an empty string"),
-    ({"json": {"input": [], "model": "tiny"}}, 400, "input is empty"),
-    ({"json": {"input": "x", "model": "tiny", "dimensions": 999}}, 400, "dimensions must be at most 32"),
-])
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "message"),
+    [
+        ({"json": {"input": "x", "model": "tiny"}, "headers": {}}, 401, "missing or wrong API key"),
+        (
+            {"json": {"input": "x", "model": "tiny"}, "headers": {"Authorization": "Bearer wrong"}},
+            401,
+            "missing or wrong API key",
+        ),
+        ({"json": {"input": "x", "model": "gpt-4"}}, 404, "model 'gpt-4' is not served; served models: tiny"),
+        (
+            {"content": b'{"input": "x", "model": ', "headers": {**AUTH, "content-type": "application/json"}},
+            422,
+            "json_invalid",
+        ),
+        ({"json": {"model": "tiny"}}, 422, "missing"),
+        ({"json": {"input": "x" * 5000, "model": "tiny"}}, 413, "over the limit of 4096 bytes"),
+        ({"json": {"input": ["x"] * 9, "model": "tiny"}}, 413, "9 inputs in one request; the limit is 8"),
+        ({"json": {"input": ["ok", ""], "model": "tiny"}}, 400, "input 1 is an empty string"),
+        ({"json": {"input": [], "model": "tiny"}}, 400, "input is empty"),
+        ({"json": {"input": "x", "model": "tiny", "dimensions": 999}}, 400, "dimensions must be at most 32"),
+    ],
+)
 def test_embedding_errors(client, request_kwargs, status, message):
     kwargs = {"headers": AUTH, **request_kwargs}
     response = client.post("/v1/embeddings", **kwargs)
@@ -98,9 +123,13 @@ def test_search_errors(client):
 
 def post_concurrently(app, path: str, bodies: list[dict]) -> list[httpx.Response]:
     """POST every body to ``path`` at once, through the app's lifespan (its batchers running)."""
+
     async def scenario():
         transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+        ):
             return await asyncio.gather(*(http.post(path, json=body) for body in bodies))
 
     return asyncio.run(scenario())
@@ -111,7 +140,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(embedder,
     texts = [f"sentence number {i} about wings" for i in range(40)]
     responses = post_concurrently(app, "/v1/embeddings", [{"input": [t], "model": "tiny"} for t in texts])
     vectors = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
-    assert np.abs(vectors - embedder.encode(texts)).max() <= 1e-5  # batched with others: same vectors up to padding noise
+    assert (
+        np.abs(vectors - embedder.encode(texts)).max() <= 1e-5
+    )  # batched with others: same vectors up to padding noise
 
 
 def test_concurrent_searches_share_query_batches_and_rank_as_the_index_does(embedder, index):
@@ -133,7 +164,14 @@ def _free_port() -> int:
 def test_openai_client_unchanged_against_a_real_server(embedder, index):
     openai = pytest.importorskip("openai")
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app({"tiny": embedder}, {"docs": index}, api_key=KEY), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app({"tiny": embedder}, {"docs": index}, api_key=KEY),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -143,11 +181,15 @@ def test_openai_client_unchanged_against_a_real_server(embedder, index):
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
         texts = ["A man plays a guitar.", "Two dogs run in the park."]
         response = client.embeddings.create(model="tiny", input=texts)  # the client asks for base64 and decodes it
-        assert np.array_equal(np.array([row.embedding for row in response.data], dtype=np.float32), embedder.encode(texts))
+        assert np.array_equal(
+            np.array([row.embedding for row in response.data], dtype=np.float32), embedder.encode(texts)
+        )
         with pytest.raises(openai.NotFoundError):
             client.embeddings.create(model="text-embedding-3-small", input="x")
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).embeddings.create(model="tiny", input="x")
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).embeddings.create(
+                model="tiny", input="x"
+            )
     finally:
         server.should_exit = True
         thread.join(timeout=10)

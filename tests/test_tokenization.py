@@ -1,9 +1,9 @@
 """Tokenization: prompt/text segments, truncation, EOS suffix, empty texts."""
 
 import pytest
+from conftest import bpe_tokenizer, minilm_folder
 from transformers import AutoTokenizer
 
-from conftest import bpe_tokenizer, minilm_folder
 from gpte.models.tokenization import PROMPT, SPECIAL, TextTokenizer
 from gpte.prompts import PromptTemplate
 

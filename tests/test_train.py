@@ -52,9 +52,13 @@ def _max_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
 def test_infonce_overfits_sick_triplets_to_recall_one(tiny_models, shared_data, tmp_path):
     model = Embedder.load(tiny_models["bert"], device="cpu")
     data = read_training_data(_sick_triplets(shared_data, tmp_path / "sick.jsonl"))
-    config = TrainingConfig(epochs=40, batch_size=32, learning_rate=1e-3, warmup_ratio=0.0, logging_steps=10, save_steps=10_000)
+    config = TrainingConfig(
+        epochs=40, batch_size=32, learning_rate=1e-3, warmup_ratio=0.0, logging_steps=10, save_steps=10_000
+    )
     train(model, build_loss("infonce", model), [data], config, tmp_path / "run")
-    logged = [float(row["value"]) for row in csv.DictReader((tmp_path / "run/logs.csv").open()) if row["name"] == "loss"]
+    logged = [
+        float(row["value"]) for row in csv.DictReader((tmp_path / "run/logs.csv").open()) if row["name"] == "loss"
+    ]
     assert logged[0] > 1.0 and logged[-1] < 0.05
     anchors = model.encode([row.texts[0] for row in data.rows])
     positives = model.encode([row.texts[1] for row in data.rows])
@@ -143,10 +147,24 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
         "model": str(tiny_models["bert"]),
         "output": "runs",
         "stages": [
-            {"name": "pairs", "data": [{"path": str(shared_data / "sts/stsb-en/train.jsonl"), "columns": ["sentence1", "sentence2"], "limit": 48}],
-             "loss": {"name": "infonce", "temperature": 0.05}, "training": {"epochs": 1, "batch_size": 16}},
-            {"name": "graded", "data": [{"path": str(shared_data / "sts/stsb-en/train.jsonl"), "score_range": [0, 5], "limit": 48}],
-             "loss": {"name": "cosent", "matryoshka": {"dims": [32, 16, 8]}}, "training": {"epochs": 1, "batch_size": 16}},
+            {
+                "name": "pairs",
+                "data": [
+                    {
+                        "path": str(shared_data / "sts/stsb-en/train.jsonl"),
+                        "columns": ["sentence1", "sentence2"],
+                        "limit": 48,
+                    }
+                ],
+                "loss": {"name": "infonce", "temperature": 0.05},
+                "training": {"epochs": 1, "batch_size": 16},
+            },
+            {
+                "name": "graded",
+                "data": [{"path": str(shared_data / "sts/stsb-en/train.jsonl"), "score_range": [0, 5], "limit": 48}],
+                "loss": {"name": "cosent", "matryoshka": {"dims": [32, 16, 8]}},
+                "training": {"epochs": 1, "batch_size": 16},
+            },
         ],
     }
     path = tmp_path / "recipe.yaml"
@@ -160,7 +178,9 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
     from sentence_transformers import SentenceTransformer
 
     texts = ["a cat", "the weather is fine"]
-    np.testing.assert_allclose(SentenceTransformer(str(second), device="cpu").encode(texts), Embedder.load(second).encode(texts), atol=1e-5)
+    np.testing.assert_allclose(
+        SentenceTransformer(str(second), device="cpu").encode(texts), Embedder.load(second).encode(texts), atol=1e-5
+    )
     stamp = (second / "model.safetensors").stat().st_mtime_ns
     assert main(["train", str(path)]) == 0  # finished stages are kept
     assert (second / "model.safetensors").stat().st_mtime_ns == stamp
@@ -176,7 +196,10 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
         ({"loss": {"name": "cosent"}}, r"loss 'cosent' needs a score for each row; the data has no score column"),
         ({"loss": {"name": "infonse"}}, r"unknown loss 'infonse'; choose one of: infonce"),
         ({"training": {"batch_size": 64}}, r"batch size 64 is larger than the data \(48 rows\)"),
-        ({"training": {"lora": {"target_modules": ["qkv"]}}}, r"LoRA target module\(s\) qkv not found; the model's linear layers: dense, key"),
+        (
+            {"training": {"lora": {"target_modules": ["qkv"]}}},
+            r"LoRA target module\(s\) qkv not found; the model's linear layers: dense, key",
+        ),
         ({"training": {"epoch": 1}}, r"unknown setting\(s\) epoch; known: epochs"),
         ({"data": [{"path": "missing.jsonl"}]}, r"missing.jsonl does not exist"),
     ],
@@ -184,10 +207,11 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
 def test_bad_recipes_fail_before_any_training(tiny_models, tmp_path, change, message):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"anchor": f"text {i}", "positive": f"other {i}"}) + "\n" for i in range(48)))
-    stage = {"name": "s", "data": [{"path": str(pairs)}],
-             "loss": {"name": "infonce"}, "training": {"batch_size": 16}}
+    stage = {"name": "s", "data": [{"path": str(pairs)}], "loss": {"name": "infonce"}, "training": {"batch_size": 16}}
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({"model": str(tiny_models["bert"]), "output": "runs", "stages": [{**stage, **change}]}))
+    path.write_text(
+        yaml.safe_dump({"model": str(tiny_models["bert"]), "output": "runs", "stages": [{**stage, **change}]})
+    )
     from gpte.train.recipe import load_recipe, run_recipe
 
     with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -231,11 +255,30 @@ def test_merge_methods(tiny_models, tmp_path):
     assert _max_difference(merge_models([tmp_path / "a", tmp_path / "b"], "slerp", t=0.0), a) <= 1e-6
     assert _max_difference(merge_models([tmp_path / "a", tmp_path / "b"], "slerp", t=1.0), b) <= 1e-6
     average = merge_models([tmp_path / "a", tmp_path / "b"], "average", weights=[3, 1])
-    expected = {k: (3 * a.state_dict()[k] + b.state_dict()[k]) / 4 for k in a.state_dict() if a.state_dict()[k].is_floating_point()}
+    expected = {
+        k: (3 * a.state_dict()[k] + b.state_dict()[k]) / 4
+        for k in a.state_dict()
+        if a.state_dict()[k].is_floating_point()
+    }
     assert max((average.state_dict()[k] - v).abs().max().item() for k, v in expected.items()) <= 1e-6
     arithmetic = merge_models([tmp_path / "b"], "task_arithmetic", base=tmp_path / "a", scale=1.0)
     np.testing.assert_allclose(arithmetic.encode(texts), b.encode(texts), atol=1e-5)
-    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "m"), "--method", "slerp", "--t", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                str(tmp_path / "a"),
+                str(tmp_path / "b"),
+                "-o",
+                str(tmp_path / "m"),
+                "--method",
+                "slerp",
+                "--t",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m/modules.json").is_file()
     with pytest.raises(ValueError, match="unknown merge method 'ties'; choose one of: average, slerp, task_arithmetic"):
         merge_models([tmp_path / "a", tmp_path / "b"], "ties")
@@ -263,10 +306,30 @@ def test_torchrun_two_processes_train_a_recipe_with_shared_negatives(tiny_models
 
     rows = [{"anchor": f"sentence {i} on topic {i % 7}", "positive": f"text {i} about {i % 5}"} for i in range(64)]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = {"model": str(tiny_models["bert"]), "output": "runs",
-              "stages": [{"name": "s", "data": [{"path": "pairs.jsonl"}], "loss": {"name": "infonce"}, "training": {"batch_size": 8, "save_steps": 4}}]}
+    recipe = {
+        "model": str(tiny_models["bert"]),
+        "output": "runs",
+        "stages": [
+            {
+                "name": "s",
+                "data": [{"path": "pairs.jsonl"}],
+                "loss": {"name": "infonce"},
+                "training": {"batch_size": 8, "save_steps": 4},
+            }
+        ],
+    }
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "gpte.cli", "train", "recipe.yaml"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "gpte.cli",
+        "train",
+        "recipe.yaml",
+    ]
     finished = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     state = json.loads((tmp_path / "runs/s/checkpoints/checkpoint-4/trainer_state.json").read_text())

@@ -18,7 +18,9 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_layouts_scores_negatives_and_instructions(tmp_path):
-    pairs = read_training_data(_jsonl(tmp_path / "sts.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 4.0}]), score_range=[0, 5])
+    pairs = read_training_data(
+        _jsonl(tmp_path / "sts.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 4.0}]), score_range=[0, 5]
+    )
     assert pairs.columns == ["sentence1", "sentence2"] and pairs.rows[0] == TrainingExample(("a", "b"), 0.8)
     rows = [{"query": "q", "positive": "p", "negatives": ["n1", "n2"], "scores": [3, 1, 0], "task": "find it"}]
     tuples = read_training_data(_jsonl(tmp_path / "n.jsonl", rows), instruction="task")
@@ -40,11 +42,22 @@ def test_hugging_face_dataset_folder(tmp_path):
 @pytest.mark.parametrize(
     "rows, options, message",
     [
-        ([{"anchor": "a", "positive": "p"}, {"anchor": "b"}], {}, r"bad.jsonl:2: missing field 'positive' \(fields: anchor\)"),
+        (
+            [{"anchor": "a", "positive": "p"}, {"anchor": "b"}],
+            {},
+            r"bad.jsonl:2: missing field 'positive' \(fields: anchor\)",
+        ),
         ([{"anchor": "a", "positive": 3}], {}, r"bad.jsonl:1: positive is int, not a text"),
         ([{"a": "x", "b": "y"}], {}, r"bad.jsonl:1: cannot tell the text columns from the fields a, b"),
         ([{"sentence1": "a", "sentence2": "b", "score": "high"}], {}, r"bad.jsonl:1: score is not a number: 'high'"),
-        ([{"query": "q", "positive": "p", "negatives": ["n"]}, {"query": "q", "positive": "p", "negatives": ["n", "m"]}], {}, r"bad.jsonl:2: field 'negatives' must be a list of 1 texts"),
+        (
+            [
+                {"query": "q", "positive": "p", "negatives": ["n"]},
+                {"query": "q", "positive": "p", "negatives": ["n", "m"]},
+            ],
+            {},
+            r"bad.jsonl:2: field 'negatives' must be a list of 1 texts",
+        ),
         ([], {}, r"bad.jsonl: the training data is empty"),
         ([{"text": "a"}], {"columns": ["text", "other"]}, r"bad.jsonl:1: no field 'other' \(fields: text\)"),
     ],
@@ -88,7 +101,9 @@ def test_samplers_are_deterministic_per_epoch_and_keep_sources_apart():
 def test_batch_larger_than_data_and_unknown_strategy():
     with pytest.raises(ValueError, match="batch size 64 is larger than the data \\(40 rows\\)"):
         NoDuplicatesBatchSampler(_data(40), 64)
-    with pytest.raises(ValueError, match="unknown sampling strategy 'random'; choose one of: round_robin, proportional"):
+    with pytest.raises(
+        ValueError, match="unknown sampling strategy 'random'; choose one of: round_robin, proportional"
+    ):
         MultiDatasetBatchSampler([], "random")
 
 
@@ -101,9 +116,17 @@ def test_collator_applies_query_and_document_prompts_and_instructions(tiny_model
     decode = lambda features: model.backbone.tokenizer.decode(features.input_ids[0], skip_special_tokens=True)  # noqa: E731
     assert decode(batch.features[0]) == "query : what is rain"
     assert decode(batch.features[1]) == "passage : rain is water"
-    rows = [TrainingExample(("what is rain", "rain is water"), None, "find the answer"), TrainingExample(("hi", "hello"))]
+    rows = [
+        TrainingExample(("what is rain", "rain is water"), None, "find the answer"),
+        TrainingExample(("hi", "hello")),
+    ]
     instructed = TrainingCollator(model)(rows)
     assert decode(instructed.features[0]) == "instruct : find the answer query : what is rain"
     assert instructed.texts == [["what is rain", "hi"], ["rain is water", "hello"]]
     templated = Embedder.load(tiny_models["bert"], device="cpu", prompts={"query": "task: {task} | q: {text}"})
-    assert model.backbone.tokenizer.decode(TrainingCollator(templated)(rows[:1]).features[0].input_ids[0], skip_special_tokens=True) == "task : find the answer | q : what is rain"
+    assert (
+        model.backbone.tokenizer.decode(
+            TrainingCollator(templated)(rows[:1]).features[0].input_ids[0], skip_special_tokens=True
+        )
+        == "task : find the answer | q : what is rain"
+    )

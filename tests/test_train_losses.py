@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from sentence_transformers.sentence_transformer import losses as st_losses
 
 from gpte import Embedder
-from gpte.train.collator import TrainingCollator
 from gpte.data.training import TrainingExample
+from gpte.train.collator import TrainingCollator
 from gpte.train.losses import LOSSES, TrainingBatch, build_loss
 from gpte.train.losses.infonce import InfoNCELoss
 
@@ -52,7 +52,9 @@ def _batch(columns: int, scores: torch.Tensor | None = None) -> TrainingBatch:
 def test_infonce_matches_sentence_transformers_mnrl_with_hard_negatives():
     embeddings = _embeddings(4)
     ours = build_loss({"name": "infonce", "temperature": 0.05}, _StubModel()).compute(embeddings, _batch(4))
-    theirs = st_losses.MultipleNegativesRankingLoss(_StubModel(), scale=20.0).compute_loss_from_embeddings(embeddings, None)
+    theirs = st_losses.MultipleNegativesRankingLoss(_StubModel(), scale=20.0).compute_loss_from_embeddings(
+        embeddings, None
+    )
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-12)
 
 
@@ -60,7 +62,9 @@ def test_infonce_gte_terms_match_sentence_transformers_directions_on_pairs():
     embeddings = _embeddings(2)
     ours = build_loss({"name": "infonce", "gte": True}, _StubModel()).compute(embeddings, _batch(2))
     directions = ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc")
-    theirs = st_losses.MultipleNegativesRankingLoss(_StubModel(), directions=directions).compute_loss_from_embeddings(embeddings, None)
+    theirs = st_losses.MultipleNegativesRankingLoss(_StubModel(), directions=directions).compute_loss_from_embeddings(
+        embeddings, None
+    )
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-12)
 
 
@@ -69,7 +73,9 @@ def test_infonce_by_hand_with_symmetric_and_query_negatives():
     s = lambda a, b: F.cosine_similarity(a, b, dim=0).item() / 0.1  # noqa: E731
     forward = backward = 0.0
     for i in range(ROWS):
-        z = sum(math.exp(s(q[i], d[j])) for j in range(ROWS)) + sum(math.exp(s(q[i], q[j])) for j in range(ROWS) if j != i)
+        z = sum(math.exp(s(q[i], d[j])) for j in range(ROWS)) + sum(
+            math.exp(s(q[i], q[j])) for j in range(ROWS) if j != i
+        )
         forward -= math.log(math.exp(s(q[i], d[i])) / z)
         backward -= math.log(math.exp(s(d[i], q[i])) / sum(math.exp(s(d[i], q[j])) for j in range(ROWS)))
     loss = InfoNCELoss(_StubModel(), temperature=0.1, query_negatives=True, symmetric=True).compute([q, d])
@@ -88,9 +94,18 @@ def test_infonce_by_hand_with_symmetric_and_query_negatives():
 )
 def test_pair_losses_match_sentence_transformers(name, st_class, columns, score_kind):
     embeddings = _embeddings(columns)
-    scores = {"graded": torch.tensor([0.0, 1.5, 3.0, 5.0, 2.5, 4.0]), "unit": torch.rand(ROWS), "margin": torch.randn(ROWS), None: None}[score_kind]
+    scores = {
+        "graded": torch.tensor([0.0, 1.5, 3.0, 5.0, 2.5, 4.0]),
+        "unit": torch.rand(ROWS),
+        "margin": torch.randn(ROWS),
+        None: None,
+    }[score_kind]
     ours = build_loss(name, _StubModel()).compute(embeddings, _batch(columns, scores))
-    theirs = st_class(_StubModel()).compute_loss_from_embeddings(embeddings, scores) if hasattr(st_class, "compute_loss_from_embeddings") else None
+    theirs = (
+        st_class(_StubModel()).compute_loss_from_embeddings(embeddings, scores)
+        if hasattr(st_class, "compute_loss_from_embeddings")
+        else None
+    )
     if theirs is None:  # ST losses without compute_loss_from_embeddings take (features, labels) through the model
         theirs = _st_forward(st_class, embeddings, scores)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-6, abs=1e-9)
@@ -109,7 +124,9 @@ def test_kl_distillation_is_kl_plus_weighted_infonce():
     embeddings = _embeddings(3)
     teacher = torch.randn(ROWS, 2, dtype=torch.float64)
     batch = _batch(3, teacher)
-    pure = build_loss({"name": "kl_distillation", "contrastive_weight": 0.0, "temperature": 0.05}, _StubModel()).compute(embeddings, batch)
+    pure = build_loss(
+        {"name": "kl_distillation", "contrastive_weight": 0.0, "temperature": 0.05}, _StubModel()
+    ).compute(embeddings, batch)
     student = torch.stack([F.cosine_similarity(embeddings[0], c, dim=1) for c in embeddings[1:]], dim=1) / 0.05
     p_teacher = teacher.softmax(dim=1)
     by_hand = (p_teacher * (p_teacher.log() - student.log_softmax(dim=1))).sum(dim=1).mean()
@@ -124,7 +141,9 @@ def test_matryoshka_is_weighted_sum_of_truncated_base_losses():
     scores = torch.tensor([0.0, 1.5, 3.0, 5.0, 2.5, 4.0])
     loss = build_loss({"name": "cosent", "matryoshka": {"dims": [8, 4, 2], "weights": [1.0, 0.5, 0.25]}}, _StubModel())
     base = LOSSES["cosent"](_StubModel())
-    expected = sum(w * base.compute([e[:, :d] for e in embeddings], _batch(2, scores)) for d, w in [(8, 1.0), (4, 0.5), (2, 0.25)])
+    expected = sum(
+        w * base.compute([e[:, :d] for e in embeddings], _batch(2, scores)) for d, w in [(8, 1.0), (4, 0.5), (2, 0.25)]
+    )
     assert loss.compute(embeddings, _batch(2, scores)).item() == pytest.approx(expected.item(), rel=1e-12)
 
 
@@ -143,7 +162,9 @@ def test_gist_masks_negatives_the_guide_scores_above_the_positive():
 
 def test_simcse_views_differ_in_training_and_coincide_in_eval(tiny_models):
     model = Embedder.load(tiny_models["bert"], device="cpu")
-    batch = TrainingCollator(model)([TrainingExample((text,)) for text in ["a cat", "a dog sat", "rain falls", "the sun"]])
+    batch = TrainingCollator(model)(
+        [TrainingExample((text,)) for text in ["a cat", "a dog sat", "rain falls", "the sun"]]
+    )
     loss = build_loss("simcse", model)
     model.eval()
     same = loss(batch)
@@ -157,7 +178,10 @@ def test_simcse_views_differ_in_training_and_coincide_in_eval(tiny_models):
 
 def _tiny_batch(model, rows=8):
     texts = [f"sentence number {i} about topic {i % 3}" for i in range(rows)]
-    examples = [TrainingExample((texts[i], texts[(i + 1) % rows] + " again", texts[(i + 2) % rows] + " not")) for i in range(rows)]
+    examples = [
+        TrainingExample((texts[i], texts[(i + 1) % rows] + " again", texts[(i + 2) % rows] + " not"))
+        for i in range(rows)
+    ]
     return TrainingCollator(model)(examples)
 
 
@@ -168,7 +192,9 @@ def _gradients(model, loss, batch):
     return value.item(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("spec", [{"name": "infonce"}, {"name": "infonce", "gte": True, "matryoshka": {"dims": [32, 8]}}])
+@pytest.mark.parametrize(
+    "spec", [{"name": "infonce"}, {"name": "infonce", "gte": True, "matryoshka": {"dims": [32, 8]}}]
+)
 def test_gradcache_gives_full_batch_loss_and_gradients(tiny_models, spec):
     model = Embedder.load(tiny_models["bert"], device="cpu")
     model.eval()  # dropout off: the full batch and the mini-batches then see the same network
@@ -198,7 +224,9 @@ def test_gradcache_replays_dropout_exactly(tiny_models):
     reference = loss.base.compute(embeddings, batch)
     reference.backward()
     assert value == pytest.approx(reference.item(), abs=1e-6)
-    assert max((p.grad - cached[n]).abs().max().item() for n, p in model.named_parameters() if p.grad is not None) <= 1e-5
+    assert (
+        max((p.grad - cached[n]).abs().max().item() for n, p in model.named_parameters() if p.grad is not None) <= 1e-5
+    )
 
 
 # ----------------------------------------------------------------- DDP: negatives shared across processes

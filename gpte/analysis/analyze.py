@@ -141,8 +141,10 @@ class Analysis:
         if saved.get("key") == self.key:
             return Section(**saved["section"])
         if strict:
-            raise ValueError(f"{path} was made by another model or from other inputs; "
-                             "pass overwrite=True (CLI: --overwrite) or write to another folder")
+            raise ValueError(
+                f"{path} was made by another model or from other inputs; "
+                "pass overwrite=True (CLI: --overwrite) or write to another folder"
+            )
         return None
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -162,7 +164,9 @@ class Analysis:
 
 def geometry_section(analysis: Analysis) -> Section:
     shape = describe(analysis.vectors(analysis.inputs.corpus))
-    return Section("geometry", "Geometry", _geometry_table({"model output": shape}), data={"model output": asdict(shape)})
+    return Section(
+        "geometry", "Geometry", _geometry_table({"model output": shape}), data={"model output": asdict(shape)}
+    )
 
 
 def whitening_section(analysis: Analysis) -> Section:
@@ -179,15 +183,24 @@ def whitening_section(analysis: Analysis) -> Section:
         del model.dense[-1]
     shapes = {"model output": describe(analysis.vectors(inputs.corpus)), "whitened": describe(whitening.apply(raw))}
     after_scores = {task: result["main_score_value"] for task, result in after.items()}
-    rows = [(task, 100 * before[task], 100 * after_scores[task], 100 * (after_scores[task] - before[task])) for task in before]
+    rows = [
+        (task, 100 * before[task], 100 * after_scores[task], 100 * (after_scores[task] - before[task]))
+        for task in before
+    ]
     k = whitening.matrix.shape[1]
-    text = (f"Whitening (Su et al. 2021) fitted on {len(inputs.corpus)} corpus texts, keeping {k} of {raw.shape[1]} "
-            f"dimensions; applied as a linear step before normalization.\n\n{_geometry_table(shapes)}\n\n"
-            + (markdown_table(["task", "main score", "whitened", "change"], rows) if rows else "No tasks scored."))
+    text = (
+        f"Whitening (Su et al. 2021) fitted on {len(inputs.corpus)} corpus texts, keeping {k} of {raw.shape[1]} "
+        f"dimensions; applied as a linear step before normalization.\n\n{_geometry_table(shapes)}\n\n"
+        + (markdown_table(["task", "main score", "whitened", "change"], rows) if rows else "No tasks scored.")
+    )
     if inputs.save_whitened:
         text += f"\n\nThe whitened model is saved in `{inputs.save_whitened}`."
-    data = {"dimensions": k, "geometry": {name: asdict(shape) for name, shape in shapes.items()},
-            "scores": before, "whitened_scores": after_scores}
+    data = {
+        "dimensions": k,
+        "geometry": {name: asdict(shape) for name, shape in shapes.items()},
+        "scores": before,
+        "whitened_scores": after_scores,
+    }
     return Section("whitening", "Whitening", text, data=data)
 
 
@@ -198,17 +211,36 @@ def efficiency_section(analysis: Analysis) -> Section:
     by_dimension = matryoshka_curve(analysis.encoder, analysis.inputs.tasks, dimensions)
     by_precision = precision_curve(analysis.encoder, analysis.inputs.tasks, ranges=analysis.calibration())
     figures = [
-        _figure(analysis, "matryoshka.png", lambda path: curve_plot(_by_task(by_dimension), path, "dimensions kept", "main score",
-                                                                    "Score against Matryoshka dimension", log_x=True)),
-        _figure(analysis, "precision.png", lambda path: curve_plot(_by_task(by_precision), path, "precision", "main score",
-                                                                   "Score against output precision")),
+        _figure(
+            analysis,
+            "matryoshka.png",
+            lambda path: curve_plot(
+                _by_task(by_dimension),
+                path,
+                "dimensions kept",
+                "main score",
+                "Score against Matryoshka dimension",
+                log_x=True,
+            ),
+        ),
+        _figure(
+            analysis,
+            "precision.png",
+            lambda path: curve_plot(
+                _by_task(by_precision), path, "precision", "main score", "Score against output precision"
+            ),
+        ),
     ]
     tasks = [task.name for task in analysis.inputs.tasks]
-    text = ("Main scores (× 100) with vectors cut to the first k dimensions (re-normalized):\n\n"
-            + markdown_table(["dimensions", *tasks], [(d, *(100 * s[t] for t in tasks)) for d, s in by_dimension.items()])
-            + "\n\nMain scores (× 100) on quantized codes (int8 buckets calibrated on the corpus, binary signs):\n\n"
-            + markdown_table(["precision", *tasks], [(p, *(100 * s[t] for t in tasks)) for p, s in by_precision.items()]))
-    return Section("efficiency", "Efficiency curves", text, figures, {"matryoshka": by_dimension, "precision": by_precision})
+    text = (
+        "Main scores (× 100) with vectors cut to the first k dimensions (re-normalized):\n\n"
+        + markdown_table(["dimensions", *tasks], [(d, *(100 * s[t] for t in tasks)) for d, s in by_dimension.items()])
+        + "\n\nMain scores (× 100) on quantized codes (int8 buckets calibrated on the corpus, binary signs):\n\n"
+        + markdown_table(["precision", *tasks], [(p, *(100 * s[t] for t in tasks)) for p, s in by_precision.items()])
+    )
+    return Section(
+        "efficiency", "Efficiency curves", text, figures, {"matryoshka": by_dimension, "precision": by_precision}
+    )
 
 
 def inversion_section(analysis: Analysis) -> Section:
@@ -219,22 +251,42 @@ def inversion_section(analysis: Analysis) -> Section:
     run = run_probe(analysis.vectors, inputs.inversion_train, inputs.inversion_test, tokenizer, inputs.probe)
     test_vectors = analysis.vectors(inputs.inversion_test)
     defenses = _defenses(test_vectors.shape[1], analysis.calibration())
-    recovered = {name: inversion_scores(run.probe.generate(transform(test_vectors)), inputs.inversion_test)
-                 for name, transform in defenses.items()}
+    recovered = {
+        name: inversion_scores(run.probe.generate(transform(test_vectors)), inputs.inversion_test)
+        for name, transform in defenses.items()
+    }
     retrained = _retrained_probes(analysis, defenses) if inputs.adaptive_probe else {}
     costs = analysis.scores(defenses)
-    text = (f"A GEIA-style decoder ({inputs.probe.layers} layers, width {inputs.probe.width}, {inputs.probe.epochs} epochs, "
-            f"{run.train_seconds:.0f} s) learned to write {len(inputs.inversion_train)} sentences back from their vectors, "
-            f"then wrote {len(inputs.inversion_test)} unseen sentences of another set.\n\n"
-            + markdown_table(["decoder input", "token F1", "BLEU", "exact match"],
-                             [("true vectors", 100 * run.held_out.token_f1, 100 * run.held_out.bleu, 100 * run.held_out.exact_match),
-                              ("random vectors", 100 * run.random_baseline.token_f1, 100 * run.random_baseline.bleu,
-                               100 * run.random_baseline.exact_match)])
-            + "\n\nExamples (sentence → written back):\n\n" + "\n".join(f"- {a} → {b}" for a, b in run.examples)
-            + "\n\n" + _defense_table(recovered, retrained, costs, [task.name for task in inputs.tasks]))
-    data = {"held_out": asdict(run.held_out), "random": asdict(run.random_baseline), "train_seconds": run.train_seconds,
-            "examples": run.examples, "defenses": {name: asdict(scores) for name, scores in recovered.items()},
-            "retrained": {name: asdict(scores) for name, scores in retrained.items()}, "costs": costs}
+    text = (
+        f"A GEIA-style decoder ({inputs.probe.layers} layers, width {inputs.probe.width}, {inputs.probe.epochs} epochs, "
+        f"{run.train_seconds:.0f} s) learned to write {len(inputs.inversion_train)} sentences back from their vectors, "
+        f"then wrote {len(inputs.inversion_test)} unseen sentences of another set.\n\n"
+        + markdown_table(
+            ["decoder input", "token F1", "BLEU", "exact match"],
+            [
+                ("true vectors", 100 * run.held_out.token_f1, 100 * run.held_out.bleu, 100 * run.held_out.exact_match),
+                (
+                    "random vectors",
+                    100 * run.random_baseline.token_f1,
+                    100 * run.random_baseline.bleu,
+                    100 * run.random_baseline.exact_match,
+                ),
+            ],
+        )
+        + "\n\nExamples (sentence → written back):\n\n"
+        + "\n".join(f"- {a} → {b}" for a, b in run.examples)
+        + "\n\n"
+        + _defense_table(recovered, retrained, costs, [task.name for task in inputs.tasks])
+    )
+    data = {
+        "held_out": asdict(run.held_out),
+        "random": asdict(run.random_baseline),
+        "train_seconds": run.train_seconds,
+        "examples": run.examples,
+        "defenses": {name: asdict(scores) for name, scores in recovered.items()},
+        "retrained": {name: asdict(scores) for name, scores in retrained.items()},
+        "costs": costs,
+    }
     return Section("inversion", "Inversion risk", text, data=data)
 
 
@@ -247,21 +299,35 @@ def _retrained_probes(analysis: Analysis, defenses: dict[str, Transform]) -> dic
         if transform is identity:
             continue
         _progress(f"inversion: retraining the probe on {name} vectors")
-        probe = InversionProbe.train_on(transform(train), inputs.inversion_train, analysis.model.backbone.tokenizer, inputs.probe)
+        probe = InversionProbe.train_on(
+            transform(train), inputs.inversion_train, analysis.model.backbone.tokenizer, inputs.probe
+        )
         scores[name] = inversion_scores(probe.generate(transform(test)), inputs.inversion_test)
     return scores
 
 
 def _defense_table(recovered: dict, retrained: dict, costs: dict, tasks: list[str]) -> str:
     header = ["defense", "token F1", "BLEU", *(["token F1, retrained probe"] if retrained else []), *tasks]
-    rows = [(name, 100 * scores.token_f1, 100 * scores.bleu,
-             *([100 * retrained[name].token_f1 if name in retrained else "-"] if retrained else []),
-             *(100 * costs[name][task] for task in tasks)) for name, scores in recovered.items()]
-    caveat = ("A retrained probe learned from changed vectors, as an attacker with access to the changed vectors would."
-              if retrained else "The probe was trained on unchanged vectors; an attacker who trains on changed ones "
-              "recovers more (`adaptive_probe`, CLI `--adaptive-probe`, measures that).")
-    return ("Defenses: what the probe recovers from changed vectors (× 100) and what the change costs on the tasks "
-            f"(main score × 100). {caveat}\n\n" + markdown_table(header, rows))
+    rows = [
+        (
+            name,
+            100 * scores.token_f1,
+            100 * scores.bleu,
+            *([100 * retrained[name].token_f1 if name in retrained else "-"] if retrained else []),
+            *(100 * costs[name][task] for task in tasks),
+        )
+        for name, scores in recovered.items()
+    ]
+    caveat = (
+        "A retrained probe learned from changed vectors, as an attacker with access to the changed vectors would."
+        if retrained
+        else "The probe was trained on unchanged vectors; an attacker who trains on changed ones "
+        "recovers more (`adaptive_probe`, CLI `--adaptive-probe`, measures that)."
+    )
+    return (
+        "Defenses: what the probe recovers from changed vectors (× 100) and what the change costs on the tasks "
+        f"(main score × 100). {caveat}\n\n" + markdown_table(header, rows)
+    )
 
 
 def bias_section(analysis: Analysis) -> Section:
@@ -270,13 +336,17 @@ def bias_section(analysis: Analysis) -> Section:
         results.append(bias.association_test(analysis.vectors, name))
         results.append(bias.association_test(analysis.vectors, name, shuffle_targets=True))
     gap = bias.counterfactual_gap(analysis.vectors)
-    text = ("WEAT/SEAT association tests over template sentences (effect size d, one-sided permutation p); each "
-            "shuffled control re-partitions the targets at random.\n\n"
-            + markdown_table(["test", "effect size", "p-value"], [(r.test, r.effect_size, r.p_value) for r in results])
-            + f"\n\nCounterfactual gap c(query, 'He …') − c(query, 'She …') over {len(gap.gaps)} occupations: "
-            f"mean {gap.mean_gap:+.4f}, p = {gap.p_value:.4f} (sign-flip permutation).\n\n"
-            + markdown_table(["occupation", "gap"], sorted(gap.gaps.items(), key=lambda item: -abs(item[1]))))
-    return Section("bias", "Bias", text, data={"association": [asdict(r) for r in results], "counterfactual": asdict(gap)})
+    text = (
+        "WEAT/SEAT association tests over template sentences (effect size d, one-sided permutation p); each "
+        "shuffled control re-partitions the targets at random.\n\n"
+        + markdown_table(["test", "effect size", "p-value"], [(r.test, r.effect_size, r.p_value) for r in results])
+        + f"\n\nCounterfactual gap c(query, 'He …') − c(query, 'She …') over {len(gap.gaps)} occupations: "
+        f"mean {gap.mean_gap:+.4f}, p = {gap.p_value:.4f} (sign-flip permutation).\n\n"
+        + markdown_table(["occupation", "gap"], sorted(gap.gaps.items(), key=lambda item: -abs(item[1])))
+    )
+    return Section(
+        "bias", "Bias", text, data={"association": [asdict(r) for r in results], "counterfactual": asdict(gap)}
+    )
 
 
 def interpret_section(analysis: Analysis) -> Section:
@@ -287,18 +357,27 @@ def interpret_section(analysis: Analysis) -> Section:
         best = int(np.argmax(gold))
         explanation = explain_similarity(model, first[best], second[best], inputs.corpus[:2000])
         data["explanation"] = asdict(explanation)
-        parts.append(f"Why c({first[best]!r}, {second[best]!r}) = {explanation.similarity:.4f}: the words whose deletion "
-                     "lowers it most, and the nearest corpus texts.\n\n"
-                     + markdown_table(["first text: word", "drop"], explanation.words_a[:5]) + "\n\n"
-                     + markdown_table(["second text: word", "drop"], explanation.words_b[:5]) + "\n\n"
-                     + markdown_table(["nearest to the first", "similarity"], explanation.neighbours_a) + "\n\n"
-                     + markdown_table(["nearest to the second", "similarity"], explanation.neighbours_b))
+        parts.append(
+            f"Why c({first[best]!r}, {second[best]!r}) = {explanation.similarity:.4f}: the words whose deletion "
+            "lowers it most, and the nearest corpus texts.\n\n"
+            + markdown_table(["first text: word", "drop"], explanation.words_a[:5])
+            + "\n\n"
+            + markdown_table(["second text: word", "drop"], explanation.words_b[:5])
+            + "\n\n"
+            + markdown_table(["nearest to the first", "similarity"], explanation.neighbours_a)
+            + "\n\n"
+            + markdown_table(["nearest to the second", "similarity"], explanation.neighbours_b)
+        )
     if getattr(getattr(model, "backbone", None), "kind", None) == "decoder" and not len(model.dense):
         samples = inputs.corpus[:3]
         tokens = lm_head_tokens(model, samples, k=8)
         data["lm_head"] = dict(zip(samples, tokens))
-        parts.append(markdown_table(["text", "top LM-head tokens"],
-                                    [(text, ", ".join(f"{t!r} {p:.2f}" for t, p in top)) for text, top in zip(samples, tokens)]))
+        parts.append(
+            markdown_table(
+                ["text", "top LM-head tokens"],
+                [(text, ", ".join(f"{t!r} {p:.2f}" for t, p in top)) for text, top in zip(samples, tokens)],
+            )
+        )
     return Section("interpret", "Interpretability", "\n\n".join(parts) or "No pairs given to explain.", data=data)
 
 
@@ -306,14 +385,25 @@ def figures_section(analysis: Analysis) -> Section:
     inputs, figures, parts = analysis.inputs, [], []
     if inputs.labelled:
         texts, labels = _frequent_labels(*inputs.labelled)
-        figures.append(_figure(analysis, "projection.png", lambda path: projection_plot(analysis.vectors(texts), labels, path)))
+        figures.append(
+            _figure(analysis, "projection.png", lambda path: projection_plot(analysis.vectors(texts), labels, path))
+        )
         parts.append(f"2-D PCA map of {len(texts)} texts of the {PROJECTION_LABELS} most frequent labels.")
     if inputs.pairs:
         positive, negative = _pair_similarities(analysis, inputs.pairs)
-        figures.append(_figure(analysis, "similarity_histogram.png",
-                               lambda path: similarity_histogram(positive, negative, path, "Similarity of positive and negative pairs")))
-        parts.append(f"Similarity of {len(positive)} positive and {len(negative)} negative pairs: mean "
-                     f"{np.mean(positive):.4f} vs {np.mean(negative):.4f}.")
+        figures.append(
+            _figure(
+                analysis,
+                "similarity_histogram.png",
+                lambda path: similarity_histogram(
+                    positive, negative, path, "Similarity of positive and negative pairs"
+                ),
+            )
+        )
+        parts.append(
+            f"Similarity of {len(positive)} positive and {len(negative)} negative pairs: mean "
+            f"{np.mean(positive):.4f} vs {np.mean(negative):.4f}."
+        )
     return Section("figures", "Figures", "\n\n".join(parts) or "No labelled set or pairs given.", figures)
 
 
@@ -336,7 +426,9 @@ def _run_key(model, inputs: AnalysisInputs) -> str:
     sections read."""
     described = {name: value for name, value in asdict(inputs).items() if name not in ("tasks", "save_whitened")}
     described["tasks"] = [str(task.path.resolve()) for task in inputs.tasks]
-    described["model"] = model_key(weights_sha256(model) or f"name:{getattr(model, 'name', type(model).__name__)}", model)
+    described["model"] = model_key(
+        weights_sha256(model) or f"name:{getattr(model, 'name', type(model).__name__)}", model
+    )
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -354,7 +446,10 @@ def _defenses(dimension: int, ranges: np.ndarray) -> dict[str, Transform]:
 
 
 def _geometry_table(shapes: dict) -> str:
-    rows = [(name, s.n_vectors, s.dimension, s.anisotropy, s.effective_rank, *s.top_variance.values()) for name, s in shapes.items()]
+    rows = [
+        (name, s.n_vectors, s.dimension, s.anisotropy, s.effective_rank, *s.top_variance.values())
+        for name, s in shapes.items()
+    ]
     tops = [f"variance in top {k}" for k in next(iter(shapes.values())).top_variance]
     return markdown_table(["vectors", "n", "dimension", "mean pairwise cosine", "effective rank", *tops], rows)
 
@@ -376,7 +471,9 @@ def _frequent_labels(texts: list[str], labels: list[str]) -> tuple[list[str], li
 def _pair_similarities(analysis: Analysis, pairs) -> tuple[np.ndarray, np.ndarray]:
     """Similarities of the positive pairs (gold in the top fifth of the range) and the negative ones (bottom fifth)."""
     first, second, gold, (low, high) = pairs
-    similarity = pairwise_similarity(analysis.vectors(first), analysis.vectors(second), analysis.encoder.similarity_name)
+    similarity = pairwise_similarity(
+        analysis.vectors(first), analysis.vectors(second), analysis.encoder.similarity_name
+    )
     gold = np.asarray(gold)
     span = high - low
     return similarity[gold >= high - PAIR_SHARE * span], similarity[gold <= low + PAIR_SHARE * span]
@@ -407,9 +504,18 @@ def task_split(tasks: list[Task], spec: str) -> tuple[Task, str | None]:
     return matches[0], split or None
 
 
-def inputs_from_tasks(root: str | Path, corpus: str, tasks: Sequence[str] = (), labelled: str | None = None,
-                      pairs: str | None = None, inversion_train: str | None = None, inversion_test: str | None = None,
-                      inversion_test_size: int = 1000, seed: int = 0, **options) -> AnalysisInputs:
+def inputs_from_tasks(
+    root: str | Path,
+    corpus: str,
+    tasks: Sequence[str] = (),
+    labelled: str | None = None,
+    pairs: str | None = None,
+    inversion_train: str | None = None,
+    inversion_test: str | None = None,
+    inversion_test_size: int = 1000,
+    seed: int = 0,
+    **options,
+) -> AnalysisInputs:
     """``AnalysisInputs`` from the task folders below ``root``, each named ``NAME[:SPLIT]`` (``sts/stsb-en:train``).
 
     Args:
@@ -420,7 +526,9 @@ def inputs_from_tasks(root: str | Path, corpus: str, tasks: Sequence[str] = (), 
     """
     known = discover_tasks(root)
     corpus_task, corpus_split = task_split(known, corpus)
-    inputs = AnalysisInputs(task_texts(corpus_task, corpus_split), [task_split(known, name)[0] for name in tasks], **options)
+    inputs = AnalysisInputs(
+        task_texts(corpus_task, corpus_split), [task_split(known, name)[0] for name in tasks], **options
+    )
     if labelled:
         inputs.labelled = labelled_texts(*task_split(known, labelled))
     if pairs:

@@ -71,8 +71,14 @@ def word_vectors(embed: Embed, words: Sequence[str], templates: Sequence[str] = 
     return unit_rows(vectors.mean(axis=1))
 
 
-def association_test(embed: Embed, test: AssociationTest | str, templates: Sequence[str] = TEMPLATES,
-                     permutations: int = PERMUTATIONS, shuffle_targets: bool = False, seed: int = 0) -> AssociationResult:
+def association_test(
+    embed: Embed,
+    test: AssociationTest | str,
+    templates: Sequence[str] = TEMPLATES,
+    permutations: int = PERMUTATIONS,
+    shuffle_targets: bool = False,
+    seed: int = 0,
+) -> AssociationResult:
     """Run one association test (a name from ``bias_sets.TESTS`` or an ``AssociationTest``).
 
     Args:
@@ -84,7 +90,9 @@ def association_test(embed: Embed, test: AssociationTest | str, templates: Seque
     """
     test = _get_test(test)
     if len(test.targets_x) != len(test.targets_y):
-        raise ValueError(f"{test.name}: X and Y must have the same size, got {len(test.targets_x)} and {len(test.targets_y)}")
+        raise ValueError(
+            f"{test.name}: X and Y must have the same size, got {len(test.targets_x)} and {len(test.targets_y)}"
+        )
     if min(map(len, (test.targets_x, test.attributes_a, test.attributes_b))) < 2:
         raise ValueError(f"{test.name}: every word set needs at least 2 words")
     rng = np.random.default_rng(seed)
@@ -97,8 +105,14 @@ def association_test(embed: Embed, test: AssociationTest | str, templates: Seque
     n = len(test.targets_x)
     effect = (association[:n].mean() - association[n:].mean()) / association.std(ddof=1)
     p_value, exact = _permutation_p(association, n, permutations, rng)
-    return AssociationResult(test.name + (" (shuffled control)" if shuffle_targets else ""), float(effect), p_value,
-                             len(association), len(a) + len(b), exact)
+    return AssociationResult(
+        test.name + (" (shuffled control)" if shuffle_targets else ""),
+        float(effect),
+        p_value,
+        len(association),
+        len(a) + len(b),
+        exact,
+    )
 
 
 def _permutation_p(association: np.ndarray, n: int, permutations: int, rng: np.random.Generator) -> tuple[float, bool]:
@@ -113,8 +127,14 @@ def _permutation_p(association: np.ndarray, n: int, permutations: int, rng: np.r
     return float((np.sum(statistics >= observed - 1e-12) + 1) / (permutations + 1)), False
 
 
-def counterfactual_gap(embed: Embed, items: Sequence[str] = OCCUPATIONS, query: str = COUNTERFACTUAL_QUERY,
-                       pair: tuple[str, str] = COUNTERFACTUAL_PAIR, permutations: int = PERMUTATIONS, seed: int = 0) -> CounterfactualResult:
+def counterfactual_gap(
+    embed: Embed,
+    items: Sequence[str] = OCCUPATIONS,
+    query: str = COUNTERFACTUAL_QUERY,
+    pair: tuple[str, str] = COUNTERFACTUAL_PAIR,
+    permutations: int = PERMUTATIONS,
+    seed: int = 0,
+) -> CounterfactualResult:
     """Similarity gap c(query(item), pair[0](item)) - c(query(item), pair[1](item)) over ``items``.
 
     Raises:

@@ -26,7 +26,9 @@ def matryoshka_dimensions(dimension: int) -> list[int]:
     return dimensions + [dimension]
 
 
-def score_transforms(encoder: CachedEncoder, transforms: dict[str, Transform], tasks: Sequence[Task]) -> dict[str, dict[str, float]]:
+def score_transforms(
+    encoder: CachedEncoder, transforms: dict[str, Transform], tasks: Sequence[Task]
+) -> dict[str, dict[str, float]]:
     """Main score (mteb's, as a fraction) of each task for each named transform: ``{transform: {task: score}}``.
 
     Raises:
@@ -41,14 +43,20 @@ def score_transforms(encoder: CachedEncoder, transforms: dict[str, Transform], t
     return scores
 
 
-def matryoshka_curve(encoder: CachedEncoder, tasks: Sequence[Task], dimensions: Sequence[int]) -> dict[int, dict[str, float]]:
+def matryoshka_curve(
+    encoder: CachedEncoder, tasks: Sequence[Task], dimensions: Sequence[int]
+) -> dict[int, dict[str, float]]:
     """``{dimension: {task: score}}`` with vectors cut to each dimension (and re-normalized)."""
     scores = score_transforms(encoder, {str(d): truncate(d) for d in dimensions}, tasks)
     return {int(name): values for name, values in scores.items()}
 
 
-def precision_curve(encoder: CachedEncoder, tasks: Sequence[Task], precisions: Sequence[str] = CURVE_PRECISIONS,
-                    ranges: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+def precision_curve(
+    encoder: CachedEncoder,
+    tasks: Sequence[Task],
+    precisions: Sequence[str] = CURVE_PRECISIONS,
+    ranges: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
     """``{precision: {task: score}}`` on the quantized codes (see ``gpte.analysis.views.precision``); ``ranges``
     calibrate int8/uint8 (None: each encode call's own vectors)."""
     return score_transforms(encoder, {name: precision(name, ranges) for name in precisions}, tasks)

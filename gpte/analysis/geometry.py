@@ -1,10 +1,10 @@
 """The shape of an embedding space: anisotropy, effective rank, variance in the top directions.
 
-    anisotropy      mean cosine over distinct pairs = (|sum_i u_i|^2 - n) / (n (n - 1)),  u_i = x_i / |x_i|
-                    (Ethayarajh 2019: near 0 for an isotropic space, near 1 when all vectors share a direction)
-    effective rank  exp(H(p)),  p_k = s_k / sum_j s_j  over the singular values s of the centred matrix
-                    (Roy & Vetterli 2007): how many directions the vectors really use
-    top variance    share of the total variance in the first k principal directions (PCA)
+anisotropy      mean cosine over distinct pairs = (|sum_i u_i|^2 - n) / (n (n - 1)),  u_i = x_i / |x_i|
+                (Ethayarajh 2019: near 0 for an isotropic space, near 1 when all vectors share a direction)
+effective rank  exp(H(p)),  p_k = s_k / sum_j s_j  over the singular values s of the centred matrix
+                (Roy & Vetterli 2007): how many directions the vectors really use
+top variance    share of the total variance in the first k principal directions (PCA)
 """
 
 from __future__ import annotations
@@ -76,7 +76,13 @@ def describe(vectors: np.ndarray, top: tuple[int, ...] = TOP_DIRECTIONS) -> Geom
     """All geometry figures of ``vectors`` (n, d), from one SVD."""
     array = check_vectors(vectors)
     values = singular_values(array)
-    return Geometry(len(array), array.shape[1], anisotropy(array), _effective_rank(values), {k: _top_variance(values, k) for k in top})
+    return Geometry(
+        len(array),
+        array.shape[1],
+        anisotropy(array),
+        _effective_rank(values),
+        {k: _top_variance(values, k) for k in top},
+    )
 
 
 def _effective_rank(values: np.ndarray) -> float:

@@ -38,7 +38,9 @@ class Explanation:
     shared_neighbours: list[str] = field(default_factory=list)
 
 
-def lm_head_tokens(embedder: Embedder, texts: Sequence[str], k: int = 10, output_embeddings: torch.Tensor | None = None) -> list[list[tuple[str, float]]]:
+def lm_head_tokens(
+    embedder: Embedder, texts: Sequence[str], k: int = 10, output_embeddings: torch.Tensor | None = None
+) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable tokens (token, probability) of each text's embedding through the LM head.
 
     Args:
@@ -54,13 +56,17 @@ def lm_head_tokens(embedder: Embedder, texts: Sequence[str], k: int = 10, output
     if embedder.backbone.kind != "decoder":
         raise ValueError(f"lm_head_tokens reads decoder LLM embedders; this model is an {embedder.backbone.kind}")
     if len(embedder.dense):
-        raise ValueError("the model projects its vectors after pooling (Dense), so they are not in the LM's hidden space")
+        raise ValueError(
+            "the model projects its vectors after pooling (Dense), so they are not in the LM's hidden space"
+        )
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if output_embeddings is None:
         if not getattr(embedder.backbone.config, "tie_word_embeddings", False):
-            raise ValueError("this model does not tie its LM head to its input embeddings; pass output_embeddings= "
-                             "(load_causal_lm(path)[1].get_output_embeddings().weight)")
+            raise ValueError(
+                "this model does not tie its LM head to its input embeddings; pass output_embeddings= "
+                "(load_causal_lm(path)[1].get_output_embeddings().weight)"
+            )
         output_embeddings = embedder.backbone.model.get_input_embeddings().weight
     vectors = torch.as_tensor(embedder.encode(list(texts), normalize=False))
     with torch.no_grad():

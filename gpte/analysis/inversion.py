@@ -91,7 +91,9 @@ class InversionProbe(nn.Module):
         config: the decoder's size and training.
     """
 
-    def __init__(self, embedding_dim: int, tokenizer: PreTrainedTokenizerBase, vocabulary: Sequence[int], config: ProbeConfig) -> None:
+    def __init__(
+        self, embedding_dim: int, tokenizer: PreTrainedTokenizerBase, vocabulary: Sequence[int], config: ProbeConfig
+    ) -> None:
         super().__init__()
         config.check()
         self.config = config
@@ -100,16 +102,29 @@ class InversionProbe(nn.Module):
         self.end = len(self.vocabulary)
         self.embedding_dim = embedding_dim
         self.projection = nn.Linear(embedding_dim, config.width)
-        self.decoder = GPT2LMHeadModel(GPT2Config(
-            vocab_size=self.end + 1, n_positions=config.max_tokens + 2, n_embd=config.width, n_layer=config.layers,
-            n_head=config.heads, bos_token_id=self.end, eos_token_id=self.end,
-        ))
+        self.decoder = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=self.end + 1,
+                n_positions=config.max_tokens + 2,
+                n_embd=config.width,
+                n_layer=config.layers,
+                n_head=config.heads,
+                bos_token_id=self.end,
+                eos_token_id=self.end,
+            )
+        )
 
     # ----------------------------------------------------------------- training
 
     @classmethod
-    def train_on(cls, embeddings: np.ndarray, texts: Sequence[str], tokenizer: PreTrainedTokenizerBase,
-                 config: ProbeConfig | None = None, show_progress: bool = True) -> InversionProbe:
+    def train_on(
+        cls,
+        embeddings: np.ndarray,
+        texts: Sequence[str],
+        tokenizer: PreTrainedTokenizerBase,
+        config: ProbeConfig | None = None,
+        show_progress: bool = True,
+    ) -> InversionProbe:
         """Train a probe to write ``texts[i]`` from ``embeddings[i]``.
 
         Raises:
@@ -136,7 +151,8 @@ class InversionProbe(nn.Module):
         optimizer = torch.optim.AdamW(self.parameters(), lr=config.learning_rate)
         warmup = max(1, steps // 20)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
+            optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+        )
         generator = torch.Generator().manual_seed(config.seed)
         self.train()
         with tqdm(total=steps, desc="inversion probe", unit="step", disable=not show_progress) as bar:
@@ -202,7 +218,9 @@ class InversionProbe(nn.Module):
         return self.tokenizer.decode([self.vocabulary[i] for i in kept], skip_special_tokens=True).strip()
 
 
-def _length_batches(lengths: list[int], batch_size: int, generator: torch.Generator, pool: int = 32) -> list[torch.Tensor]:
+def _length_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, pool: int = 32
+) -> list[torch.Tensor]:
     """Shuffled batches of similar lengths (less padding): a random order cut into pools of ``pool`` batches,
     each pool sorted by length and cut into batches, the batches then shuffled."""
     order = torch.randperm(len(lengths), generator=generator)
@@ -249,7 +267,9 @@ def inversion_scores(predicted: Sequence[str], references: Sequence[str]) -> Inv
         ValueError: the two lists differ in length or are empty.
     """
     if len(predicted) != len(references) or not references:
-        raise ValueError(f"need as many predictions as references (and at least one): {len(predicted)} vs {len(references)}")
+        raise ValueError(
+            f"need as many predictions as references (and at least one): {len(predicted)} vs {len(references)}"
+        )
     f1 = float(np.mean([token_f1(p, r) for p, r in zip(predicted, references)]))
     exact = float(np.mean([words(p) == words(r) for p, r in zip(predicted, references)]))
     bleu = sacrebleu.corpus_bleu(list(predicted), [list(references)], lowercase=True).score / 100
@@ -267,8 +287,14 @@ class ProbeRun:
     train_seconds: float
 
 
-def run_probe(embed: Embed, train_texts: Sequence[str], test_texts: Sequence[str], tokenizer: PreTrainedTokenizerBase,
-              config: ProbeConfig | None = None, show_progress: bool = True) -> ProbeRun:
+def run_probe(
+    embed: Embed,
+    train_texts: Sequence[str],
+    test_texts: Sequence[str],
+    tokenizer: PreTrainedTokenizerBase,
+    config: ProbeConfig | None = None,
+    show_progress: bool = True,
+) -> ProbeRun:
     """Train on ``train_texts`` and score on ``test_texts`` against the random-vector baseline.
 
     Args:
@@ -282,5 +308,10 @@ def run_probe(embed: Embed, train_texts: Sequence[str], test_texts: Sequence[str
     test_vectors = embed(list(test_texts))
     written = probe.generate(test_vectors)
     guessed = probe.generate(random_like(test_vectors, config.seed))
-    return ProbeRun(probe, inversion_scores(written, test_texts), inversion_scores(guessed, test_texts),
-                    list(zip(test_texts[:5], written[:5])), seconds)
+    return ProbeRun(
+        probe,
+        inversion_scores(written, test_texts),
+        inversion_scores(guessed, test_texts),
+        list(zip(test_texts[:5], written[:5])),
+        seconds,
+    )

@@ -36,11 +36,15 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     try:
         import umap
     except ImportError as error:
-        raise ImportError("UMAP projections need umap-learn: pip install umap-learn (or use projection='pca')") from error
+        raise ImportError(
+            "UMAP projections need umap-learn: pip install umap-learn (or use projection='pca')"
+        ) from error
     return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
 
 
-def projection_plot(vectors: np.ndarray, labels: Sequence, path: str | Path, method: str = "pca", title: str = "") -> Path:
+def projection_plot(
+    vectors: np.ndarray, labels: Sequence, path: str | Path, method: str = "pca", title: str = ""
+) -> Path:
     """Scatter of the 2-D projection of ``vectors``, one colour per label."""
     points = project_2d(np.asarray(vectors), method)
     labels = np.asarray([str(label) for label in labels])
@@ -49,8 +53,14 @@ def projection_plot(vectors: np.ndarray, labels: Sequence, path: str | Path, met
     colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     for number, name in enumerate(names):
         rows = labels == name
-        axes.scatter(points[rows, 0], points[rows, 1], s=6, alpha=0.7, color=colours(number % colours.N),
-                     label=name if number < MAX_LEGEND else None)
+        axes.scatter(
+            points[rows, 0],
+            points[rows, 1],
+            s=6,
+            alpha=0.7,
+            color=colours(number % colours.N),
+            label=name if number < MAX_LEGEND else None,
+        )
     if len(names) <= MAX_LEGEND:
         axes.legend(fontsize=7, markerscale=2, loc="best")
     axes.set_title(title or f"{method.upper()} of {len(points)} vectors, {len(names)} labels")
@@ -59,7 +69,9 @@ def projection_plot(vectors: np.ndarray, labels: Sequence, path: str | Path, met
     return _save(figure, path)
 
 
-def curve_plot(curves: Mapping[str, Mapping], path: str | Path, xlabel: str, ylabel: str, title: str = "", log_x: bool = False) -> Path:
+def curve_plot(
+    curves: Mapping[str, Mapping], path: str | Path, xlabel: str, ylabel: str, title: str = "", log_x: bool = False
+) -> Path:
     """One line per curve name; each curve maps x (number or category) -> y."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():

@@ -32,6 +32,7 @@ class Section:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     """A Markdown table; floats are written with 4 significant decimals."""
+
     def cell(value) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value).replace("|", "\\|")
 

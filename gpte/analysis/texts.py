@@ -24,8 +24,10 @@ def task_texts(task: Task, split: str | None = None) -> list[str]:
         return list(dict.fromkeys(row[side] for row in rows for side in ("sentence1", "sentence2")))
     if task.type in LABELLED_TYPES:
         return list(dict.fromkeys(row["text"] for row in read_rows(_split_file(task, split), ("text",))))
-    raise ValueError(f"task {task.name} ({task.type}) has no plain texts here; use a task of type: "
-                     f"{', '.join(PAIR_TYPES + LABELLED_TYPES)} or Retrieval")
+    raise ValueError(
+        f"task {task.name} ({task.type}) has no plain texts here; use a task of type: "
+        f"{', '.join(PAIR_TYPES + LABELLED_TYPES)} or Retrieval"
+    )
 
 
 def labelled_texts(task: Task, split: str | None = None) -> tuple[list[str], list[str]]:

@@ -72,7 +72,9 @@ def gaussian_noise(ratio: float, seed: int = 0) -> Transform:
 
     def apply(vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
-        noise = np.stack([np.random.default_rng([seed, zlib.crc32(row.tobytes())]).standard_normal(len(row)) for row in vectors])
+        noise = np.stack(
+            [np.random.default_rng([seed, zlib.crc32(row.tobytes())]).standard_normal(len(row)) for row in vectors]
+        )
         scale = ratio * np.linalg.norm(vectors, axis=1, keepdims=True) / np.sqrt(vectors.shape[1])
         return (vectors + noise * scale).astype(np.float32)
 

@@ -76,13 +76,20 @@ def add_whitening(embedder: Embedder, whitening: Whitening) -> Embedder:
         ValueError: the whitening was fitted on vectors of another dimension.
     """
     if whitening.matrix.shape[0] != embedder.dimension:
-        raise ValueError(f"the whitening reads {whitening.matrix.shape[0]}-dimensional vectors; the model makes {embedder.dimension}")
+        raise ValueError(
+            f"the whitening reads {whitening.matrix.shape[0]}-dimensional vectors; the model makes {embedder.dimension}"
+        )
     embedder.dense.append(whitening.as_dense().to(embedder.device))
     return embedder
 
 
-def whiten_model(embedder: Embedder, texts: Sequence[str], n_components: int | None = None, batch_size: int = 32,
-                 show_progress: bool | None = None) -> Whitening:
+def whiten_model(
+    embedder: Embedder,
+    texts: Sequence[str],
+    n_components: int | None = None,
+    batch_size: int = 32,
+    show_progress: bool | None = None,
+) -> Whitening:
     """Fit whitening on ``texts`` encoded by ``embedder`` (before normalization) and append it to the model,
     in place; ``embedder.save`` then keeps it. Returns the fitted map.
 

@@ -74,7 +74,10 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
 
 def read_corpus(folder: Path) -> dict[str, str]:
     """Document id -> text (``document_text``) of a BEIR folder's ``corpus.jsonl``."""
-    return {str(row["_id"]): document_text(row.get("title"), row["text"]) for row in read_rows(folder / "corpus.jsonl", ("_id", "text"))}
+    return {
+        str(row["_id"]): document_text(row.get("title"), row["text"])
+        for row in read_rows(folder / "corpus.jsonl", ("_id", "text"))
+    }
 
 
 def read_beir(folder: Path, split: str) -> RetrievalData:

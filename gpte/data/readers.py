@@ -114,7 +114,9 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
     for number, value in iter_jsonl(path):
         if isinstance(value, dict):
             if field not in value:
-                raise ValueError(f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field")
+                raise ValueError(
+                    f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field"
+                )
             value = value[field]
         yield _string(value, f"{path}:{number}")
 
@@ -123,7 +125,9 @@ def _iter_delimited(path: Path, field: str, delimiter: str) -> Iterator[str]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         if field not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field")
+            raise ValueError(
+                f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field"
+            )
         for row in reader:
             yield _string(row[field], f"{path}:{reader.line_num}")
 
@@ -133,7 +137,9 @@ def _iter_parquet(path: Path, field: str) -> Iterator[str]:
 
     parquet = pq.ParquetFile(path)
     if field not in parquet.schema_arrow.names:
-        raise ValueError(f"{path}: no column {field!r} (columns: {', '.join(parquet.schema_arrow.names)}); choose one with --field")
+        raise ValueError(
+            f"{path}: no column {field!r} (columns: {', '.join(parquet.schema_arrow.names)}); choose one with --field"
+        )
     index = 0
     for batch in parquet.iter_batches(columns=[field]):
         for value in batch.column(0).to_pylist():

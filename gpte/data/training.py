@@ -143,7 +143,7 @@ class _Layout:
             if columns is None:
                 raise ValueError(
                     f"{where}: cannot tell the text columns from the fields {', '.join(fields)}; name them with "
-                    f"columns: [anchor, positive, ...] (known layouts: {'; '.join(', '.join(l) for l in KNOWN_LAYOUTS)})"
+                    f"columns: [anchor, positive, ...] (known layouts: {'; '.join(', '.join(layout) for layout in KNOWN_LAYOUTS)})"
                 )
         if score is None:
             score = next((f for f in SCORE_FIELDS if f in record and f not in columns), None)
@@ -164,13 +164,17 @@ class _Layout:
         if self.negatives:
             values = self._field(record, self.negatives, where)
             if not isinstance(values, list) or len(values) != self.n_negatives:
-                raise ValueError(f"{where}: field {self.negatives!r} must be a list of {self.n_negatives} texts like the first row's, got {values!r:.80}")
+                raise ValueError(
+                    f"{where}: field {self.negatives!r} must be a list of {self.n_negatives} texts like the first row's, got {values!r:.80}"
+                )
             texts += [_string(value, f"{where}: {self.negatives}[{i}]") for i, value in enumerate(values)]
         score = self._score(record, where, score_range) if self.score else None
         instruction = self._text(record, self.instruction, where) if self.instruction else None
         return TrainingExample(tuple(texts), score, instruction)
 
-    def _score(self, record: dict[str, Any], where: str, score_range: Sequence[float] | None) -> float | tuple[float, ...]:
+    def _score(
+        self, record: dict[str, Any], where: str, score_range: Sequence[float] | None
+    ) -> float | tuple[float, ...]:
         value = self._field(record, self.score, where)
         values = value if isinstance(value, list) else [value]
         numbers = [_number(v, f"{where}: {self.score}") for v in values]
@@ -181,7 +185,9 @@ class _Layout:
         if self.score_shape is None:
             self.score_shape = shape
         elif shape != self.score_shape:
-            raise ValueError(f"{where}: {shape or 'a single'} score(s) in {self.score!r}; the first row has {self.score_shape or 'a single'}")
+            raise ValueError(
+                f"{where}: {shape or 'a single'} score(s) in {self.score!r}; the first row has {self.score_shape or 'a single'}"
+            )
         return tuple(numbers) if isinstance(value, list) else numbers[0]
 
     def _text(self, record: dict[str, Any], name: str, where: str) -> str:
@@ -190,7 +196,9 @@ class _Layout:
     @staticmethod
     def _field(record: dict[str, Any], name: str, where: str) -> Any:
         if name not in record or record[name] is None:
-            raise ValueError(f"{where}: missing field {name!r} (fields: {', '.join(k for k, v in record.items() if v is not None)})")
+            raise ValueError(
+                f"{where}: missing field {name!r} (fields: {', '.join(k for k, v in record.items() if v is not None)})"
+            )
         return record[name]
 
 

@@ -1,8 +1,8 @@
 """MTEB-compatible evaluation: the eight task types with mteb's metrics and protocols, on local folders.
 
-    from gpte import Embedder
-    from gpte.evaluate import discover_tasks, evaluate
-    run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
+from gpte import Embedder
+from gpte.evaluate import discover_tasks, evaluate
+run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
 """
 
 from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder

@@ -22,7 +22,7 @@ import numpy as np
 
 from gpte.evaluate.tasks import Task
 from gpte.evaluate.vector_cache import VectorCache
-from gpte.prompts import PromptTemplate, Prompts
+from gpte.prompts import Prompts, PromptTemplate
 
 
 @runtime_checkable
@@ -105,5 +105,7 @@ class TaskEncoder:
             raise ValueError(f"task {task.name}: the model returned shape {vectors.shape} for {len(texts)} texts")
         bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
         if len(bad):
-            raise ValueError(f"task {task.name}: the model returned NaN or infinity for text index {bad[0]}: {texts[bad[0]]!r:.80}")
+            raise ValueError(
+                f"task {task.name}: the model returned NaN or infinity for text index {bad[0]}: {texts[bad[0]]!r:.80}"
+            )
         return vectors

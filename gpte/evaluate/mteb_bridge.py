@@ -48,19 +48,41 @@ def _dataset(task: Task, mteb_task: Any) -> Any:
         return DatasetDict({split: Dataset.from_list(read_rows(rows_path, ("sentence1", "sentence2", "score")))})
     if task.type == "PairClassification":
         rows = read_rows(rows_path, ("sentence1", "sentence2", "label"))
-        return DatasetDict({split: Dataset.from_dict({
-            "sentence1": [r["sentence1"] for r in rows], "sentence2": [r["sentence2"] for r in rows], "labels": [int(r["label"]) for r in rows]})})
+        return DatasetDict(
+            {
+                split: Dataset.from_dict(
+                    {
+                        "sentence1": [r["sentence1"] for r in rows],
+                        "sentence2": [r["sentence2"] for r in rows],
+                        "labels": [int(r["label"]) for r in rows],
+                    }
+                )
+            }
+        )
     if task.type == "Classification":
-        return DatasetDict({name: Dataset.from_list(read_rows(task.path / f"{name}.jsonl", ("text", "label"))) for name in ("train", split)})
+        return DatasetDict(
+            {
+                name: Dataset.from_list(read_rows(task.path / f"{name}.jsonl", ("text", "label")))
+                for name in ("train", split)
+            }
+        )
     if task.type == "Clustering":
         mteb_task.max_fraction_of_documents_to_embed = None  # the reference protocol embeds every text
         rows = read_rows(rows_path, ("text", "label"))
-        return DatasetDict({split: Dataset.from_dict({"sentences": [r["text"] for r in rows], "labels": [r["label"] for r in rows]})})
+        return DatasetDict(
+            {split: Dataset.from_dict({"sentences": [r["text"] for r in rows], "labels": [r["label"] for r in rows]})}
+        )
     if task.type == "BitextMining":
         return DatasetDict({split: Dataset.from_list(read_rows(rows_path, ("sentence1", "sentence2")))})
     if task.type == "Summarization":
         mteb_task.min_score, mteb_task.max_score = low, high
-        return DatasetDict({split: Dataset.from_list(read_rows(rows_path, ("text", "human_summaries", "machine_summaries", "relevance")))})
+        return DatasetDict(
+            {
+                split: Dataset.from_list(
+                    read_rows(rows_path, ("text", "human_summaries", "machine_summaries", "relevance"))
+                )
+            }
+        )
     return {split: _retrieval_split(task)}
 
 
@@ -72,8 +94,17 @@ def _retrieval_split(task: Task) -> dict[str, Any]:
         data = read_beir(task.path, task.split)
         corpus = [{"id": doc, "title": "", "text": text} for doc, text in data.corpus.items()]
         queries = [{"id": query, "text": text} for query, text in data.queries.items()]
-        return {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries), "relevant_docs": data.qrels, "top_ranked": None}
-    rows = [r for r in read_rows(task.path / f"{task.split}.jsonl", ("query", "positive", "negative")) if r["positive"] and r["negative"]]
+        return {
+            "corpus": Dataset.from_list(corpus),
+            "queries": Dataset.from_list(queries),
+            "relevant_docs": data.qrels,
+            "top_ranked": None,
+        }
+    rows = [
+        r
+        for r in read_rows(task.path / f"{task.split}.jsonl", ("query", "positive", "negative"))
+        if r["positive"] and r["negative"]
+    ]
     corpus, queries, qrels, top_ranked = [], [], {}, {}
     for index, row in enumerate(rows):
         query_id = f"{task.split}_query{index}"
@@ -83,4 +114,9 @@ def _retrieval_split(task: Task) -> dict[str, Any]:
         corpus += [{"id": doc, "title": "", "text": text} for doc, text, _ in docs]
         qrels[query_id] = {doc: grade for doc, _, grade in docs}
         top_ranked[query_id] = [doc for doc, _, _ in docs]
-    return {"corpus": Dataset.from_list(corpus), "queries": Dataset.from_list(queries), "relevant_docs": qrels, "top_ranked": top_ranked}
+    return {
+        "corpus": Dataset.from_list(corpus),
+        "queries": Dataset.from_list(queries),
+        "relevant_docs": qrels,
+        "top_ranked": top_ranked,
+    }

@@ -40,12 +40,16 @@ def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [f"{'task':<{width}}  " + "  ".join(f"{label[-18:]:>18}" for label in labels)]
     for name in tasks:
         cells = [table[label].get(name, {}).get("main_score_value") for label in labels]
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells))
+        lines.append(
+            f"{name:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells)
+        )
     averages = {label: type_averages(results) for label, results in table.items()}
     for key in sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k)):
         cells = [averages[label].get(key) for label in labels]
         title = "mean over tasks" if key == "overall" else f"mean {key}"
-        lines.append(f"{title:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells))
+        lines.append(
+            f"{title:<{width}}  " + "  ".join(f"{100 * c:18.2f}" if c is not None else f"{'-':>18}" for c in cells)
+        )
     return "\n".join(lines)
 
 
@@ -61,7 +65,12 @@ def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(keys) * len(table)), 4))
     width = 0.8 / len(table)
     for offset, (label, values) in enumerate(averages.items()):
-        axes.bar([i + offset * width for i in range(len(keys))], [100 * values.get(k, 0) for k in keys], width, label=Path(label).name)
+        axes.bar(
+            [i + offset * width for i in range(len(keys))],
+            [100 * values.get(k, 0) for k in keys],
+            width,
+            label=Path(label).name,
+        )
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys, rotation=30, ha="right")
     axes.set_ylabel("main score × 100")
     axes.legend()

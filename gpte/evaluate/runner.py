@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import gpte
+from gpte._version import __version__
 from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
 from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
@@ -66,7 +66,7 @@ def evaluate(
         try:
             task = fetch_data(task)
             result = _run_task(task, encoder, model, model_name, fingerprint, batch_size)
-        except Exception as error:  # noqa: BLE001 - one task's failure must not lose the others
+        except Exception as error:
             run.failures[task.name] = f"{type(error).__name__}: {error}"
             _progress(f"[{number}/{len(tasks)}] {task.name} FAILED: {run.failures[task.name]}")
             continue
@@ -87,7 +87,9 @@ def _disk_cache(folder: str | Path, model: Any, fingerprint: str | None, model_n
     return VectorCache(folder, model_key(fingerprint or f"name:{model_name}", model))
 
 
-def _run_task(task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int) -> dict[str, Any]:
+def _run_task(
+    task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int
+) -> dict[str, Any]:
     started, encode_before = time.perf_counter(), encoder.seconds
     scores = EVALUATORS[task.type](task, encoder)
     return {
@@ -99,7 +101,7 @@ def _run_task(task: Task, encoder: TaskEncoder, model: Any, model_name: str, fin
         "main_score_value": scores[task.main_score],
         "scores": scores,
         "provenance": {
-            "gpte_version": gpte.__version__,
+            "gpte_version": __version__,
             "model": model_name,
             "model_sha256": fingerprint,
             "dataset_path": str(task.path.resolve()),

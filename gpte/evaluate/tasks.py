@@ -136,8 +136,10 @@ def fetch_data(task: Task) -> Task:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(task.hf_dataset, repo_type="dataset", revision=task.metadata.get("hf_revision")))
-    except Exception as error:  # noqa: BLE001 - every failure here means "cannot get the data"
+        folder = Path(
+            snapshot_download(task.hf_dataset, repo_type="dataset", revision=task.metadata.get("hf_revision"))
+        )
+    except Exception as error:
         raise ConnectionError(
             f"task {task.name}: could not get dataset {task.hf_dataset!r} from the Hugging Face Hub "
             f"({type(error).__name__}: {error}). Without network, download it into a folder and point a task "
@@ -177,7 +179,9 @@ def select_tasks(tasks: list[Task], names: list[str] | None) -> list[Task]:
         if not matches:
             known = [task.name for task in tasks] + [task.name.rsplit("/", 1)[-1] for task in tasks]
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; known tasks: {', '.join(t.name for t in tasks)}"
+            hint = (
+                f"; did you mean {', '.join(close)}?" if close else f"; known tasks: {', '.join(t.name for t in tasks)}"
+            )
             raise ValueError(f"unknown task {name!r}{hint}")
         selected += [task for task in matches if task not in selected]
     return selected

@@ -65,7 +65,9 @@ class AttentionMode:
             return cls(spec)
         if isinstance(spec, dict) and set(spec) <= {"mode", "last_layers"}:
             return cls(**spec)
-        raise ValueError(f"attention must be 'causal', 'bidirectional' or {{'mode': ..., 'last_layers': k}}, got {spec!r}")
+        raise ValueError(
+            f"attention must be 'causal', 'bidirectional' or {{'mode': ..., 'last_layers': k}}, got {spec!r}"
+        )
 
     def config(self) -> dict[str, Any]:
         return {"mode": self.mode, "last_layers": self.last_layers}

@@ -93,13 +93,17 @@ class Backbone(nn.Module):
             kind = detect_kind(config)
             model_class = encoder_only_class(config) if kind == "encoder-decoder" else AutoModel
             if model_class is None:
-                raise ValueError(f"{config.model_type} is an encoder-decoder with no encoder-only class in transformers")
+                raise ValueError(
+                    f"{config.model_type} is an encoder-decoder with no encoder-only class in transformers"
+                )
             model, info = model_class.from_pretrained(
                 folder, config=config, dtype=parse_dtype(dtype), output_loading_info=True, **options
             )
             tokenizer = AutoTokenizer.from_pretrained(folder, **options)
-        except Exception as error:  # noqa: BLE001 - corrupt files fail in transformers, safetensors, tokenizers...
-            raise ModelLoadError(f"could not load a transformer from {where}: {type(error).__name__}: {error}") from error
+        except Exception as error:
+            raise ModelLoadError(
+                f"could not load a transformer from {where}: {type(error).__name__}: {error}"
+            ) from error
         missing = [key for key in info["missing_keys"] if not any(m in key for m in UNUSED_WEIGHT_MARKERS)]
         if missing:
             raise ModelLoadError(
@@ -134,7 +138,11 @@ class Backbone(nn.Module):
         ``max_position_embeddings - padding_idx - 1`` tokens (514 -> 512).
         """
         value = next(
-            (v for v in (getattr(self.config, n, None) for n in ("max_position_embeddings", "n_positions")) if isinstance(v, int) and v > 0),
+            (
+                v
+                for v in (getattr(self.config, n, None) for n in ("max_position_embeddings", "n_positions"))
+                if isinstance(v, int) and v > 0
+            ),
             None,
         )
         position_embeddings = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
@@ -151,7 +159,9 @@ class Backbone(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def forward(self, batch: TokenBatch, all_layers: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    def forward(
+        self, batch: TokenBatch, all_layers: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Run the transformer; returns the last layer's states and, if ``all_layers``, every layer's."""
         inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if self.kind == "decoder" and self._takes_position_ids:
@@ -171,7 +181,9 @@ class Backbone(nn.Module):
         """
         mode = AttentionMode.parse(spec)
         if mode.mode != "causal" and self.kind != "decoder":
-            raise ValueError(f"attention modes apply to decoder backbones; this {self.kind} attends bidirectionally already")
+            raise ValueError(
+                f"attention modes apply to decoder backbones; this {self.kind} attends bidirectionally already"
+            )
         previous = self._attention.mode
         self._attention.remove()
         try:
@@ -214,7 +226,9 @@ class Backbone(nn.Module):
     def has_lora(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def add_lora(self, r: int = 8, alpha: float = 16, dropout: float = 0.0, target_modules: list[str] | None = None) -> None:
+    def add_lora(
+        self, r: int = 8, alpha: float = 16, dropout: float = 0.0, target_modules: list[str] | None = None
+    ) -> None:
         """Wrap the transformer with LoRA adapters (peft); only the adapters are trained afterwards.
 
         Args:
@@ -234,10 +248,14 @@ class Backbone(nn.Module):
 
     def check_lora_targets(self, target_modules: list[str]) -> None:
         """Raise ValueError if a name is not the last component of one of the model's linear layers."""
-        names = {name.rsplit(".", 1)[-1] for name, module in self.model.named_modules() if isinstance(module, nn.Linear)}
+        names = {
+            name.rsplit(".", 1)[-1] for name, module in self.model.named_modules() if isinstance(module, nn.Linear)
+        }
         unknown = sorted(set(target_modules) - names)
         if unknown:
-            raise ValueError(f"LoRA target module(s) {', '.join(unknown)} not found; the model's linear layers: {', '.join(sorted(names))}")
+            raise ValueError(
+                f"LoRA target module(s) {', '.join(unknown)} not found; the model's linear layers: {', '.join(sorted(names))}"
+            )
 
     def load_adapter(self, folder: str | Path, trainable: bool = False) -> None:
         """Wrap the transformer with the LoRA adapter saved in ``folder`` (``adapter_config.json``)."""

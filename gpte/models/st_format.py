@@ -37,7 +37,16 @@ ST_LEGACY_POOLING_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 ST_MODULE_ORDER = ("Transformer", "Pooling", "Dense", "Normalize")
-GPTE_CONFIG_KEYS = ("pooling", "normalize", "max_seq_length", "prompts", "default_prompt", "similarity", "padding_side", "attention")
+GPTE_CONFIG_KEYS = (
+    "pooling",
+    "normalize",
+    "max_seq_length",
+    "prompts",
+    "default_prompt",
+    "similarity",
+    "padding_side",
+    "attention",
+)
 
 
 @dataclass
@@ -161,7 +170,10 @@ def write_layout(
         (folder / path).mkdir()
         modules.append(_module(len(modules), path, "Normalize"))
     _write_json(folder / "modules.json", modules)
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": layout.max_seq_length, "do_lower_case": layout.lowercase})
+    _write_json(
+        folder / "sentence_bert_config.json",
+        {"max_seq_length": layout.max_seq_length, "do_lower_case": layout.lowercase},
+    )
     _write_json(
         folder / "config_sentence_transformers.json",
         {

@@ -36,7 +36,9 @@ TABLE_FILE = "static.safetensors"
 DISTILL_BATCH = 512
 
 
-def distill_static(embedder: Any, pca_dims: int | None = 256, sif_coefficient: float | None = 1e-4, show_progress: bool = True) -> StaticEmbedder:
+def distill_static(
+    embedder: Any, pca_dims: int | None = 256, sif_coefficient: float | None = 1e-4, show_progress: bool = True
+) -> StaticEmbedder:
     """Distil a ``StaticEmbedder`` from a gpte ``Embedder``.
 
     Args:
@@ -48,7 +50,9 @@ def distill_static(embedder: Any, pca_dims: int | None = 256, sif_coefficient: f
         ValueError: pca_dims out of range, or a pooler that needs prompt segments.
     """
     if embedder.pooler.needs_segments:
-        raise ValueError(f"{embedder.pooler.name} pooling needs prompt segments; static distillation takes plain-token poolers")
+        raise ValueError(
+            f"{embedder.pooler.name} pooling needs prompt segments; static distillation takes plain-token poolers"
+        )
     if pca_dims is not None and not 1 <= pca_dims <= embedder.dimension:
         raise ValueError(f"pca_dims must be from 1 to the model's dimension {embedder.dimension}, got {pca_dims!r}")
     table = _token_table(embedder, show_progress)
@@ -60,8 +64,14 @@ def distill_static(embedder: Any, pca_dims: int | None = 256, sif_coefficient: f
         inverse_rank = 1 / np.arange(2, len(table) + 2)
         probability = inverse_rank / inverse_rank.sum()
         table *= (sif_coefficient / (sif_coefficient + probability)).astype(np.float32)[:, None]
-    config = {"source": embedder.name, "pca_dims": pca_dims, "sif_coefficient": sif_coefficient, "normalize": embedder.normalize,
-              "similarity": embedder.similarity_name, "lowercase": embedder.tokenizer.lowercase}
+    config = {
+        "source": embedder.name,
+        "pca_dims": pca_dims,
+        "sif_coefficient": sif_coefficient,
+        "normalize": embedder.normalize,
+        "similarity": embedder.similarity_name,
+        "lowercase": embedder.tokenizer.lowercase,
+    }
     return StaticEmbedder(table, embedder.backbone.tokenizer, config)
 
 
@@ -138,7 +148,13 @@ class StaticEmbedder:
         return {"embeddings": self._weights}
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "backend": self.backend, "vocabulary": len(self.table), "dimension": self.dimension, **self.config}
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "vocabulary": len(self.table),
+            "dimension": self.dimension,
+            **self.config,
+        }
 
     def encode(
         self,

@@ -51,8 +51,13 @@ def encode_multi_process(
         return np.asarray(embedder.encode([], **encode_options))
     threads = max(1, cores // processes)
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(embedder, threads)) as pool:
-        futures = [pool.submit(_encode_chunk, texts[start : start + chunk_size], encode_options) for start in range(0, len(texts), chunk_size)]
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_start_worker, initargs=(embedder, threads)
+    ) as pool:
+        futures = [
+            pool.submit(_encode_chunk, texts[start : start + chunk_size], encode_options)
+            for start in range(0, len(texts), chunk_size)
+        ]
         try:
             return np.concatenate([future.result() for future in futures])
         except BrokenProcessPool as error:

@@ -96,7 +96,12 @@ def _hamming_top(query_bits: np.ndarray, corpus_bits: np.ndarray, k: int) -> np.
         block = corpus_bits[start : start + SEARCH_CHUNK]
         distance = np.bitwise_count(query_bits[:, None, :] ^ block[None, :, :]).sum(axis=2, dtype=np.int64)
         merged_distance = np.concatenate([best_distance, distance], axis=1)
-        merged_index = np.concatenate([best_index, np.broadcast_to(np.arange(start, start + len(block)), distance.shape)], axis=1)
+        merged_index = np.concatenate(
+            [best_index, np.broadcast_to(np.arange(start, start + len(block)), distance.shape)], axis=1
+        )
         keep = np.argsort(merged_distance, axis=1, kind="stable")[:, :k]
-        best_distance, best_index = np.take_along_axis(merged_distance, keep, 1), np.take_along_axis(merged_index, keep, 1)
+        best_distance, best_index = (
+            np.take_along_axis(merged_distance, keep, 1),
+            np.take_along_axis(merged_index, keep, 1),
+        )
     return best_index

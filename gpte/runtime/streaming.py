@@ -84,7 +84,9 @@ def encode_to(
     output = check_output(output, overwrite)
     _check_stream_options(chunk_size, precision)
     if precision in ("int8", "uint8") and ranges is None:
-        return _encode_then_quantize(embedder, texts, output, field, chunk_size, precision, show_progress, started, encode_options)
+        return _encode_then_quantize(
+            embedder, texts, output, field, chunk_size, precision, show_progress, started, encode_options
+        )
     source = _Source(texts, field)
     state = {
         "version": STATE_VERSION,
@@ -93,13 +95,21 @@ def encode_to(
         "chunk_size": chunk_size,
         "model": model_key(weights_sha256(embedder) or "", embedder),
         "options": json.loads(json.dumps({"precision": precision, **encode_options}, default=str)),
-        "ranges_sha256": None if ranges is None else hashlib.sha256(np.asarray(ranges, np.float32).tobytes()).hexdigest(),
+        "ranges_sha256": None
+        if ranges is None
+        else hashlib.sha256(np.asarray(ranges, np.float32).tobytes()).hexdigest(),
     }
     partial = _PartialFile(output)
     done = partial.resume(state)
     n_chunks = -(-source.count // chunk_size)
     n_truncated = 0
-    with tqdm(total=source.count, initial=min(done * chunk_size, source.count), unit="text", disable=not show_progress, desc="encode") as bar:
+    with tqdm(
+        total=source.count,
+        initial=min(done * chunk_size, source.count),
+        unit="text",
+        disable=not show_progress,
+        desc="encode",
+    ) as bar:
         for number, chunk in enumerate(source.chunks(chunk_size, skip=done), start=done):
             vectors, truncated = _encode_chunk(embedder, chunk, encode_options)
             n_truncated += truncated
@@ -124,21 +134,39 @@ def _check_stream_options(chunk_size: int, precision: str) -> None:
 
 
 def _encode_then_quantize(
-    embedder: Any, texts: Any, output: Path, field: str | None, chunk_size: int, precision: str,
-    show_progress: bool, started: float, encode_options: dict[str, Any],
+    embedder: Any,
+    texts: Any,
+    output: Path,
+    field: str | None,
+    chunk_size: int,
+    precision: str,
+    show_progress: bool,
+    started: float,
+    encode_options: dict[str, Any],
 ) -> StreamReport:
     """int8/uint8 with the ranges of all vectors: stream float32 to a hidden (resumable) file, take the
     per-dimension min/max chunk by chunk, then write the quantized output chunk by chunk."""
     floats = output.with_name(f".{output.name}.float32.npy")
-    report = encode_to(embedder, texts, floats, field=field, chunk_size=chunk_size, overwrite=True, show_progress=show_progress, **encode_options)
+    report = encode_to(
+        embedder,
+        texts,
+        floats,
+        field=field,
+        chunk_size=chunk_size,
+        overwrite=True,
+        show_progress=show_progress,
+        **encode_options,
+    )
     vectors = np.load(floats, mmap_mode="r")
     blocks = range(0, len(vectors), chunk_size)
     ranges = None
     if len(vectors) >= 2:
-        ranges = np.vstack((
-            np.min([vectors[i : i + chunk_size].min(axis=0) for i in blocks], axis=0),
-            np.max([vectors[i : i + chunk_size].max(axis=0) for i in blocks], axis=0),
-        ))
+        ranges = np.vstack(
+            (
+                np.min([vectors[i : i + chunk_size].min(axis=0) for i in blocks], axis=0),
+                np.max([vectors[i : i + chunk_size].max(axis=0) for i in blocks], axis=0),
+            )
+        )
     partial = _PartialFile(output)
     partial.resume({"n": len(vectors), "chunk_size": chunk_size, "job": "quantize"})
     for number, start in enumerate(blocks):
@@ -213,7 +241,9 @@ class _PartialFile:
             self._create(vectors.shape[1], vectors.dtype)
         expected = (self.state["dim"], self.state["dtype"])
         if (vectors.shape[1], str(vectors.dtype)) != expected:
-            raise ValueError(f"chunk {number} has {vectors.shape[1]} {vectors.dtype} columns, the file {expected[0]} {expected[1]}")
+            raise ValueError(
+                f"chunk {number} has {vectors.shape[1]} {vectors.dtype} columns, the file {expected[0]} {expected[1]}"
+            )
         data = np.ascontiguousarray(vectors).tobytes()
         with open(self.path, "r+b") as handle:
             handle.seek(self._offset(number * self.state["chunk_size"]))
@@ -238,7 +268,11 @@ class _PartialFile:
 
     def _create(self, dim: int, dtype: np.dtype) -> None:
         self.state.update(dim=int(dim), dtype=str(np.dtype(dtype)))
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (self.state["n"], int(dim))}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (self.state["n"], int(dim)),
+        }
         with open(self.path, "wb") as handle:
             np.lib.format.write_array_header_2_0(handle, header)
             self.state["offset"] = handle.tell()
@@ -266,7 +300,9 @@ class _PartialFile:
         with atomic_path(output, overwrite=True) as temporary, pq.ParquetWriter(temporary, schema) as writer:
             for number in range(-(-self.state["n"] // self.state["chunk_size"])):
                 flat = pa.array(np.frombuffer(self._chunk_bytes(number), dtype=dtype))
-                writer.write_table(pa.table({PARQUET_COLUMN: pa.FixedSizeListArray.from_arrays(flat, dim)}, schema=schema))
+                writer.write_table(
+                    pa.table({PARQUET_COLUMN: pa.FixedSizeListArray.from_arrays(flat, dim)}, schema=schema)
+                )
 
     def _read_progress(self) -> dict[str, Any] | None:
         try:

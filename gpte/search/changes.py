@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from gpte.data.documents import Document
 from gpte.models.fingerprint import model_key, weights_sha256
 from gpte.search.chunking import check_chunking, chunk_spans
-from gpte.search.sources import Document
 from gpte.search.store import PendingVectors, text_hash
 
 SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
@@ -83,20 +83,34 @@ def build_settings(embedder: Any, model: str | None, chunk_tokens: int, overlap:
     """The settings an index records and checks on every later build: model (name and weights key),
     chunking, similarity and dimension."""
     check_chunking(chunk_tokens, overlap)
-    return {"model": model, "model_key": embedder_key(embedder), "chunk_tokens": chunk_tokens,
-            "overlap": overlap, "similarity": embedder.similarity_name, "dimension": embedder.dimension}
+    return {
+        "model": model,
+        "model_key": embedder_key(embedder),
+        "chunk_tokens": chunk_tokens,
+        "overlap": overlap,
+        "similarity": embedder.similarity_name,
+        "dimension": embedder.dimension,
+    }
 
 
-def check_same_settings(where: str, previous: dict[str, Any], settings: dict[str, Any],
-                        remedy: str = "rebuild it (gpte index --rebuild) or use another index name") -> None:
+def check_same_settings(
+    where: str,
+    previous: dict[str, Any],
+    settings: dict[str, Any],
+    remedy: str = "rebuild it (gpte index --rebuild) or use another index name",
+) -> None:
     """Refuse to update the index ``where`` (built with ``previous`` settings) with other model or chunking."""
     for key in SETTINGS_CHECKED:
         if previous.get(key) != settings[key]:
             what = "model" if key == "model_key" else key
-            raise ValueError(f"{where} was built with another {what} ({previous.get(key)!r:.40} vs {settings[key]!r:.40}); {remedy}")
+            raise ValueError(
+                f"{where} was built with another {what} ({previous.get(key)!r:.40} vs {settings[key]!r:.40}); {remedy}"
+            )
 
 
-def plan_changes(documents: list[Document], old_hashes: dict[str, str], embedder: Any, chunk_tokens: int, overlap: int) -> Plan:
+def plan_changes(
+    documents: list[Document], old_hashes: dict[str, str], embedder: Any, chunk_tokens: int, overlap: int
+) -> Plan:
     """Compare ``documents`` with the indexed ones (doc_id -> content hash) and chunk the new and changed ones."""
     plan = Plan(documents)
     tokenizer = embedder.backbone.tokenizer if chunk_tokens else None
@@ -124,8 +138,15 @@ class NewVectors:
     pending: PendingVectors
 
 
-def embed_new_chunks(texts: list[str], embedder: Any, pending_root: Path, model_key_: str, batch_size: int,
-                     show_progress: bool, ready: dict[str, np.ndarray] | None = None) -> NewVectors:
+def embed_new_chunks(
+    texts: list[str],
+    embedder: Any,
+    pending_root: Path,
+    model_key_: str,
+    batch_size: int,
+    show_progress: bool,
+    ready: dict[str, np.ndarray] | None = None,
+) -> NewVectors:
     """Vectors of the distinct ``texts`` by text hash: ready-made ones (``ready``, e.g. from
     ``gpte.search.distributed``), those an interrupted build left pending under ``pending_root``, and the
     others embedded SAVE_EVERY at a time and kept as pending parts."""
@@ -137,7 +158,9 @@ def embed_new_chunks(texts: list[str], embedder: Any, pending_root: Path, model_
     ready_hashes = {h for h in hashes if h not in done and ready and h in ready}
     done.update({h: ready[h] for h in ready_hashes})
     todo = [text for text, h in zip(distinct, hashes) if h not in done]
-    with tqdm(total=len(distinct), initial=len(distinct) - len(todo), desc="index", unit="chunk", disable=not show_progress) as bar:
+    with tqdm(
+        total=len(distinct), initial=len(distinct) - len(todo), desc="index", unit="chunk", disable=not show_progress
+    ) as bar:
         for start in range(0, len(todo), SAVE_EVERY):
             part = todo[start : start + SAVE_EVERY]
             vectors = embedder.encode(part, role="document", batch_size=batch_size, show_progress=False)

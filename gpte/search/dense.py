@@ -40,7 +40,9 @@ def check_mode(mode: str) -> None:
 def build_hnsw(vectors: np.ndarray, similarity_name: str) -> faiss.Index:
     """An HNSW graph over ``vectors`` (normalized first for cosine)."""
     if similarity_name not in ANN_SIMILARITIES:
-        raise ValueError(f"approximate search supports models with {' or '.join(ANN_SIMILARITIES)} similarity, not {similarity_name!r}; use exact search")
+        raise ValueError(
+            f"approximate search supports models with {' or '.join(ANN_SIMILARITIES)} similarity, not {similarity_name!r}; use exact search"
+        )
     index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     index.add(_ann_vectors(vectors, similarity_name))
@@ -63,7 +65,9 @@ def binary_codes(vectors: np.ndarray) -> np.ndarray:
 def build_int8(vectors: np.ndarray, similarity_name: str) -> faiss.IndexScalarQuantizer:
     """An 8-bit scalar-quantized flat index over ``vectors`` (normalized first for cosine)."""
     if similarity_name not in ANN_SIMILARITIES:
-        raise ValueError(f"int8 search supports models with {' or '.join(ANN_SIMILARITIES)} similarity, not {similarity_name!r}; use exact search")
+        raise ValueError(
+            f"int8 search supports models with {' or '.join(ANN_SIMILARITIES)} similarity, not {similarity_name!r}; use exact search"
+        )
     array = _ann_vectors(vectors, similarity_name)
     index = faiss.IndexScalarQuantizer(array.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     index.train(array)
@@ -87,8 +91,14 @@ def _ann_vectors(vectors: np.ndarray, similarity_name: str) -> np.ndarray:
 class DenseSearcher:
     """Search chunk vectors and rank documents (best chunk per document)."""
 
-    def __init__(self, vectors: np.ndarray, layout: DocumentLayout, similarity_name: str, hnsw: faiss.Index | None = None,
-                 codes: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        layout: DocumentLayout,
+        similarity_name: str,
+        hnsw: faiss.Index | None = None,
+        codes: np.ndarray | None = None,
+    ) -> None:
         """``codes``: the vectors' sign bits saved at build time (else computed at the first binary search)."""
         self.vectors = vectors
         self.layout = layout
@@ -99,8 +109,15 @@ class DenseSearcher:
         self._int8: faiss.IndexScalarQuantizer | None = None
         self._doc_of_chunk = layout.doc_of_chunk
 
-    def search(self, queries: np.ndarray, top: int, mode: str = "exact", allowed: np.ndarray | None = None,
-               ef_search: int = 128, rescore: int = 10) -> list[Ranking]:
+    def search(
+        self,
+        queries: np.ndarray,
+        top: int,
+        mode: str = "exact",
+        allowed: np.ndarray | None = None,
+        ef_search: int = 128,
+        rescore: int = 10,
+    ) -> list[Ranking]:
         """The ``top`` documents for each query vector (rows of ``queries``); ``allowed`` (a boolean mask
         over chunks) restricts the search to those chunks."""
         check_mode(mode)
@@ -119,23 +136,33 @@ class DenseSearcher:
         for first_doc, end_doc in self.layout.doc_blocks(BLOCK_ROWS):
             start = int(self.layout.first_rows[first_doc])
             end = int(self.layout.first_rows[end_doc - 1] + self.layout.counts[end_doc - 1])
-            block = torch.from_numpy(np.array(self.vectors[start:end], dtype=np.float32))  # a copy: the memory map is read-only
+            block = torch.from_numpy(
+                np.array(self.vectors[start:end], dtype=np.float32)
+            )  # a copy: the memory map is read-only
             scores = similarity(query_tensor, block, self.similarity_name).numpy()
             if allowed is not None:
                 scores = np.where(allowed[start:end], scores, -np.inf).astype(np.float32)
             for q, row in enumerate(scores):
-                rankings[q] = merge_rankings(rankings[q], rank_chunk_scores(row, self.layout, (first_doc, end_doc), top), top)
+                rankings[q] = merge_rankings(
+                    rankings[q], rank_chunk_scores(row, self.layout, (first_doc, end_doc), top), top
+                )
         return rankings
 
-    def _hnsw(self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None, ef_search: int) -> list[Ranking]:
+    def _hnsw(
+        self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None, ef_search: int
+    ) -> list[Ranking]:
         if self.hnsw is None:
-            raise ValueError("this index was built without an HNSW graph; rebuild it with ann='hnsw' or search in exact mode")
+            raise ValueError(
+                "this index was built without an HNSW graph; rebuild it with ann='hnsw' or search in exact mode"
+            )
         selector = _selector(allowed)  # kept alive for the search: FAISS holds no reference to it
         params = faiss.SearchParametersHNSW(efSearch=max(ef_search, candidates), sel=selector)
         _, rows = self.hnsw.search(_ann_vectors(queries, self.similarity_name), candidates, params=params)
         return [self._rescored(query, hits, top) for query, hits in zip(queries, rows)]
 
-    def _binary_rescored(self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None) -> list[Ranking]:
+    def _binary_rescored(
+        self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None
+    ) -> list[Ranking]:
         if self._binary is None:
             codes = np.ascontiguousarray(self._codes if self._codes is not None else binary_codes(self.vectors))
             self._binary = faiss.IndexBinaryFlat(codes.shape[1] * 8)
@@ -144,11 +171,15 @@ class DenseSearcher:
         _, rows = self._binary.search(binary_codes(queries), candidates, params=faiss.SearchParameters(sel=selector))
         return [self._rescored(query, hits, top) for query, hits in zip(queries, rows)]
 
-    def _int8_rescored(self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None) -> list[Ranking]:
+    def _int8_rescored(
+        self, queries: np.ndarray, top: int, candidates: int, allowed: np.ndarray | None
+    ) -> list[Ranking]:
         if self._int8 is None:
             self._int8 = build_int8(self.vectors, self.similarity_name)
         selector = _selector(allowed)
-        _, rows = self._int8.search(_ann_vectors(queries, self.similarity_name), candidates, params=faiss.SearchParameters(sel=selector))
+        _, rows = self._int8.search(
+            _ann_vectors(queries, self.similarity_name), candidates, params=faiss.SearchParameters(sel=selector)
+        )
         return [self._rescored(query, hits, top) for query, hits in zip(queries, rows)]
 
     def _rescored(self, query: np.ndarray, rows: np.ndarray, top: int) -> Ranking:
@@ -156,16 +187,26 @@ class DenseSearcher:
         rows = rows[rows >= 0]
         ordered = np.sort(rows)  # memory-mapped reads in file order
         block = torch.from_numpy(np.array(self.vectors[ordered], dtype=np.float32))
-        scores = similarity(torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name).numpy()[0]
+        scores = similarity(
+            torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name
+        ).numpy()[0]
         return rank_candidates(ordered, scores, self._doc_of_chunk, top)
 
     def document_scores(self, query: np.ndarray, docs: np.ndarray) -> np.ndarray:
         """The exact score of each document position in ``docs`` for one query vector: its best chunk's
         similarity, as in the rankings."""
         counts = self.layout.counts[docs]
-        rows = np.concatenate([np.arange(first, first + count) for first, count in zip(self.layout.first_rows[docs], counts)]) if len(docs) else np.empty(0, np.int64)
+        rows = (
+            np.concatenate(
+                [np.arange(first, first + count) for first, count in zip(self.layout.first_rows[docs], counts)]
+            )
+            if len(docs)
+            else np.empty(0, np.int64)
+        )
         block = torch.from_numpy(np.array(self.vectors[rows], dtype=np.float32))
-        scores = similarity(torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name).numpy()[0]
+        scores = similarity(
+            torch.from_numpy(np.asarray(query, dtype=np.float32)[None]), block, self.similarity_name
+        ).numpy()[0]
         return np.maximum.reduceat(scores, np.cumsum(counts) - counts) if len(docs) else np.empty(0, np.float32)
 
     @property

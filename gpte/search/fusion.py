@@ -16,7 +16,9 @@ FUSIONS = ("rrf", "weighted")
 RRF_K = 60
 
 
-def fuse(rankings: list[Ranking], method: str, top: int, weights: list[float] | None = None, rrf_k: int = RRF_K) -> Ranking:
+def fuse(
+    rankings: list[Ranking], method: str, top: int, weights: list[float] | None = None, rrf_k: int = RRF_K
+) -> Ranking:
     """One ranking of the documents in ``rankings``; each document keeps the best chunk of the first ranking
     it appears in. ``weights`` (one per ranking, default equal) apply to both methods."""
     if method not in FUSIONS:

@@ -4,7 +4,7 @@
     index = Index.open("my-index")
     hits = index.search("how do wings stall?", k=5, mode="hybrid")
 
-Documents come from ``gpte.search.sources``, chunks from ``gpte.search.chunking``, snapshots are stored by
+Documents come from ``gpte.data.documents``, chunks from ``gpte.search.chunking``, snapshots are stored by
 ``gpte.search.store``, dense search is ``gpte.search.dense`` and lexical search ``gpte.search.lexical``;
 this module ties them together.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from gpte.data.documents import read_documents
 from gpte.search import dense, lexical
 from gpte.search.changes import (
     BuildReport,
@@ -43,7 +44,6 @@ from gpte.search.query import (
     search_depth,
 )
 from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
-from gpte.search.sources import read_documents
 from gpte.search.store import ChunkTable, Snapshot, current_generation, read_snapshot, text_hash, write_generation
 
 ANN_KINDS = ("hnsw", None)
@@ -62,17 +62,30 @@ def index_path(name: str, root: str | Path | None = None) -> Path:
 def check_index_name(name: str) -> None:
     """Raise ValueError unless ``name`` is letters, digits, ``.``, ``_`` and ``-``, not starting with a sign."""
     if not isinstance(name, str) or not INDEX_NAME.fullmatch(name):
-        raise ValueError(f"index name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (not starting with '.', '_' or '-')")
+        raise ValueError(
+            f"index name {name!r} is not allowed; use letters, digits, '.', '_' and '-' (not starting with '.', '_' or '-')"
+        )
 
 
-def build_index(path: str | Path, source: str | Path, embedder: Any = None, model: str | None = None,
-                chunk_tokens: int = 256, overlap: int = 32, ann: str | None = "hnsw", text_field: str = "text",
-                batch_size: int = 32, rebuild: bool = False, show_progress: bool = True, vectors_from: str | Path | None = None) -> BuildReport:
+def build_index(
+    path: str | Path,
+    source: str | Path,
+    embedder: Any = None,
+    model: str | None = None,
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    ann: str | None = "hnsw",
+    text_field: str = "text",
+    batch_size: int = 32,
+    rebuild: bool = False,
+    show_progress: bool = True,
+    vectors_from: str | Path | None = None,
+) -> BuildReport:
     """Build the index at ``path`` from ``source``, or bring an existing one up to date.
 
     Args:
         path: the index folder (created if missing).
-        source: a document file or folder (``gpte.search.sources``).
+        source: a document file or folder (``gpte.data.documents``).
         embedder: the model; default ``Embedder.load(model)`` (an existing index: the model it was built with).
         model: the model's name or folder, recorded so that ``Index.open`` loads it again.
         chunk_tokens, overlap: chunk size and overlap in tokens (0: whole documents, truncated by the model).
@@ -99,27 +112,65 @@ def build_index(path: str | Path, source: str | Path, embedder: Any = None, mode
     if previous is not None:
         check_same_settings(str(root), previous.manifest, settings)
     documents = read_documents(source, text_field)
-    plan = plan_changes(documents, {d: v[0] for d, v in previous.documents.items()} if previous else {}, embedder, chunk_tokens, overlap)
+    plan = plan_changes(
+        documents, {d: v[0] for d, v in previous.documents.items()} if previous else {}, embedder, chunk_tokens, overlap
+    )
     if _nothing_to_do(plan, previous, ann):
-        return BuildReport(previous.folder.name, len(documents), 0, 0, 0, len(documents), len(previous.chunks), 0, 0, time.perf_counter() - started)
-    new = embed_new_chunks(plan.new_texts, embedder, root, settings["model_key"], batch_size, show_progress, read_vectors(vectors_from, settings) if vectors_from else None)
+        return BuildReport(
+            previous.folder.name,
+            len(documents),
+            0,
+            0,
+            0,
+            len(documents),
+            len(previous.chunks),
+            0,
+            0,
+            time.perf_counter() - started,
+        )
+    new = embed_new_chunks(
+        plan.new_texts,
+        embedder,
+        root,
+        settings["model_key"],
+        batch_size,
+        show_progress,
+        read_vectors(vectors_from, settings) if vectors_from else None,
+    )
     vectors, chunks, hashes = _assemble(plan, previous, new.by_hash, embedder.dimension)
-    extras = {"bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder),
-              dense.BINARY_CODES: lambda file: dense.save_binary_codes(vectors, file)}
+    extras = {
+        "bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder),
+        dense.BINARY_CODES: lambda file: dense.save_binary_codes(vectors, file),
+    }
     if ann == "hnsw" and len(vectors):
         extras["hnsw.faiss"] = lambda file: dense.save_hnsw(dense.build_hnsw(vectors, embedder.similarity_name), file)
     manifest = {**settings, "ann": ann, "documents": len(documents), "chunks": len(chunks)}
     generation = write_generation(root, manifest, vectors, chunks, hashes, extras)
     new.pending.clear()
-    return BuildReport(generation.name, len(documents), plan.added, plan.changed, plan.removed, len(plan.unchanged),
-                       len(chunks), len(set(plan.new_texts)) - new.resumed - new.ready, new.resumed, time.perf_counter() - started, new.ready)
+    return BuildReport(
+        generation.name,
+        len(documents),
+        plan.added,
+        plan.changed,
+        plan.removed,
+        len(plan.unchanged),
+        len(chunks),
+        len(set(plan.new_texts)) - new.resumed - new.ready,
+        new.resumed,
+        time.perf_counter() - started,
+        new.ready,
+    )
 
 
 def _nothing_to_do(plan: Plan, previous: Snapshot | None, ann: str | None) -> bool:
     """Whether the live generation already is what this build would write: same documents in the same
     order, none changed, same approximate index (then no new generation is written)."""
-    return (previous is not None and not (plan.added or plan.changed or plan.removed) and previous.manifest.get("ann") == ann
-            and list(previous.documents) == [doc.id for doc in plan.documents])
+    return (
+        previous is not None
+        and not (plan.added or plan.changed or plan.removed)
+        and previous.manifest.get("ann") == ann
+        and list(previous.documents) == [doc.id for doc in plan.documents]
+    )
 
 
 def _open_snapshot(root: Path) -> Snapshot | None:
@@ -127,7 +178,9 @@ def _open_snapshot(root: Path) -> Snapshot | None:
     return read_snapshot(folder) if folder else None
 
 
-def _assemble(plan: Plan, previous: Snapshot | None, vectors_by_hash: dict[str, np.ndarray], dimension: int) -> tuple[np.ndarray, ChunkTable, dict[str, str]]:
+def _assemble(
+    plan: Plan, previous: Snapshot | None, vectors_by_hash: dict[str, np.ndarray], dimension: int
+) -> tuple[np.ndarray, ChunkTable, dict[str, str]]:
     """The new generation's vectors, chunks (documents in source order, each one's chunks contiguous) and hashes."""
     tables, blocks = [], []
     for doc in plan.documents:
@@ -137,7 +190,15 @@ def _assemble(plan: Plan, previous: Snapshot | None, vectors_by_hash: dict[str, 
             blocks.append(np.asarray(previous.vectors[first : first + count], dtype=np.float32))
             continue
         chunks = plan.new_chunks[doc.id]
-        tables.append(ChunkTable([doc.id] * len(chunks), [c[0] for c in chunks], [c[1] for c in chunks], [c[2] for c in chunks], [doc.metadata] * len(chunks)))
+        tables.append(
+            ChunkTable(
+                [doc.id] * len(chunks),
+                [c[0] for c in chunks],
+                [c[1] for c in chunks],
+                [c[2] for c in chunks],
+                [doc.metadata] * len(chunks),
+            )
+        )
         blocks.append(np.stack([vectors_by_hash[text_hash(text)] for text, _, _ in chunks]).astype(np.float32))
     vectors = np.concatenate(blocks) if blocks else np.empty((0, dimension), np.float32)
     return vectors, ChunkTable.concat(tables), {doc.id: doc.content_hash() for doc in plan.documents}
@@ -156,8 +217,13 @@ class Index:
         folder = snapshot.folder
         hnsw = dense.load_hnsw(folder / "hnsw.faiss") if (folder / "hnsw.faiss").is_file() else None
         codes = folder / dense.BINARY_CODES
-        self.dense = dense.DenseSearcher(snapshot.vectors, self.layout, snapshot.manifest["similarity"], hnsw,
-                                         np.load(codes, mmap_mode="r") if codes.is_file() else None)
+        self.dense = dense.DenseSearcher(
+            snapshot.vectors,
+            self.layout,
+            snapshot.manifest["similarity"],
+            hnsw,
+            np.load(codes, mmap_mode="r") if codes.is_file() else None,
+        )
         self._bm25: Any = None  # loaded on the first lexical search (dense-only users never pay for it)
         self._bm25_lock = threading.Lock()
         self._masks: dict[tuple, np.ndarray] = {}
@@ -171,7 +237,9 @@ class Index:
         root = Path(path)
         folder = current_generation(root) if root.is_dir() else None
         if folder is None:
-            raise FileNotFoundError(f"no index at {root}; build one with gpte index SOURCE --name NAME (or build_index)")
+            raise FileNotFoundError(
+                f"no index at {root}; build one with gpte index SOURCE --name NAME (or build_index)"
+            )
         snapshot = read_snapshot(folder)
         return cls(snapshot, open_model(embedder, snapshot.manifest, str(root)))
 
@@ -186,10 +254,22 @@ class Index:
                 self._bm25 = lexical.load_bm25(self.snapshot.folder / "bm25")
             return self._bm25
 
-    def search(self, queries: str | list[str], k: int = 10, mode: str = "dense", dense_mode: str = "exact",
-               filters: dict[str, Any] | None = None, fusion: str = "rrf", weights: list[float] | None = None,
-               candidates: int = 100, ef_search: int = 128, rescore: int = 10, reranker: Reranker | None = None,
-               batch_size: int = 32, query_vectors: np.ndarray | None = None) -> list[Hit] | list[list[Hit]]:
+    def search(
+        self,
+        queries: str | list[str],
+        k: int = 10,
+        mode: str = "dense",
+        dense_mode: str = "exact",
+        filters: dict[str, Any] | None = None,
+        fusion: str = "rrf",
+        weights: list[float] | None = None,
+        candidates: int = 100,
+        ef_search: int = 128,
+        rescore: int = 10,
+        reranker: Reranker | None = None,
+        batch_size: int = 32,
+        query_vectors: np.ndarray | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Rank the index's documents for each query.
 
         Args:
@@ -213,7 +293,9 @@ class Index:
         dense.check_mode(dense_mode)
         depth = search_depth(k, candidates, mode, reranker)
         allowed = self._allowed(filters)
-        rankings = self._rankings(query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size, query_vectors)
+        rankings = self._rankings(
+            query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size, query_vectors
+        )
         results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
 
@@ -232,9 +314,20 @@ class Index:
         positions = np.array([self._positions[doc_id] for doc_id in doc_ids], dtype=np.int64)
         return self.dense.document_scores(query_vector, positions)
 
-    def _rankings(self, queries: list[str], depth: int, mode: str, dense_mode: str, allowed: np.ndarray | None,
-                  fusion: str, weights: list[float] | None, ef_search: int, rescore: int, batch_size: int,
-                  query_vectors: np.ndarray | None) -> list[Ranking]:
+    def _rankings(
+        self,
+        queries: list[str],
+        depth: int,
+        mode: str,
+        dense_mode: str,
+        allowed: np.ndarray | None,
+        fusion: str,
+        weights: list[float] | None,
+        ef_search: int,
+        rescore: int,
+        batch_size: int,
+        query_vectors: np.ndarray | None,
+    ) -> list[Ranking]:
         dense_rankings = lexical_rankings = None
         if mode in ("dense", "hybrid"):
             vectors = query_embeddings(self.embedder, queries, query_vectors, batch_size)
@@ -245,12 +338,18 @@ class Index:
             return dense_rankings
         if mode == "lexical":
             return lexical_rankings
-        return [fuse([d, l], fusion, depth, weights) for d, l in zip(dense_rankings, lexical_rankings)]
+        return [
+            fuse([dense, lexical], fusion, depth, weights) for dense, lexical in zip(dense_rankings, lexical_rankings)
+        ]
 
     def _lexical(self, query: str, depth: int, allowed: np.ndarray | None) -> Ranking:
         scores = lexical.bm25_scores(self.bm25, query, allowed)
         scores = np.where(scores > 0, scores, -np.inf).astype(np.float32)  # no shared term: not a hit
-        return rank_chunk_scores(scores, self.layout, (0, len(self.layout.counts)), depth) if len(scores) else Ranking.empty()
+        return (
+            rank_chunk_scores(scores, self.layout, (0, len(self.layout.counts)), depth)
+            if len(scores)
+            else Ranking.empty()
+        )
 
     def _allowed(self, filters: dict[str, Any] | None) -> np.ndarray | None:
         """Boolean mask over chunks whose document metadata match every filter (None: no filter); the last
@@ -263,13 +362,25 @@ class Index:
             if key not in self._masks:
                 if len(self._masks) >= MASK_CACHE:
                     self._masks.pop(next(iter(self._masks)))
-                self._masks[key] = np.array([all(meta.get(name) in values for name, values in wanted.items())
-                                             for meta in self.snapshot.chunks.metadata], dtype=bool)
+                self._masks[key] = np.array(
+                    [
+                        all(meta.get(name) in values for name, values in wanted.items())
+                        for meta in self.snapshot.chunks.metadata
+                    ],
+                    dtype=bool,
+                )
             return self._masks[key]
 
     def _hits(self, ranking: Ranking) -> list[Hit]:
         chunks = self.snapshot.chunks
         return [
-            Hit(self.doc_ids[doc], float(score), chunks.texts[row], chunks.starts[row], chunks.ends[row], chunks.metadata[row])
+            Hit(
+                self.doc_ids[doc],
+                float(score),
+                chunks.texts[row],
+                chunks.starts[row],
+                chunks.ends[row],
+                chunks.metadata[row],
+            )
             for doc, score, row in zip(ranking.docs.tolist(), ranking.scores.tolist(), ranking.chunks.tolist())
         ]

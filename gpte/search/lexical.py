@@ -19,7 +19,9 @@ def _stemmer() -> Stemmer.Stemmer:
 def build_bm25(texts: list[str]) -> bm25s.BM25:
     """A BM25 index of ``texts`` (lower-cased, English stop words removed, stemmed)."""
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=_stemmer(), show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=_stemmer(), show_progress=False), show_progress=False
+    )
     return retriever
 
 

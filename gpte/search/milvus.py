@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
+from gpte.data.documents import read_documents
 from gpte.search.changes import (
     BuildReport,
     Plan,
@@ -56,7 +57,6 @@ from gpte.search.query import (
     search_depth,
 )
 from gpte.search.ranking import Ranking
-from gpte.search.sources import read_documents
 from gpte.search.store import text_hash
 
 SETTINGS_PROPERTY = "gpte.settings"
@@ -67,7 +67,10 @@ INSERT_ROWS = 512
 SCAN_ROWS = 4096
 SEARCH_HITS = 8192  # queries x hits per search request
 # BM25 text analysis as close to gpte's on-disk index (bm25s + Snowball) as Milvus Lite allows.
-ANALYZER = {"tokenizer": "standard", "filter": ["lowercase", {"type": "stop", "stop_words": ["_english_"]}, {"type": "stemmer", "language": "english"}]}
+ANALYZER = {
+    "tokenizer": "standard",
+    "filter": ["lowercase", {"type": "stop", "stop_words": ["_english_"]}, {"type": "stemmer", "language": "english"}],
+}
 ROW_FIELDS = ["doc_id", "text", "start", "end", "metadata"]
 
 
@@ -76,14 +79,29 @@ def connect(uri: str | Path, token: str | None = None) -> MilvusClient:
     Milvus Lite path ending in ``.db``."""
     text = str(uri)
     if not (text.startswith(("http://", "https://", "tcp://", "unix:")) or text.endswith(".db")):
-        raise ValueError(f"Milvus URI {text!r} is not one; give http://host:port (a server) or a path ending in .db (Milvus Lite)")
+        raise ValueError(
+            f"Milvus URI {text!r} is not one; give http://host:port (a server) or a path ending in .db (Milvus Lite)"
+        )
     return MilvusClient(uri=text, token=token or os.environ.get("MILVUS_TOKEN", ""))
 
 
-def build_milvus_index(uri: str | Path, name: str, source: str | Path, embedder: Any = None, model: str | None = None,
-                       chunk_tokens: int = 256, overlap: int = 32, ann: str | None = "hnsw", text_field: str = "text",
-                       batch_size: int = 32, rebuild: bool = False, show_progress: bool = True, vectors_from: str | Path | None = None, token: str | None = None,
-                       work_dir: str | Path | None = None) -> BuildReport:
+def build_milvus_index(
+    uri: str | Path,
+    name: str,
+    source: str | Path,
+    embedder: Any = None,
+    model: str | None = None,
+    chunk_tokens: int = 256,
+    overlap: int = 32,
+    ann: str | None = "hnsw",
+    text_field: str = "text",
+    batch_size: int = 32,
+    rebuild: bool = False,
+    show_progress: bool = True,
+    vectors_from: str | Path | None = None,
+    token: str | None = None,
+    work_dir: str | Path | None = None,
+) -> BuildReport:
     """Build the Milvus collection ``name`` at ``uri`` from ``source``, or bring it up to date.
 
     Args mirror ``gpte.search.index.build_index``; ``ann`` picks the collection's vector index ("hnsw", or
@@ -114,14 +132,35 @@ def build_milvus_index(uri: str | Path, name: str, source: str | Path, embedder:
     indexed, rows_by_doc = _indexed_documents(client, name)
     plan = plan_changes(documents, _old_hashes(documents, indexed), embedder, chunk_tokens, overlap)
     pending_root = Path(work_dir) if work_dir else index_path("milvus-pending") / name
-    new = embed_new_chunks(plan.new_texts, embedder, pending_root, settings["model_key"], batch_size, show_progress, read_vectors(vectors_from, settings) if vectors_from else None)
+    new = embed_new_chunks(
+        plan.new_texts,
+        embedder,
+        pending_root,
+        settings["model_key"],
+        batch_size,
+        show_progress,
+        read_vectors(vectors_from, settings) if vectors_from else None,
+    )
     _insert_new(client, name, plan, new.by_hash)
     _delete_stale(client, name, plan, rows_by_doc)
     client.flush(name)
     new.pending.clear()
-    chunks = sum(len(chunks) for chunks in plan.new_chunks.values()) + sum(indexed[d][plan_hash][1] for d, plan_hash in _kept(plan))
-    return BuildReport(f"milvus:{name}", len(documents), plan.added, plan.changed, plan.removed, len(plan.unchanged), chunks,
-                       len(set(plan.new_texts)) - new.resumed - new.ready, new.resumed, time.perf_counter() - started, new.ready)
+    chunks = sum(len(chunks) for chunks in plan.new_chunks.values()) + sum(
+        indexed[d][plan_hash][1] for d, plan_hash in _kept(plan)
+    )
+    return BuildReport(
+        f"milvus:{name}",
+        len(documents),
+        plan.added,
+        plan.changed,
+        plan.removed,
+        len(plan.unchanged),
+        chunks,
+        len(set(plan.new_texts)) - new.resumed - new.ready,
+        new.resumed,
+        time.perf_counter() - started,
+        new.ready,
+    )
 
 
 def _collection_settings(client: MilvusClient, name: str) -> dict[str, Any] | None:
@@ -129,34 +168,52 @@ def _collection_settings(client: MilvusClient, name: str) -> dict[str, Any] | No
         return None
     properties = client.describe_collection(name).get("properties") or {}
     if SETTINGS_PROPERTY not in properties:
-        raise ValueError(f"Milvus collection {name!r} was not built by gpte (no {SETTINGS_PROPERTY!r} property); use another name")
+        raise ValueError(
+            f"Milvus collection {name!r} was not built by gpte (no {SETTINGS_PROPERTY!r} property); use another name"
+        )
     return json.loads(properties[SETTINGS_PROPERTY])
 
 
 def _create_collection(client: MilvusClient, name: str, settings: dict[str, Any], ann: str | None) -> None:
     if settings["similarity"] not in METRICS:
-        raise ValueError(f"Milvus search supports models with {' or '.join(METRICS)} similarity, not {settings['similarity']!r}")
+        raise ValueError(
+            f"Milvus search supports models with {' or '.join(METRICS)} similarity, not {settings['similarity']!r}"
+        )
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=128)
     schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
     schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
     schema.add_field("n_chunks", DataType.INT64)
-    schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=ANALYZER)
+    schema.add_field(
+        "text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True, analyzer_params=ANALYZER
+    )
     schema.add_field("start", DataType.INT64)
     schema.add_field("end", DataType.INT64)
     schema.add_field("metadata", DataType.JSON)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=settings["dimension"])
     schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_function(Function(name="bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]))
+    schema.add_function(
+        Function(
+            name="bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]
+        )
+    )
     index_params = client.prepare_index_params()
     index_type, params = ANN_INDEXES[ann]
-    index_params.add_index(field_name="vector", index_type=index_type, metric_type=METRICS[settings["similarity"]], params=params)
+    index_params.add_index(
+        field_name="vector", index_type=index_type, metric_type=METRICS[settings["similarity"]], params=params
+    )
     index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    client.create_collection(name, schema=schema, index_params=index_params,
-                             properties={SETTINGS_PROPERTY: json.dumps({**settings, "ann": ann})})
+    client.create_collection(
+        name,
+        schema=schema,
+        index_params=index_params,
+        properties={SETTINGS_PROPERTY: json.dumps({**settings, "ann": ann})},
+    )
 
 
-def _indexed_documents(client: MilvusClient, name: str) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, list[tuple[str, str]]]]:
+def _indexed_documents(
+    client: MilvusClient, name: str
+) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, list[tuple[str, str]]]]:
     """Scan the collection: doc_id -> content hash -> (rows present, rows expected), and doc_id -> [(pk, hash)]."""
     indexed: dict[str, dict[str, tuple[int, int]]] = {}
     rows_by_doc: dict[str, list[tuple[str, str]]] = {}
@@ -198,11 +255,23 @@ def _insert_new(client: MilvusClient, name: str, plan: Plan, vectors_by_hash: di
         doc_hash = doc.content_hash()
         for number, (text, start, end) in enumerate(chunks):
             if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
-                raise ValueError(f"document {doc.id!r}: a chunk of {len(text.encode('utf-8')):,} bytes is over Milvus's "
-                                 f"{MAX_TEXT_BYTES:,}; index with --chunk-tokens")
-            rows.append({"pk": _primary_key(doc.id, doc_hash, number), "doc_id": doc.id, "doc_hash": doc_hash, "n_chunks": len(chunks),
-                         "text": text, "start": start, "end": end, "metadata": doc.metadata,
-                         "vector": vectors_by_hash[text_hash(text)].tolist()})
+                raise ValueError(
+                    f"document {doc.id!r}: a chunk of {len(text.encode('utf-8')):,} bytes is over Milvus's "
+                    f"{MAX_TEXT_BYTES:,}; index with --chunk-tokens"
+                )
+            rows.append(
+                {
+                    "pk": _primary_key(doc.id, doc_hash, number),
+                    "doc_id": doc.id,
+                    "doc_hash": doc_hash,
+                    "n_chunks": len(chunks),
+                    "text": text,
+                    "start": start,
+                    "end": end,
+                    "metadata": doc.metadata,
+                    "vector": vectors_by_hash[text_hash(text)].tolist(),
+                }
+            )
     for first in range(0, len(rows), INSERT_ROWS):
         client.upsert(name, rows[first : first + INSERT_ROWS])
 
@@ -231,7 +300,9 @@ class MilvusIndex:
         client = connect(uri, token)
         settings = _collection_settings(client, name)
         if settings is None:
-            raise FileNotFoundError(f"no collection {name!r} at {uri}; build one with build_milvus_index (gpte index --milvus URI)")
+            raise FileNotFoundError(
+                f"no collection {name!r} at {uri}; build one with build_milvus_index (gpte index --milvus URI)"
+            )
         embedder = open_model(embedder, settings, f"Milvus collection {name!r}")
         client.load_collection(name)
         return cls(client, name, settings, embedder)
@@ -245,24 +316,39 @@ class MilvusIndex:
         """The collection's dense search: "exact" (FLAT) or "hnsw"."""
         return self.settings.get("ann") or "exact"
 
-    def search(self, queries: str | list[str], k: int = 10, mode: str = "dense", dense_mode: str | None = None,
-               filters: dict[str, Any] | None = None, fusion: str = "rrf", weights: list[float] | None = None,
-               candidates: int = 100, ef_search: int = 128, reranker: Reranker | None = None,
-               batch_size: int = 32, query_vectors: np.ndarray | None = None) -> list[Hit] | list[list[Hit]]:
+    def search(
+        self,
+        queries: str | list[str],
+        k: int = 10,
+        mode: str = "dense",
+        dense_mode: str | None = None,
+        filters: dict[str, Any] | None = None,
+        fusion: str = "rrf",
+        weights: list[float] | None = None,
+        candidates: int = 100,
+        ef_search: int = 128,
+        reranker: Reranker | None = None,
+        batch_size: int = 32,
+        query_vectors: np.ndarray | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
         """Rank the collection's documents for each query; arguments as ``gpte.search.index.Index.search``.
         The dense search is the collection's own vector index (``dense_mode`` None or the same one)."""
         single = isinstance(queries, str)
         query_list = [queries] if single else list(queries)
         check_search(query_list, k, mode, fusion)
         if dense_mode not in (None, self.dense_mode):
-            raise ValueError(f"Milvus collection {self.name!r} searches with {self.dense_mode!r} only (its vector index); "
-                             f"rebuild it with another ann for {dense_mode!r}")
+            raise ValueError(
+                f"Milvus collection {self.name!r} searches with {self.dense_mode!r} only (its vector index); "
+                f"rebuild it with another ann for {dense_mode!r}"
+            )
         depth = search_depth(k, candidates, mode, reranker)
         expression = filter_expression(filters)
         dense_hits = lexical_hits = None
         if mode in ("dense", "hybrid"):
             vectors = query_embeddings(self.embedder, query_list, query_vectors, batch_size)
-            dense_hits = self._search_field([v.tolist() for v in vectors], "vector", depth, expression, {"params": {"ef": max(ef_search, depth)}})
+            dense_hits = self._search_field(
+                [v.tolist() for v in vectors], "vector", depth, expression, {"params": {"ef": max(ef_search, depth)}}
+            )
         if mode in ("lexical", "hybrid"):
             lexical_hits = self._search_field(query_list, "sparse", depth, expression, {"metric_type": "BM25"})
         if mode == "hybrid":
@@ -272,14 +358,24 @@ class MilvusIndex:
         results = [rerank_hits(query, hits, k, reranker) for query, hits in zip(query_list, ranked)]
         return results[0] if single else results
 
-    def _search_field(self, data: list, field: str, depth: int, expression: str, params: dict[str, Any]) -> list[list[Hit]]:
+    def _search_field(
+        self, data: list, field: str, depth: int, expression: str, params: dict[str, Any]
+    ) -> list[list[Hit]]:
         """One Milvus search of ``field`` per group of queries whose hits stay under SEARCH_HITS (Milvus caps
         queries x limit at 16,384 and a reply at 256 MiB)."""
         per_request = max(1, SEARCH_HITS // depth)
         hits = []
         for first in range(0, len(data), per_request):
-            results = self.client.search(self.name, data=data[first : first + per_request], anns_field=field, limit=depth, filter=expression,
-                                         output_fields=ROW_FIELDS, search_params=params, group_by_field="doc_id")
+            results = self.client.search(
+                self.name,
+                data=data[first : first + per_request],
+                anns_field=field,
+                limit=depth,
+                filter=expression,
+                output_fields=ROW_FIELDS,
+                search_params=params,
+                group_by_field="doc_id",
+            )
             hits.extend(_hits_best_first(result) for result in results)
         return hits
 
@@ -289,8 +385,17 @@ def _hits_best_first(result: list[dict[str, Any]]) -> list[Hit]:
     matches as negative distances, a server as positive scores."""
     distances = [float(hit["distance"]) for hit in result]
     sign = -1.0 if len(distances) > 1 and distances[0] < distances[-1] else 1.0
-    return [Hit(hit["entity"]["doc_id"], sign * distance, hit["entity"]["text"], hit["entity"]["start"], hit["entity"]["end"],
-                hit["entity"]["metadata"] or {}) for hit, distance in zip(result, distances)]
+    return [
+        Hit(
+            hit["entity"]["doc_id"],
+            sign * distance,
+            hit["entity"]["text"],
+            hit["entity"]["start"],
+            hit["entity"]["end"],
+            hit["entity"]["metadata"] or {},
+        )
+        for hit, distance in zip(result, distances)
+    ]
 
 
 def fuse_hits(rankings: list[list[Hit]], method: str, top: int, weights: list[float] | None = None) -> list[Hit]:
@@ -302,11 +407,18 @@ def fuse_hits(rankings: list[list[Hit]], method: str, top: int, weights: list[fl
         numbers.setdefault(hit.doc_id, len(numbers))
     converted, offset = [], 0
     for hits in rankings:
-        converted.append(Ranking(np.array([numbers[h.doc_id] for h in hits], dtype=np.int64), np.array([h.score for h in hits], dtype=np.float32),
-                                 np.arange(offset, offset + len(hits), dtype=np.int64)))
+        converted.append(
+            Ranking(
+                np.array([numbers[h.doc_id] for h in hits], dtype=np.int64),
+                np.array([h.score for h in hits], dtype=np.float32),
+                np.arange(offset, offset + len(hits), dtype=np.int64),
+            )
+        )
         offset += len(hits)
     fused = fuse(converted, method, top, weights)
-    return [replace(pool[chunk], score=float(score)) for chunk, score in zip(fused.chunks.tolist(), fused.scores.tolist())]
+    return [
+        replace(pool[chunk], score=float(score)) for chunk, score in zip(fused.chunks.tolist(), fused.scores.tolist())
+    ]
 
 
 def filter_expression(filters: dict[str, Any] | None) -> str:

@@ -55,7 +55,9 @@ def query_embeddings(embedder: Any, queries: list[str], given: np.ndarray | None
         return embedder.encode(queries, role="query", batch_size=batch_size, show_progress=False)
     given = np.asarray(given, dtype=np.float32)
     if given.shape != (len(queries), embedder.dimension):
-        raise ValueError(f"query_vectors has shape {given.shape}; expected ({len(queries)}, {embedder.dimension}), one row per query")
+        raise ValueError(
+            f"query_vectors has shape {given.shape}; expected ({len(queries)}, {embedder.dimension}), one row per query"
+        )
     return given
 
 

@@ -74,7 +74,9 @@ def rank_chunk_scores(scores: np.ndarray, layout: DocumentLayout, docs: tuple[in
     order = order[np.isfinite(doc_scores[order])]
     counts = layout.counts[first_doc:end_doc]
     best = [local[d] + int(np.argmax(scores[local[d] : local[d] + counts[d]])) for d in order.tolist()]
-    return Ranking(order + first_doc, doc_scores[order], np.asarray(best, dtype=np.int64) + layout.first_rows[first_doc])
+    return Ranking(
+        order + first_doc, doc_scores[order], np.asarray(best, dtype=np.int64) + layout.first_rows[first_doc]
+    )
 
 
 def rank_candidates(chunk_rows: np.ndarray, scores: np.ndarray, doc_of_chunk: np.ndarray, top: int) -> Ranking:

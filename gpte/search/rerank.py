@@ -18,8 +18,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from gpte.errors import ModelLoadError
 from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
 
-LLM_PROMPT = ("Judge whether the document answers the search query. Reply with yes or no.\n\n"
-              "Query: {query}\n\nDocument: {text}\n\nDoes the document answer the query?")
+LLM_PROMPT = (
+    "Judge whether the document answers the search query. Reply with yes or no.\n\n"
+    "Query: {query}\n\nDocument: {text}\n\nDoes the document answer the query?"
+)
 
 
 class CrossEncoderReranker:
@@ -30,7 +32,9 @@ class CrossEncoderReranker:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForSequenceClassification.from_pretrained(model).eval()
         except Exception as error:
-            raise ModelLoadError(f"could not load a cross-encoder from {model}: {type(error).__name__}: {error}") from error
+            raise ModelLoadError(
+                f"could not load a cross-encoder from {model}: {type(error).__name__}: {error}"
+            ) from error
         self.max_length = max_length
         self.batch_size = batch_size
 
@@ -40,7 +44,14 @@ class CrossEncoderReranker:
         scores = []
         for start in range(0, len(texts), self.batch_size):
             part = texts[start : start + self.batch_size]
-            batch = self.tokenizer([query] * len(part), part, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                [query] * len(part),
+                part,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             scores.append(self.model(**batch).logits[:, -1].float())
         return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)
 
@@ -57,7 +68,9 @@ class LLMReranker:
     def _token_id(self, word: str) -> int:
         ids = self.tokenizer.encode(word, add_special_tokens=False)
         if len(ids) != 1:
-            raise ValueError(f"the tokenizer splits {word!r} into {len(ids)} tokens; the yes/no scorer needs one token each")
+            raise ValueError(
+                f"the tokenizer splits {word!r} into {len(ids)} tokens; the yes/no scorer needs one token each"
+            )
         return ids[0]
 
     def prompt(self, query: str, text: str) -> str:
@@ -70,7 +83,14 @@ class LLMReranker:
         scores = []
         for start in range(0, len(texts), self.batch_size):
             prompts = [self.prompt(query, text) for text in texts[start : start + self.batch_size]]
-            batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt", add_special_tokens=False)
+            batch = self.tokenizer(
+                prompts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
             logits = self.model(**batch).logits[:, -1].float().log_softmax(-1)
             scores.append(logits[:, self.yes] - logits[:, self.no])
         return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)

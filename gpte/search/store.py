@@ -53,7 +53,12 @@ class ChunkTable:
 
     def take(self, rows: list[int]) -> ChunkTable:
         """The chunks at ``rows``, in that order."""
-        return ChunkTable(*([column[row] for row in rows] for column in (self.doc_ids, self.texts, self.starts, self.ends, self.metadata)))
+        return ChunkTable(
+            *(
+                [column[row] for row in rows]
+                for column in (self.doc_ids, self.texts, self.starts, self.ends, self.metadata)
+            )
+        )
 
     @classmethod
     def concat(cls, tables: list[ChunkTable]) -> ChunkTable:
@@ -83,7 +88,9 @@ def current_generation(root: Path) -> Path | None:
         return None
     folder = root / pointer.read_text(encoding="utf-8").strip()
     if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(f"{root}: CURRENT names {folder.name}, which is missing or incomplete; rebuild the index")
+        raise FileNotFoundError(
+            f"{root}: CURRENT names {folder.name}, which is missing or incomplete; rebuild the index"
+        )
     return folder
 
 
@@ -91,17 +98,27 @@ def read_snapshot(folder: Path) -> Snapshot:
     """Open the generation at ``folder``."""
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: index format {manifest.get('format_version')!r}, this gpte reads {FORMAT_VERSION}; rebuild the index")
+        raise ValueError(
+            f"{folder}: index format {manifest.get('format_version')!r}, this gpte reads {FORMAT_VERSION}; rebuild the index"
+        )
     vectors = np.load(folder / "vectors.npy", mmap_mode="r")
     table = pq.read_table(folder / "chunks.parquet").to_pydict()
-    chunks = ChunkTable(table["doc_id"], table["text"], table["start"], table["end"], [json.loads(m) for m in table["metadata"]])
+    chunks = ChunkTable(
+        table["doc_id"], table["text"], table["start"], table["end"], [json.loads(m) for m in table["metadata"]]
+    )
     docs = pq.read_table(folder / "documents.parquet").to_pydict()
     documents = {d: (h, f, n) for d, h, f, n in zip(docs["doc_id"], docs["hash"], docs["first_row"], docs["n_chunks"])}
     return Snapshot(folder, manifest, vectors, chunks, documents)
 
 
-def write_generation(root: Path, manifest: dict[str, Any], vectors: np.ndarray, chunks: ChunkTable,
-                     hashes: dict[str, str], extras: dict[str, Any]) -> Path:
+def write_generation(
+    root: Path,
+    manifest: dict[str, Any],
+    vectors: np.ndarray,
+    chunks: ChunkTable,
+    hashes: dict[str, str],
+    extras: dict[str, Any],
+) -> Path:
     """Write a new generation (vectors, chunks, documents, manifest and ``extras``: name -> writer
     called with the file path), make it CURRENT, and delete older generations. Returns its folder."""
     previous = current_generation(root)
@@ -114,7 +131,9 @@ def write_generation(root: Path, manifest: dict[str, Any], vectors: np.ndarray, 
         _write_documents(folder / "documents.parquet", chunks, hashes)
         for name, writer in extras.items():
             writer(folder / name)
-        (folder / MANIFEST).write_text(json.dumps({**manifest, "format_version": FORMAT_VERSION}, indent=2), encoding="utf-8")
+        (folder / MANIFEST).write_text(
+            json.dumps({**manifest, "format_version": FORMAT_VERSION}, indent=2), encoding="utf-8"
+        )
     _point_current(root, final.name)
     for old in root.glob("gen-*"):
         if old.name != final.name:
@@ -123,11 +142,15 @@ def write_generation(root: Path, manifest: dict[str, Any], vectors: np.ndarray, 
 
 
 def _write_chunks(path: Path, chunks: ChunkTable) -> None:
-    table = pa.table({
-        "doc_id": pa.array(chunks.doc_ids, pa.string()), "text": pa.array(chunks.texts, pa.string()),
-        "start": pa.array(chunks.starts, pa.int64()), "end": pa.array(chunks.ends, pa.int64()),
-        "metadata": pa.array([json.dumps(m, ensure_ascii=False) for m in chunks.metadata], pa.string()),
-    })
+    table = pa.table(
+        {
+            "doc_id": pa.array(chunks.doc_ids, pa.string()),
+            "text": pa.array(chunks.texts, pa.string()),
+            "start": pa.array(chunks.starts, pa.int64()),
+            "end": pa.array(chunks.ends, pa.int64()),
+            "metadata": pa.array([json.dumps(m, ensure_ascii=False) for m in chunks.metadata], pa.string()),
+        }
+    )
     pq.write_table(table, path)
 
 
@@ -138,10 +161,17 @@ def _write_documents(path: Path, chunks: ChunkTable, hashes: dict[str, str]) -> 
         first.setdefault(doc_id, row)
         counts[doc_id] = counts.get(doc_id, 0) + 1
     ids = list(first)
-    pq.write_table(pa.table({
-        "doc_id": pa.array(ids, pa.string()), "hash": pa.array([hashes[d] for d in ids], pa.string()),
-        "first_row": pa.array([first[d] for d in ids], pa.int64()), "n_chunks": pa.array([counts[d] for d in ids], pa.int64()),
-    }), path)
+    pq.write_table(
+        pa.table(
+            {
+                "doc_id": pa.array(ids, pa.string()),
+                "hash": pa.array([hashes[d] for d in ids], pa.string()),
+                "first_row": pa.array([first[d] for d in ids], pa.int64()),
+                "n_chunks": pa.array([counts[d] for d in ids], pa.int64()),
+            }
+        ),
+        path,
+    )
 
 
 def _point_current(root: Path, name: str) -> None:

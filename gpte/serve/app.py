@@ -50,8 +50,13 @@ class SearchRequest(BaseModel):
     filters: dict[str, Any] | None = None
 
 
-def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, api_key: str | None = None,
-               max_request_bytes: int = MAX_REQUEST_BYTES, max_inputs: int = MAX_INPUTS) -> FastAPI:
+def create_app(
+    models: dict[str, Any],
+    indexes: dict[str, Any] | None = None,
+    api_key: str | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    max_inputs: int = MAX_INPUTS,
+) -> FastAPI:
     """The app serving ``models`` (name -> Embedder) and ``indexes`` (name -> ``gpte.search.index.Index``).
 
     ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``."""
@@ -59,7 +64,9 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
         raise ValueError("serve at least one model")
     indexes = indexes or {}
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
-    query_batchers = {name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()}  # /search queries, batched too
+    query_batchers = {
+        name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()
+    }  # /search queries, batched too
     metrics = _Metrics()
 
     @asynccontextmanager
@@ -91,18 +98,30 @@ def create_app(models: dict[str, Any], indexes: dict[str, Any] | None = None, ap
             raise HTTPException(404, f"model {request.model!r} is not served; served models: {', '.join(models)}")
         model = models[request.model]
         if request.dimensions is not None and request.dimensions > model.dimension:
-            raise HTTPException(400, f"dimensions must be at most {model.dimension} for {request.model}, got {request.dimensions}")
+            raise HTTPException(
+                400, f"dimensions must be at most {model.dimension} for {request.model}, got {request.dimensions}"
+            )
         vectors = await batchers[request.model].embed(texts, request.dimensions)
         metrics.texts.inc(len(texts))
         tokens = sum(len(ids) for ids in model.backbone.tokenizer(texts, add_special_tokens=True)["input_ids"])
-        data = [{"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": request.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": request.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @app.post("/search", dependencies=[Depends(authorized)])
     async def search(request: SearchRequest) -> dict[str, Any]:
         name = request.index or next(iter(indexes), None)
         if name not in indexes:
-            raise HTTPException(404, f"index {request.index!r} is not served; served indexes: {', '.join(indexes) or 'none'}")
+            raise HTTPException(
+                404, f"index {request.index!r} is not served; served indexes: {', '.join(indexes) or 'none'}"
+            )
         options = request.model_dump(exclude={"query", "index"}, exclude_none=True)
         try:
             if request.mode != "lexical" and request.query.strip():  # an empty query is refused by search
@@ -139,7 +158,11 @@ def _authorization(api_key: str | None):
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key; send Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401,
+                "missing or wrong API key; send Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     return check
 

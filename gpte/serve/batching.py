@@ -13,7 +13,9 @@ import numpy as np
 class EmbeddingBatcher:
     """Collects (texts, options) requests and embeds those with equal options in one call."""
 
-    def __init__(self, embedder: Any, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32) -> None:
+    def __init__(
+        self, embedder: Any, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
+    ) -> None:
         self.embedder = embedder
         self.max_batch_texts = max_batch_texts
         self.max_wait = max_wait
@@ -53,7 +55,11 @@ class EmbeddingBatcher:
         deadline = loop.time() + self.max_wait
         while count < self.max_batch_texts:
             try:
-                item = self._queue.get_nowait() if not self._queue.empty() else await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                item = (
+                    self._queue.get_nowait()
+                    if not self._queue.empty()
+                    else await asyncio.wait_for(self._queue.get(), deadline - loop.time())
+                )
             except asyncio.TimeoutError:
                 break
             items.append(item)
@@ -63,9 +69,15 @@ class EmbeddingBatcher:
     async def _embed_group(self, items: list, truncate_dim: int | None, role: str | None) -> None:
         texts = [text for item in items for text in item[0]]
         try:
-            vectors = await asyncio.to_thread(self.embedder.encode, texts, batch_size=self.batch_size, truncate_dim=truncate_dim,
-                                              role=role, show_progress=False)
-        except Exception as error:  # noqa: BLE001 - handed to every waiting request
+            vectors = await asyncio.to_thread(
+                self.embedder.encode,
+                texts,
+                batch_size=self.batch_size,
+                truncate_dim=truncate_dim,
+                role=role,
+                show_progress=False,
+            )
+        except Exception as error:
             for _, _, future in items:
                 if not future.done():
                     future.set_exception(error)

@@ -1,8 +1,8 @@
 """Contrastive training of any backbone: losses, samplers, the trainer, recipes and merging.
 
-    from gpte.train import TrainingConfig, build_loss, read_training_data, train
-    train(model, build_loss("cosent", model), [read_training_data("sts.jsonl", score_range=[0, 5])],
-          TrainingConfig(epochs=1), "runs/sts")
+from gpte.train import TrainingConfig, build_loss, read_training_data, train
+train(model, build_loss("cosent", model), [read_training_data("sts.jsonl", score_range=[0, 5])],
+      TrainingConfig(epochs=1), "runs/sts")
 """
 
 from gpte.data.training import TrainingData, TrainingExample, read_training_data

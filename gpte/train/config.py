@@ -82,13 +82,17 @@ class TrainingConfig:
         if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
             raise ValueError(f"{where}: learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"{where}: unknown mixed_precision {self.mixed_precision!r}; choose one of: {', '.join(MIXED_PRECISION)}")
+            raise ValueError(
+                f"{where}: unknown mixed_precision {self.mixed_precision!r}; choose one of: {', '.join(MIXED_PRECISION)}"
+            )
         if self.sampling not in SAMPLING:
             raise ValueError(f"{where}: unknown sampling {self.sampling!r}; choose one of: {', '.join(SAMPLING)}")
         if self.lora is not None:
             allowed = {"r", "alpha", "dropout", "target_modules"}
             if not isinstance(self.lora, dict) or set(self.lora) - allowed:
-                raise ValueError(f"{where}: lora takes a mapping with keys {', '.join(sorted(allowed))}, got {self.lora!r}")
+                raise ValueError(
+                    f"{where}: lora takes a mapping with keys {', '.join(sorted(allowed))}, got {self.lora!r}"
+                )
 
     def precision(self, device: torch.device) -> str:
         """The mixed precision actually used on ``device`` ("no", "bf16" or "fp16")."""

@@ -51,7 +51,9 @@ def merge_models(
         raise ValueError(f"unknown merge method {method!r}; choose one of: {', '.join(METHODS)}")
     minimum = {"average": 2, "slerp": 2, "task_arithmetic": 1}[method]
     if len(models) < minimum or (method == "slerp" and len(models) != 2):
-        raise ValueError(f"{method} merges {'exactly 2' if method == 'slerp' else f'at least {minimum}'} models, got {len(models)}")
+        raise ValueError(
+            f"{method} merges {'exactly 2' if method == 'slerp' else f'at least {minimum}'} models, got {len(models)}"
+        )
     if weights is not None and len(weights) != len(models):
         raise ValueError(f"give one weight per model: {len(models)} models, {len(weights)} weights")
     if method == "task_arithmetic" and base is None:
@@ -97,7 +99,11 @@ def _check_same_architecture(states: list[dict[str, Tensor]], names: list[str]) 
     for state, name in zip(states[1:], names[1:]):
         if state.keys() != reference.keys():
             different = sorted(set(state) ^ set(reference))[0]
-            raise ValueError(f"{name} has another architecture than {names[0]}: tensor {different} is in only one of them")
+            raise ValueError(
+                f"{name} has another architecture than {names[0]}: tensor {different} is in only one of them"
+            )
         for key, tensor in state.items():
             if tensor.shape != reference[key].shape:
-                raise ValueError(f"{name} has another architecture than {names[0]}: {key} is {tuple(tensor.shape)} vs {tuple(reference[key].shape)}")
+                raise ValueError(
+                    f"{name} has another architecture than {names[0]}: {key} is {tuple(tensor.shape)} vs {tuple(reference[key].shape)}"
+                )

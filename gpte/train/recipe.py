@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import yaml
 
-import gpte
+from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.data.training import TrainingData, read_training_data
 from gpte.evaluate import Task, evaluate, load_task
@@ -45,7 +45,16 @@ from gpte.train.trainer import TrainResult, check_training_data, train
 RECIPE_KEYS = ("model", "output", "stages")
 STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
 # Embedder.load options a stage may set on the model it starts from (saved with the stage's model)
-MODEL_OPTION_KEYS = ("attention", "pooling", "prompts", "default_prompt", "extraction", "normalize", "max_seq_length", "padding_side")
+MODEL_OPTION_KEYS = (
+    "attention",
+    "pooling",
+    "prompts",
+    "default_prompt",
+    "extraction",
+    "normalize",
+    "max_seq_length",
+    "padding_side",
+)
 DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
 
 
@@ -216,7 +225,7 @@ def model_card(stage: Stage, start: str | None, result: TrainResult, scores: dic
         "---",
         f"# {stage.name}",
         "",
-        f"Trained with gpte {gpte.__version__} on {datetime.now(timezone.utc).date().isoformat()}.",
+        f"Trained with gpte {__version__} on {datetime.now(timezone.utc).date().isoformat()}.",
         "",
         f"- **Base model:** {start or 'all-MiniLM-L6-v2 (packaged)'}",
         f"- **Loss:** `{stage.loss}`",

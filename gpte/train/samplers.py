@@ -35,7 +35,9 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         offset: added to every index (the data's place in a concatenated dataset).
     """
 
-    def __init__(self, data: TrainingData, batch_size: int, drop_last: bool = False, seed: int = 0, offset: int = 0) -> None:
+    def __init__(
+        self, data: TrainingData, batch_size: int, drop_last: bool = False, seed: int = 0, offset: int = 0
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if batch_size > len(data):
@@ -83,7 +85,9 @@ class MultiDatasetBatchSampler(Sampler[list[int]]):
         seed: shuffling seed for ``proportional``; the epoch is added.
     """
 
-    def __init__(self, samplers: Sequence[NoDuplicatesBatchSampler], strategy: str = "proportional", seed: int = 0) -> None:
+    def __init__(
+        self, samplers: Sequence[NoDuplicatesBatchSampler], strategy: str = "proportional", seed: int = 0
+    ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
         self.samplers = list(samplers)

@@ -110,7 +110,9 @@ def train(
 class EmbeddingTrainer(Trainer):
     """``transformers.Trainer`` for an Embedder and an ``EmbeddingLoss`` (see the module docstring)."""
 
-    def __init__(self, *args: Any, loss: EmbeddingLoss, sources: list[TrainingData], config: TrainingConfig, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, loss: EmbeddingLoss, sources: list[TrainingData], config: TrainingConfig, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.loss = loss
         self.sources = sources
@@ -123,8 +125,17 @@ class EmbeddingTrainer(Trainer):
         for source in self.sources:
             samplers.append(self._source_sampler(source, offsets))
             offsets += len(source)
-        batch_sampler = samplers[0] if len(samplers) == 1 else MultiDatasetBatchSampler(samplers, self.config.sampling, self.args.seed)
-        loader = DataLoader(self.train_dataset, batch_sampler=batch_sampler, collate_fn=self._collate, num_workers=self.args.dataloader_num_workers)
+        batch_sampler = (
+            samplers[0]
+            if len(samplers) == 1
+            else MultiDatasetBatchSampler(samplers, self.config.sampling, self.args.seed)
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self._collate,
+            num_workers=self.args.dataloader_num_workers,
+        )
         return self.accelerator.prepare(loader)
 
     def _source_sampler(self, source: TrainingData, offset: int) -> NoDuplicatesBatchSampler:
@@ -138,7 +149,13 @@ class EmbeddingTrainer(Trainer):
 
     # ----------------------------------------------------------------- loss
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None):
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ):
         batch = inputs["batch"]
         batch.features = [features.to(self.args.device) for features in batch.features]
         if batch.scores is not None:
@@ -149,7 +166,9 @@ class EmbeddingTrainer(Trainer):
 
     # ----------------------------------------------------------------- evaluation
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         """Score the model on the eval tasks (main scores x 100) and their mean as ``eval_score``."""
         tasks = eval_dataset or self.eval_dataset
         model = self.accelerator.unwrap_model(self.model)
@@ -159,7 +178,9 @@ class EmbeddingTrainer(Trainer):
         model.train(was_training)
         if run.failures:
             raise RuntimeError(f"evaluation failed: {run.failures}")
-        metrics = {f"{metric_key_prefix}_{name}": 100 * result["main_score_value"] for name, result in run.results.items()}
+        metrics = {
+            f"{metric_key_prefix}_{name}": 100 * result["main_score_value"] for name, result in run.results.items()
+        }
         metrics[f"{metric_key_prefix}_score"] = sum(metrics.values()) / len(metrics)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -208,8 +229,12 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest ``checkpoint-N`` under ``folder`` whose trainer state was written; None if none is."""
     if not folder.is_dir():
         return None
-    complete = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / COMPLETE_MARKER).is_file() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]), default=None)
+    complete = [
+        p
+        for p in folder.glob(f"{CHECKPOINT_PREFIX}*")
+        if (p / COMPLETE_MARKER).is_file() and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+    ]
+    return max(complete, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), default=None)
 
 
 def _point_loss_at(loss: torch.nn.Module, model: torch.nn.Module) -> None:
@@ -230,7 +255,9 @@ def check_training_data(loss: EmbeddingLoss, data: list[TrainingData], config: T
             raise ValueError(f"{source.name}: the training data is empty")
         loss.check_columns(len(source.columns), source.has_scores, source.name)
         if config.batch_size > len(source):
-            raise ValueError(f"{source.name}: batch size {config.batch_size} is larger than the data ({len(source)} rows)")
+            raise ValueError(
+                f"{source.name}: batch size {config.batch_size} is larger than the data ({len(source)} rows)"
+            )
 
 
 def _arguments(config: TrainingConfig, output: Path, device: torch.device, evaluating: bool) -> TrainingArguments:
@@ -259,7 +286,6 @@ def _arguments(config: TrainingConfig, output: Path, device: torch.device, evalu
         metric_for_best_model="eval_score" if evaluating else None,
         greater_is_better=True,
         logging_steps=config.logging_steps,
-        
         report_to=["tensorboard"] if is_tensorboard_available() else [],
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -279,7 +305,9 @@ class CsvLogCallback(TrainerCallback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_log(self, args: TrainingArguments, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self, args: TrainingArguments, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero or not logs:
             return
         new = not self.path.exists()

@@ -4,7 +4,15 @@ from collections.abc import Callable
 
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.evaluate.tasks import Task
-from gpte.evaluate.tasktypes import bitext_mining, classification, clustering, pair_classification, retrieval, sts, summarization
+from gpte.evaluate.tasktypes import (
+    bitext_mining,
+    classification,
+    clustering,
+    pair_classification,
+    retrieval,
+    sts,
+    summarization,
+)
 
 EVALUATORS: dict[str, Callable[[Task, TaskEncoder], dict[str, float]]] = {
     "STS": sts.evaluate,

@@ -30,7 +30,9 @@ def nearest_neighbours(sources: np.ndarray, targets: np.ndarray, similarity_name
     """For each source row, the index of its most similar target row (chunked over sources)."""
     target_tensor = torch.from_numpy(targets)
     best = [
-        torch.topk(similarity(torch.from_numpy(sources[start : start + QUERY_CHUNK]), target_tensor, similarity_name), 1, dim=1).indices[:, 0]
+        torch.topk(
+            similarity(torch.from_numpy(sources[start : start + QUERY_CHUNK]), target_tensor, similarity_name), 1, dim=1
+        ).indices[:, 0]
         for start in range(0, len(sources), QUERY_CHUNK)
     ]
     return torch.cat(best).numpy()

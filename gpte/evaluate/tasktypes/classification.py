@@ -30,7 +30,9 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     test = read_rows(task.path / f"{task.split}.jsonl", ("text", "label"))
     train_labels = [row["label"] for row in train]
     if len(set(train_labels)) < 2:
-        raise ValueError(f"{task.path / 'train.jsonl'}: a single label ({train_labels[0]!r}); classification needs two or more")
+        raise ValueError(
+            f"{task.path / 'train.jsonl'}: a single label ({train_labels[0]!r}); classification needs two or more"
+        )
     selections = undersample(train_labels, EXPERIMENTS, SAMPLES_PER_LABEL, SEED)
     used = sorted(set().union(*selections))
     train_vectors = dict(zip(used, encoder.encode([train[i]["text"] for i in used], task)))

@@ -30,9 +30,13 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     return clustering_scores(vectors, np.array([str(row["label"]) for row in rows]))
 
 
-def clustering_scores(vectors: np.ndarray, labels: np.ndarray, draws: int = DRAWS, draw_size: int = DRAW_SIZE) -> dict[str, float]:
+def clustering_scores(
+    vectors: np.ndarray, labels: np.ndarray, draws: int = DRAWS, draw_size: int = DRAW_SIZE
+) -> dict[str, float]:
     rng = random.Random(SEED)
-    kmeans = MiniBatchKMeans(n_clusters=np.unique(labels).size, batch_size=KMEANS_BATCH, init="k-means++", n_init=1, random_state=SEED)
+    kmeans = MiniBatchKMeans(
+        n_clusters=np.unique(labels).size, batch_size=KMEANS_BATCH, init="k-means++", n_init=1, random_state=SEED
+    )
     v_measures, amis = [], []
     for _ in range(draws):
         chosen = rng.choices(range(len(vectors)), k=draw_size)

@@ -24,10 +24,14 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     rows = read_rows(task.path / f"{task.split}.jsonl", ("sentence1", "sentence2", "label"))
     first = encoder.encode([row["sentence1"] for row in rows], task)
     second = encoder.encode([row["sentence2"] for row in rows], task)
-    return pair_classification_scores(first, second, np.array([int(row["label"]) for row in rows]), encoder.similarity_name)
+    return pair_classification_scores(
+        first, second, np.array([int(row["label"]) for row in rows]), encoder.similarity_name
+    )
 
 
-def pair_classification_scores(first: np.ndarray, second: np.ndarray, labels: np.ndarray, similarity: str = "cosine") -> dict[str, float]:
+def pair_classification_scores(
+    first: np.ndarray, second: np.ndarray, labels: np.ndarray, similarity: str = "cosine"
+) -> dict[str, float]:
     """All scores for pairs (first[i], second[i]) with 0/1 ``labels``."""
     candidates = [  # name, scores, higher means more similar
         ("similarity", pairwise_similarity(first, second, similarity), True),

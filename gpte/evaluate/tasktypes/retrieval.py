@@ -37,7 +37,13 @@ def evaluate_retrieval(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     data = read_beir(task.path, task.split)
     query_ids = [query for query in data.queries if query in data.qrels]
     queries = encoder.encode([data.queries[query] for query in query_ids], task, role="query")
-    run = search(queries, query_ids, data.corpus, lambda texts: encoder.encode(texts, task, role="document"), encoder.similarity_name)
+    run = search(
+        queries,
+        query_ids,
+        data.corpus,
+        lambda texts: encoder.encode(texts, task, role="document"),
+        encoder.similarity_name,
+    )
     return retrieval_scores(data.qrels, run)
 
 
@@ -53,16 +59,27 @@ def evaluate_reranking(task: Task, encoder: TaskEncoder) -> dict[str, float]:
         candidates[query_id] = docs
         qrels[query_id] = {doc: int(doc.startswith("apositive")) for doc in docs}
     query_vectors = encoder.encode([row["query"] for row in rows], task, role="query")
-    encoder.encode([text for docs in candidates.values() for text in docs.values()], task, role="document")  # one model call
+    encoder.encode(
+        [text for docs in candidates.values() for text in docs.values()], task, role="document"
+    )  # one model call
     run: Run = {}
     for (query_id, docs), query_vector in zip(candidates.items(), query_vectors):
         doc_vectors = encoder.encode(list(docs.values()), task, role="document")
-        scores = pairwise_similarity(np.repeat(query_vector[None], len(docs), axis=0), doc_vectors, encoder.similarity_name)
+        scores = pairwise_similarity(
+            np.repeat(query_vector[None], len(docs), axis=0), doc_vectors, encoder.similarity_name
+        )
         run[query_id] = dict(zip(docs, scores.tolist()))
     return retrieval_scores(qrels, run)
 
 
-def search(queries: np.ndarray, query_ids: list[str], corpus: dict[str, str], encode_documents, similarity_name: str, top_k: int = max(K_VALUES)) -> Run:
+def search(
+    queries: np.ndarray,
+    query_ids: list[str],
+    corpus: dict[str, str],
+    encode_documents,
+    similarity_name: str,
+    top_k: int = max(K_VALUES),
+) -> Run:
     """The ``top_k`` documents of each query, encoding and scoring the corpus ``CORPUS_CHUNK`` documents at a time."""
     query_tensor = torch.from_numpy(queries)
     doc_ids = list(corpus)
@@ -70,7 +87,9 @@ def search(queries: np.ndarray, query_ids: list[str], corpus: dict[str, str], en
     best_docs = torch.empty((len(query_ids), 0), dtype=torch.long)
     for start in range(0, len(doc_ids), CORPUS_CHUNK):
         chunk = doc_ids[start : start + CORPUS_CHUNK]
-        scores = similarity(query_tensor, torch.from_numpy(encode_documents([corpus[d] for d in chunk])), similarity_name)
+        scores = similarity(
+            query_tensor, torch.from_numpy(encode_documents([corpus[d] for d in chunk])), similarity_name
+        )
         merged_scores = torch.cat([best_scores, scores], dim=1)
         merged_docs = torch.cat([best_docs, torch.arange(start, start + len(chunk)).expand(len(query_ids), -1)], dim=1)
         keep = min(top_k, merged_scores.size(1))
@@ -87,7 +106,13 @@ def retrieval_scores(qrels: Qrels, run: Run, k_values: tuple[int, ...] = K_VALUE
     ks = ",".join(str(k) for k in k_values)
     measures = {f"map_cut.{ks}", f"ndcg_cut.{ks}", f"recall.{ks}", f"P.{ks}", f"success.{ks}"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
-    names = {"ndcg_at": "ndcg_cut", "map_at": "map_cut", "recall_at": "recall", "precision_at": "P", "hit_rate_at": "success"}
+    names = {
+        "ndcg_at": "ndcg_cut",
+        "map_at": "map_cut",
+        "recall_at": "recall",
+        "precision_at": "P",
+        "hit_rate_at": "success",
+    }
     scores = {}
     for name, trec_name in names.items():
         for k in k_values:

@@ -26,7 +26,9 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     return sts_scores(first, second, gold, encoder.similarity_name)
 
 
-def sts_scores(first: np.ndarray, second: np.ndarray, gold: list[float], similarity: str = "cosine") -> dict[str, float]:
+def sts_scores(
+    first: np.ndarray, second: np.ndarray, gold: list[float], similarity: str = "cosine"
+) -> dict[str, float]:
     """Correlations between ``gold`` and the similarity of each pair (first[i], second[i])."""
     predictions = {
         "cosine": 1 - paired_cosine_distances(first, second),

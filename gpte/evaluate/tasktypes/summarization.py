@@ -32,16 +32,24 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     return summarization_scores(samples, encoder.similarity_name)
 
 
-def summarization_scores(samples: list[tuple[np.ndarray, np.ndarray, list[float]]], similarity_name: str = "cosine") -> dict[str, float]:
+def summarization_scores(
+    samples: list[tuple[np.ndarray, np.ndarray, list[float]]], similarity_name: str = "cosine"
+) -> dict[str, float]:
     """``samples``: per text, human summary vectors, machine summary vectors, human scores of the machine ones."""
-    correlations: dict[str, list[float]] = {name: [] for name in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson", "spearman", "pearson")}
+    correlations: dict[str, list[float]] = {
+        name: [] for name in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson", "spearman", "pearson")
+    }
     for human, machine, gold in samples:
         predicted = {
             "cosine": similarity(machine, human, "cosine").max(axis=1),
             "dot": similarity(machine, human, "dot").max(axis=1),
             "": similarity(machine, human, similarity_name).max(axis=1),
         }
-        if len(set(gold)) == 1 or len(set(predicted["dot"].tolist())) == 1 or len(set(predicted["cosine"].tolist())) == 1:
+        if (
+            len(set(gold)) == 1
+            or len(set(predicted["dot"].tolist())) == 1
+            or len(set(predicted["cosine"].tolist())) == 1
+        ):
             continue
         for name, values in predicted.items():
             prefix = f"{name}_" if name else ""

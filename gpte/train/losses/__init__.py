@@ -27,7 +27,18 @@ from gpte.train.losses.triplet import TripletLoss
 
 LOSSES: dict[str, type[EmbeddingLoss]] = {
     loss.name: loss
-    for loss in (InfoNCELoss, CoSENTLoss, AnglELoss, CosineMSELoss, TripletLoss, MarginMSELoss, KLDistillationLoss, SimCSELoss, GISTLoss, MNTPLoss)
+    for loss in (
+        InfoNCELoss,
+        CoSENTLoss,
+        AnglELoss,
+        CosineMSELoss,
+        TripletLoss,
+        MarginMSELoss,
+        KLDistillationLoss,
+        SimCSELoss,
+        GISTLoss,
+        MNTPLoss,
+    )
 }
 WRAPPERS = ("matryoshka", "matryoshka_2d", "gradcache")
 
@@ -86,5 +97,12 @@ def _parameters(cls: type) -> list[str]:
     return [p.name for p in parameters if p.kind in keyword_kinds and p.name not in ("self", "model", "base")]
 
 
-__all__ = ["LOSSES", "WRAPPERS", "EmbeddingLoss", "TrainingBatch", "build_loss", *[cls.__name__ for cls in LOSSES.values()]]
+__all__ = [
+    "LOSSES",
+    "WRAPPERS",
+    "EmbeddingLoss",
+    "TrainingBatch",
+    "build_loss",
+    *[cls.__name__ for cls in LOSSES.values()],
+]
 __all__ += ["MatryoshkaLoss", "Matryoshka2dLoss", "CachedLoss"]

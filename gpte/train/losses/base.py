@@ -72,7 +72,13 @@ class EmbeddingLoss(nn.Module):
         """Raise ValueError naming ``where`` if data with these columns cannot feed this loss."""
         high = self.max_columns
         if n_columns < self.min_columns or (high is not None and n_columns > high):
-            wanted = f"at least {self.min_columns}" if high is None else f"{self.min_columns}" if high == self.min_columns else f"{self.min_columns} to {high}"
+            wanted = (
+                f"at least {self.min_columns}"
+                if high is None
+                else f"{self.min_columns}"
+                if high == self.min_columns
+                else f"{self.min_columns} to {high}"
+            )
             raise ValueError(f"{where}: loss {self.name!r} takes {wanted} text columns, the data has {n_columns}")
         if self.needs_scores and not has_scores:
             raise ValueError(f"{where}: loss {self.name!r} needs a score for each row; the data has no score column")

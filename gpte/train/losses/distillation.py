@@ -80,8 +80,15 @@ class KLDistillationLoss(EmbeddingLoss):
         student = candidate_scores(embeddings, self.contrastive.similarity) / self.contrastive.temperature
         teacher = batch.scores.to(student.dtype).reshape(student.shape[0], -1)
         if teacher.shape != student.shape:
-            raise ValueError(f"{self.name}: each row needs {student.shape[1]} teacher scores (positive and negatives), got {teacher.shape[1]}")
-        loss = F.kl_div(F.log_softmax(student, dim=1), F.log_softmax(teacher / self.teacher_temperature, dim=1), log_target=True, reduction="batchmean")
+            raise ValueError(
+                f"{self.name}: each row needs {student.shape[1]} teacher scores (positive and negatives), got {teacher.shape[1]}"
+            )
+        loss = F.kl_div(
+            F.log_softmax(student, dim=1),
+            F.log_softmax(teacher / self.teacher_temperature, dim=1),
+            log_target=True,
+            reduction="batchmean",
+        )
         if self.contrastive_weight:
             loss = loss + self.contrastive_weight * self.contrastive.compute(embeddings)
         return loss

@@ -14,9 +14,9 @@ The result equals the full-batch gradient of the base loss (up to float rounding
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -60,7 +60,13 @@ class CachedLoss(EmbeddingLoss):
         output.register_hook(partial(self._replay, chunks, states, gradients))
         return output
 
-    def _replay(self, chunks: list[list[TokenBatch]], states: list[list["_RngState"]], gradients: list[Tensor], grad_output: Tensor) -> None:
+    def _replay(
+        self,
+        chunks: list[list[TokenBatch]],
+        states: list[list[_RngState]],
+        gradients: list[Tensor],
+        grad_output: Tensor,
+    ) -> None:
         """Re-embed each mini-batch with a graph and backpropagate its cached gradient (times grad_output)."""
         with torch.enable_grad():
             for column, column_states, gradient in zip(chunks, states, gradients):

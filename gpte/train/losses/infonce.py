@@ -25,7 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gpte.train.losses.base import PAIRWISE_SIMILARITIES, EmbeddingLoss, TrainingBatch, check_choice, check_positive, similarity_matrix
+from gpte.train.losses.base import (
+    PAIRWISE_SIMILARITIES,
+    EmbeddingLoss,
+    TrainingBatch,
+    check_choice,
+    check_positive,
+    similarity_matrix,
+)
 from gpte.train.losses.distributed import gather_with_grad, world
 
 

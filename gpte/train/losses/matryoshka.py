@@ -39,7 +39,9 @@ class MatryoshkaLoss(EmbeddingLoss):
         super().__init__(base.model)
         dimension = getattr(base.model, "dimension", None)
         if not dims or any(not isinstance(d, int) or d < 1 or (dimension and d > dimension) for d in dims):
-            raise ValueError(f"matryoshka dims must be integers from 1 to the model's dimension {dimension}, got {list(dims)}")
+            raise ValueError(
+                f"matryoshka dims must be integers from 1 to the model's dimension {dimension}, got {list(dims)}"
+            )
         weights = [1.0] * len(dims) if weights is None else list(weights)
         if len(weights) != len(dims):
             raise ValueError(f"matryoshka takes one weight per dim: {len(dims)} dims, {len(weights)} weights")
@@ -53,7 +55,9 @@ class MatryoshkaLoss(EmbeddingLoss):
         return self.base.prepare(batch)
 
     def compute(self, embeddings: list[Tensor], batch: TrainingBatch) -> Tensor:
-        return sum(w * self.base.compute([e[:, :dim] for e in embeddings], batch) for dim, w in zip(self.dims, self.weights))
+        return sum(
+            w * self.base.compute([e[:, :dim] for e in embeddings], batch) for dim, w in zip(self.dims, self.weights)
+        )
 
 
 class Matryoshka2dLoss(EmbeddingLoss):
@@ -97,6 +101,7 @@ class Matryoshka2dLoss(EmbeddingLoss):
 
     def _alignment(self, shallow: list[Tensor], last: list[Tensor]) -> Tensor:
         """KL(softmax(S_last / T) || softmax(S_shallow / T)), last layer detached (the target)."""
+
         def scores(columns: list[Tensor]) -> Tensor:
             return similarity_matrix(columns[0], torch.cat(columns[1:]), "cosine") / self.kl_temperature
 

@@ -51,7 +51,9 @@ class MNTPLoss(EmbeddingLoss):
     min_columns = 1
     token_level = True
 
-    def __init__(self, model: nn.Module, mask_probability: float = 0.2, mask_token: str | None = None, lm_head: str | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, mask_probability: float = 0.2, mask_token: str | None = None, lm_head: str | None = None
+    ) -> None:
         super().__init__(model)
         check_positive("mask_probability", mask_probability)
         if mask_probability >= 1:
@@ -76,7 +78,9 @@ class MNTPLoss(EmbeddingLoss):
             raise RuntimeError("mntp runs in a single process (its token-level pass bypasses DDP's gradient sync)")
         features = batch.features[0]
         chosen = self.choose(features)
-        hidden, _ = self.model.backbone(TokenBatch(self.corrupt(features.input_ids, chosen), features.attention_mask, features.position_ids))
+        hidden, _ = self.model.backbone(
+            TokenBatch(self.corrupt(features.input_ids, chosen), features.attention_mask, features.position_ids)
+        )
         targets = chosen[:, 1:]  # token i is predicted from position i-1
         logits = F.linear(hidden[:, :-1][targets], self.head_weight().to(hidden.device, hidden.dtype))
         return F.cross_entropy(logits.float(), features.input_ids[:, 1:][targets])
@@ -84,7 +88,11 @@ class MNTPLoss(EmbeddingLoss):
     def choose(self, features: TokenBatch) -> Tensor:
         """(batch, length) bool: the positions to predict (at least one per batch)."""
         ids = features.input_ids
-        eligible = features.attention_mask.bool() & (features.position_ids > 0) & ~torch.isin(ids, self.special_ids.to(ids.device))
+        eligible = (
+            features.attention_mask.bool()
+            & (features.position_ids > 0)
+            & ~torch.isin(ids, self.special_ids.to(ids.device))
+        )
         chosen = eligible & (torch.rand(ids.shape, device=ids.device) < self.mask_probability)
         if not chosen.any():  # a short batch can draw nothing: predict its first eligible token
             first = eligible.flatten().nonzero()[:1]

@@ -58,7 +58,9 @@ class CoSENTLoss(EmbeddingLoss):
         return PAIRWISE["cosine"](u, v)
 
     def compute(self, embeddings: list[Tensor], batch: TrainingBatch) -> Tensor:
-        return cosent(self.scale * self.pair_similarity(embeddings[0], embeddings[1]), batch.scores.to(embeddings[0].dtype))
+        return cosent(
+            self.scale * self.pair_similarity(embeddings[0], embeddings[1]), batch.scores.to(embeddings[0].dtype)
+        )
 
 
 class AnglELoss(CoSENTLoss):

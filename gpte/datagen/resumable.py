@@ -52,8 +52,10 @@ class ResumableJsonl:
             earlier = json.loads(job_file.read_text(encoding="utf-8"))
             if earlier != self.job:
                 changed = sorted(key for key in {*earlier, *self.job} if earlier.get(key) != self.job.get(key))
-                raise ValueError(f"{self.folder} holds the progress of a run with other {', '.join(changed)}; "
-                                 "run with the same ones to resume, or restart (CLI: --restart) to start over")
+                raise ValueError(
+                    f"{self.folder} holds the progress of a run with other {', '.join(changed)}; "
+                    "run with the same ones to resume, or restart (CLI: --restart) to start over"
+                )
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         self.write_json(JOB_FILE, self.job)

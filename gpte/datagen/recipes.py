@@ -21,16 +21,23 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from gpte.data.generators import Messages
-from gpte.data.parsing import parse_json_object, parse_line, parse_text_list
+from gpte.datagen.generators import Messages
+from gpte.datagen.parsing import parse_json_object, parse_line, parse_text_list
 
-QUERY_PROMPT = "Write one search query that the document below answers. Reply with the query only.\n\nDocument: {document}"
+QUERY_PROMPT = (
+    "Write one search query that the document below answers. Reply with the query only.\n\nDocument: {document}"
+)
 BUILTIN_QUERY_EXAMPLES = (
-    ("The Great Barrier Reef, off the coast of Queensland in Australia, is the largest coral reef system in the "
-     "world, made of over 2,900 individual reefs and 900 islands.", "where is the largest coral reef system"),
-    ("Insulin is a peptide hormone produced by the beta cells of the pancreatic islets. It regulates the "
-     "metabolism of carbohydrates, fats and protein by promoting the absorption of glucose from the blood.",
-     "which cells produce insulin"),
+    (
+        "The Great Barrier Reef, off the coast of Queensland in Australia, is the largest coral reef system in the "
+        "world, made of over 2,900 individual reefs and 900 islands.",
+        "where is the largest coral reef system",
+    ),
+    (
+        "Insulin is a peptide hormone produced by the beta cells of the pancreatic islets. It regulates the "
+        "metabolism of carbohydrates, fats and protein by promoting the absorption of glucose from the blood.",
+        "which cells produce insulin",
+    ),
 )
 BRAINSTORM_PROMPT = (
     "Brainstorm a list of potentially useful text retrieval tasks.\n\n"
@@ -70,10 +77,14 @@ E5_CHOICES = {
     "difficulty": ("high school", "college", "PhD"),
 }
 E5_KEYS = ("user_query", "positive_document", "hard_negative_document")
-PARAPHRASE_PROMPT = ("Please paraphrase the input sentence, providing an alternative expression with the same meaning. "
-                     "Reply with the new sentence only.\n\nInput sentence: {sentence}")
-CONTRADICTION_PROMPT = ("Please write one sentence that contradicts the input sentence: it should be about the same "
-                        "subject but state something incompatible with it. Reply with the new sentence only.\n\nInput sentence: {sentence}")
+PARAPHRASE_PROMPT = (
+    "Please paraphrase the input sentence, providing an alternative expression with the same meaning. "
+    "Reply with the new sentence only.\n\nInput sentence: {sentence}"
+)
+CONTRADICTION_PROMPT = (
+    "Please write one sentence that contradicts the input sentence: it should be about the same "
+    "subject but state something incompatible with it. Reply with the new sentence only.\n\nInput sentence: {sentence}"
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,10 @@ class QueryRecipe:
     def conversations(self, item: SourceItem) -> list[Messages]:
         turns: Messages = []
         for document, query in self.examples:
-            turns += [*_user(QUERY_PROMPT.format(document=_shorten(document, self.max_document_words))), {"role": "assistant", "content": query}]
+            turns += [
+                *_user(QUERY_PROMPT.format(document=_shorten(document, self.max_document_words))),
+                {"role": "assistant", "content": query},
+            ]
         return [turns + _user(QUERY_PROMPT.format(document=_shorten(item.text, self.max_document_words)))]
 
     def parse(self, item: SourceItem, answers: list[str]) -> dict[str, Any] | None:
@@ -156,8 +170,12 @@ class E5TaskRecipe:
         found = parse_json_object(answers[0], E5_KEYS)
         if found is None:
             return None
-        return {"query": found["user_query"], "positive": found["positive_document"],
-                "negatives": [found["hard_negative_document"]], "instruction": item.text}
+        return {
+            "query": found["user_query"],
+            "positive": found["positive_document"],
+            "negatives": [found["hard_negative_document"]],
+            "instruction": item.text,
+        }
 
 
 class ParaphraseRecipe:
@@ -170,7 +188,10 @@ class ParaphraseRecipe:
     example_outputs = ()
 
     def conversations(self, item: SourceItem) -> list[Messages]:
-        return [_user(PARAPHRASE_PROMPT.format(sentence=item.text)), _user(CONTRADICTION_PROMPT.format(sentence=item.text))]
+        return [
+            _user(PARAPHRASE_PROMPT.format(sentence=item.text)),
+            _user(CONTRADICTION_PROMPT.format(sentence=item.text)),
+        ]
 
     def parse(self, item: SourceItem, answers: list[str]) -> dict[str, Any] | None:
         paraphrase, contradiction = parse_line(answers[0]), parse_line(answers[1])

@@ -9,9 +9,22 @@ from typing import Any
 
 import json_repair
 
-LABELS = ("relevant query", "search query", "query", "question", "paraphrase", "rewritten sentence", "sentence",
-          "contradiction", "answer", "output", "task")
-LABEL = re.compile(r"^\s*(?:[-*•]\s*|\d+[.)]\s*)?(?:\*\*)?(?:(?:" + "|".join(LABELS) + r")\s*:)?(?:\*\*)?\s*", re.IGNORECASE)
+LABELS = (
+    "relevant query",
+    "search query",
+    "query",
+    "question",
+    "paraphrase",
+    "rewritten sentence",
+    "sentence",
+    "contradiction",
+    "answer",
+    "output",
+    "task",
+)
+LABEL = re.compile(
+    r"^\s*(?:[-*•]\s*|\d+[.)]\s*)?(?:\*\*)?(?:(?:" + "|".join(LABELS) + r")\s*:)?(?:\*\*)?\s*", re.IGNORECASE
+)
 QUOTES = "\"'“”‘’`"
 
 

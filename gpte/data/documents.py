@@ -49,7 +49,9 @@ def read_documents(source: str | Path, text_field: str = "text") -> list[Documen
     documents = list(iter_documents(source, text_field))
     duplicates = [doc_id for doc_id, count in Counter(doc.id for doc in documents).items() if count > 1]
     if duplicates:
-        raise ValueError(f"{source}: {len(duplicates)} duplicate document id(s), e.g. {', '.join(map(repr, duplicates[:5]))}")
+        raise ValueError(
+            f"{source}: {len(duplicates)} duplicate document id(s), e.g. {', '.join(map(repr, duplicates[:5]))}"
+        )
     if not documents:
         raise ValueError(f"{source}: no documents found (formats: {', '.join(DOCUMENT_FORMATS)})")
     return documents
@@ -69,9 +71,13 @@ def document_files(source: str | Path) -> list[tuple[Path, str]]:
         raise FileNotFoundError(f"document source {source} does not exist")
     if source.is_file():
         return [(source, source.name)]
-    return [(path, path.relative_to(source).as_posix()) for path in sorted(source.rglob("*"))
-            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(source).parts)
-            and path.suffix.lower() in DOCUMENT_FORMATS]
+    return [
+        (path, path.relative_to(source).as_posix())
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(source).parts)
+        and path.suffix.lower() in DOCUMENT_FORMATS
+    ]
 
 
 def file_documents(path: Path, name: str, text_field: str = "text") -> Iterator[Document]:

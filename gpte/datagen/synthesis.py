@@ -1,13 +1,13 @@
-"""LLM-synthesized training data (``gpte synth``): a recipe (``gpte.data.recipes``) prompts a generator
-(``gpte.data.generators``) for every input item, the answers are parsed, and the records are filtered
-(``gpte.data.synthesis_filters``) into a jsonl file that ``gpte train`` reads (and ``gpte mine`` can add
+"""LLM-synthesized training data (``gpte synth``): a recipe (``gpte.datagen.recipes``) prompts a generator
+(``gpte.datagen.generators``) for every input item, the answers are parsed, and the records are filtered
+(``gpte.datagen.synthesis_filters``) into a jsonl file that ``gpte train`` reads (and ``gpte mine`` can add
 negatives to).
 
     report = synthesize("queries", "synth.jsonl", source="corpus.jsonl")          # InPars/Promptagator
     report = synthesize("e5", "e5.jsonl", tasks=20)                                # E5-mistral two-step
     report = synthesize("paraphrase", "nli.jsonl", source="sentences.txt")         # SynCSE
 
-Items are generated in chunks (``gpte.data.resumable``): a restart skips finished chunks. An item whose
+Items are generated in chunks (``gpte.datagen.resumable``): a restart skips finished chunks. An item whose
 answer cannot be parsed is asked again with another seed, up to ``max_attempts`` times; a chunk in which no
 item gave anything usable stops the run with a ``GeneratorError`` that says where the finished chunks are
 kept. Filters run once all chunks are done, so their counts cover the whole run.
@@ -24,14 +24,14 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from gpte.data.corpus_index import open_corpus_index
-from gpte.data.generators import Generator, GeneratorError, load_generator
-from gpte.models.causal_lm import DEFAULT_LLM
+from gpte.data.documents import read_documents
 from gpte.data.readers import read_texts
-from gpte.data.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, SourceItem
-from gpte.data.resumable import ResumableJsonl
-from gpte.data.synthesis_filters import RecordFilter, SynthesisFilters, positive_above_negative, source_in_top_k
-from gpte.search.sources import read_documents
+from gpte.datagen.corpus_index import open_corpus_index
+from gpte.datagen.generators import Generator, GeneratorError, load_generator
+from gpte.datagen.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, SourceItem
+from gpte.datagen.resumable import ResumableJsonl
+from gpte.datagen.synthesis_filters import RecordFilter, SynthesisFilters, positive_above_negative, source_in_top_k
+from gpte.models.causal_lm import DEFAULT_LLM
 
 CHUNK_ITEMS = 32  # items generated (and resumed) at a time
 MAX_NEW_TOKENS = {"queries": 48, "paraphrase": 64, "e5": 768}
@@ -56,12 +56,29 @@ class SynthesisReport:
     seconds: float
 
 
-def synthesize(recipe: str, output: str | Path, source: str | Path | None = None, generator: Generator | str | None = None,
-               text_field: str = "text", limit: int | None = None, tasks: int = 20, per_task: int = 1,
-               examples: list[tuple[str, str]] | None = None, filters: SynthesisFilters = SynthesisFilters(),
-               embedder: Any = None, model: str | None = None, index_dir: str | Path | None = None, max_attempts: int = 3,
-               chunk_size: int = CHUNK_ITEMS, max_new_tokens: int | None = None, temperature: float = 0.7, seed: int = 0,
-               overwrite: bool = False, restart: bool = False, show_progress: bool = True) -> SynthesisReport:
+def synthesize(
+    recipe: str,
+    output: str | Path,
+    source: str | Path | None = None,
+    generator: Generator | str | None = None,
+    text_field: str = "text",
+    limit: int | None = None,
+    tasks: int = 20,
+    per_task: int = 1,
+    examples: list[tuple[str, str]] | None = None,
+    filters: SynthesisFilters = SynthesisFilters(),
+    embedder: Any = None,
+    model: str | None = None,
+    index_dir: str | Path | None = None,
+    max_attempts: int = 3,
+    chunk_size: int = CHUNK_ITEMS,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.7,
+    seed: int = 0,
+    overwrite: bool = False,
+    restart: bool = False,
+    show_progress: bool = True,
+) -> SynthesisReport:
     """Generate, parse, filter and write a recipe's records to ``output`` (jsonl).
 
     Args:
@@ -85,13 +102,29 @@ def synthesize(recipe: str, output: str | Path, source: str | Path | None = None
     steps = _recipe(recipe, examples, seed)
     _check_numbers(limit=limit, tasks=tasks, per_task=per_task, max_attempts=max_attempts, chunk_size=chunk_size)
     output = Path(output)
-    generator = generator if generator is not None and not isinstance(generator, str | Path) else load_generator(generator or DEFAULT_LLM)
+    generator = (
+        generator
+        if generator is not None and not isinstance(generator, str | Path)
+        else load_generator(generator or DEFAULT_LLM)
+    )
     tokens = max_new_tokens or MAX_NEW_TOKENS[recipe]
     sampling = {"max_new_tokens": tokens, "temperature": temperature, "seed": seed, "max_attempts": max_attempts}
     items = _source_items(recipe, source, text_field)
-    job = ResumableJsonl(output, {"recipe": recipe, "source": _fingerprint(items) if items is not None else f"brainstorm {tasks}",
-                                  "per_task": per_task, "limit": limit, "generator": getattr(generator, "name", type(generator).__name__),
-                                  "examples": _fingerprint(examples or []), "chunk_size": chunk_size, **sampling}, overwrite, restart)
+    job = ResumableJsonl(
+        output,
+        {
+            "recipe": recipe,
+            "source": _fingerprint(items) if items is not None else f"brainstorm {tasks}",
+            "per_task": per_task,
+            "limit": limit,
+            "generator": getattr(generator, "name", type(generator).__name__),
+            "examples": _fingerprint(examples or []),
+            "chunk_size": chunk_size,
+            **sampling,
+        },
+        overwrite,
+        restart,
+    )
     if items is None:
         items = _brainstormed_tasks(job, generator, tasks, sampling)
     if recipe == "e5":
@@ -102,14 +135,30 @@ def synthesize(recipe: str, output: str | Path, source: str | Path | None = None
     starts = range(0, len(items), chunk_size)
     for number, start in enumerate(tqdm(starts, desc=f"synth {recipe}", unit="chunk", disable=not show_progress)):
         if not job.done(number):
-            records, used = _generate_chunk(steps, items[start : start + chunk_size], generator, sampling, seed + 1000 * number, job.folder)
+            records, used = _generate_chunk(
+                steps, items[start : start + chunk_size], generator, sampling, seed + 1000 * number, job.folder
+            )
             job.write_chunk(number, records)
             calls += used
     parsed = [None if "unparsable" in record else record for record in job.records()]
-    record_filter = RecordFilter(filters, steps.generated, steps.dedup_field, _round_trip(recipe, filters, source, output, embedder, model, text_field, index_dir, show_progress),
-                                 steps.example_outputs)
+    record_filter = RecordFilter(
+        filters,
+        steps.generated,
+        steps.dedup_field,
+        _round_trip(recipe, filters, source, output, embedder, model, text_field, index_dir, show_progress),
+        steps.example_outputs,
+    )
     kept = job.finish(record_filter.apply(parsed))
-    return SynthesisReport(recipe, len(items), sum(r is not None for r in parsed), dict(record_filter.removed), kept, calls, resumed, time.perf_counter() - started)
+    return SynthesisReport(
+        recipe,
+        len(items),
+        sum(r is not None for r in parsed),
+        dict(record_filter.removed),
+        kept,
+        calls,
+        resumed,
+        time.perf_counter() - started,
+    )
 
 
 def _recipe(name: str, examples: list[tuple[str, str]] | None, seed: int) -> Recipe:
@@ -130,7 +179,9 @@ def _source_items(recipe: str, source: str | Path | None, text_field: str) -> li
     """The recipe's inputs: corpus documents (queries), lines/rows (paraphrase, e5 tasks); None: brainstorm tasks."""
     if source is None:
         if recipe != "e5":
-            raise ValueError(f"the {recipe!r} recipe needs a source ({'a corpus' if recipe == 'queries' else 'sentences'})")
+            raise ValueError(
+                f"the {recipe!r} recipe needs a source ({'a corpus' if recipe == 'queries' else 'sentences'})"
+            )
         return None
     if recipe == "queries":
         return [SourceItem(doc.id, doc.text) for doc in read_documents(source, text_field)]
@@ -146,17 +197,26 @@ def _fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(serial, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _brainstormed_tasks(job: ResumableJsonl, generator: Generator, count: int, sampling: dict[str, Any]) -> list[SourceItem]:
+def _brainstormed_tasks(
+    job: ResumableJsonl, generator: Generator, count: int, sampling: dict[str, Any]
+) -> list[SourceItem]:
     """E5 step 1: ``count`` tasks asked for (kept in the progress folder, so a resumed run reuses them)."""
     tasks = job.read_json(TASKS_FILE)
     for attempt in range(sampling["max_attempts"]):
         if tasks:
             break
-        answer = generator.generate([E5TaskRecipe.brainstorm(count)], BRAINSTORM_TOKENS, _temperature(sampling, attempt), sampling["seed"] + attempt)[0]
+        answer = generator.generate(
+            [E5TaskRecipe.brainstorm(count)],
+            BRAINSTORM_TOKENS,
+            _temperature(sampling, attempt),
+            sampling["seed"] + attempt,
+        )[0]
         tasks = E5TaskRecipe.parse_tasks(answer)[:count]
     if not tasks:
-        raise GeneratorError(f"the generator listed no retrieval tasks in {sampling['max_attempts']} attempts (last answer: {answer!r:.200}); "
-                             "give tasks in a file instead (one per line)")
+        raise GeneratorError(
+            f"the generator listed no retrieval tasks in {sampling['max_attempts']} attempts (last answer: {answer!r:.200}); "
+            "give tasks in a file instead (one per line)"
+        )
     job.write_json(TASKS_FILE, tasks)
     return [SourceItem(str(number), task) for number, task in enumerate(tasks)]
 
@@ -165,7 +225,9 @@ def _temperature(sampling: dict[str, Any], attempt: int) -> float:
     return sampling["temperature"] if attempt == 0 else max(sampling["temperature"], RETRY_TEMPERATURE)
 
 
-def _generate_chunk(steps: Recipe, items: list[SourceItem], generator: Generator, sampling: dict[str, Any], seed: int, kept_in: Path) -> tuple[list[dict[str, Any]], int]:
+def _generate_chunk(
+    steps: Recipe, items: list[SourceItem], generator: Generator, sampling: dict[str, Any], seed: int, kept_in: Path
+) -> tuple[list[dict[str, Any]], int]:
     """Records for ``items`` (an ``{"unparsable": ...}`` entry for an item that failed every attempt) and the
     number of generator calls made."""
     records: dict[int, dict[str, Any]] = {}
@@ -175,7 +237,9 @@ def _generate_chunk(steps: Recipe, items: list[SourceItem], generator: Generator
     for attempt in range(sampling["max_attempts"]):
         conversations = [steps.conversations(items[i]) for i in pending]
         flat = [c for per_item in conversations for c in per_item]
-        answers_now = generator.generate(flat, sampling["max_new_tokens"], _temperature(sampling, attempt), seed + attempt)
+        answers_now = generator.generate(
+            flat, sampling["max_new_tokens"], _temperature(sampling, attempt), seed + attempt
+        )
         if len(answers_now) != len(flat):
             raise GeneratorError(f"the generator returned {len(answers_now)} answers for {len(flat)} conversations")
         texts = iter(answers_now)
@@ -189,21 +253,44 @@ def _generate_chunk(steps: Recipe, items: list[SourceItem], generator: Generator
         if not pending:
             break
     if not records:
-        raise GeneratorError(f"the generator gave nothing usable for items {items[0].id}..{items[-1].id} in {sampling['max_attempts']} attempts each "
-                             f"(last answer: {answers[pending[0]][0]!r:.200}); finished chunks are kept in {kept_in}, and a rerun resumes after them")
-    return [records.get(i) or {"unparsable": True, "item": items[i].id, "answers": [a[:500] for a in answers[i]]} for i in range(len(items))], calls
+        raise GeneratorError(
+            f"the generator gave nothing usable for items {items[0].id}..{items[-1].id} in {sampling['max_attempts']} attempts each "
+            f"(last answer: {answers[pending[0]][0]!r:.200}); finished chunks are kept in {kept_in}, and a rerun resumes after them"
+        )
+    return [
+        records.get(i) or {"unparsable": True, "item": items[i].id, "answers": [a[:500] for a in answers[i]]}
+        for i in range(len(items))
+    ], calls
 
 
-def _round_trip(recipe: str, filters: SynthesisFilters, source, output: Path, embedder: Any, model: str | None, text_field: str,
-                index_dir, show_progress: bool):
+def _round_trip(
+    recipe: str,
+    filters: SynthesisFilters,
+    source,
+    output: Path,
+    embedder: Any,
+    model: str | None,
+    text_field: str,
+    index_dir,
+    show_progress: bool,
+):
     """The recipe's retrieval-consistency check, or None when ``filters.round_trip_k`` is None."""
     if filters.round_trip_k is None:
         return None
     if recipe == "queries":
-        index = open_corpus_index(source, index_dir or output.with_name(output.name + ".index"), embedder, model, text_field, show_progress=show_progress)
+        index = open_corpus_index(
+            source,
+            index_dir or output.with_name(output.name + ".index"),
+            embedder,
+            model,
+            text_field,
+            show_progress=show_progress,
+        )
         return source_in_top_k(index, filters.round_trip_k)
     if embedder is None:
         from gpte.models.embedder import Embedder
 
         embedder = Embedder.load(model)
-    return positive_above_negative(embedder, "query" if recipe == "e5" else "anchor", "negatives" if recipe == "e5" else "negative")
+    return positive_above_negative(
+        embedder, "query" if recipe == "e5" else "anchor", "negatives" if recipe == "e5" else "negative"
+    )

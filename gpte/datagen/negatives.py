@@ -1,5 +1,5 @@
 """Which retrieved candidates become hard negatives: rank range, absolute thresholds and positive-aware
-margins, then the top ones or a random sample (``gpte.data.mining`` retrieves the candidates).
+margins, then the top ones or a random sample (``gpte.datagen.mining`` retrieves the candidates).
 
 The rules follow sentence-transformers' ``mine_hard_negatives`` (same names, meanings and order of
 application; with ``sampling="top"`` the same negatives, tested) and
@@ -49,14 +49,18 @@ class NegativeRules:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.range_min, int) or not 0 <= self.range_min < self.range_max:
-            raise ValueError(f"range_min must be a whole number in [0, range_max={self.range_max}), got {self.range_min!r}")
+            raise ValueError(
+                f"range_min must be a whole number in [0, range_max={self.range_max}), got {self.range_min!r}"
+            )
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         for name in ("absolute_margin", "relative_margin"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.relative_margin is not None and self.relative_margin >= 1:
-            raise ValueError(f"relative_margin must be below 1 (a share of the positive's score), got {self.relative_margin!r}")
+            raise ValueError(
+                f"relative_margin must be below 1 (a share of the positive's score), got {self.relative_margin!r}"
+            )
 
     @property
     def positive_aware(self) -> bool:
@@ -73,8 +77,14 @@ class NegativeRules:
         return min(limits, default=float("inf"))
 
 
-def select_negatives(candidates: Sequence[str], scores: Sequence[float], positives: set[str], positive_score: float | None,
-                     rules: NegativeRules, rng: random.Random) -> list[tuple[str, float]]:
+def select_negatives(
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    positives: set[str],
+    positive_score: float | None,
+    rules: NegativeRules,
+    rng: random.Random,
+) -> list[tuple[str, float]]:
     """The negatives for one query, best-ranked first, chosen as sentence-transformers' ``mine_hard_negatives`` does.
 
     Args:
@@ -95,7 +105,11 @@ def select_negatives(candidates: Sequence[str], scores: Sequence[float], positiv
         raise ValueError("absolute_margin and relative_margin need the positive's score")
     ceiling = rules.ceiling(positive_score)
     floor = rules.min_score if rules.min_score is not None else float("-inf")
-    passing = [(doc, float(score)) for doc, score in zip(candidates, scores) if doc not in positives and floor <= score <= ceiling]
+    passing = [
+        (doc, float(score))
+        for doc, score in zip(candidates, scores)
+        if doc not in positives and floor <= score <= ceiling
+    ]
     window = passing[: rules.range_max][rules.range_min :]
     if rules.sampling == "top" or len(window) <= rules.num_negatives:
         return window[: rules.num_negatives]
@@ -110,6 +124,9 @@ def false_negative_rate(rows: Sequence[dict], qrels: dict[str, dict[str, int]]) 
         rows: mined rows with ``query_id`` and ``negative_ids`` (``gpte mine``'s output).
         qrels: graded relevance, ``qrels[query_id][doc_id]``.
     """
-    judged = [doc in {d for d, grade in qrels.get(row["query_id"], {}).items() if grade > 0}
-              for row in rows for doc in row["negative_ids"]]
+    judged = [
+        doc in {d for d, grade in qrels.get(row["query_id"], {}).items() if grade > 0}
+        for row in rows
+        for doc in row["negative_ids"]
+    ]
     return sum(judged) / len(judged) if judged else 0.0

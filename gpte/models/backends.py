@@ -5,7 +5,7 @@
 - ``bf16``: PyTorch with bfloat16 weights and activations; token states are cast back to float32 before
   pooling. Refused on a CPU without native bfloat16 instructions (avx512_bf16 or AMX), where PyTorch
   would emulate it more slowly than float32.
-- ``onnx``: ONNX Runtime, float32, graph-optimized (see ``gpte.runtime.onnx_backend``).
+- ``onnx``: ONNX Runtime, float32, graph-optimized (see ``gpte.models.onnx_backend``).
 - ``onnx-int8``: ONNX Runtime with dynamically quantized int8 weights.
 
 A backend is a callable ``(TokenBatch, all_layers) -> (last hidden states, all layers or None)``, the
@@ -43,10 +43,12 @@ def select_backend(backbone: Any, backend: str, export_dir: str | Path | None = 
         backbone.model.to(torch.bfloat16)
         return _Float32States(backbone)
     if backbone.device.type != "cpu":
-        raise BackendUnavailableError(f"the {backend} backend runs on CPU; load the model with device='cpu' or use backend='torch'")
+        raise BackendUnavailableError(
+            f"the {backend} backend runs on CPU; load the model with device='cpu' or use backend='torch'"
+        )
     if export_dir is None:
         raise ValueError(f"the {backend} backend needs an export_dir for its ONNX files")
-    from gpte.runtime.onnx_backend import OnnxBackbone
+    from gpte.models.onnx_backend import OnnxBackbone
 
     return OnnxBackbone(backbone, export_dir, backend)
 

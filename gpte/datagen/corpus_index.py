@@ -10,18 +10,35 @@ from typing import Any
 from gpte.search.index import Index, build_index
 
 
-def open_corpus_index(corpus: str | Path, folder: str | Path, embedder: Any = None, model: str | None = None,
-                      text_field: str = "text", batch_size: int = 32, show_progress: bool = True) -> Index:
+def open_corpus_index(
+    corpus: str | Path,
+    folder: str | Path,
+    embedder: Any = None,
+    model: str | None = None,
+    text_field: str = "text",
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> Index:
     """Build or update the whole-document index of ``corpus`` at ``folder`` and open it.
 
     Args:
-        corpus: a document file or folder (``gpte.search.sources``: ``_id``/``id`` and ``text``, optional
+        corpus: a document file or folder (``gpte.data.documents``: ``_id``/``id`` and ``text``, optional
             ``title``); duplicate ids are an error that names them.
         folder: where the index lives (kept for later runs).
         embedder, model: the model (default all-MiniLM-L6-v2; an existing index: the one it was built with).
     """
-    build_index(folder, corpus, embedder=embedder, model=model, chunk_tokens=0, overlap=0, ann=None,
-                text_field=text_field, batch_size=batch_size, show_progress=show_progress)
+    build_index(
+        folder,
+        corpus,
+        embedder=embedder,
+        model=model,
+        chunk_tokens=0,
+        overlap=0,
+        ann=None,
+        text_field=text_field,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
     return Index.open(folder, embedder)
 
 

@@ -29,7 +29,9 @@ class GeneratorError(GpteError, RuntimeError):
 class Generator(Protocol):
     """Answers chat conversations: one completion text per conversation."""
 
-    def generate(self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0) -> list[str]: ...
+    def generate(
+        self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0
+    ) -> list[str]: ...
 
 
 class TransformersGenerator:
@@ -42,7 +44,9 @@ class TransformersGenerator:
         max_prompt_tokens: prompts are cut to their last this many tokens.
     """
 
-    def __init__(self, model: str | Path | None = DEFAULT_LLM, batch_size: int = 16, max_prompt_tokens: int = 1024) -> None:
+    def __init__(
+        self, model: str | Path | None = DEFAULT_LLM, batch_size: int = 16, max_prompt_tokens: int = 1024
+    ) -> None:
         self.tokenizer, self.model = load_causal_lm(model)
         self.tokenizer.truncation_side = "left"  # a long prompt keeps its end, where the task is asked
         self.name = str(model)
@@ -54,15 +58,30 @@ class TransformersGenerator:
         return chat_prompt(self.tokenizer, conversation)
 
     @torch.inference_mode()
-    def generate(self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0) -> list[str]:
+    def generate(
+        self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0
+    ) -> list[str]:
         """One completion per conversation (greedy when ``temperature`` is 0); the same seed gives the same texts."""
         torch.manual_seed(seed)
         texts = []
         for start in range(0, len(conversations), self.batch_size):
             prompts = [self.prompt(conversation) for conversation in conversations[start : start + self.batch_size]]
-            batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=self.max_prompt_tokens, return_tensors="pt", add_special_tokens=False)
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": 0.95} if temperature > 0 else {"do_sample": False}
-            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            batch = self.tokenizer(
+                prompts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_prompt_tokens,
+                return_tensors="pt",
+                add_special_tokens=False,
+            )
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_p": 0.95}
+                if temperature > 0
+                else {"do_sample": False}
+            )
+            output = self.model.generate(
+                **batch, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+            )
             texts += self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return texts
 
@@ -78,7 +97,9 @@ class OpenAIChatGenerator:
         transport: an httpx transport (tests use ``httpx.MockTransport``).
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0, transport=None) -> None:
+    def __init__(
+        self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0, transport=None
+    ) -> None:
         import httpx
 
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -87,24 +108,38 @@ class OpenAIChatGenerator:
         self.name = f"{base_url}#{model}"
         self.model = model
 
-    def generate(self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0) -> list[str]:
+    def generate(
+        self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0
+    ) -> list[str]:
         """One completion per conversation (``choices[0].message.content``)."""
         return [self._complete(conversation, max_new_tokens, temperature, seed) for conversation in conversations]
 
     def _complete(self, conversation: Messages, max_new_tokens: int, temperature: float, seed: int) -> str:
         import httpx
 
-        body = {"model": self.model, "messages": conversation, "max_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+        body = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
         try:
             reply = self.client.post("/chat/completions", json=body)
         except httpx.HTTPError as error:
-            raise GeneratorError(f"the chat endpoint {self.client.base_url} cannot be reached: {type(error).__name__}: {error}") from error
+            raise GeneratorError(
+                f"the chat endpoint {self.client.base_url} cannot be reached: {type(error).__name__}: {error}"
+            ) from error
         if reply.status_code != 200:
-            raise GeneratorError(f"the chat endpoint {self.client.base_url} answered {reply.status_code}: {reply.text[:200]}")
+            raise GeneratorError(
+                f"the chat endpoint {self.client.base_url} answered {reply.status_code}: {reply.text[:200]}"
+            )
         try:
             return reply.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as error:
-            raise GeneratorError(f"the chat endpoint {self.client.base_url} sent no choices[0].message.content: {reply.text[:200]}") from error
+            raise GeneratorError(
+                f"the chat endpoint {self.client.base_url} sent no choices[0].message.content: {reply.text[:200]}"
+            ) from error
 
 
 def load_generator(spec: str | Path | None = DEFAULT_LLM, batch_size: int = 16) -> Generator:
@@ -112,6 +147,8 @@ def load_generator(spec: str | Path | None = DEFAULT_LLM, batch_size: int = 16) 
     if isinstance(spec, str) and spec.startswith(OPENAI_PREFIX):
         base_url, _, model = spec.removeprefix(OPENAI_PREFIX).partition("#")
         if not base_url or not model:
-            raise ValueError(f"an endpoint generator is written openai:BASE_URL#MODEL (e.g. openai:http://localhost:8000/v1#qwen2.5), got {spec!r}")
+            raise ValueError(
+                f"an endpoint generator is written openai:BASE_URL#MODEL (e.g. openai:http://localhost:8000/v1#qwen2.5), got {spec!r}"
+            )
         return OpenAIChatGenerator(base_url, model)
     return TransformersGenerator(spec, batch_size=batch_size)

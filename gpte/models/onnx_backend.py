@@ -55,7 +55,10 @@ EXPORT_SETTINGS = {"opset": OPSET, "encoder_fusion": "onnxruntime.transformers b
 # weights (reduce_range) cannot saturate: -0.07. The embedding table stays float32 (quantizing it saves only
 # disk and costs accuracy).
 INT8_SETTINGS = {
-    "method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True, "reduce_range": True,
+    "method": "quantize_dynamic",
+    "weight_type": "QInt8",
+    "per_channel": True,
+    "reduce_range": True,
     "op_types": ["MatMul", "Attention"],
 }
 # The fused graph must give PyTorch's token states to this absolute difference, else the plain graph is kept.
@@ -82,7 +85,9 @@ class _LastHiddenState(nn.Module):
         self.model = model
         self.with_positions = with_positions
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.with_positions:
             inputs["position_ids"] = position_ids
@@ -119,7 +124,9 @@ class OnnxBackbone:
 
     def __call__(self, batch: TokenBatch, all_layers: bool = False) -> tuple[torch.Tensor, None]:
         if all_layers:
-            raise ValueError("the onnx backends return only the last layer; use backend='torch' for multi-layer pooling")
+            raise ValueError(
+                "the onnx backends return only the last layer; use backend='torch' for multi-layer pooling"
+            )
         feeds = {
             "input_ids": batch.input_ids.cpu().numpy(),
             "attention_mask": batch.attention_mask.cpu().numpy(),
@@ -150,7 +157,10 @@ def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: b
         if recorded is not None and path.exists() and file_sha256(path) == recorded:
             continue
         if path.exists():
-            warnings.warn(f"{path} does not match its checksum (corrupt, exported from other weights or made with other settings); exporting it again", stacklevel=3)
+            warnings.warn(
+                f"{path} does not match its checksum (corrupt, exported from other weights or made with other settings); exporting it again",
+                stacklevel=3,
+            )
         if needed == "onnx":
             manifest["graph"] = _export_fp32(backbone, path, with_positions)
         else:
@@ -192,8 +202,14 @@ def _torch_export(backbone: Any, path: Path, with_positions: bool) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, args[: len(names)], str(path), input_names=names, output_names=["last_hidden_state"],
-            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+            wrapper,
+            args[: len(names)],
+            str(path),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
         )
 
 
@@ -216,16 +232,25 @@ def _fuse_encoder(backbone: Any, plain: Path, fused: Path) -> Path:
     config = backbone.model.config
     try:
         optimized = optimize_model(
-            str(plain), model_type="bert", num_heads=getattr(config, "num_attention_heads", 0),
-            hidden_size=getattr(config, "hidden_size", 0), opt_level=0,
+            str(plain),
+            model_type="bert",
+            num_heads=getattr(config, "num_attention_heads", 0),
+            hidden_size=getattr(config, "hidden_size", 0),
+            opt_level=0,
         )
         optimized.save_model_to_file(str(fused))
         difference = _largest_state_difference(backbone, fused)
-    except Exception as error:  # noqa: BLE001 - any failure of the pattern-based fusion means: keep the plain graph
-        warnings.warn(f"ONNX Runtime's fusion failed on this encoder ({type(error).__name__}: {error}); using the plain graph", stacklevel=4)
+    except Exception as error:
+        warnings.warn(
+            f"ONNX Runtime's fusion failed on this encoder ({type(error).__name__}: {error}); using the plain graph",
+            stacklevel=4,
+        )
         return plain
     if difference > EXACT_TOLERANCE:
-        warnings.warn(f"the fused graph differs from PyTorch by {difference:.1e} (> {EXACT_TOLERANCE}); using the plain graph", stacklevel=4)
+        warnings.warn(
+            f"the fused graph differs from PyTorch by {difference:.1e} (> {EXACT_TOLERANCE}); using the plain graph",
+            stacklevel=4,
+        )
         return plain
     return fused
 
@@ -251,9 +276,15 @@ def _quantize_int8(fp32: Path, path: Path) -> None:
 
     with atomic_path(path, overwrite=True) as temporary:
         quantize_dynamic(
-            str(fp32), str(temporary), weight_type=QuantType[INT8_SETTINGS["weight_type"]], per_channel=INT8_SETTINGS["per_channel"],
-            reduce_range=INT8_SETTINGS["reduce_range"], op_types_to_quantize=INT8_SETTINGS["op_types"],
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # types of the fused (com.microsoft) ops' outputs
+            str(fp32),
+            str(temporary),
+            weight_type=QuantType[INT8_SETTINGS["weight_type"]],
+            per_channel=INT8_SETTINGS["per_channel"],
+            reduce_range=INT8_SETTINGS["reduce_range"],
+            op_types_to_quantize=INT8_SETTINGS["op_types"],
+            extra_options={
+                "DefaultTensorType": onnx.TensorProto.FLOAT
+            },  # types of the fused (com.microsoft) ops' outputs
         )
 
 
@@ -268,4 +299,3 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     with atomic_path(folder / MANIFEST, overwrite=True) as temporary:
         temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-

@@ -1,13 +1,13 @@
 """Hard-negative mining (``gpte mine``): for (query, positive) pairs and a document corpus, retrieve each
 query's candidates through a search index (dense, BM25 or hybrid), score them with the embedder or a
-cross-encoder, and keep negatives by the rules of ``gpte.data.negatives`` (rank range, thresholds,
+cross-encoder, and keep negatives by the rules of ``gpte.datagen.negatives`` (rank range, thresholds,
 positive-aware margins, top or random sampling).
 
     report = mine_hard_negatives("pairs.jsonl", "corpus.jsonl", "mined.jsonl", rules=NegativeRules(relative_margin=0.05))
 
 Output rows are what ``gpte train`` reads -- ``query``, ``positive``, ``negatives`` (a list of texts) --
 plus ``query_id``, ``positive_id``, ``negative_ids``, ``positive_score`` and ``negative_scores``. Queries are
-mined in chunks; a killed run resumes from its last finished chunk (``gpte.data.resumable``). Memory
+mined in chunks; a killed run resumes from its last finished chunk (``gpte.datagen.resumable``). Memory
 holds the corpus texts once (the index's) and one chunk of candidates; vectors stay memory-mapped.
 """
 
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpte.data.corpus_index import corpus_texts, open_corpus_index
 from gpte.data.mteb_folders import read_qrels, read_rows
-from gpte.data.negatives import NegativeRules, select_negatives
 from gpte.data.readers import iter_records
-from gpte.data.resumable import ResumableJsonl
+from gpte.datagen.corpus_index import corpus_texts, open_corpus_index
+from gpte.datagen.negatives import NegativeRules, select_negatives
+from gpte.datagen.resumable import ResumableJsonl
 from gpte.search.index import Index
 from gpte.search.query import SEARCH_MODES, Reranker
 
@@ -63,7 +63,9 @@ class MiningReport:
     seconds: float
 
 
-def read_mining_pairs(source: str | Path, corpus: dict[str, str], split: str = "train") -> tuple[list[MiningQuery], list[str]]:
+def read_mining_pairs(
+    source: str | Path, corpus: dict[str, str], split: str = "train"
+) -> tuple[list[MiningQuery], list[str]]:
     """The queries of ``source`` with their positives found in ``corpus``, and the pairs whose positive is not.
 
     Args:
@@ -103,23 +105,38 @@ def _pairs(source: Path, split: str) -> Iterator[tuple[str, str | None, str, str
             raise ValueError(f"{where}: a pair needs a non-empty text field 'query' (fields: {', '.join(record)})")
         present = [name for name in POSITIVE_FIELDS if record.get(name) is not None]
         if not present:
-            raise ValueError(f"{where}: a pair needs one of the fields {', '.join(POSITIVE_FIELDS)} (fields: {', '.join(record)})")
+            raise ValueError(
+                f"{where}: a pair needs one of the fields {', '.join(POSITIVE_FIELDS)} (fields: {', '.join(record)})"
+            )
         value = record[present[0]]
         query_id = str(record["query_id"]) if record.get("query_id") is not None else None
         for positive in value if isinstance(value, list) else [value]:
             yield where, query_id, record["query"], str(positive)
 
 
-def mine_hard_negatives(pairs: str | Path, corpus: str | Path, output: str | Path, embedder: Any = None, model: str | None = None,
-                        rules: NegativeRules = NegativeRules(), mode: str = "dense", cross_encoder: Reranker | None = None,
-                        split: str = "train", text_field: str = "text", index_dir: str | Path | None = None,
-                        batch_size: int = 32, chunk_size: int = CHUNK_QUERIES, overwrite: bool = False,
-                        restart: bool = False, show_progress: bool = True) -> MiningReport:
+def mine_hard_negatives(
+    pairs: str | Path,
+    corpus: str | Path,
+    output: str | Path,
+    embedder: Any = None,
+    model: str | None = None,
+    rules: NegativeRules = NegativeRules(),
+    mode: str = "dense",
+    cross_encoder: Reranker | None = None,
+    split: str = "train",
+    text_field: str = "text",
+    index_dir: str | Path | None = None,
+    batch_size: int = 32,
+    chunk_size: int = CHUNK_QUERIES,
+    overwrite: bool = False,
+    restart: bool = False,
+    show_progress: bool = True,
+) -> MiningReport:
     """Mine hard negatives for every (query, positive) pair of ``pairs`` from ``corpus`` into ``output`` (jsonl).
 
     Args:
         pairs: see ``read_mining_pairs``.
-        corpus: a document file or folder (``gpte.search.sources``); duplicate ids are an error naming them.
+        corpus: a document file or folder (``gpte.data.documents``); duplicate ids are an error naming them.
         output: the jsonl file to write.
         embedder, model: the retriever (default all-MiniLM-L6-v2).
         rules: the selection rules (``NegativeRules``).
@@ -140,14 +157,34 @@ def mine_hard_negatives(pairs: str | Path, corpus: str | Path, output: str | Pat
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
     output = Path(output)
-    index = open_corpus_index(corpus, index_dir or output.with_name(output.name + ".index"), embedder, model, text_field, batch_size, show_progress)
+    index = open_corpus_index(
+        corpus,
+        index_dir or output.with_name(output.name + ".index"),
+        embedder,
+        model,
+        text_field,
+        batch_size,
+        show_progress,
+    )
     documents = corpus_texts(index)
     queries, missing = read_mining_pairs(pairs, documents, split)
     if not queries:
-        raise ValueError(f"{pairs}: none of the {len(missing)} pairs has its positive in the corpus {corpus} (e.g. {'; '.join(missing[:3])})")
-    job = ResumableJsonl(output, _job_description(queries, index, rules, mode, cross_encoder, chunk_size), overwrite, restart)
+        raise ValueError(
+            f"{pairs}: none of the {len(missing)} pairs has its positive in the corpus {corpus} (e.g. {'; '.join(missing[:3])})"
+        )
+    job = ResumableJsonl(
+        output, _job_description(queries, index, rules, mode, cross_encoder, chunk_size), overwrite, restart
+    )
     resumed = len(job.finished_chunks)
-    miner = _Miner(index, documents, rules, mode, cross_encoder, batch_size, rules.range_max + max(len(q.positives) for q in queries))
+    miner = _Miner(
+        index,
+        documents,
+        rules,
+        mode,
+        cross_encoder,
+        batch_size,
+        rules.range_max + max(len(q.positives) for q in queries),
+    )
     starts = range(0, len(queries), chunk_size)
     for number, start in enumerate(tqdm(starts, desc="mining", unit="chunk", disable=not show_progress)):
         if not job.done(number):
@@ -155,25 +192,49 @@ def mine_hard_negatives(pairs: str | Path, corpus: str | Path, output: str | Pat
     records = list(job.records())
     rows = [record for record in records if "skipped" not in record]
     written = job.finish(rows)
-    return MiningReport(len(queries), sum(len(q.positives) for q in queries) + len(missing), len(missing), missing[:5],
-                        len(records) - len(rows), written, sum(len(row["negative_ids"]) for row in rows), resumed,
-                        time.perf_counter() - started)
+    return MiningReport(
+        len(queries),
+        sum(len(q.positives) for q in queries) + len(missing),
+        len(missing),
+        missing[:5],
+        len(records) - len(rows),
+        written,
+        sum(len(row["negative_ids"]) for row in rows),
+        resumed,
+        time.perf_counter() - started,
+    )
 
 
-def _job_description(queries: list[MiningQuery], index: Index, rules: NegativeRules, mode: str, cross_encoder: Any, chunk_size: int) -> dict[str, Any]:
+def _job_description(
+    queries: list[MiningQuery], index: Index, rules: NegativeRules, mode: str, cross_encoder: Any, chunk_size: int
+) -> dict[str, Any]:
     """What identifies a mining run: its queries, corpus, model, rules and retrieval (a resume must match)."""
     payload = json.dumps([[q.query_id, q.text, q.positives] for q in queries], ensure_ascii=False).encode("utf-8")
     corpus = json.dumps(sorted((d, v[0]) for d, v in index.snapshot.documents.items())).encode("utf-8")
-    return {"queries": hashlib.sha256(payload).hexdigest(), "corpus": hashlib.sha256(corpus).hexdigest(),
-            "model": index.snapshot.manifest["model_key"], "rules": asdict(rules), "mode": mode,
-            "cross_encoder": type(cross_encoder).__name__ if cross_encoder else None, "chunk_size": chunk_size}
+    return {
+        "queries": hashlib.sha256(payload).hexdigest(),
+        "corpus": hashlib.sha256(corpus).hexdigest(),
+        "model": index.snapshot.manifest["model_key"],
+        "rules": asdict(rules),
+        "mode": mode,
+        "cross_encoder": type(cross_encoder).__name__ if cross_encoder else None,
+        "chunk_size": chunk_size,
+    }
 
 
 class _Miner:
     """Retrieves, scores and selects for one chunk of queries."""
 
-    def __init__(self, index: Index, documents: dict[str, str], rules: NegativeRules, mode: str, cross_encoder: Reranker | None,
-                 batch_size: int, depth: int) -> None:
+    def __init__(
+        self,
+        index: Index,
+        documents: dict[str, str],
+        rules: NegativeRules,
+        mode: str,
+        cross_encoder: Reranker | None,
+        batch_size: int,
+        depth: int,
+    ) -> None:
         """``depth``: candidates retrieved per query, ``range_max`` plus the most positives any query has."""
         self.index, self.documents, self.rules, self.mode = index, documents, rules, mode
         self.cross_encoder, self.batch_size, self.depth = cross_encoder, batch_size, depth
@@ -182,35 +243,57 @@ class _Miner:
         """One record per pair: a training row, or ``{"skipped": reason, ...}`` when too few negatives passed."""
         texts = [query.text for query in queries]
         vectors = self.index.embedder.encode(texts, role="query", batch_size=self.batch_size, show_progress=False)
-        hits = self.index.search(texts, k=self.depth, mode=self.mode, candidates=self.depth, batch_size=self.batch_size,
-                                 query_vectors=None if self.mode == "lexical" else vectors)
-        return [record for query, vector, query_hits in zip(queries, vectors, hits)
-                for record in self._query_records(query, vector, [hit.doc_id for hit in query_hits], rng)]
+        hits = self.index.search(
+            texts,
+            k=self.depth,
+            mode=self.mode,
+            candidates=self.depth,
+            batch_size=self.batch_size,
+            query_vectors=None if self.mode == "lexical" else vectors,
+        )
+        return [
+            record
+            for query, vector, query_hits in zip(queries, vectors, hits)
+            for record in self._query_records(query, vector, [hit.doc_id for hit in query_hits], rng)
+        ]
 
-    def _query_records(self, query: MiningQuery, vector: np.ndarray, candidates: list[str], rng: random.Random) -> list[dict[str, Any]]:
+    def _query_records(
+        self, query: MiningQuery, vector: np.ndarray, candidates: list[str], rng: random.Random
+    ) -> list[dict[str, Any]]:
         positive_scores, candidate_scores = self._scores(query, vector, candidates)
         if self.cross_encoder is not None:  # the cross-encoder's order replaces the retriever's
             order = np.argsort(-candidate_scores, kind="stable")
             candidates, candidate_scores = [candidates[i] for i in order], candidate_scores[order]
         # margins compare to the query's lowest-scored positive, as sentence-transformers does
-        negatives = select_negatives(candidates, candidate_scores, set(query.positives), float(positive_scores.min()), self.rules, rng)
+        negatives = select_negatives(
+            candidates, candidate_scores, set(query.positives), float(positive_scores.min()), self.rules, rng
+        )
         records = []
         for positive, positive_score in zip(query.positives, positive_scores.tolist()):
             ids = {"query_id": query.query_id, "positive_id": positive}
             if len(negatives) < self.rules.num_negatives:
                 records.append({"skipped": "too few negatives", **ids})
                 continue
-            records.append({"query": query.text, "positive": self.documents[positive],
-                            "negatives": [self.documents[doc] for doc, _ in negatives], **ids,
-                            "negative_ids": [doc for doc, _ in negatives], "positive_score": positive_score,
-                            "negative_scores": [score for _, score in negatives]})
+            records.append(
+                {
+                    "query": query.text,
+                    "positive": self.documents[positive],
+                    "negatives": [self.documents[doc] for doc, _ in negatives],
+                    **ids,
+                    "negative_ids": [doc for doc, _ in negatives],
+                    "positive_score": positive_score,
+                    "negative_scores": [score for _, score in negatives],
+                }
+            )
         return records
 
     def _scores(self, query: MiningQuery, vector: np.ndarray, candidates: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(the positives' scores, the candidates' scores): the cross-encoder's, else the embedder's similarity."""
         ids = query.positives + candidates
         if self.cross_encoder is not None:
-            scores = np.asarray(self.cross_encoder.score(query.text, [self.documents[doc] for doc in ids]), dtype=np.float64)
+            scores = np.asarray(
+                self.cross_encoder.score(query.text, [self.documents[doc] for doc in ids]), dtype=np.float64
+            )
         else:
             scores = self.index.document_scores(vector, ids).astype(np.float64)
         return scores[: len(query.positives)], scores[len(query.positives) :]

@@ -15,7 +15,9 @@ import numpy as np
 def deduplicate(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """Distinct texts in first-seen order, and for each input the index of its distinct text."""
     positions: dict[str, int] = {}
-    inverse = np.fromiter((positions.setdefault(text, len(positions)) for text in texts), dtype=np.int64, count=len(texts))
+    inverse = np.fromiter(
+        (positions.setdefault(text, len(positions)) for text in texts), dtype=np.int64, count=len(texts)
+    )
     return list(positions), inverse
 
 

@@ -39,9 +39,13 @@ class SynthesisFilters:
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_words, int) or not 0 <= self.min_words <= self.max_words:
-            raise ValueError(f"min_words must be a whole number in [0, max_words={self.max_words}], got {self.min_words!r}")
+            raise ValueError(
+                f"min_words must be a whole number in [0, max_words={self.max_words}], got {self.min_words!r}"
+            )
         if self.round_trip_k is not None and (not isinstance(self.round_trip_k, int) or self.round_trip_k < 1):
-            raise ValueError(f"round_trip_k must be a whole number >= 1 or None (no round-trip filter), got {self.round_trip_k!r}")
+            raise ValueError(
+                f"round_trip_k must be a whole number >= 1 or None (no round-trip filter), got {self.round_trip_k!r}"
+            )
 
 
 def generated_texts(record: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
@@ -68,8 +72,14 @@ class RecordFilter:
         known: the prompt's few-shot answers; a record repeating one is removed as ``copied_example``.
     """
 
-    def __init__(self, settings: SynthesisFilters, generated: tuple[str, ...], dedup_field: str,
-                 round_trip: Callable[[list[dict[str, Any]]], np.ndarray] | None, known: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        settings: SynthesisFilters,
+        generated: tuple[str, ...],
+        dedup_field: str,
+        round_trip: Callable[[list[dict[str, Any]]], np.ndarray] | None,
+        known: tuple[str, ...] = (),
+    ) -> None:
         self.settings, self.generated, self.dedup_field, self.round_trip = settings, generated, dedup_field, round_trip
         self.known = {dedup_key(text) for text in known}
         self.removed: Counter[str] = Counter()
@@ -116,21 +126,35 @@ def _language(text: str) -> str:
 def source_in_top_k(index: Any, k: int, batch_size: int = 32) -> Callable[[list[dict[str, Any]]], np.ndarray]:
     """The round-trip check of query records: is ``positive_id`` among the top ``k`` hits of ``query`` in
     ``index`` (a ``gpte.search.index.Index`` over the source corpus)?"""
+
     def check(records: list[dict[str, Any]]) -> np.ndarray:
         hits = index.search([record["query"] for record in records], k=k, batch_size=batch_size)
-        return np.array([record["positive_id"] in {hit.doc_id for hit in found} for record, found in zip(records, hits)], dtype=bool)
+        return np.array(
+            [record["positive_id"] in {hit.doc_id for hit in found} for record, found in zip(records, hits)], dtype=bool
+        )
 
     return check
 
 
-def positive_above_negative(embedder: Any, anchor_field: str, negative_field: str, batch_size: int = 32) -> Callable[[list[dict[str, Any]]], np.ndarray]:
+def positive_above_negative(
+    embedder: Any, anchor_field: str, negative_field: str, batch_size: int = 32
+) -> Callable[[list[dict[str, Any]]], np.ndarray]:
     """The consistency check of triples: does ``embedder`` score the positive above the (first) negative for the anchor?"""
+
     def check(records: list[dict[str, Any]]) -> np.ndarray:
-        anchors = embedder.encode([r[anchor_field] for r in records], role="query", batch_size=batch_size, show_progress=False)
-        negatives = [r[negative_field][0] if isinstance(r[negative_field], list) else r[negative_field] for r in records]
-        positives, negatives = (embedder.encode(texts, role="document", batch_size=batch_size, show_progress=False)
-                                for texts in ([r["positive"] for r in records], negatives))
+        anchors = embedder.encode(
+            [r[anchor_field] for r in records], role="query", batch_size=batch_size, show_progress=False
+        )
+        negatives = [
+            r[negative_field][0] if isinstance(r[negative_field], list) else r[negative_field] for r in records
+        ]
+        positives, negatives = (
+            embedder.encode(texts, role="document", batch_size=batch_size, show_progress=False)
+            for texts in ([r["positive"] for r in records], negatives)
+        )
         name = embedder.similarity_name
-        return np.asarray(pairwise_similarity(anchors, positives, name)) > np.asarray(pairwise_similarity(anchors, negatives, name))
+        return np.asarray(pairwise_similarity(anchors, positives, name)) > np.asarray(
+            pairwise_similarity(anchors, negatives, name)
+        )
 
     return check
