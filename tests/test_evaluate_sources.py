@@ -92,7 +92,7 @@ def test_disk_cache_keys_roles_prompts_and_model_settings(tmp_path, tiny_models)
 
 def test_cache_needs_a_name_for_models_without_weights(tmp_path):
     task = load_task(_sts_task(tmp_path / "one"), "one")
-    with pytest.raises(ValueError, match="CountingEncoder has no torch weights to hash, so pass model_name"):
+    with pytest.raises(ValueError, match="CountingEncoder has no fingerprint .no torch weights to hash., so pass model_name"):
         evaluate(CountingEncoder(), [task], cache=tmp_path / "cache")
 
 

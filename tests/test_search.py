@@ -87,17 +87,17 @@ def test_bad_document_sources(tmp_path):
 def test_chunks_are_exact_slices_with_overlap(embedder):
     tokenizer = embedder.backbone.tokenizer
     text = " ".join(TEXTS.values())
-    spans = chunk_spans(text, tokenizer, max_tokens=12, overlap=4)
+    spans = chunk_spans(text, embedder, max_tokens=12, overlap=4)
     ids = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     assert len(spans) == -(-(len(ids) - 12) // 8) + 1  # windows every 8 tokens until the last token is covered
     for first, span in zip(range(0, len(ids), 8), spans):
         window = ids[first : first + 12]
         assert (span.start, span.end) == (window[0][0], window[-1][1])
     assert spans[-1].end == len(text.rstrip())
-    assert [(s.start, s.end) for s in chunk_spans("short text", tokenizer, 12, 4)] == [(0, 10)]
-    assert [(s.start, s.end) for s in chunk_spans(text, tokenizer, 0, 0)] == [(0, len(text))]
+    assert [(s.start, s.end) for s in chunk_spans("short text", embedder, 12, 4)] == [(0, 10)]
+    assert [(s.start, s.end) for s in chunk_spans(text, embedder, 0, 0)] == [(0, len(text))]
     with pytest.raises(ValueError, match=r"overlap must be a whole number in \[0, 12\)"):
-        chunk_spans(text, tokenizer, 12, 12)
+        chunk_spans(text, embedder, 12, 12)
 
 
 @pytest.fixture
@@ -175,14 +175,14 @@ def test_incremental_update_embeds_only_changes(built, embedder, tmp_path):
     }
     write_docs(source, changed)
     calls = []
-    original = embedder.encode
-    embedder.encode = lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
+    original = embedder.encode_with_report
+    embedder.encode_with_report = lambda texts, **kw: calls.append(list(texts)) or original(texts, **kw)
     try:
         report = build_index(
             tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False
         )
     finally:
-        del embedder.encode
+        del embedder.encode_with_report
     assert (report.added, report.changed, report.removed, report.unchanged) == (1, 1, 1, 3)
     updated = Index.open(tmp_path / "index", embedder=embedder)
     new_chunks = chunk_texts(updated)

@@ -108,7 +108,7 @@ def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(
     )
     assert (again.added, again.changed, again.removed, again.unchanged) == (1, 1, 1, 3)
     new_texts = [changed["a.txt"], changed["f.txt"]]
-    assert again.embedded == sum(len(chunk_spans(text, embedder.backbone.tokenizer, 8, 2)) for text in new_texts)
+    assert again.embedded == sum(len(chunk_spans(text, embedder, 8, 2)) for text in new_texts)
     reopened = MilvusIndex.open(uri, "papers", embedder=embedder)
     ids = {h.doc_id for h in reopened.search("anything about flight", k=10)}
     assert ids == {"a.txt", "b.txt", "c.txt", "d.txt", "f.txt"}

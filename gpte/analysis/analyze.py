@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,7 +47,7 @@ from gpte.analysis.whitening import add_whitening, fit_whitening
 from gpte.atomic import atomic_path
 from gpte.evaluate.runner import evaluate
 from gpte.evaluate.tasks import Task, discover_tasks, select_tasks
-from gpte.models.fingerprint import model_key, weights_sha256
+from gpte.models.protocol import DenseModel
 from gpte.runtime.quantization import calibrate
 from gpte.similarity import pairwise_similarity
 
@@ -118,9 +118,9 @@ class Analysis:
             path = self._path(name)
             if path.exists() and not overwrite:
                 self._finished(path)
-                _progress(f"[{number}/{len(names)}] {name}: kept {path}")
+                logger.info(f"[{number}/{len(names)}] {name}: kept {path}")
                 continue
-            _progress(f"[{number}/{len(names)}] {name} ...")
+            logger.info(f"[{number}/{len(names)}] {name} ...")
             section = SECTIONS[name](self)
             with atomic_path(path, overwrite=True) as temporary:
                 saved = {"key": self.key, "section": asdict(section)}
@@ -298,7 +298,7 @@ def _retrained_probes(analysis: Analysis, defenses: dict[str, Transform]) -> dic
     for name, transform in defenses.items():
         if transform is identity:
             continue
-        _progress(f"inversion: retraining the probe on {name} vectors")
+        logger.info(f"inversion: retraining the probe on {name} vectors")
         probe = InversionProbe.train_on(
             transform(train), inputs.inversion_train, analysis.model.backbone.tokenizer, inputs.probe
         )
@@ -421,14 +421,11 @@ SECTIONS: dict[str, Callable[[Analysis], Section]] = {
 # ----------------------------------------------------------------- helpers
 
 
-def _run_key(model, inputs: AnalysisInputs) -> str:
-    """sha256 of the model (weights and settings, ``gpte.models.fingerprint.model_key``) and of everything the
-    sections read."""
+def _run_key(model: DenseModel, inputs: AnalysisInputs) -> str:
+    """sha256 of the model (its fingerprint: weights and settings) and of everything the sections read."""
     described = {name: value for name, value in asdict(inputs).items() if name not in ("tasks", "save_whitened")}
     described["tasks"] = [str(task.path.resolve()) for task in inputs.tasks]
-    described["model"] = model_key(
-        weights_sha256(model) or f"name:{getattr(model, 'name', type(model).__name__)}", model
-    )
+    described["model"] = model.fingerprint
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -483,9 +480,6 @@ def _figure(analysis: Analysis, name: str, draw: Callable[[Path], Path]) -> str:
     draw(analysis.folder / name)
     return name
 
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------- inputs from task folders

@@ -1,6 +1,6 @@
 """A model seen through a change of its output vectors, for measuring what the change costs.
 
-``VectorView(model, transform)`` is an ``EncoderProtocol`` object: ``gpte.evaluate.evaluate`` scores it
+``VectorView(model, transform)`` is a ``gpte.models.protocol.VectorEncoder``: ``gpte.evaluate.evaluate`` scores it
 exactly like the model, on the transformed vectors. ``CachedEncoder`` keeps the model's vectors by
 (role, prompt, text), so many views of one model encode each text once.
 
@@ -16,6 +16,7 @@ Transforms (float (n, d) -> float (n, d')):
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from gpte.analysis.geometry import unit_rows
+from gpte.evaluate.encoder import as_vector_encoder
 from gpte.models.postprocess import check_precision, quantize
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -90,25 +92,30 @@ class CachedEncoder:
     """``model``'s vectors, each (role, prompt, text) encoded once.
 
     Args:
-        model: an ``EncoderProtocol`` object (gpte's Embedder or any other).
+        model: a gpte model, or any object with ``encode(texts, role=...)`` (``gpte.evaluate.as_vector_encoder``).
         batch_size: passed to the model's encode.
     """
 
     def __init__(self, model: Any, batch_size: int = 32) -> None:
-        self.model = model
+        self.model = as_vector_encoder(model)
         self.batch_size = batch_size
-        self.similarity_name = getattr(model, "similarity_name", "cosine")
+        self.similarity_name = self.model.similarity_name
         self.prompts = getattr(model, "prompts", None)
-        self.name = getattr(model, "name", type(model).__name__)
+        self.name = self.model.name
         self._vectors: dict[tuple[str | None, str | None, str], np.ndarray] = {}
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The model's."""
+        return self.model.fingerprint
 
     def encode(self, texts: Sequence[str], role: str | None = None, prompt: str | None = None, **_: Any) -> np.ndarray:
         """(n, d) float32 vectors of ``texts``; texts seen before with this role and prompt are not encoded again."""
         keys = [(role, prompt, text) for text in texts]
         missing = list(dict.fromkeys(key[2] for key in keys if key not in self._vectors))
         if missing:
-            options = {"role": role, **({"prompt": prompt} if prompt is not None else {})}
-            vectors = np.asarray(self.model.encode(missing, batch_size=self.batch_size, **options), dtype=np.float32)
+            vectors = self.model.encode(missing, role=role, prompt=prompt, batch_size=self.batch_size)
+            vectors = np.asarray(vectors, dtype=np.float32)
             self._vectors.update(((role, prompt, text), vector) for text, vector in zip(missing, vectors))
         return np.stack([self._vectors[key] for key in keys])
 
@@ -128,6 +135,13 @@ class VectorView:
         self.name = name
         self.similarity_name = "cosine" if transform is not identity else encoder.similarity_name
         self.prompts = encoder.prompts
+
+    @property
+    def fingerprint(self) -> str | None:
+        """sha256 of the encoder's fingerprint and the view's name (which names its transform); None without the
+        former."""
+        model = self.encoder.fingerprint
+        return None if model is None else hashlib.sha256(f"{model}:{self.name}".encode()).hexdigest()
 
     def encode(self, texts: Sequence[str], role: str | None = None, prompt: str | None = None, **_: Any) -> np.ndarray:
         return self.transform(self.encoder.encode(texts, role=role, prompt=prompt))

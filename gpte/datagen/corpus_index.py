@@ -5,15 +5,15 @@ folder that later runs reuse (only new or changed documents are embedded again).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from gpte.models.protocol import DenseModel
 from gpte.search.index import Index, build_index
 
 
 def open_corpus_index(
     corpus: str | Path,
     folder: str | Path,
-    embedder: Any = None,
+    embedder: DenseModel | None = None,
     model: str | None = None,
     text_field: str = "text",
     batch_size: int = 32,

@@ -30,6 +30,7 @@ from gpte.data.readers import iter_records
 from gpte.datagen.corpus_index import corpus_texts, open_corpus_index
 from gpte.datagen.negatives import NegativeRules, select_negatives
 from gpte.datagen.resumable import ResumableJsonl
+from gpte.models.protocol import DenseModel
 from gpte.search.index import Index
 from gpte.search.query import SEARCH_MODES, Reranker
 
@@ -118,7 +119,7 @@ def mine_hard_negatives(
     pairs: str | Path,
     corpus: str | Path,
     output: str | Path,
-    embedder: Any = None,
+    embedder: DenseModel | None = None,
     model: str | None = None,
     rules: NegativeRules = NegativeRules(),
     mode: str = "dense",

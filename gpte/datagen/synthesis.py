@@ -32,6 +32,7 @@ from gpte.datagen.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, Sou
 from gpte.datagen.resumable import ResumableJsonl
 from gpte.datagen.synthesis_filters import RecordFilter, SynthesisFilters, positive_above_negative, source_in_top_k
 from gpte.models.causal_lm import DEFAULT_LLM
+from gpte.models.protocol import DenseModel
 
 CHUNK_ITEMS = 32  # items generated (and resumed) at a time
 MAX_NEW_TOKENS = {"queries": 48, "paraphrase": 64, "e5": 768}
@@ -67,7 +68,7 @@ def synthesize(
     per_task: int = 1,
     examples: list[tuple[str, str]] | None = None,
     filters: SynthesisFilters = SynthesisFilters(),
-    embedder: Any = None,
+    embedder: DenseModel | None = None,
     model: str | None = None,
     index_dir: str | Path | None = None,
     max_attempts: int = 3,
@@ -268,7 +269,7 @@ def _round_trip(
     filters: SynthesisFilters,
     source,
     output: Path,
-    embedder: Any,
+    embedder: DenseModel,
     model: str | None,
     text_field: str,
     index_dir,

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from gpte.models.protocol import DenseModel
 from gpte.similarity import pairwise_similarity
 
 FINAL_PUNCTUATION = re.compile(r"[\s.?!;:,]+$")
@@ -137,7 +138,7 @@ def source_in_top_k(index: Any, k: int, batch_size: int = 32) -> Callable[[list[
 
 
 def positive_above_negative(
-    embedder: Any, anchor_field: str, negative_field: str, batch_size: int = 32
+    embedder: DenseModel, anchor_field: str, negative_field: str, batch_size: int = 32
 ) -> Callable[[list[dict[str, Any]]], np.ndarray]:
     """The consistency check of triples: does ``embedder`` score the positive above the (first) negative for the anchor?"""
 

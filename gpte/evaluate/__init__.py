@@ -5,19 +5,20 @@ from gpte.evaluate import discover_tasks, evaluate
 run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
 """
 
-from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
+from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
 from gpte.evaluate.runner import EvaluationRun, evaluate
 from gpte.evaluate.suites import SUITES, suite_patterns
 from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
 from gpte.evaluate.vector_cache import VectorCache
 
 __all__ = [
-    "EncoderProtocol",
+    "ForeignEncoder",
     "EvaluationRun",
     "SUITES",
     "TASK_TYPES",
     "Task",
     "TaskEncoder",
+    "as_vector_encoder",
     "VectorCache",
     "discover_tasks",
     "evaluate",

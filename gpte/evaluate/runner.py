@@ -4,7 +4,8 @@ and a failure in one task never loses the others' results."""
 
 from __future__ import annotations
 
-import sys
+import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from gpte._version import __version__
-from gpte.evaluate.encoder import EncoderProtocol, TaskEncoder
+from gpte.evaluate.encoder import TaskEncoder, as_vector_encoder
 from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
 from gpte.evaluate.tasktypes import EVALUATORS
 from gpte.evaluate.vector_cache import VectorCache
-from gpte.models.fingerprint import model_key, weights_sha256
+from gpte.models.protocol import VectorEncoder
 
 
 @dataclass
@@ -29,7 +30,7 @@ class EvaluationRun:
 
 
 def evaluate(
-    model: EncoderProtocol,
+    model: VectorEncoder | Any,
     tasks: list[Task],
     output: str | Path | None = None,
     model_name: str | None = None,
@@ -40,7 +41,7 @@ def evaluate(
     """Evaluate ``model`` on ``tasks``.
 
     Args:
-        model: gpte's Embedder or any object with ``encode(texts, role=...)``.
+        model: a gpte model (``gpte.models.protocol.VectorEncoder``), or any object with ``encode(texts, role=...)``.
         tasks: from ``discover_tasks``/``load_task``.
         output: folder for result files (None: keep results in memory only).
         model_name: the name results are filed under (default: the model's ``name`` attribute).
@@ -49,46 +50,49 @@ def evaluate(
         cache: a folder for vectors kept across runs (see ``VectorCache``); None: this run only.
 
     Raises:
-        ValueError: a cache is asked for a model without torch weights and without ``model_name``.
+        ValueError: a cache is asked for a model without a fingerprint and without ``model_name``.
     """
-    fingerprint = weights_sha256(model)
+    model = as_vector_encoder(model)
+    fingerprint = model.fingerprint
     disk_cache = _disk_cache(cache, model, fingerprint, model_name) if cache else None
     encoder = TaskEncoder(model, batch_size, disk_cache)
-    model_name = model_name or getattr(model, "name", None) or type(model).__name__
+    model_name = model_name or model.name
     run = EvaluationRun()
     for number, task in enumerate(tasks, 1):
         path = result_path(Path(output), model_name, task.name) if output else None
         if path and path.exists() and not overwrite:
             run.results[task.name] = read_result(path)
-            _progress(f"[{number}/{len(tasks)}] {task.name}: kept {path}")
+            logger.info(f"[{number}/{len(tasks)}] {task.name}: kept {path}")
             continue
-        _progress(f"[{number}/{len(tasks)}] {task.name} ({task.type}) ...")
+        logger.info(f"[{number}/{len(tasks)}] {task.name} ({task.type}) ...")
         try:
             task = fetch_data(task)
             result = _run_task(task, encoder, model, model_name, fingerprint, batch_size)
         except Exception as error:
             run.failures[task.name] = f"{type(error).__name__}: {error}"
-            _progress(f"[{number}/{len(tasks)}] {task.name} FAILED: {run.failures[task.name]}")
+            logger.info(f"[{number}/{len(tasks)}] {task.name} FAILED: {run.failures[task.name]}")
             continue
         run.results[task.name] = result
         if path:
             write_result(path, result)
-        _progress(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
+        logger.info(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
     return run
 
 
-def _disk_cache(folder: str | Path, model: Any, fingerprint: str | None, model_name: str | None) -> VectorCache:
-    """The cache is filed under the weights' hash; a model without torch weights needs its name instead."""
+def _disk_cache(
+    folder: str | Path, model: VectorEncoder, fingerprint: str | None, model_name: str | None
+) -> VectorCache:
+    """The cache is filed under the model's fingerprint; a model without one needs its name instead."""
     if fingerprint is None and model_name is None:
         raise ValueError(
-            f"an on-disk vector cache needs to tell models apart: {type(model).__name__} has no torch weights "
-            "to hash, so pass model_name (the cache is filed under it)"
+            f"an on-disk vector cache needs to tell models apart: {model.name} has no fingerprint (no torch "
+            "weights to hash), so pass model_name (the cache is filed under it)"
         )
-    return VectorCache(folder, model_key(fingerprint or f"name:{model_name}", model))
+    return VectorCache(folder, fingerprint or hashlib.sha256(f"name:{model_name}".encode()).hexdigest())
 
 
 def _run_task(
-    task: Task, encoder: TaskEncoder, model: Any, model_name: str, fingerprint: str | None, batch_size: int
+    task: Task, encoder: TaskEncoder, model: VectorEncoder, model_name: str, fingerprint: str | None, batch_size: int
 ) -> dict[str, Any]:
     started, encode_before = time.perf_counter(), encoder.seconds
     scores = EVALUATORS[task.type](task, encoder)
@@ -115,6 +119,3 @@ def _run_task(
         },
     }
 
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,51 +27,21 @@ from gpte.models.backends import default_export_dir, select_backend
 from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.dense import Dense
 from gpte.models.extraction import get_extraction
+from gpte.models.fingerprint import model_fingerprint
 from gpte.models.pooling import POOLERS, Pooler, TokenStates, build_pooler
-from gpte.models.postprocess import check_precision, quantize, truncate_and_normalize
+from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
+from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
 from gpte.models.tokenization import TextTokenizer, TokenBatch
 from gpte.prompts import Prompt, Prompts, PromptSet, PromptTemplate
 from gpte.similarity import check_similarity, similarity
 
-CONVERT_TO = ("numpy", "torch")
 DEFAULT_POOLING = {"encoder": "mean", "encoder-decoder": "mean", "decoder": "last"}
 FALLBACK_MAX_LENGTH = 512
 TOKENIZE_CHUNK = 65_536  # texts tokenized at a time: bounds memory on long inputs
 POOLER_WEIGHTS = "gpte_pooler.safetensors"  # a trainable pooler's weights (latent attention)
 PROGRESS_MIN_BATCHES = 16  # show_progress=None shows a bar from this many batches on
-
-
-@dataclass
-class EncodeReport:
-    """What an ``encode`` call did.
-
-    Attributes:
-        n_texts: inputs given.
-        n_unique: distinct inputs, each encoded once.
-        truncated_indices: input positions whose text was cut to ``max_seq_length`` tokens.
-        n_tokens: tokens run through the model (distinct texts, special tokens included).
-        seconds: wall time of the call.
-    """
-
-    n_texts: int
-    n_unique: int
-    truncated_indices: list[int] = field(default_factory=list)
-    n_tokens: int = 0
-    seconds: float = 0.0
-
-    @property
-    def n_truncated(self) -> int:
-        return len(self.truncated_indices)
-
-
-@dataclass
-class EncodeResult:
-    """Vectors (numpy array or torch tensor) and the report of the call that made them."""
-
-    vectors: np.ndarray | torch.Tensor
-    report: EncodeReport
 
 
 class Embedder(nn.Module):
@@ -261,6 +230,38 @@ class Embedder(nn.Module):
             attention=self.backbone.attention.config() if self.backbone.kind == "decoder" else None,
         )
 
+    # ----------------------------------------------------------------- the model contract (gpte.models.protocol)
+
+    output_kind = "dense"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (hashed once per state of the weights) and the settings in ``info()``."""
+        return model_fingerprint(self)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text on its own: no prompt, no special tokens."""
+        return self.tokenizer.count_tokens(texts)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of each token of ``text`` on its own (no prompt, no special tokens)."""
+        return self.tokenizer.token_offsets(text)
+
+    def text_token_budget(self, role: str | None = None, prompt: str | Prompt | None = None, task: str | None = None) -> int:
+        """The most text tokens that fit in ``max_seq_length`` with the prompt ``encode`` would use for these
+        arguments (a ``{task}`` slot left empty when no task is given), the special tokens and the pooler's suffix
+        (e.g. EOS); for a prompt set, the smallest over its templates.
+
+        Raises:
+            ValueError: an unknown prompt name or role.
+        """
+        template = self.prompts.resolve(prompt, role)
+        if template is not None:
+            template = template.fill(task if task is not None or not template.needs_task else "")
+        templates = template.templates if isinstance(template, PromptSet) else (template,)
+        suffix = self.pooler.suffix_ids(self.backbone.tokenizer)
+        return min(self.tokenizer.text_budget(one, suffix) for one in templates)
+
     # ----------------------------------------------------------------- properties
 
     @property
@@ -364,8 +365,8 @@ class Embedder(nn.Module):
             ValueError: an unknown role, precision or convert_to; a bad batch_size or truncate_dim.
         """
         started = time.perf_counter()
-        text_list, single = _check_texts(texts)
-        self._check_options(batch_size, truncate_dim, precision, convert_to)
+        text_list, single = check_texts(texts)
+        check_encode_options(batch_size, truncate_dim, precision, convert_to, self.dimension)
         prompt_in_use = self.resolve_prompt(prompt, role, task)
         templates = prompt_in_use.templates if isinstance(prompt_in_use, PromptSet) else (prompt_in_use,)
         for template in templates:
@@ -385,7 +386,7 @@ class Embedder(nn.Module):
                 "and were truncated",
                 stacklevel=2,
             )
-        output = _convert(vectors, precision, convert_to)
+        output = convert(vectors, precision, convert_to)
         report.seconds = time.perf_counter() - started
         return EncodeResult(output[0] if single else output, report)
 
@@ -462,21 +463,6 @@ class Embedder(nn.Module):
             vectors = dense(vectors)
         return vectors
 
-    def _check_options(self, batch_size: int, truncate_dim: int | None, precision: str, convert_to: str) -> None:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if truncate_dim is not None and (
-            not isinstance(truncate_dim, int)
-            or isinstance(truncate_dim, bool)
-            or not 1 <= truncate_dim <= self.dimension
-        ):
-            raise ValueError(
-                f"truncate_dim must be an integer from 1 to the model's dimension {self.dimension}, got {truncate_dim!r}"
-            )
-        check_precision(precision)
-        if convert_to not in CONVERT_TO:
-            raise ValueError(f"unknown convert_to {convert_to!r}; choose one of: {', '.join(CONVERT_TO)}")
-
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """The (n, m) similarity matrix between vectors ``a`` and ``b`` under the model's similarity function."""
         return similarity(a, b, self.similarity_name)
@@ -495,26 +481,6 @@ class Embedder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dimension={self.dimension}, max_seq_length={self.max_seq_length}, normalize={self.normalize}"
-
-
-def _check_texts(texts: Any) -> tuple[list[str], bool]:
-    """The texts as a list, and whether a single string was given."""
-    if isinstance(texts, str):
-        return [texts], True
-    if texts is None or not isinstance(texts, (Sequence, np.ndarray)):
-        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
-    text_list = list(texts)
-    for index, text in enumerate(text_list):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{index}] is {type(text).__name__}, not a string: {text!r:.80}")
-    return text_list, False
-
-
-def _convert(vectors: torch.Tensor, precision: str, convert_to: str) -> np.ndarray | torch.Tensor:
-    if precision == "float32":
-        return vectors.numpy() if convert_to == "numpy" else vectors
-    array = quantize(vectors.numpy(), precision)
-    return array if convert_to == "numpy" else torch.from_numpy(array)
 
 
 def _pooler(requested: str | dict | Pooler | None, saved: dict | None, backbone: Backbone) -> Pooler:

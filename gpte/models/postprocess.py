@@ -1,4 +1,5 @@
-"""Steps after pooling: Matryoshka truncation, L2 normalization and output precision.
+"""Steps after pooling: Matryoshka truncation, L2 normalization and output precision, and the checks of the
+arguments every dense model's ``encode`` shares (texts, batch size, truncate_dim, precision, convert_to).
 
 Quantization follows sentence-transformers' ``quantize_embeddings`` exactly, so stored vectors are
 interchangeable: int8/uint8 map each dimension's [min, max] (over ``ranges``, or over the embeddings
@@ -8,11 +9,50 @@ int8; binary/ubinary pack the sign bits (x > 0) eight per byte, minus 128 for bi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
+CONVERT_TO = ("numpy", "torch")
+
+
+def check_texts(texts: Any) -> tuple[list[str], bool]:
+    """The texts as a list, and whether a single string was given.
+
+    Raises:
+        TypeError: ``texts`` is None, not a string or sequence, or holds a non-string (index named).
+    """
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None or not isinstance(texts, (Sequence, np.ndarray)):
+        raise TypeError(f"texts must be a string or a sequence of strings, got {type(texts).__name__}")
+    text_list = list(texts)
+    for index, text in enumerate(text_list):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}, not a string: {text!r:.80}")
+    return text_list, False
+
+
+def check_encode_options(
+    batch_size: int, truncate_dim: int | None, precision: str, convert_to: str, dimension: int
+) -> None:
+    """ValueError naming the allowed values for a bad batch size, truncate_dim (1..dimension), precision or
+    convert_to."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if truncate_dim is not None and (
+        not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or not 1 <= truncate_dim <= dimension
+    ):
+        raise ValueError(
+            f"truncate_dim must be an integer from 1 to the model's dimension {dimension}, got {truncate_dim!r}"
+        )
+    check_precision(precision)
+    if convert_to not in CONVERT_TO:
+        raise ValueError(f"unknown convert_to {convert_to!r}; choose one of: {', '.join(CONVERT_TO)}")
 
 
 def check_precision(precision: str) -> None:
@@ -67,3 +107,11 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
     steps = np.where(steps == 0, 1, steps)
     buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
     return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+
+
+def convert(vectors: torch.Tensor, precision: str, convert_to: str) -> np.ndarray | torch.Tensor:
+    """float32 CPU vectors in ``precision`` (``quantize``), as a numpy array or a torch tensor."""
+    if precision == "float32":
+        return vectors.numpy() if convert_to == "numpy" else vectors
+    array = quantize(vectors.numpy(), precision)
+    return array if convert_to == "numpy" else torch.from_numpy(array)

@@ -14,6 +14,7 @@ folder holds ``static.safetensors`` (the table), the tokenizer, and ``gpte_stati
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
@@ -27,7 +28,9 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from gpte.atomic import atomic_path
-from gpte.models.postprocess import quantize
+from gpte.models.fingerprint import model_fingerprint
+from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
+from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.tokenization import TokenizedTexts
 from gpte.similarity import similarity
 
@@ -110,6 +113,15 @@ def _plain_backend(tokenizer: Any) -> Tokenizer | None:
     return plain
 
 
+def _check_no_prompt(prompt: Any, task: str | None) -> None:
+    """ValueError for a prompt or task: a static model has no prompts, and ignoring one would change nothing
+    silently."""
+    if prompt is not None or task is not None:
+        raise ValueError(
+            f"a static model has no prompts; got prompt={prompt!r}, task={task!r} (pass neither; roles are accepted)"
+        )
+
+
 def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after a text's own tokens ([CLS] and [SEP] for BERT)."""
     plain = tokenizer("x", add_special_tokens=False)["input_ids"]
@@ -139,9 +151,17 @@ class StaticEmbedder:
         self.similarity_name = config.get("similarity", "cosine")
         self.name = f"static({config.get('source', '')})"
 
+    output_kind = "dense"
+    max_seq_length = None  # a static model reads every token: no length limit, nothing truncated
+
     @property
     def dimension(self) -> int:
         return self.table.shape[1]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the table (hashed once) and the settings in ``info()``."""
+        return model_fingerprint(self)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The table, as a torch module would list its weights (for fingerprints)."""
@@ -156,29 +176,79 @@ class StaticEmbedder:
             **self.config,
         }
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text (the model adds no special tokens)."""
+        return [len(ids) for ids in self._token_ids(self._lowercased(list(texts)))]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of each token of ``text`` (the model adds no special tokens)."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [tuple(pair) for pair in encoded["offset_mapping"]]
+
+    def text_token_budget(self, role: str | None = None, prompt: Any = None, task: str | None = None) -> None:
+        """None: a static model has no token limit (``role`` is accepted; it has no prompts)."""
+        _check_no_prompt(prompt, task)
+        return None
+
     def encode(
         self,
         texts: str | Sequence[str],
         role: str | None = None,
+        prompt: Any = None,
         batch_size: int = 4096,
         normalize: bool | None = None,
+        truncate_dim: int | None = None,
         precision: str = "float32",
-        show_progress: bool = False,
-    ) -> np.ndarray:
+        convert_to: str = "numpy",
+        show_progress: bool | None = False,
+        task: str | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts; see :meth:`encode_with_report`. Returns only the vectors."""
+        return self.encode_with_report(
+            texts, role, prompt, batch_size, normalize, truncate_dim, precision, convert_to, show_progress, task
+        ).vectors
+
+    def encode_with_report(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: Any = None,
+        batch_size: int = 4096,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+        convert_to: str = "numpy",
+        show_progress: bool | None = False,
+        task: str | None = None,
+    ) -> EncodeResult:
         """Vectors (n, dim), or (dim,) for one string: the mean of the text's token rows (zeros for a text
-        with no tokens), L2-normalized if ``normalize`` (default: the source model's setting).
-        ``role`` and ``show_progress`` are accepted for ``Embedder.encode``'s protocol (search indexes,
-        evaluation); static models have no prompts and encode too fast for a progress bar."""
-        single = isinstance(texts, str)
-        text_list = [texts] if single else list(texts)
+        with no tokens), truncated to ``truncate_dim`` and then L2-normalized if ``normalize`` (default: the source
+        model's setting), in ``precision``, as ``Embedder.encode_with_report`` does.
+
+        ``role`` is accepted for the dense-model protocol (static models have no prompts, so every role encodes
+        alike); ``show_progress`` too (they encode too fast for a progress bar). Nothing is ever truncated.
+
+        Raises:
+            TypeError: ``texts`` is not a string or a sequence of strings.
+            ValueError: a prompt or task (static models have none), or a bad batch_size, truncate_dim, precision or
+                convert_to.
+        """
+        started = time.perf_counter()
+        text_list, single = check_texts(texts)
+        check_encode_options(batch_size, truncate_dim, precision, convert_to, self.dimension)
+        _check_no_prompt(prompt, task)
         vectors = np.empty((len(text_list), self.dimension), dtype=np.float32)
         for start in range(0, len(text_list), batch_size):
             vectors[start : start + batch_size] = self._mean_rows(text_list[start : start + batch_size])
-        if self.normalize if normalize is None else normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors /= np.where(norms == 0, 1, norms)
-        output = vectors if precision == "float32" else quantize(vectors, precision)
-        return output[0] if single else output
+        use_normalize = self.normalize if normalize is None else bool(normalize)
+        output = convert(
+            truncate_and_normalize(torch.from_numpy(vectors), truncate_dim, use_normalize), precision, convert_to
+        )
+        report = EncodeReport(len(text_list), len(text_list), seconds=time.perf_counter() - started)
+        return EncodeResult(output[0] if single else output, report)
+
+    def _lowercased(self, texts: list[str]) -> list[str]:
+        return [text.lower() for text in texts] if self.config.get("lowercase") else texts
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         """Each text's token ids, without special tokens."""
@@ -187,9 +257,7 @@ class StaticEmbedder:
         return [encoding.ids for encoding in self._plain_backend.encode_batch_fast(texts, add_special_tokens=False)]
 
     def _mean_rows(self, texts: list[str]) -> np.ndarray:
-        if self.config.get("lowercase"):
-            texts = [text.lower() for text in texts]
-        ids = self._token_ids(texts)
+        ids = self._token_ids(self._lowercased(texts))
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids), dtype=np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])

@@ -9,6 +9,7 @@ boundary between prompt and text (a token straddling the boundary counts as text
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,29 @@ class TextTokenizer:
             if segments is not None:
                 segments.append(labels)
         return TokenizedTexts(input_ids, truncated, segments)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text on its own (lowercased if the model lowercases), without special tokens."""
+        texts = [text.lower() for text in texts] if self.lowercase else list(texts)
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character ``(start, end)`` of each token of ``text`` on its own, without special tokens."""
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
+        return [tuple(pair) for pair in encoded["offset_mapping"]]
+
+    def text_budget(self, prompt: PromptTemplate | None = None, suffix_ids: tuple[int, ...] = ()) -> int:
+        """The most text tokens that fit in ``max_length`` once ``prompt``, the special tokens and ``suffix_ids``
+        are added: ``(max_length - tokens of the prompt with an empty text) // copies of the text in the prompt``.
+
+        The prompt's tokens are counted with the text left empty; a text joined to the prompt by the tokenizer
+        (a BPE merge across the boundary) can shift that by a token, so callers that must never truncate check
+        the encode report as well.
+        """
+        formatted = (prompt or PromptTemplate.parse("")).format("", self.lowercase)
+        overhead = len(self.tokenizer(formatted.text, return_attention_mask=False)["input_ids"]) + len(suffix_ids)
+        return max(0, (self.max_length - overhead) // max(1, len(formatted.text_spans)))
 
     def pad(self, tokenized: TokenizedTexts, rows: np.ndarray | list[int]) -> TokenBatch:
         """Pad the texts at ``rows`` to their longest length; positions count real tokens only."""

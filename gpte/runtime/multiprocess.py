@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from gpte.models.protocol import DenseModel
+
 MULTIPROCESS_CHUNK = 2_048
 
-_worker_model: Any = None
+_worker_model: DenseModel | None = None
 
 
 def encode_multi_process(
-    embedder: Any,
+    embedder: DenseModel,
     texts: Sequence[str],
     processes: int | None = None,
     chunk_size: int = MULTIPROCESS_CHUNK,
@@ -67,7 +69,7 @@ def encode_multi_process(
                 future.cancel()
 
 
-def _start_worker(embedder: Any, threads: int) -> None:
+def _start_worker(embedder: DenseModel, threads: int) -> None:
     import torch
 
     global _worker_model

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
 from gpte.data.readers import iter_texts
-from gpte.models.fingerprint import file_sha256, model_key, weights_sha256
+from gpte.models.fingerprint import file_sha256
 from gpte.models.postprocess import check_precision, quantize
+from gpte.models.protocol import DenseModel
 from gpte.runtime.output import PARQUET_COLUMN, check_output
 
 CHUNK_TEXTS = 16_384
@@ -50,7 +51,7 @@ class StreamReport:
 
 
 def encode_to(
-    embedder: Any,
+    embedder: DenseModel,
     texts: Sequence[str] | str | Path,
     output: str | Path,
     *,
@@ -65,7 +66,7 @@ def encode_to(
     """Encode ``texts`` (a list, or a text file path read as it goes) into ``output`` (.npy or .parquet).
 
     Args:
-        embedder: a gpte Embedder.
+        embedder: a gpte dense model (``Embedder``, ``StaticEmbedder``).
         texts: strings, or the path of a txt/md/jsonl/csv/tsv/parquet file (``field`` names its column).
         output: the vector file; it appears only when complete.
         chunk_size: texts per chunk (the unit of memory and of resumption).
@@ -93,7 +94,7 @@ def encode_to(
         "input_sha256": source.fingerprint,
         "n": source.count,
         "chunk_size": chunk_size,
-        "model": model_key(weights_sha256(embedder) or "", embedder),
+        "model": embedder.fingerprint,
         "options": json.loads(json.dumps({"precision": precision, **encode_options}, default=str)),
         "ranges_sha256": None
         if ranges is None
@@ -119,12 +120,10 @@ def encode_to(
     return StreamReport(source.count, n_columns, n_chunks - done, done, n_truncated, time.perf_counter() - started)
 
 
-def _encode_chunk(embedder: Any, texts: list[str], options: dict[str, Any]) -> tuple[np.ndarray, int]:
-    """float32 vectors of one chunk and how many of its texts were truncated (0 for models that do not say)."""
-    if hasattr(embedder, "encode_with_report"):
-        result = embedder.encode_with_report(texts, precision="float32", show_progress=False, **options)
-        return result.vectors, result.report.n_truncated
-    return np.asarray(embedder.encode(texts, **options), dtype=np.float32), 0
+def _encode_chunk(embedder: DenseModel, texts: list[str], options: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """float32 vectors of one chunk and how many of its texts were truncated."""
+    result = embedder.encode_with_report(texts, precision="float32", show_progress=False, **options)
+    return np.asarray(result.vectors, dtype=np.float32), result.report.n_truncated
 
 
 def _check_stream_options(chunk_size: int, precision: str) -> None:
@@ -134,7 +133,7 @@ def _check_stream_options(chunk_size: int, precision: str) -> None:
 
 
 def _encode_then_quantize(
-    embedder: Any,
+    embedder: DenseModel,
     texts: Any,
     output: Path,
     field: str | None,

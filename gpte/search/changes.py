@@ -13,8 +13,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpte.data.documents import Document
-from gpte.models.fingerprint import model_key, weights_sha256
-from gpte.search.chunking import check_chunking, chunk_spans
+from gpte.models.loading import load_model
+from gpte.models.protocol import DenseModel, require_dense
+from gpte.search.chunking import check_chunking, chunk_spans, resolve_chunk_tokens
 from gpte.search.store import PendingVectors, text_hash
 
 SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
@@ -36,6 +37,7 @@ class BuildReport:
     resumed: int
     seconds: float
     ready: int = 0  # chunk vectors taken from ready-made shards (``vectors_from``)
+    truncated: int = 0  # chunks embedded now that the model cut (0 with the model's own chunk budget)
 
 
 @dataclass
@@ -51,41 +53,35 @@ class Plan:
     removed: int = 0
 
 
-def load_build_model(embedder: Any, model: str | None, previous_model: str | None) -> tuple[Any, str | None]:
-    """The embedder of a build and the name recorded for it: ``embedder`` if given, else ``Embedder.load`` of
+def load_build_model(
+    embedder: DenseModel | None, model: str | None, previous_model: str | None
+) -> tuple[DenseModel, str | None]:
+    """The model of a build and the name recorded for it: ``embedder`` if given, else ``load_model`` of
     ``model``, else of the model the existing index was built with (``previous_model``)."""
     if embedder is not None:
-        return embedder, model if model is not None else getattr(embedder, "name", None)
-    from gpte.models.embedder import Embedder
-
+        return require_dense(embedder, "a search index"), model if model is not None else embedder.name
     model = model if model is not None else previous_model
-    return Embedder.load(model), model
+    return load_model(model), model
 
 
-def embedder_key(embedder: Any) -> str:
-    """The key an index records for its model: weights and vector settings (``gpte.models.fingerprint``)."""
-    return model_key(weights_sha256(embedder) or "", embedder)
-
-
-def open_model(embedder: Any, settings: dict[str, Any], where: str) -> Any:
+def open_model(embedder: DenseModel | None, settings: dict[str, Any], where: str) -> DenseModel:
     """The model to search the index ``where`` with: ``embedder``, else the one it was built with
-    (``Embedder.load(settings["model"])``); a model other than the one it was built with is refused."""
-    if embedder is None:
-        from gpte.models.embedder import Embedder
-
-        embedder = Embedder.load(settings["model"])
-    if embedder_key(embedder) != settings["model_key"]:
+    (``load_model(settings["model"])``); a model other than the one it was built with is refused."""
+    embedder = load_model(settings["model"]) if embedder is None else require_dense(embedder, "a search index")
+    if embedder.fingerprint != settings["model_key"]:
         raise ValueError(f"{where} was built with another model ({settings['model']!r}); open it with that model")
     return embedder
 
 
-def build_settings(embedder: Any, model: str | None, chunk_tokens: int, overlap: int) -> dict[str, Any]:
-    """The settings an index records and checks on every later build: model (name and weights key),
-    chunking, similarity and dimension."""
+def build_settings(embedder: DenseModel, model: str | None, chunk_tokens: int | None, overlap: int) -> dict[str, Any]:
+    """The settings an index records and checks on every later build: model (name and fingerprint),
+    chunking (``chunk_tokens`` None: the model's own size, ``gpte.search.chunking.resolve_chunk_tokens``),
+    similarity and dimension."""
+    chunk_tokens = resolve_chunk_tokens(embedder, chunk_tokens)
     check_chunking(chunk_tokens, overlap)
     return {
         "model": model,
-        "model_key": embedder_key(embedder),
+        "model_key": embedder.fingerprint,
         "chunk_tokens": chunk_tokens,
         "overlap": overlap,
         "similarity": embedder.similarity_name,
@@ -109,18 +105,17 @@ def check_same_settings(
 
 
 def plan_changes(
-    documents: list[Document], old_hashes: dict[str, str], embedder: Any, chunk_tokens: int, overlap: int
+    documents: list[Document], old_hashes: dict[str, str], embedder: DenseModel, chunk_tokens: int, overlap: int
 ) -> Plan:
     """Compare ``documents`` with the indexed ones (doc_id -> content hash) and chunk the new and changed ones."""
     plan = Plan(documents)
-    tokenizer = embedder.backbone.tokenizer if chunk_tokens else None
     for doc in documents:
         if old_hashes.get(doc.id) == doc.content_hash():
             plan.unchanged.add(doc.id)
             continue
         plan.changed += doc.id in old_hashes
         plan.added += doc.id not in old_hashes
-        spans = chunk_spans(doc.text, tokenizer, chunk_tokens, overlap)
+        spans = chunk_spans(doc.text, embedder, chunk_tokens, overlap)
         plan.new_chunks[doc.id] = [(doc.text[s.start : s.end], s.start, s.end) for s in spans]
         plan.new_texts.extend(text for text, _, _ in plan.new_chunks[doc.id])
     plan.removed = len(set(old_hashes) - {doc.id for doc in documents})
@@ -136,11 +131,12 @@ class NewVectors:
     resumed: int
     ready: int
     pending: PendingVectors
+    truncated: int = 0
 
 
 def embed_new_chunks(
     texts: list[str],
-    embedder: Any,
+    embedder: DenseModel,
     pending_root: Path,
     model_key_: str,
     batch_size: int,
@@ -149,7 +145,7 @@ def embed_new_chunks(
 ) -> NewVectors:
     """Vectors of the distinct ``texts`` by text hash: ready-made ones (``ready``, e.g. from
     ``gpte.search.distributed``), those an interrupted build left pending under ``pending_root``, and the
-    others embedded SAVE_EVERY at a time and kept as pending parts."""
+    others embedded SAVE_EVERY at a time and kept as pending parts; ``truncated`` counts the chunks the model cut."""
     pending = PendingVectors(pending_root, model_key_)
     done = pending.load()
     distinct = list(dict.fromkeys(texts))
@@ -158,14 +154,16 @@ def embed_new_chunks(
     ready_hashes = {h for h in hashes if h not in done and ready and h in ready}
     done.update({h: ready[h] for h in ready_hashes})
     todo = [text for text, h in zip(distinct, hashes) if h not in done]
+    truncated = 0
     with tqdm(
         total=len(distinct), initial=len(distinct) - len(todo), desc="index", unit="chunk", disable=not show_progress
     ) as bar:
         for start in range(0, len(todo), SAVE_EVERY):
             part = todo[start : start + SAVE_EVERY]
-            vectors = embedder.encode(part, role="document", batch_size=batch_size, show_progress=False)
+            result = embedder.encode_with_report(part, role="document", batch_size=batch_size, show_progress=False)
+            truncated += result.report.n_truncated
             hashes = [text_hash(text) for text in part]
-            pending.add(hashes, vectors)
-            done.update(zip(hashes, vectors))
+            pending.add(hashes, result.vectors)
+            done.update(zip(hashes, result.vectors))
             bar.update(len(part))
-    return NewVectors(done, resumed, len(ready_hashes), pending)
+    return NewVectors(done, resumed, len(ready_hashes), pending, truncated)

@@ -1,14 +1,19 @@
-"""Split documents into chunks of at most N tokens with an overlap, counted with the embedder's own
-tokenizer, so that every chunk fits the model without truncation.
+"""Split documents into chunks of at most N tokens with an overlap, counted with the model's own tokenizer.
 
-Chunk boundaries come from the tokenizer's character offsets, so a chunk is an exact slice of the
-document's text (``text[start:end]``). A text of at most N tokens is one chunk: the whole text.
+N comes from the model (``resolve_chunk_tokens``): at most what its ``text_token_budget`` leaves once its document
+prompt and special tokens are added, so a chunk is never truncated by the model and its stored text is exactly
+what its vector saw. Chunk boundaries come from the tokenizer's character offsets (``token_offsets``), so a chunk
+is an exact slice of the document's text (``text[start:end]``). A text of at most N tokens is one chunk: the whole
+text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from gpte.models.protocol import TextModel
+
+DEFAULT_CHUNK_TOKENS = 256  # the chunk size when none is asked for, if the model fits that many
 
 
 @dataclass(frozen=True)
@@ -27,13 +32,34 @@ def check_chunking(max_tokens: int, overlap: int) -> None:
         raise ValueError(f"chunk overlap must be a whole number in [0, {max_tokens}), got {overlap!r}")
 
 
-def chunk_spans(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> list[ChunkSpan]:
+def resolve_chunk_tokens(model: TextModel, chunk_tokens: int | None) -> int:
+    """The chunk size for ``model``: ``chunk_tokens`` if it fits, None for ``min(DEFAULT_CHUNK_TOKENS, budget)``,
+    0 for whole documents; the budget is ``model.text_token_budget(role="document")``.
+
+    Raises:
+        ValueError: ``chunk_tokens`` is not a whole number >= 0, or more than the model's budget (named, with why).
+    """
+    budget = model.text_token_budget(role="document")
+    if chunk_tokens is None:
+        return DEFAULT_CHUNK_TOKENS if budget is None else min(DEFAULT_CHUNK_TOKENS, budget)
+    check_chunking(chunk_tokens, 0)
+    if budget is not None and chunk_tokens > budget:
+        raise ValueError(
+            f"chunks of {chunk_tokens} tokens do not fit {model.name or 'the model'}: its max_seq_length of "
+            f"{model.max_seq_length} tokens leaves {budget} for text after its document prompt and special tokens; "
+            f"use at most {budget} (or leave the chunk size unset)"
+        )
+    return chunk_tokens
+
+
+def chunk_spans(text: str, model: TextModel, max_tokens: int, overlap: int) -> list[ChunkSpan]:
     """Character spans of the chunks of ``text``.
 
     Args:
         text: the document.
-        tokenizer: a Hugging Face fast tokenizer (it must return offsets).
-        max_tokens: tokens per chunk, special tokens not counted; 0 keeps the whole text as one chunk.
+        model: the model whose tokens are counted (its ``token_offsets``).
+        max_tokens: text tokens per chunk (prompt and special tokens not counted: see ``resolve_chunk_tokens``);
+            0 keeps the whole text as one chunk.
         overlap: tokens shared by consecutive chunks (windows start every ``max_tokens - overlap`` tokens).
 
     Returns:
@@ -42,7 +68,7 @@ def chunk_spans(text: str, tokenizer: Any, max_tokens: int, overlap: int) -> lis
     check_chunking(max_tokens, overlap)
     if not max_tokens or not text:
         return [ChunkSpan(0, len(text))]
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = model.token_offsets(text)
     if len(offsets) <= max_tokens:
         return [ChunkSpan(0, len(text))]
     spans = []

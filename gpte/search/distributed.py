@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpte.data.documents import document_files, file_documents
+from gpte.models.loading import load_model
 from gpte.search.changes import build_settings, check_same_settings
 from gpte.search.chunking import chunk_spans
 from gpte.search.store import text_hash
@@ -37,7 +38,7 @@ def embed_corpus_ray(
     source: str | Path,
     output: str | Path,
     model: str | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
     overlap: int = 32,
     text_field: str = "text",
     batch_size: int = 32,
@@ -51,7 +52,7 @@ def embed_corpus_ray(
     ``output``. Returns the number of chunks.
 
     Args:
-        model, model_options: the embedder (``Embedder.load(model, **model_options)`` in every actor).
+        model, model_options: the model (``gpte.models.loading.load_model(model, **model_options)`` in every actor).
         chunk_tokens, overlap: as ``build_index`` (they must match the index the vectors are for).
         batch_size: documents per actor call (the model encodes their chunks in batches of the same size).
         concurrency, num_cpus, num_gpus: embedding actors, and the CPUs and GPUs each one holds (leave a CPU
@@ -62,15 +63,11 @@ def embed_corpus_ray(
     """
     import ray
 
-    from gpte.models.embedder import Embedder
-
     output = Path(output)
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     options = dict(model_options or {})
-    settings = build_settings(
-        Embedder.load(model, **options), model, chunk_tokens, overlap
-    )  # checks chunking, keys the model
+    settings = build_settings(load_model(model, **options), model, chunk_tokens, overlap)  # checks chunking, keys it
     files = document_files(source)
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -83,7 +80,7 @@ def embed_corpus_ray(
         fn_constructor_kwargs={
             "model": model,
             "options": options,
-            "chunk_tokens": chunk_tokens,
+            "chunk_tokens": settings["chunk_tokens"],
             "overlap": overlap,
             "batch_size": batch_size,
         },
@@ -115,13 +112,10 @@ class _ChunkEmbedder:
     def __init__(
         self, model: str | None, options: dict[str, Any], chunk_tokens: int, overlap: int, batch_size: int
     ) -> None:
-        from gpte.models.embedder import Embedder
-
-        self.embedder = Embedder.load(model, **options)
+        self.embedder = load_model(model, **options)
         self.chunk_tokens, self.overlap, self.batch_size = chunk_tokens, overlap, batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        tokenizer = self.embedder.backbone.tokenizer if self.chunk_tokens else None
         columns: dict[str, list[Any]] = {
             "doc_id": [],
             "text_hash": [],
@@ -133,7 +127,7 @@ class _ChunkEmbedder:
         for doc_id, text, metadata in zip(
             batch["doc_id"].to_pylist(), batch["text"].to_pylist(), batch["metadata"].to_pylist()
         ):
-            for span in chunk_spans(text, tokenizer, self.chunk_tokens, self.overlap):
+            for span in chunk_spans(text, self.embedder, self.chunk_tokens, self.overlap):
                 chunk = text[span.start : span.end]
                 for key, value in zip(columns, (doc_id, text_hash(chunk), chunk, span.start, span.end, metadata)):
                     columns[key].append(value)

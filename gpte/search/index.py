@@ -1,6 +1,6 @@
 """A search index over a document collection: build (incremental, resumable, crash-safe), open, search.
 
-    report = build_index("my-index", "docs/", chunk_tokens=256, overlap=32)   # again later: only changes embedded
+    report = build_index("my-index", "docs/", overlap=32)  # chunks sized to fit the model   # again later: only changes embedded
     index = Index.open("my-index")
     hits = index.search("how do wings stall?", k=5, mode="hybrid")
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gpte.data.documents import read_documents
+from gpte.models.protocol import DenseModel
 from gpte.search import dense, lexical
 from gpte.search.changes import (
     BuildReport,
@@ -70,9 +71,9 @@ def check_index_name(name: str) -> None:
 def build_index(
     path: str | Path,
     source: str | Path,
-    embedder: Any = None,
+    embedder: DenseModel | None = None,
     model: str | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
     overlap: int = 32,
     ann: str | None = "hnsw",
     text_field: str = "text",
@@ -88,7 +89,9 @@ def build_index(
         source: a document file or folder (``gpte.data.documents``).
         embedder: the model; default ``Embedder.load(model)`` (an existing index: the model it was built with).
         model: the model's name or folder, recorded so that ``Index.open`` loads it again.
-        chunk_tokens, overlap: chunk size and overlap in tokens (0: whole documents, truncated by the model).
+        chunk_tokens, overlap: chunk size and overlap in tokens; chunk size None: the existing index's, else the
+            model's (at most 256, and never more than fits the model with its document prompt and special tokens:
+            ``gpte.search.chunking.resolve_chunk_tokens``); 0: whole documents, truncated by the model.
         ann: "hnsw" builds an approximate graph beside the exact vectors; None builds none.
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
         vectors_from: ready-made chunk vectors (``gpte.search.distributed.embed_corpus_ray``'s folder, same
@@ -108,12 +111,17 @@ def build_index(
         raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
     previous = None if rebuild else _open_snapshot(root)
     embedder, model = load_build_model(embedder, model, previous.manifest["model"] if previous else None)
+    if chunk_tokens is None and previous is not None:
+        chunk_tokens = previous.manifest["chunk_tokens"]
     settings = build_settings(embedder, model, chunk_tokens, overlap)
     if previous is not None:
         check_same_settings(str(root), previous.manifest, settings)
     documents = read_documents(source, text_field)
     plan = plan_changes(
-        documents, {d: v[0] for d, v in previous.documents.items()} if previous else {}, embedder, chunk_tokens, overlap
+        documents, {d: v[0] for d, v in previous.documents.items()} if previous else {},
+        embedder,
+        settings["chunk_tokens"],
+        overlap,
     )
     if _nothing_to_do(plan, previous, ann):
         return BuildReport(
@@ -159,6 +167,7 @@ def build_index(
         new.resumed,
         time.perf_counter() - started,
         new.ready,
+        new.truncated,
     )
 
 
@@ -207,7 +216,7 @@ def _assemble(
 class Index:
     """An opened index: search it with dense, lexical or hybrid retrieval, filters and reranking."""
 
-    def __init__(self, snapshot: Snapshot, embedder: Any) -> None:
+    def __init__(self, snapshot: Snapshot, embedder: DenseModel) -> None:
         self.snapshot = snapshot
         self.embedder = embedder
         self.doc_ids = list(snapshot.documents)  # document positions, in chunk-row order
@@ -231,7 +240,7 @@ class Index:
         self._positions: dict[str, int] | None = None  # document id -> position, made on first use
 
     @classmethod
-    def open(cls, path: str | Path, embedder: Any = None) -> Index:
+    def open(cls, path: str | Path, embedder: DenseModel | None = None) -> Index:
         """Open the live generation at ``path``; ``embedder`` defaults to the model the index was built with,
         and a different model is refused (its vectors would not match the index's)."""
         root = Path(path)

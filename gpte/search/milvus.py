@@ -35,6 +35,7 @@ import numpy as np
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from gpte.data.documents import read_documents
+from gpte.models.protocol import DenseModel
 from gpte.search.changes import (
     BuildReport,
     Plan,
@@ -89,9 +90,9 @@ def build_milvus_index(
     uri: str | Path,
     name: str,
     source: str | Path,
-    embedder: Any = None,
+    embedder: DenseModel | None = None,
     model: str | None = None,
-    chunk_tokens: int = 256,
+    chunk_tokens: int | None = None,
     overlap: int = 32,
     ann: str | None = "hnsw",
     text_field: str = "text",
@@ -123,6 +124,8 @@ def build_milvus_index(
         client.drop_collection(name)
     previous = _collection_settings(client, name)
     embedder, model = load_build_model(embedder, model, previous["model"] if previous else None)
+    if chunk_tokens is None and previous is not None:
+        chunk_tokens = previous["chunk_tokens"]
     settings = build_settings(embedder, model, chunk_tokens, overlap)
     if previous is not None:
         check_same_settings(f"Milvus collection {name!r}", previous, settings)
@@ -130,7 +133,7 @@ def build_milvus_index(
         _create_collection(client, name, settings, ann)
     documents = read_documents(source, text_field)
     indexed, rows_by_doc = _indexed_documents(client, name)
-    plan = plan_changes(documents, _old_hashes(documents, indexed), embedder, chunk_tokens, overlap)
+    plan = plan_changes(documents, _old_hashes(documents, indexed), embedder, settings["chunk_tokens"], overlap)
     pending_root = Path(work_dir) if work_dir else index_path("milvus-pending") / name
     new = embed_new_chunks(
         plan.new_texts,
@@ -160,6 +163,7 @@ def build_milvus_index(
         new.resumed,
         time.perf_counter() - started,
         new.ready,
+        new.truncated,
     )
 
 
@@ -287,14 +291,14 @@ def _delete_stale(client: MilvusClient, name: str, plan: Plan, rows_by_doc: dict
 class MilvusIndex:
     """An index in a Milvus collection, searched as ``gpte.search.index.Index`` is."""
 
-    def __init__(self, client: MilvusClient, name: str, settings: dict[str, Any], embedder: Any) -> None:
+    def __init__(self, client: MilvusClient, name: str, settings: dict[str, Any], embedder: DenseModel) -> None:
         self.client = client
         self.name = name
         self.settings = settings
         self.embedder = embedder
 
     @classmethod
-    def open(cls, uri: str | Path, name: str, embedder: Any = None, token: str | None = None) -> MilvusIndex:
+    def open(cls, uri: str | Path, name: str, embedder: DenseModel | None = None, token: str | None = None) -> MilvusIndex:
         """Open the collection ``name`` at ``uri``; ``embedder`` defaults to the model it was built with, and a
         different model is refused."""
         client = connect(uri, token)

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gpte.models.protocol import DenseModel
 from gpte.search.fusion import FUSIONS
 
 SEARCH_MODES = ("dense", "lexical", "hybrid")
@@ -49,7 +50,7 @@ def search_depth(k: int, candidates: int, mode: str, reranker: Reranker | None) 
     return max(k, candidates) if (mode == "hybrid" or reranker is not None) else k
 
 
-def query_embeddings(embedder: Any, queries: list[str], given: np.ndarray | None, batch_size: int) -> np.ndarray:
+def query_embeddings(embedder: DenseModel, queries: list[str], given: np.ndarray | None, batch_size: int) -> np.ndarray:
     """The queries' vectors: ``given`` (checked: one row per query, the model's width) or ``embedder.encode``'s."""
     if given is None:
         return embedder.encode(queries, role="query", batch_size=batch_size, show_progress=False)

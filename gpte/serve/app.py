@@ -8,7 +8,7 @@
 Errors: 400 empty input or bad option, 401 missing or wrong API key (``Authorization: Bearer KEY``),
 404 unknown model or index (the served ones listed), 413 request body over ``max_request_bytes`` or more
 inputs than ``max_inputs``, 422 malformed JSON or fields. The app holds no logic of its own: it calls
-``Embedder.encode`` (through ``gpte.serve.batching``) and ``Index.search``.
+the model's ``encode`` (through ``gpte.serve.batching``) and ``Index.search``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import base64
 import hmac
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -26,7 +26,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
+from gpte.models.protocol import DenseModel
 from gpte.serve.batching import EmbeddingBatcher
+
+if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
+    from gpte.search.index import Index
+    from gpte.search.milvus import MilvusIndex
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request
@@ -51,13 +56,13 @@ class SearchRequest(BaseModel):
 
 
 def create_app(
-    models: dict[str, Any],
-    indexes: dict[str, Any] | None = None,
+    models: dict[str, DenseModel],
+    indexes: dict[str, Index | MilvusIndex] | None = None,
     api_key: str | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     max_inputs: int = MAX_INPUTS,
 ) -> FastAPI:
-    """The app serving ``models`` (name -> Embedder) and ``indexes`` (name -> ``gpte.search.index.Index``).
+    """The app serving ``models`` (name -> any gpte dense model) and ``indexes`` (name -> ``gpte.search.index.Index``).
 
     ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``."""
     if not models:
@@ -103,7 +108,7 @@ def create_app(
             )
         vectors = await batchers[request.model].embed(texts, request.dimensions)
         metrics.texts.inc(len(texts))
-        tokens = sum(len(ids) for ids in model.backbone.tokenizer(texts, add_special_tokens=True)["input_ids"])
+        tokens = sum(model.count_tokens(texts))  # the input's tokens, as OpenAI counts them (no prompt or specials)
         data = [
             {"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
             for i, v in enumerate(vectors)

@@ -5,16 +5,17 @@ loop keeps accepting requests."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
+
+from gpte.models.protocol import DenseModel
 
 
 class EmbeddingBatcher:
     """Collects (texts, options) requests and embeds those with equal options in one call."""
 
     def __init__(
-        self, embedder: Any, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
+        self, embedder: DenseModel, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
     ) -> None:
         self.embedder = embedder
         self.max_batch_texts = max_batch_texts
