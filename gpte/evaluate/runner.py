@@ -20,6 +20,8 @@ from gpte.evaluate.tasktypes import EVALUATORS
 from gpte.evaluate.vector_cache import VectorCache
 from gpte.models.protocol import VectorEncoder
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class EvaluationRun:
@@ -118,4 +120,3 @@ def _run_task(
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
-

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from gpte.data.documents import Document
 from gpte.models.loading import load_model
 from gpte.models.protocol import DenseModel, require_dense
-from gpte.search.chunking import check_chunking, chunk_spans, resolve_chunk_tokens
+from gpte.search.chunking import chunk_spans, resolve_chunk_tokens, resolve_overlap
 from gpte.search.store import PendingVectors, text_hash
 
 SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
@@ -73,12 +73,14 @@ def open_model(embedder: DenseModel | None, settings: dict[str, Any], where: str
     return embedder
 
 
-def build_settings(embedder: DenseModel, model: str | None, chunk_tokens: int | None, overlap: int) -> dict[str, Any]:
+def build_settings(
+    embedder: DenseModel, model: str | None, chunk_tokens: int | None, overlap: int | None
+) -> dict[str, Any]:
     """The settings an index records and checks on every later build: model (name and fingerprint),
-    chunking (``chunk_tokens`` None: the model's own size, ``gpte.search.chunking.resolve_chunk_tokens``),
-    similarity and dimension."""
+    chunking (``chunk_tokens`` None: the model's own size, ``gpte.search.chunking.resolve_chunk_tokens``; overlap
+    None: an eighth of it), similarity and dimension."""
     chunk_tokens = resolve_chunk_tokens(embedder, chunk_tokens)
-    check_chunking(chunk_tokens, overlap)
+    overlap = resolve_overlap(chunk_tokens, overlap)
     return {
         "model": model,
         "model_key": embedder.fingerprint,

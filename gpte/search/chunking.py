@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gpte.models.protocol import TextModel
 
 DEFAULT_CHUNK_TOKENS = 256  # the chunk size when none is asked for, if the model fits that many
+OVERLAP_SHARE = 8  # the overlap when none is asked for: an eighth of the chunk (32 of 256 tokens)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,13 @@ def resolve_chunk_tokens(model: TextModel, chunk_tokens: int | None) -> int:
             f"use at most {budget} (or leave the chunk size unset)"
         )
     return chunk_tokens
+
+
+def resolve_overlap(chunk_tokens: int, overlap: int | None) -> int:
+    """``overlap``, or ``chunk_tokens // OVERLAP_SHARE`` when None (checked by ``check_chunking``)."""
+    overlap = chunk_tokens // OVERLAP_SHARE if overlap is None else overlap
+    check_chunking(chunk_tokens, overlap)
+    return overlap
 
 
 def chunk_spans(text: str, model: TextModel, max_tokens: int, overlap: int) -> list[ChunkSpan]:

@@ -74,7 +74,7 @@ def build_index(
     embedder: DenseModel | None = None,
     model: str | None = None,
     chunk_tokens: int | None = None,
-    overlap: int = 32,
+    overlap: int | None = None,
     ann: str | None = "hnsw",
     text_field: str = "text",
     batch_size: int = 32,
@@ -89,9 +89,10 @@ def build_index(
         source: a document file or folder (``gpte.data.documents``).
         embedder: the model; default ``Embedder.load(model)`` (an existing index: the model it was built with).
         model: the model's name or folder, recorded so that ``Index.open`` loads it again.
-        chunk_tokens, overlap: chunk size and overlap in tokens; chunk size None: the existing index's, else the
-            model's (at most 256, and never more than fits the model with its document prompt and special tokens:
-            ``gpte.search.chunking.resolve_chunk_tokens``); 0: whole documents, truncated by the model.
+        chunk_tokens, overlap: chunk size and overlap in tokens. None: the existing index's, else for the chunk size
+            the model's (at most 256, and never more than fits the model with its document prompt and special
+            tokens: ``gpte.search.chunking.resolve_chunk_tokens``) and for the overlap an eighth of the chunk size;
+            chunk size 0: whole documents, truncated by the model (counted on the report).
         ann: "hnsw" builds an approximate graph beside the exact vectors; None builds none.
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
         vectors_from: ready-made chunk vectors (``gpte.search.distributed.embed_corpus_ray``'s folder, same
@@ -111,17 +112,19 @@ def build_index(
         raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
     previous = None if rebuild else _open_snapshot(root)
     embedder, model = load_build_model(embedder, model, previous.manifest["model"] if previous else None)
-    if chunk_tokens is None and previous is not None:
-        chunk_tokens = previous.manifest["chunk_tokens"]
+    if previous is not None:  # unset chunking: the existing index's
+        chunk_tokens = previous.manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
+        overlap = previous.manifest["overlap"] if overlap is None else overlap
     settings = build_settings(embedder, model, chunk_tokens, overlap)
     if previous is not None:
         check_same_settings(str(root), previous.manifest, settings)
     documents = read_documents(source, text_field)
     plan = plan_changes(
-        documents, {d: v[0] for d, v in previous.documents.items()} if previous else {},
+        documents,
+        {d: v[0] for d, v in previous.documents.items()} if previous else {},
         embedder,
         settings["chunk_tokens"],
-        overlap,
+        settings["overlap"],
     )
     if _nothing_to_do(plan, previous, ann):
         return BuildReport(

@@ -93,7 +93,7 @@ def build_milvus_index(
     embedder: DenseModel | None = None,
     model: str | None = None,
     chunk_tokens: int | None = None,
-    overlap: int = 32,
+    overlap: int | None = None,
     ann: str | None = "hnsw",
     text_field: str = "text",
     batch_size: int = 32,
@@ -124,8 +124,9 @@ def build_milvus_index(
         client.drop_collection(name)
     previous = _collection_settings(client, name)
     embedder, model = load_build_model(embedder, model, previous["model"] if previous else None)
-    if chunk_tokens is None and previous is not None:
-        chunk_tokens = previous["chunk_tokens"]
+    if previous is not None:  # unset chunking: the collection's
+        chunk_tokens = previous["chunk_tokens"] if chunk_tokens is None else chunk_tokens
+        overlap = previous["overlap"] if overlap is None else overlap
     settings = build_settings(embedder, model, chunk_tokens, overlap)
     if previous is not None:
         check_same_settings(f"Milvus collection {name!r}", previous, settings)
@@ -133,7 +134,9 @@ def build_milvus_index(
         _create_collection(client, name, settings, ann)
     documents = read_documents(source, text_field)
     indexed, rows_by_doc = _indexed_documents(client, name)
-    plan = plan_changes(documents, _old_hashes(documents, indexed), embedder, settings["chunk_tokens"], overlap)
+    plan = plan_changes(
+        documents, _old_hashes(documents, indexed), embedder, settings["chunk_tokens"], settings["overlap"]
+    )
     pending_root = Path(work_dir) if work_dir else index_path("milvus-pending") / name
     new = embed_new_chunks(
         plan.new_texts,
@@ -298,7 +301,9 @@ class MilvusIndex:
         self.embedder = embedder
 
     @classmethod
-    def open(cls, uri: str | Path, name: str, embedder: DenseModel | None = None, token: str | None = None) -> MilvusIndex:
+    def open(
+        cls, uri: str | Path, name: str, embedder: DenseModel | None = None, token: str | None = None
+    ) -> MilvusIndex:
         """Open the collection ``name`` at ``uri``; ``embedder`` defaults to the model it was built with, and a
         different model is refused."""
         client = connect(uri, token)

@@ -48,7 +48,7 @@ class CrossEncoderReranker:
                 [query] * len(part),
                 part,
                 padding=True,
-                truncation=True,
+                truncation="only_second",  # a long pair loses the end of the document, never the query
                 max_length=self.max_length,
                 return_tensors="pt",
             )
@@ -77,20 +77,38 @@ class LLMReranker:
         """The model input for one pair (chat template when the tokenizer has one)."""
         return chat_prompt(self.tokenizer, [{"role": "user", "content": LLM_PROMPT.format(query=query, text=text)}])
 
+    def fitted_prompt(self, query: str, text: str) -> str:
+        """``prompt(query, text)`` within ``max_length`` tokens: a long document loses its end, never the query or
+        the closing question the answer position reads (cutting the prompt's tail would drop that question).
+
+        The document keeps its first ``max_length - (tokens of the prompt with an empty document)`` tokens, cut at a
+        token boundary (character offsets); the cut tightens while a merge at the boundary still overflows.
+
+        Raises:
+            ValueError: the query alone leaves no room for the document.
+        """
+        budget = self.max_length - self._length(self.prompt(query, ""))
+        if budget < 1:
+            raise ValueError(
+                f"the query takes the whole LLM reranker input of {self.max_length} tokens; shorten it or raise "
+                "max_length"
+            )
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        prompt, keep = self.prompt(query, text), min(budget, len(offsets))
+        while self._length(prompt) > self.max_length and keep >= 1:
+            prompt, keep = self.prompt(query, text[: offsets[keep - 1][1]]), keep - 1
+        return prompt
+
+    def _length(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     @torch.inference_mode()
     def score(self, query: str, texts: list[str]) -> np.ndarray:
-        """log p(yes) - log p(no) at the answer position, per text."""
+        """log p(yes) - log p(no) at the answer position, per text (long documents cut by ``fitted_prompt``)."""
         scores = []
         for start in range(0, len(texts), self.batch_size):
-            prompts = [self.prompt(query, text) for text in texts[start : start + self.batch_size]]
-            batch = self.tokenizer(
-                prompts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-                add_special_tokens=False,
-            )
+            prompts = [self.fitted_prompt(query, text) for text in texts[start : start + self.batch_size]]
+            batch = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
             logits = self.model(**batch).logits[:, -1].float().log_softmax(-1)
             scores.append(logits[:, self.yes] - logits[:, self.no])
         return torch.cat(scores).numpy() if scores else np.empty(0, np.float32)
