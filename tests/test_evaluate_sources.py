@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from gpte.evaluate import VectorCache, discover_tasks, evaluate, load_task, select_tasks, suite_patterns
+from gpte.evaluate import discover_tasks, evaluate, load_task, select_tasks, suite_patterns
 from gpte.models.fingerprint import model_key
+from gpte.runtime.vector_store import VectorStore, store_folder
 
 ROWS = [
     {"sentence1": "a cat", "sentence2": "a dog", "score": 3},
@@ -75,12 +76,17 @@ def test_disk_cache_encodes_each_text_once_across_runs(tmp_path):
 def test_disk_cache_keys_roles_prompts_and_model_settings(tmp_path, tiny_models):
     from gpte import Embedder
 
-    cache = VectorCache(tmp_path, "k" * 64)
-    cache.add("query", "q: ", ["a", "b"], np.array([[1, 2], [3, 4]], dtype=np.float32))
-    assert set(cache.get("query", "q: ", ["a", "b", "c"])) == {"a", "b"}
-    assert cache.get("document", None, ["a"]) == {} and cache.get("query", "other: ", ["a"]) == {}
-    reread = VectorCache(tmp_path, "k" * 64).get("query", "q: ", ["b"])
+    cache = VectorStore(store_folder(tmp_path, "k" * 64, "query", "q: "))
+    cache.add(["a", "b"], np.array([[1, 2], [3, 4]], dtype=np.float32))
+    assert set(cache.get(["a", "b", "c"])) == {"a", "b"}
+    assert VectorStore(store_folder(tmp_path, "k" * 64, "document", None)).get(["a"]) == {}
+    assert VectorStore(store_folder(tmp_path, "k" * 64, "query", "other: ")).get(["a"]) == {}
+    assert VectorStore(store_folder(tmp_path, "j" * 64, "query", "q: ")).get(["a"]) == {}
+    reread = VectorStore(store_folder(tmp_path, "k" * 64, "query", "q: ")).get(["b"])
     np.testing.assert_array_equal(reread["b"], [3, 4])
+    calls = []
+    vectors = cache.vectors(["c", "a", "c"], lambda texts: calls.append(texts) or np.ones((len(texts), 2)))
+    assert calls == [["c"]] and vectors.tolist() == [[1, 1], [1, 2], [1, 1]]
     assert not list(tmp_path.rglob(".*partial*"))
     model = Embedder.load(tiny_models["bert"])
     key = model_key("weights", model)
@@ -92,7 +98,9 @@ def test_disk_cache_keys_roles_prompts_and_model_settings(tmp_path, tiny_models)
 
 def test_cache_needs_a_name_for_models_without_weights(tmp_path):
     task = load_task(_sts_task(tmp_path / "one"), "one")
-    with pytest.raises(ValueError, match="CountingEncoder has no fingerprint .no torch weights to hash., so pass model_name"):
+    with pytest.raises(
+        ValueError, match="CountingEncoder has no fingerprint .no torch weights to hash., so pass model_name"
+    ):
         evaluate(CountingEncoder(), [task], cache=tmp_path / "cache")
 
 

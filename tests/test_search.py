@@ -206,21 +206,21 @@ def test_killed_build_keeps_the_old_index_and_resumes(embedder, tmp_path, monkey
     build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     write_docs(source, TEXTS)
     monkeypatch.setattr(changes_module, "SAVE_EVERY", 3)
-    original_add = changes_module.PendingVectors.add
+    original_add = changes_module.VectorStore.add
     parts = []
 
-    def add_then_die(self, hashes, vectors):
+    def add_then_die(self, texts, vectors):
         if len(parts) == 2:
             raise KeyboardInterrupt  # killed while embedding the third part
-        parts.append(hashes)
-        original_add(self, hashes, vectors)
+        parts.append(texts)
+        original_add(self, texts, vectors)
 
-    monkeypatch.setattr(changes_module.PendingVectors, "add", add_then_die)
+    monkeypatch.setattr(changes_module.VectorStore, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     old = Index.open(tmp_path / "index", embedder=embedder)
     assert len(old) == 2 and old.search("wing", k=1)  # the previous generation is intact and searchable
-    monkeypatch.setattr(changes_module.PendingVectors, "add", original_add)
+    monkeypatch.setattr(changes_module.VectorStore, "add", original_add)
     report = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     assert report.resumed == 6 and report.embedded > 0
     fresh = build_index(tmp_path / "fresh", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)

@@ -140,16 +140,16 @@ def test_milvus_lite_matches_the_on_disk_exact_search_and_updates_incrementally(
 def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milvus_server, tmp_path, monkeypatch):
     source = write_docs(tmp_path / "docs", TEXTS)
     monkeypatch.setattr(changes_module, "SAVE_EVERY", 3)
-    original_add = changes_module.PendingVectors.add
+    original_add = changes_module.VectorStore.add
     calls = []
 
-    def add_then_die(self, hashes, vectors):
-        original_add(self, hashes, vectors)
-        calls.append(len(hashes))
+    def add_then_die(self, texts, vectors):
+        original_add(self, texts, vectors)
+        calls.append(len(texts))
         if len(calls) == 2:
             raise KeyboardInterrupt  # killed after two parts
 
-    monkeypatch.setattr(changes_module.PendingVectors, "add", add_then_die)
+    monkeypatch.setattr(changes_module.VectorStore, "add", add_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_milvus_index(
             milvus_server,
@@ -161,7 +161,7 @@ def test_a_milvus_server_filters_fuses_and_resumes_a_killed_build(embedder, milv
             show_progress=False,
             work_dir=tmp_path / "work",
         )
-    monkeypatch.setattr(changes_module.PendingVectors, "add", original_add)
+    monkeypatch.setattr(changes_module.VectorStore, "add", original_add)
     report = build_milvus_index(
         milvus_server,
         "flights",

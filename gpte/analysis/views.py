@@ -26,6 +26,7 @@ import numpy as np
 from gpte.analysis.geometry import unit_rows
 from gpte.evaluate.encoder import as_vector_encoder
 from gpte.models.postprocess import check_precision, quantize
+from gpte.runtime.vector_store import VectorStore
 
 Transform = Callable[[np.ndarray], np.ndarray]
 Embed = Callable[[list[str]], np.ndarray]  # texts -> (n, d) vectors: the model under study
@@ -102,7 +103,7 @@ class CachedEncoder:
         self.similarity_name = self.model.similarity_name
         self.prompts = getattr(model, "prompts", None)
         self.name = self.model.name
-        self._vectors: dict[tuple[str | None, str | None, str], np.ndarray] = {}
+        self._stores: dict[tuple[str | None, str | None], VectorStore] = {}
 
     @property
     def fingerprint(self) -> str | None:
@@ -111,13 +112,11 @@ class CachedEncoder:
 
     def encode(self, texts: Sequence[str], role: str | None = None, prompt: str | None = None, **_: Any) -> np.ndarray:
         """(n, d) float32 vectors of ``texts``; texts seen before with this role and prompt are not encoded again."""
-        keys = [(role, prompt, text) for text in texts]
-        missing = list(dict.fromkeys(key[2] for key in keys if key not in self._vectors))
-        if missing:
-            vectors = self.model.encode(missing, role=role, prompt=prompt, batch_size=self.batch_size)
-            vectors = np.asarray(vectors, dtype=np.float32)
-            self._vectors.update(((role, prompt, text), vector) for text, vector in zip(missing, vectors))
-        return np.stack([self._vectors[key] for key in keys])
+        store = self._stores.setdefault((role, prompt), VectorStore())
+        return store.vectors(
+            list(texts),
+            lambda missing: self.model.encode(missing, role=role, prompt=prompt, batch_size=self.batch_size),
+        )
 
 
 class VectorView:

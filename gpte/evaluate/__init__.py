@@ -9,7 +9,6 @@ from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
 from gpte.evaluate.runner import EvaluationRun, evaluate
 from gpte.evaluate.suites import SUITES, suite_patterns
 from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
-from gpte.evaluate.vector_cache import VectorCache
 
 __all__ = [
     "ForeignEncoder",
@@ -19,7 +18,6 @@ __all__ = [
     "Task",
     "TaskEncoder",
     "as_vector_encoder",
-    "VectorCache",
     "discover_tasks",
     "evaluate",
     "fetch_data",

@@ -4,7 +4,7 @@ Evaluation takes a ``gpte.models.protocol.VectorEncoder``: every gpte dense mode
 ``StaticEmbedder``) and the analysis views of one. Any other object with ``encode(texts, role=...)`` returning
 an (n, d) array is wrapped in ``ForeignEncoder`` (``as_vector_encoder``), so models from other libraries can be
 scored too. ``TaskEncoder`` encodes each distinct text once per (role, prompt) and reuses it across tasks
-(optionally across runs, through a ``VectorStore`` on disk), and checks what the model returns.
+(``gpte.runtime.vector_store``; across runs too, given a cache folder), and checks what the model returns.
 
 Instructions: a gpte model whose ``query`` prompt has a ``{task}`` slot follows instructions (E5-mistral's
 ``Instruct: {task}\nQuery: {text}``). Such a model gets the task's instruction in that slot for every input
@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gpte.evaluate.tasks import Task
-from gpte.evaluate.vector_cache import VectorCache
 from gpte.models.fingerprint import model_key, weights_sha256
 from gpte.models.protocol import VectorEncoder
 from gpte.prompts import Prompts, PromptTemplate
+from gpte.runtime.vector_store import VectorStore, store_folder
 
 
 class ForeignEncoder:
@@ -75,19 +76,24 @@ class TaskEncoder:
     Args:
         model: a gpte model or view, or any object with ``encode(texts, role=...)`` (``as_vector_encoder``).
         batch_size: passed to the model's ``encode``.
-        disk_cache: vectors of earlier runs with this model; texts found there are not encoded again,
-            and new vectors are added to it.
+        cache: a folder of vectors kept across runs (``gpte.runtime.vector_store``): texts found there are not
+            encoded again, and new vectors are added to it; None keeps them for this encoder's life only.
+        cache_key: the model's key in ``cache`` (its fingerprint); needed with ``cache``.
 
     Attributes:
         seconds: time spent in the model's ``encode`` so far.
     """
 
-    def __init__(self, model: Any, batch_size: int = 32, disk_cache: VectorCache | None = None) -> None:
+    def __init__(
+        self, model: Any, batch_size: int = 32, cache: str | Path | None = None, cache_key: str | None = None
+    ) -> None:
+        if cache is not None and cache_key is None:
+            raise ValueError("a vector cache folder needs the model's key (cache_key) to file vectors under")
         self.model = as_vector_encoder(model)
         self.batch_size = batch_size
-        self.disk_cache = disk_cache
         self.seconds = 0.0
-        self._cache: dict[tuple[str | None, str | None], dict[str, np.ndarray]] = {}
+        self._cache, self._cache_key = cache, cache_key
+        self._stores: dict[tuple[str | None, str | None], VectorStore] = {}
 
     @property
     def similarity_name(self) -> str:
@@ -101,20 +107,13 @@ class TaskEncoder:
             ValueError: the model returned the wrong shape or a non-finite value (task and text index named).
         """
         prompt = task.prompt(role) or self._instruction_prompt(task, role)
-        cache = self._cache.setdefault((role, prompt), {})
-        missing = list(dict.fromkeys(text for text in texts if text not in cache))
-        if missing and self.disk_cache:
-            cache.update(self.disk_cache.get(role, prompt, missing))
-            missing = [text for text in missing if text not in cache]
-        if missing:
-            vectors = self._call_model(missing, role, prompt, task)
-            cache.update(zip(missing, vectors))
-            if self.disk_cache:
-                self.disk_cache.add(role, prompt, missing, vectors)
-        if not texts:
-            dimension = len(next(iter(cache.values()))) if cache else 0
-            return np.zeros((0, dimension), dtype=np.float32)
-        return np.stack([cache[text] for text in texts])
+        return self._store(role, prompt).vectors(texts, lambda missing: self._call_model(missing, role, prompt, task))
+
+    def _store(self, role: str | None, prompt: str | None) -> VectorStore:
+        if (role, prompt) not in self._stores:
+            folder = store_folder(self._cache, self._cache_key, role, prompt) if self._cache is not None else None
+            self._stores[role, prompt] = VectorStore(folder)
+        return self._stores[role, prompt]
 
     def _instruction_prompt(self, task: Task, role: str | None) -> str | None:
         """The model's query template with the task's instruction in its ``{task}`` slot, or None when the

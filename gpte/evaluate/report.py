@@ -54,15 +54,18 @@ def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
-    """A grouped bar chart of per-type averages (× 100) per folder, written to ``path`` (PNG)."""
-    import matplotlib
+    """A grouped bar chart of per-type averages (× 100) per folder, written to ``path`` (PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a ``Figure`` with its own Agg canvas: no pyplot state, no backend switch for the caller.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     averages = {label: type_averages(results) for label, results in table.items()}
     keys = sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k))
-    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(keys) * len(table)), 4))
+    figure = Figure(figsize=(max(6, 1.2 * len(keys) * len(table)), 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
     width = 0.8 / len(table)
     for offset, (label, values) in enumerate(averages.items()):
         axes.bar(
@@ -76,5 +79,4 @@ def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

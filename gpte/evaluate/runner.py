@@ -17,7 +17,6 @@ from gpte.evaluate.encoder import TaskEncoder, as_vector_encoder
 from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
 from gpte.evaluate.tasktypes import EVALUATORS
-from gpte.evaluate.vector_cache import VectorCache
 from gpte.models.protocol import VectorEncoder
 
 logger = logging.getLogger(__name__)
@@ -49,15 +48,14 @@ def evaluate(
         model_name: the name results are filed under (default: the model's ``name`` attribute).
         overwrite: recompute tasks whose result file exists.
         batch_size: passed to the model's encode when it takes one.
-        cache: a folder for vectors kept across runs (see ``VectorCache``); None: this run only.
+        cache: a folder for vectors kept across runs (``gpte.runtime.vector_store``); None: this run only.
 
     Raises:
         ValueError: a cache is asked for a model without a fingerprint and without ``model_name``.
     """
     model = as_vector_encoder(model)
     fingerprint = model.fingerprint
-    disk_cache = _disk_cache(cache, model, fingerprint, model_name) if cache else None
-    encoder = TaskEncoder(model, batch_size, disk_cache)
+    encoder = TaskEncoder(model, batch_size, cache, _cache_key(model, fingerprint, model_name) if cache else None)
     model_name = model_name or model.name
     run = EvaluationRun()
     for number, task in enumerate(tasks, 1):
@@ -81,16 +79,14 @@ def evaluate(
     return run
 
 
-def _disk_cache(
-    folder: str | Path, model: VectorEncoder, fingerprint: str | None, model_name: str | None
-) -> VectorCache:
-    """The cache is filed under the model's fingerprint; a model without one needs its name instead."""
+def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | None) -> str:
+    """The key a model's vectors are filed under in a cache folder: its fingerprint, else a hash of its name."""
     if fingerprint is None and model_name is None:
         raise ValueError(
             f"an on-disk vector cache needs to tell models apart: {model.name} has no fingerprint (no torch "
             "weights to hash), so pass model_name (the cache is filed under it)"
         )
-    return VectorCache(folder, fingerprint or hashlib.sha256(f"name:{model_name}".encode()).hexdigest())
+    return fingerprint or hashlib.sha256(f"name:{model_name}".encode()).hexdigest()
 
 
 def _run_task(

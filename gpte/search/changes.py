@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 from gpte.data.documents import Document
 from gpte.models.loading import load_model
 from gpte.models.protocol import DenseModel, require_dense
+from gpte.runtime.vector_store import VectorStore
 from gpte.search.chunking import chunk_spans, resolve_chunk_tokens, resolve_overlap
-from gpte.search.store import PendingVectors, text_hash
+from gpte.search.store import pending_folder, text_hash
 
 SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
 SETTINGS_CHECKED = ("model_key", "chunk_tokens", "overlap")
@@ -132,7 +133,7 @@ class NewVectors:
     by_hash: dict[str, np.ndarray]
     resumed: int
     ready: int
-    pending: PendingVectors
+    pending: VectorStore
     truncated: int = 0
 
 
@@ -148,11 +149,11 @@ def embed_new_chunks(
     """Vectors of the distinct ``texts`` by text hash: ready-made ones (``ready``, e.g. from
     ``gpte.search.distributed``), those an interrupted build left pending under ``pending_root``, and the
     others embedded SAVE_EVERY at a time and kept as pending parts; ``truncated`` counts the chunks the model cut."""
-    pending = PendingVectors(pending_root, model_key_)
-    done = pending.load()
+    pending = VectorStore(pending_folder(pending_root, model_key_))
     distinct = list(dict.fromkeys(texts))
     hashes = [text_hash(text) for text in distinct]
-    resumed = sum(h in done for h in hashes)
+    done = {text_hash(text): vector for text, vector in pending.get(distinct).items()}
+    resumed = len(done)
     ready_hashes = {h for h in hashes if h not in done and ready and h in ready}
     done.update({h: ready[h] for h in ready_hashes})
     todo = [text for text, h in zip(distinct, hashes) if h not in done]
@@ -164,8 +165,7 @@ def embed_new_chunks(
             part = todo[start : start + SAVE_EVERY]
             result = embedder.encode_with_report(part, role="document", batch_size=batch_size, show_progress=False)
             truncated += result.report.n_truncated
-            hashes = [text_hash(text) for text in part]
-            pending.add(hashes, result.vectors)
-            done.update(zip(hashes, result.vectors))
+            pending.add(part, result.vectors)
+            done.update(zip((text_hash(text) for text in part), result.vectors))
             bar.update(len(part))
     return NewVectors(done, resumed, len(ready_hashes), pending, truncated)

@@ -185,29 +185,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class PendingVectors:
-    """Vectors embedded by an unfinished build, kept in parts (``part-NNNNNN.npz``: hashes and vectors) under
-    ``root/pending-<model key>``; each part is written atomically, so a killed build loses at most the part
-    it was embedding."""
-
-    def __init__(self, root: Path, model_key: str) -> None:
-        self.folder = root / f"pending-{model_key[:16]}"
-
-    def load(self) -> dict[str, np.ndarray]:
-        """Chunk-text hash -> vector for every finished part."""
-        found: dict[str, np.ndarray] = {}
-        for part in sorted(self.folder.glob("part-*.npz")):
-            with np.load(part) as data:
-                found.update(zip(data["hashes"].tolist(), data["vectors"]))
-        return found
-
-    def add(self, hashes: list[str], vectors: np.ndarray) -> None:
-        """Keep one finished part."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        number = len(list(self.folder.glob("part-*.npz")))
-        with atomic_path(self.folder / f"part-{number:06d}.npz") as temporary, temporary.open("wb") as handle:
-            np.savez(handle, hashes=np.array(hashes), vectors=vectors.astype(np.float32))
-
-    def clear(self) -> None:
-        """Delete the parts (after the generation that used them is live)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+def pending_folder(root: Path, model_key: str) -> Path:
+    """Where an unfinished build keeps the vectors it embedded (``gpte.runtime.vector_store.VectorStore`` parts, each
+    written atomically, so a killed build loses at most the part it was embedding): ``root/pending-<model key>``."""
+    return root / f"pending-{model_key[:16]}"

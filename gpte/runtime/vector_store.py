@@ -1,0 +1,113 @@
+"""One text -> vector store: the vectors one model made for texts encoded one way (a role and a prompt), kept in
+memory and, given a folder, on disk so a later or interrupted run does not encode a text again.
+
+Users: evaluation (each distinct text encoded once per role and prompt across tasks, and across runs with
+``evaluate(cache=...)``), search builds (the chunks of an unfinished build, so a killed ``gpte index`` resumes) and
+the analysis views (many views of one model's vectors).
+
+On disk: ``FOLDER/part-<uuid>.npz``, each holding ``keys`` (the sha256 of each text, an (n, 32) uint8 array) and
+``vectors`` (float32). Parts are only added, each written under a temporary name and renamed when complete, so an
+interrupted run loses at most the part it was writing and never leaves a damaged one. ``store_folder`` names the
+folder of one (model fingerprint, role, prompt), so a changed model never reads another model's vectors.
+
+Streaming (``gpte.runtime.streaming``) resumes by position instead: its unit is a chunk of an input file written at
+its offset, byte-identical to an uninterrupted run, with memory flat in the input's size, which a store that looks
+vectors up by text cannot give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gpte.atomic import atomic_path
+
+KEY_BYTES = 32
+
+
+def text_key(text: str) -> bytes:
+    """sha256 of the text's UTF-8 bytes: its key in a store."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def store_folder(root: str | Path, model_key: str, role: str | None = None, prompt: str | None = None) -> Path:
+    """``ROOT/<model key[:32]>/<sha256 of [role, prompt], 32 hex>``: the folder of one model's vectors made one way."""
+    partition = hashlib.sha256(json.dumps([role, prompt]).encode()).hexdigest()[:32]
+    return Path(root) / model_key[:32] / partition
+
+
+class VectorStore:
+    """Vectors by text for one model and one way of encoding.
+
+    Args:
+        folder: where parts are kept (None: memory only); read when first used, created when first written.
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self._vectors: dict[bytes, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of those ``texts`` that have one, by text."""
+        stored = self._loaded()
+        found = {}
+        for text in texts:
+            vector = stored.get(text_key(text))
+            if vector is not None:
+                found[text] = vector
+        return found
+
+    def add(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Keep ``vectors`` (n, d) of ``texts``; on disk as one new part."""
+        if not len(texts):
+            return
+        keys = [text_key(text) for text in texts]
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.folder is not None:
+            key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+            with atomic_path(self.folder / f"part-{uuid.uuid4().hex}.npz") as temporary, open(temporary, "wb") as out:
+                np.savez(out, keys=key_array, vectors=vectors)
+        with self._lock:
+            self._loaded().update(zip(keys, vectors))
+
+    def vectors(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """(n, d) float32 vectors of ``texts`` in order: stored ones looked up, the others (each distinct text
+        once) made by ``encode`` and kept. An empty ``texts`` gives (0, d) with d from the store (0 when empty)."""
+        distinct = list(dict.fromkeys(texts))
+        known = self.get(distinct)
+        missing = [text for text in distinct if text not in known]
+        if missing:
+            self.add(missing, np.asarray(encode(missing), dtype=np.float32))
+        found = self.get(texts)
+        if not texts:
+            stored = self._loaded()
+            return np.zeros((0, len(next(iter(stored.values()))) if stored else 0), dtype=np.float32)
+        return np.stack([found[text] for text in texts])
+
+    def clear(self) -> None:
+        """Forget every vector and delete the folder (a finished search build no longer needs its pending ones)."""
+        with self._lock:
+            self._vectors = {}
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def _loaded(self) -> dict[bytes, np.ndarray]:
+        if self._vectors is None:
+            stored: dict[bytes, np.ndarray] = {}
+            parts = sorted(self.folder.glob("part-*.npz")) if self.folder is not None and self.folder.exists() else []
+            for part in parts:
+                with np.load(part) as arrays:
+                    stored.update(zip((row.tobytes() for row in arrays["keys"]), arrays["vectors"]))
+            self._vectors = stored
+        return self._vectors
