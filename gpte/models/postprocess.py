@@ -70,6 +70,25 @@ def truncate_and_normalize(vectors: torch.Tensor, truncate_dim: int | None, norm
     return F.normalize(vectors, p=2, dim=1) if normalize else vectors
 
 
+def vector_ranges(vectors: np.ndarray, what: str = "ranges", block: int = 65_536) -> np.ndarray:
+    """Per-dimension ranges (2, d): row 0 the minimum, row 1 the maximum over ``vectors`` (n, d), read ``block``
+    rows at a time (a memory-mapped file stays out of memory). The one place gpte computes int8/uint8 ranges:
+    ``quantize`` without ranges, calibration (``gpte.runtime.quantization.calibrate``) and streamed quantization.
+
+    Raises:
+        ValueError: not a 2-D array, or fewer than two vectors (``what`` names the use in the message).
+    """
+    if np.ndim(vectors) != 2 or len(vectors) < 2:
+        raise ValueError(
+            f"{what} cannot be computed from an array of shape {np.shape(vectors)}: they need a 2-D array of at least "
+            "two vectors; encode more texts in one call, or give explicit ranges"
+        )
+    blocks = [np.asarray(vectors[start : start + block]) for start in range(0, len(vectors), block)]
+    return np.vstack(
+        (np.min([b.min(axis=0) for b in blocks], axis=0), np.max([b.max(axis=0) for b in blocks], axis=0))
+    ).astype(np.float32)
+
+
 def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
     """Convert float embeddings (n, d) to ``precision``.
 
@@ -93,12 +112,7 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
     if ranges is None:
         if len(embeddings) == 0:
             return np.zeros(embeddings.shape, dtype=np.uint8 if precision == "uint8" else np.int8)
-        if len(embeddings) < 2:
-            raise ValueError(
-                f"{precision} ranges cannot be computed from {len(embeddings)} embedding(s); "
-                "encode more texts in one call, or quantize with explicit ranges"
-            )
-        ranges = np.vstack((embeddings.min(axis=0), embeddings.max(axis=0)))
+        ranges = vector_ranges(embeddings, f"{precision} ranges")
     ranges = np.asarray(ranges, dtype=np.float32)
     if ranges.shape != (2, embeddings.shape[1]):
         raise ValueError(f"ranges must have shape (2, {embeddings.shape[1]}), got {ranges.shape}")

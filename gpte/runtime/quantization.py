@@ -18,20 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from gpte.atomic import atomic_path
+from gpte.models.postprocess import vector_ranges
 
 SEARCH_CHUNK = 8_192  # corpus rows compared at a time: bounds memory (queries x rows x bytes) for large corpora
 
 
 def calibrate(vectors: np.ndarray) -> np.ndarray:
-    """Per-dimension ranges (2, d): row 0 the minimum, row 1 the maximum over ``vectors`` (n, d), n >= 2.
+    """Per-dimension ranges (2, d) of calibration ``vectors`` (n, d), n >= 2: row 0 the minimum, row 1 the maximum
+    (``gpte.models.postprocess.vector_ranges``).
 
     Raises:
         ValueError: fewer than two vectors, or not a 2-D array.
     """
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or len(vectors) < 2:
-        raise ValueError(f"calibration needs a 2-D array of at least two vectors, got shape {vectors.shape}")
-    return np.vstack((vectors.min(axis=0), vectors.max(axis=0)))
+    return vector_ranges(np.asarray(vectors, dtype=np.float32), "calibration ranges")
 
 
 def save_ranges(path: str | Path, ranges: np.ndarray, overwrite: bool = False) -> Path:

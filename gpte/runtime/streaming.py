@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from gpte.atomic import atomic_path
 from gpte.data.readers import iter_texts
 from gpte.models.fingerprint import file_sha256
-from gpte.models.postprocess import check_precision, quantize
+from gpte.models.postprocess import check_precision, quantize, vector_ranges
 from gpte.models.protocol import DenseModel
 from gpte.runtime.output import PARQUET_COLUMN, check_output
 
@@ -158,14 +158,7 @@ def _encode_then_quantize(
     )
     vectors = np.load(floats, mmap_mode="r")
     blocks = range(0, len(vectors), chunk_size)
-    ranges = None
-    if len(vectors) >= 2:
-        ranges = np.vstack(
-            (
-                np.min([vectors[i : i + chunk_size].min(axis=0) for i in blocks], axis=0),
-                np.max([vectors[i : i + chunk_size].max(axis=0) for i in blocks], axis=0),
-            )
-        )
+    ranges = vector_ranges(vectors, f"{precision} ranges", chunk_size) if len(vectors) >= 2 else None
     partial = _PartialFile(output)
     partial.resume({"n": len(vectors), "chunk_size": chunk_size, "job": "quantize"})
     for number, start in enumerate(blocks):
