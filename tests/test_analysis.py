@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +100,14 @@ def test_whitened_model_saves_and_gives_the_same_vectors_in_gpte_and_sentence_tr
     embedder = Embedder.load(tiny_models["bert"], device="cpu", normalize=True)
     corpus = [a for a, _, _ in STS_ROWS] + [b for _, b, _ in STS_ROWS] + ["one more text", "and another sentence here"]
     raw = embedder.encode(corpus, normalize=False)
-    whitening = whiten_model(embedder, corpus, n_components=16)
+    info = embedder.info()
+    whitened, whitening = whiten_model(embedder, corpus, n_components=16)
     expected = whitening.apply(raw)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(embedder.encode(corpus), expected, atol=1e-4)
-    assert embedder.dimension == 16
-    embedder.save(tmp_path / "whitened")
+    np.testing.assert_allclose(whitened.encode(corpus), expected, atol=1e-4)
+    assert whitened.dimension == 16
+    assert embedder.info() == info and np.array_equal(embedder.encode(corpus, normalize=False), raw)  # unchanged
+    whitened.save(tmp_path / "whitened")
     np.testing.assert_allclose(Embedder.load(tmp_path / "whitened", device="cpu").encode(corpus), expected, atol=1e-4)
     st_vectors = sentence_transformers.SentenceTransformer(str(tmp_path / "whitened"), device="cpu").encode(corpus)
     np.testing.assert_allclose(st_vectors, expected, atol=1e-4)
@@ -177,7 +180,9 @@ def test_probe_learns_to_write_sentences_back_and_random_vectors_keep_norms(tiny
     sentences = ["a man plays a guitar", "the cat sleeps", "children eat apples in the garden", "rain falls"]
     vectors = np.random.default_rng(0).standard_normal((4, 12)).astype(np.float32)
     config = ProbeConfig(layers=1, width=32, heads=2, max_tokens=8, epochs=150, batch_size=4, learning_rate=1e-2)
+    state = torch.random.get_rng_state()
     probe = InversionProbe.train_on(vectors, sentences, tokenizer, config, show_progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded without touching the caller's random stream
     assert probe.generate(vectors) == sentences
     assert probe.generate(vectors[:, :6])  # truncated vectors are zero-padded, not refused
     baseline = random_like(vectors * 3)
@@ -296,7 +301,7 @@ def _data_root(root: Path) -> Path:
     return root
 
 
-def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_models, tmp_path, capsys):
+def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_models, tmp_path, caplog):
     root = _data_root(tmp_path / "data")
     probe = ProbeConfig(layers=1, width=32, heads=2, max_tokens=12, epochs=2, batch_size=8)
     inputs = inputs_from_tasks(
@@ -313,6 +318,7 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
         save_whitened=tmp_path / "whitened",
     )
     embedder = Embedder.load(tiny_models["bert"], device="cpu")
+    info, vectors = embedder.info(), embedder.encode(inputs.corpus)
     report = Analysis(embedder, inputs, tmp_path / "out").run()
     text = report.read_text()
     for title in (
@@ -331,13 +337,17 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert f"]({figure})" in text
     assert "token F1, retrained probe" in text  # the adaptive attacker's column
-    assert embedder.dimension == 32  # the whitening step was removed again
+    assert embedder.info() == info and np.array_equal(embedder.encode(inputs.corpus), vectors)  # never changed
     assert Embedder.load(tmp_path / "whitened", device="cpu").dimension == 8
+    card = (tmp_path / "whitened" / "README.md").read_text()
+    assert "keeping 8 of 32 dimensions" in card and "| sts/toy |" in card  # how it was made, its scores
     sections = {path.stem for path in (tmp_path / "out" / "sections").glob("*.json")}
     assert sections == set(SECTIONS)
-    capsys.readouterr()
-    report = Analysis(embedder, inputs, tmp_path / "out").run(["bias", "geometry"])
-    assert capsys.readouterr().err.count("kept") == 2
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gpte"):
+        report = Analysis(embedder, inputs, tmp_path / "out").run(["bias", "geometry"])
+    messages = [record.getMessage() for record in caplog.records if record.name == "gpte.analysis.analyze"]
+    assert len(messages) == 2 and all(": kept " in message for message in messages)  # logged, not printed
     assert report.read_text() == text  # the report still gathers every finished section
     with pytest.raises(ValueError, match="unknown section.*choose from: geometry"):
         Analysis(embedder, inputs, tmp_path / "out").run(["geometr"])

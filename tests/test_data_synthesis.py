@@ -9,8 +9,6 @@ import json
 import httpx
 import pytest
 import torch
-from conftest import bpe_tokenizer
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from gpte import Embedder
 from gpte.cli import main
@@ -21,7 +19,6 @@ from gpte.datagen.recipes import BUILTIN_QUERY_EXAMPLES, E5_KEYS, QueryRecipe, S
 from gpte.datagen.synthesis import synthesize
 from gpte.datagen.synthesis_filters import SynthesisFilters
 
-CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
 NO_FILTERS = SynthesisFilters(min_words=0, language=None, dedup=False, round_trip_k=None)
 E5_JSON = '```json\n{{"user_query": "{q}", "positive_document": "A long relevant text about {q}.", \'hard_negative_document\': "Another text.",}}\n```'
 
@@ -72,44 +69,23 @@ def test_query_recipe_prompt_has_the_examples_as_chat_turns_then_the_document():
     }
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama-lm")
-    tokenizer = bpe_tokenizer("bos")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        bos_token_id=2,
-        eos_token_id=3,
-        pad_token_id=0,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_transformers_generator_formats_the_chat_and_is_reproducible(tiny_llama):
-    generator = TransformersGenerator(tiny_llama, batch_size=2)
+def test_transformers_generator_formats_the_chat_and_is_reproducible(chat_llama):
+    generator = TransformersGenerator(chat_llama, batch_size=2)
     conversation = QueryRecipe().conversations(SourceItem("d", "A man is playing a guitar."))[0]
     prompt = generator.prompt(conversation)
     assert prompt.startswith("<user> Write one search query") and prompt.endswith(
         "Document: A man is playing a guitar. </s><assistant>"
     )
+    state = torch.random.get_rng_state()
     first = generator.generate([conversation] * 3, max_new_tokens=6, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is untouched
     assert len(first) == 3 and first == generator.generate([conversation] * 3, max_new_tokens=6, seed=7)
     assert generator.generate([conversation], max_new_tokens=6, temperature=0) == generator.generate(
         [conversation], max_new_tokens=6, temperature=0, seed=3
     )
 
 
-def test_tiny_llama_runs_the_query_pipeline_end_to_end(tiny_llama, tmp_path):
+def test_tiny_llama_runs_the_query_pipeline_end_to_end(chat_llama, tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"_id": str(i), "text": f"document number {i} about dogs"}) + "\n" for i in range(5))
@@ -118,7 +94,7 @@ def test_tiny_llama_runs_the_query_pipeline_end_to_end(tiny_llama, tmp_path):
         "queries",
         tmp_path / "out.jsonl",
         corpus,
-        TransformersGenerator(tiny_llama),
+        TransformersGenerator(chat_llama),
         filters=NO_FILTERS,
         max_new_tokens=8,
         chunk_size=2,
@@ -133,7 +109,7 @@ def test_tiny_llama_runs_the_query_pipeline_end_to_end(tiny_llama, tmp_path):
     assert all(row["positive"] == f"document number {row['positive_id']} about dogs" for row in rows)
 
 
-def test_tiny_llama_writing_no_json_stops_with_a_clear_error_after_bounded_retries(tiny_llama, tmp_path):
+def test_tiny_llama_writing_no_json_stops_with_a_clear_error_after_bounded_retries(chat_llama, tmp_path):
     tasks = tmp_path / "tasks.txt"
     tasks.write_text("Retrieve wiki passages for a question\nFind recipes for a dish\n")
     with pytest.raises(GeneratorError, match="nothing usable for items 0:0..1:0 in 2 attempts"):
@@ -141,7 +117,7 @@ def test_tiny_llama_writing_no_json_stops_with_a_clear_error_after_bounded_retri
             "e5",
             tmp_path / "e5.jsonl",
             tasks,
-            TransformersGenerator(tiny_llama),
+            TransformersGenerator(chat_llama),
             max_attempts=2,
             max_new_tokens=8,
             show_progress=False,
@@ -330,21 +306,21 @@ def test_openai_endpoint_generator_sends_chat_requests_and_reports_errors():
         generator.generate([[{"role": "user", "content": "fail"}]])
 
 
-def test_cli_synth_reports_bad_input(tmp_path, tiny_llama, capsys):
-    assert main(["synth", "queries", "-o", str(tmp_path / "o.jsonl"), "--generator", str(tiny_llama)]) == 1
+def test_cli_synth_reports_bad_input(tmp_path, chat_llama, capsys):
+    assert main(["synth", "queries", "-o", str(tmp_path / "o.jsonl"), "--generator", str(chat_llama)]) == 1
     assert "needs a source" in capsys.readouterr().err
-    assert main(["synth", "nli", str(tmp_path), "-o", str(tmp_path / "o.jsonl"), "--generator", str(tiny_llama)]) == 1
+    assert main(["synth", "nli", str(tmp_path), "-o", str(tmp_path / "o.jsonl"), "--generator", str(chat_llama)]) == 1
     assert "unknown recipe 'nli'; choose one of queries, e5, paraphrase" in capsys.readouterr().err
     assert main(["synth", "e5", "-o", str(tmp_path / "o.jsonl"), "--generator", "openai:http://x"]) == 1
     assert "openai:BASE_URL#MODEL" in capsys.readouterr().err
 
 
-def test_tiny_llama_run_killed_after_a_chunk_resumes_to_the_uninterrupted_output(tiny_llama, tmp_path, monkeypatch):
+def test_tiny_llama_run_killed_after_a_chunk_resumes_to_the_uninterrupted_output(chat_llama, tmp_path, monkeypatch):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(
         "".join(json.dumps({"_id": str(i), "text": f"a man is playing guitar number {i}"}) + "\n" for i in range(6))
     )
-    generator = TransformersGenerator(tiny_llama)
+    generator = TransformersGenerator(chat_llama)
     options = dict(filters=NO_FILTERS, max_new_tokens=6, chunk_size=2, max_attempts=1, show_progress=False)
     synthesize("queries", tmp_path / "whole.jsonl", corpus, generator, **options)
     original, calls = TransformersGenerator.generate, []
@@ -364,7 +340,7 @@ def test_tiny_llama_run_killed_after_a_chunk_resumes_to_the_uninterrupted_output
     assert (tmp_path / "resumed.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text() != ""
 
 
-def test_cli_synth_writes_paraphrase_triples_with_a_tiny_llama(tmp_path, tiny_llama, capsys):
+def test_cli_synth_writes_paraphrase_triples_with_a_tiny_llama(tmp_path, chat_llama, capsys):
     sentences = tmp_path / "s.txt"
     sentences.write_text("A man is playing a guitar.\nTwo dogs run.\nA woman is slicing an onion.\n")
     out = tmp_path / "nli.jsonl"
@@ -377,7 +353,7 @@ def test_cli_synth_writes_paraphrase_triples_with_a_tiny_llama(tmp_path, tiny_ll
                 "-o",
                 str(out),
                 "--generator",
-                str(tiny_llama),
+                str(chat_llama),
                 "--language",
                 "",
                 "--min-words",

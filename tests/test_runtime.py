@@ -241,6 +241,7 @@ def test_static_distillation_save_load_and_mean_of_rows(bert, tmp_path):
     )  # for worker processes
     loaded = StaticEmbedder.load(static.save(tmp_path / "static"))
     np.testing.assert_array_equal(loaded.encode(TEXTS), static.encode(TEXTS))
+    assert "reduced to 8 dimensions by PCA" in (tmp_path / "static" / "README.md").read_text()  # its model card
     with pytest.raises(ValueError, match="pca_dims must be from 1 to the model's dimension 32"):
         distill_static(bert, pca_dims=64)
 

@@ -51,6 +51,7 @@ def test_saved_model_reloads_identically_in_gpte_and_sentence_transformers(minil
     sentences = [r["sentence1"] for r in stsb_test[:200]] + SENTENCES
     reference = minilm.encode(sentences)
     folder = minilm.save(tmp_path / "minilm-copy")
+    assert "| dimension | 384 |" in (folder / "README.md").read_text()  # the model card does not disturb loading
     np.testing.assert_allclose(Embedder.load(folder, device="cpu").encode(sentences), reference, atol=1e-6)
     np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu").encode(sentences), reference, atol=1e-6)
 

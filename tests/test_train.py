@@ -174,7 +174,7 @@ def test_recipe_runs_stages_through_the_cli_and_keeps_finished_stages(tiny_model
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("model:")]
     assert printed == [f"model: {first}", f"model: {second}"]
     card = (second / "README.md").read_text()
-    assert f"**Base model:** {first}" in card and "matryoshka" in card and "48 rows" in card
+    assert f"Made from `{first}`" in card and "matryoshka" in card and "48 rows" in card
     from sentence_transformers import SentenceTransformer
 
     texts = ["a cat", "the weather is fine"]

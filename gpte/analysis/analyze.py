@@ -5,7 +5,7 @@ at the first unfinished section:
 
 - geometry:   anisotropy, effective rank and top-direction variance of the model's vectors of a corpus;
 - whitening:  Su et al.'s whitening fitted on that corpus, the geometry after it, and the task scores
-              before and after (the whitened model is the real model with the step appended);
+              before and after (the whitened model shares the real model's weights, with the step appended);
 - efficiency: task scores against Matryoshka dimension and output precision (curves as PNG);
 - inversion:  a GEIA-style probe trained on one set of sentences and tested on another, against random
               vectors, and what noise, quantization and truncation take from it and cost on the tasks;
@@ -22,7 +22,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ from gpte.evaluate.tasks import Task, discover_tasks, select_tasks
 from gpte.models.protocol import DenseModel
 from gpte.runtime.quantization import calibrate
 from gpte.similarity import pairwise_similarity
+
+logger = logging.getLogger(__name__)
 
 SECTION_FOLDER = "sections"
 PROJECTION_LABELS = 10  # the most frequent labels drawn in the 2-D map
@@ -174,15 +176,13 @@ def whitening_section(analysis: Analysis) -> Section:
     raw = model.encode(inputs.corpus, normalize=False, batch_size=analysis.encoder.batch_size)
     whitening = fit_whitening(raw, inputs.whiten_dims)
     before = analysis.scores({"model": identity}).get("model", {})
-    add_whitening(model, whitening)
-    try:
-        after = evaluate(model, inputs.tasks).results if inputs.tasks else {}
-        if inputs.save_whitened:
-            model.save(inputs.save_whitened, overwrite=True)
-    finally:
-        del model.dense[-1]
-    shapes = {"model output": describe(analysis.vectors(inputs.corpus)), "whitened": describe(whitening.apply(raw))}
+    whitened = add_whitening(model, whitening)  # a new model sharing the weights: the caller's is unchanged
+    after = evaluate(whitened, inputs.tasks).results if inputs.tasks else {}
     after_scores = {task: result["main_score_value"] for task, result in after.items()}
+    if inputs.save_whitened:
+        whitened.card_notes = replace(whitened.card_notes, results=after_scores)
+        whitened.save(inputs.save_whitened, overwrite=True)
+    shapes = {"model output": describe(analysis.vectors(inputs.corpus)), "whitened": describe(whitening.apply(raw))}
     rows = [
         (task, 100 * before[task], 100 * after_scores[task], 100 * (after_scores[task] - before[task]))
         for task in before
@@ -479,7 +479,6 @@ def _pair_similarities(analysis: Analysis, pairs) -> tuple[np.ndarray, np.ndarra
 def _figure(analysis: Analysis, name: str, draw: Callable[[Path], Path]) -> str:
     draw(analysis.folder / name)
     return name
-
 
 
 # ----------------------------------------------------------------- inputs from task folders

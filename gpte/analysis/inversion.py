@@ -127,6 +127,11 @@ class InversionProbe(nn.Module):
     ) -> InversionProbe:
         """Train a probe to write ``texts[i]`` from ``embeddings[i]``.
 
+        The probe trains on the CPU. Its weight initialization (transformers' GPT-2 init) and dropout draw from
+        torch's global CPU generator, which take no ``torch.Generator``; that generator is seeded with
+        ``config.seed`` inside ``torch.random.fork_rng``, so the probe is reproducible and the caller's random
+        state is restored afterwards.
+
         Raises:
             ValueError: embeddings and texts of different lengths, fewer than 2 sentences, or a bad config.
         """
@@ -134,11 +139,12 @@ class InversionProbe(nn.Module):
         array = check_vectors(embeddings)
         if len(array) != len(texts):
             raise ValueError(f"{len(array)} embeddings but {len(texts)} texts")
-        torch.manual_seed(config.seed)
         token_ids = [_token_ids(tokenizer, text, config.max_tokens) for text in texts]
         vocabulary = sorted({token for ids in token_ids for token in ids})
-        probe = cls(array.shape[1], tokenizer, vocabulary, config)
-        probe._fit(torch.from_numpy(array.astype(np.float32)), probe._compact(token_ids), show_progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(config.seed)
+            probe = cls(array.shape[1], tokenizer, vocabulary, config)
+            probe._fit(torch.from_numpy(array.astype(np.float32)), probe._compact(token_ids), show_progress)
         return probe.eval()
 
     def _compact(self, token_ids: list[list[int]]) -> list[list[int]]:

@@ -1,4 +1,7 @@
-"""PNG figures (matplotlib, headless Agg): a 2-D map of labelled vectors, score curves, similarity histograms.
+"""PNG figures: a 2-D map of labelled vectors, score curves, similarity histograms.
+
+Figures are drawn with matplotlib's object API (a ``Figure`` on its own Agg canvas): no pyplot state and no
+backend switch, so using this module changes nothing for the caller's own plots.
 
 Every function writes one PNG through a temporary name (no half-written figure under the final name) and
 returns its path. 2-D maps use PCA (scikit-learn) or UMAP (``umap-learn``, optional: ``pip install umap-learn``).
@@ -10,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from gpte.atomic import atomic_path
 
@@ -48,9 +51,9 @@ def projection_plot(
     """Scatter of the 2-D projection of ``vectors``, one colour per label."""
     points = project_2d(np.asarray(vectors), method)
     labels = np.asarray([str(label) for label in labels])
-    figure, axes = plt.subplots(figsize=(7, 6))
+    figure, axes = _figure(7, 6)
     names = sorted(set(labels.tolist()))
-    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    colours = matplotlib.colormaps["tab20" if len(names) > 10 else "tab10"]
     for number, name in enumerate(names):
         rows = labels == name
         axes.scatter(
@@ -73,7 +76,7 @@ def curve_plot(
     curves: Mapping[str, Mapping], path: str | Path, xlabel: str, ylabel: str, title: str = "", log_x: bool = False
 ) -> Path:
     """One line per curve name; each curve maps x (number or category) -> y."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     for name, points in curves.items():
         xs = list(points)
         axes.plot([str(x) for x in xs] if not log_x else xs, [points[x] for x in xs], marker="o", label=name)
@@ -89,7 +92,7 @@ def curve_plot(
 
 def similarity_histogram(positive: np.ndarray, negative: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Overlaid histograms of the similarities of positive and negative pairs."""
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = _figure(7, 4.5)
     bins = np.linspace(min(np.min(positive), np.min(negative)), max(np.max(positive), np.max(negative)), 40)
     axes.hist(negative, bins=bins, alpha=0.6, label=f"negative pairs ({len(negative)})", color="tab:red")
     axes.hist(positive, bins=bins, alpha=0.6, label=f"positive pairs ({len(positive)})", color="tab:blue")
@@ -100,11 +103,17 @@ def similarity_histogram(positive: np.ndarray, negative: np.ndarray, path: str |
     return _save(figure, path)
 
 
-def _save(figure: plt.Figure, path: str | Path) -> Path:
+def _figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A new figure (inches) on its own Agg canvas, and its one axes."""
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     with atomic_path(path, overwrite=True) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
     return path

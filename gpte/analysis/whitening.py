@@ -70,7 +70,9 @@ def fit_whitening(vectors: np.ndarray, n_components: int | None = None) -> White
 
 
 def add_whitening(embedder: Embedder, whitening: Whitening) -> Embedder:
-    """Append ``whitening`` to the model's projections (after pooling, before normalization), in place; returns it.
+    """A new model: ``embedder`` with ``whitening`` appended to its projections (after pooling, before
+    normalization). It shares ``embedder``'s weights (none are copied); ``embedder`` itself is unchanged.
+    Its model card says how it was whitened.
 
     Raises:
         ValueError: the whitening was fitted on vectors of another dimension.
@@ -79,8 +81,11 @@ def add_whitening(embedder: Embedder, whitening: Whitening) -> Embedder:
         raise ValueError(
             f"the whitening reads {whitening.matrix.shape[0]}-dimensional vectors; the model makes {embedder.dimension}"
         )
-    embedder.dense.append(whitening.as_dense().to(embedder.device))
-    return embedder
+    whitened = embedder.with_dense(whitening.as_dense().to(embedder.device))
+    d, k = whitening.matrix.shape
+    step = f"Whitened (Su et al. 2021, arXiv:2103.15316): a linear step keeping {k} of {d} dimensions."
+    whitened.card_notes = embedder.card_notes.derived(embedder.name, step)
+    return whitened
 
 
 def whiten_model(
@@ -89,14 +94,13 @@ def whiten_model(
     n_components: int | None = None,
     batch_size: int = 32,
     show_progress: bool | None = None,
-) -> Whitening:
-    """Fit whitening on ``texts`` encoded by ``embedder`` (before normalization) and append it to the model,
-    in place; ``embedder.save`` then keeps it. Returns the fitted map.
+) -> tuple[Embedder, Whitening]:
+    """Fit whitening on ``texts`` encoded by ``embedder`` (before normalization); returns the whitened model
+    (``add_whitening``: ``embedder`` is unchanged; ``save`` keeps the step) and the fitted map.
 
     Raises:
         ValueError: fewer than 2 texts, or a bad n_components.
     """
     vectors = embedder.encode(list(texts), batch_size=batch_size, normalize=False, show_progress=show_progress)
     whitening = fit_whitening(vectors, n_components)
-    add_whitening(embedder, whitening)
-    return whitening
+    return add_whitening(embedder, whitening), whitening

@@ -9,6 +9,8 @@ OpenAI ...), behind one small protocol.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -61,8 +63,15 @@ class TransformersGenerator:
     def generate(
         self, conversations: list[Messages], max_new_tokens: int = 256, temperature: float = 0.7, seed: int = 0
     ) -> list[str]:
-        """One completion per conversation (greedy when ``temperature`` is 0); the same seed gives the same texts."""
-        torch.manual_seed(seed)
+        """One completion per conversation (greedy when ``temperature`` is 0); the same seed gives the same texts.
+
+        transformers' ``generate`` samples from torch's global random generators (it takes no ``torch.Generator``),
+        so they are seeded for the call and the caller's random state is restored afterwards (``_seeded``).
+        """
+        with _seeded(seed, {p.device for p in self.model.parameters()}):
+            return self._generate(conversations, max_new_tokens, temperature)
+
+    def _generate(self, conversations: list[Messages], max_new_tokens: int, temperature: float) -> list[str]:
         texts = []
         for start in range(0, len(conversations), self.batch_size):
             prompts = [self.prompt(conversation) for conversation in conversations[start : start + self.batch_size]]
@@ -84,6 +93,20 @@ class TransformersGenerator:
             )
             texts += self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return texts
+
+
+@contextmanager
+def _seeded(seed: int, devices: set[torch.device]) -> Iterator[None]:
+    """Seed torch's global CPU generator and those of the CUDA ``devices`` with ``seed`` for the ``with`` block,
+    then restore their earlier states (``torch.random.fork_rng``), so that the caller's random stream is untouched.
+    Other devices are neither seeded nor initialized."""
+    cuda = sorted({device.index for device in devices if device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 class OpenAIChatGenerator:

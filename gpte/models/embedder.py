@@ -28,6 +28,7 @@ from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.dense import Dense
 from gpte.models.extraction import get_extraction
 from gpte.models.fingerprint import model_fingerprint
+from gpte.models.model_card import CARD_FILE, CardNotes, model_card
 from gpte.models.pooling import POOLERS, Pooler, TokenStates, build_pooler
 from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
 from gpte.models.protocol import EncodeReport, EncodeResult
@@ -95,6 +96,7 @@ class Embedder(nn.Module):
         self.tokenizer = TextTokenizer(backbone.tokenizer, self._max_length(max_seq_length), lowercase, padding_side)
         self.backend = "torch"
         self._runner: Any = None  # None: the backbone itself (kept out of the module tree)
+        self.card_notes = CardNotes()  # provenance for the model card; set by whatever makes a new model
 
     # ----------------------------------------------------------------- loading and saving
 
@@ -188,8 +190,30 @@ class Embedder(nn.Module):
         self.backend = backend
         return self
 
+    def with_dense(self, *steps: Dense) -> Embedder:
+        """A new Embedder with ``steps`` appended to the projections (after pooling, before normalization).
+
+        It shares this model's backbone, pooler, projections and backend (no weights are copied; training one
+        trains the other's shared parts) and has its own settings; this model is left unchanged.
+        """
+        twin = Embedder(
+            self.backbone,
+            self.pooler,
+            dense=[*self.dense, *steps],
+            normalize=self.normalize,
+            prompts=self.prompts,
+            similarity=self.similarity_name,
+            max_seq_length=self.max_seq_length,
+            lowercase=self.tokenizer.lowercase,
+            padding_side=self.tokenizer.padding_side,
+            name=self.name,
+        )
+        twin.backend, twin._runner, twin.card_notes = self.backend, self._runner, self.card_notes
+        return twin
+
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the model in the sentence-transformers layout (loadable by gpte and sentence-transformers).
+        """Write the model in the sentence-transformers layout (loadable by gpte and sentence-transformers), with
+        a model card (README.md, ``gpte.models.model_card``) from ``info()`` and ``card_notes``.
 
         Prompts and poolers that sentence-transformers cannot express (templates with ``{text}`` inside,
         span/multi-layer pooling, EOS appending) are kept in ``gpte_config.json``; a warning says that
@@ -212,6 +236,8 @@ class Embedder(nn.Module):
             temporary.mkdir()
             self.backbone.save(temporary)
             write_layout(temporary, layout, self.backbone.hidden_size, list(self.dense), st_prompts)
+            card = model_card(self.info(), self.card_notes, folder.name, unsupported=lost)
+            (temporary / CARD_FILE).write_text(card, encoding="utf-8")
             if any(True for _ in self.pooler.parameters()):
                 save_file({k: v.contiguous() for k, v in self.pooler.state_dict().items()}, temporary / POOLER_WEIGHTS)
         return folder
@@ -247,7 +273,9 @@ class Embedder(nn.Module):
         """Character ``(start, end)`` of each token of ``text`` on its own (no prompt, no special tokens)."""
         return self.tokenizer.token_offsets(text)
 
-    def text_token_budget(self, role: str | None = None, prompt: str | Prompt | None = None, task: str | None = None) -> int:
+    def text_token_budget(
+        self, role: str | None = None, prompt: str | Prompt | None = None, task: str | None = None
+    ) -> int:
         """The most text tokens that fit in ``max_seq_length`` with the prompt ``encode`` would use for these
         arguments (a ``{task}`` slot left empty when no task is given), the special tokens and the pooler's suffix
         (e.g. EOS); for a prompt set, the smallest over its templates.

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 
 from gpte.atomic import atomic_path
 from gpte.models.fingerprint import model_fingerprint
+from gpte.models.model_card import CARD_FILE, CardNotes, model_card
 from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
 from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.tokenization import TokenizedTexts
@@ -75,7 +76,16 @@ def distill_static(
         "similarity": embedder.similarity_name,
         "lowercase": embedder.tokenizer.lowercase,
     }
-    return StaticEmbedder(table, embedder.backbone.tokenizer, config)
+    static = StaticEmbedder(table, embedder.backbone.tokenizer, config)
+    static.card_notes = embedder.card_notes.derived(embedder.name, _distillation_step(pca_dims, sif_coefficient))
+    return static
+
+
+def _distillation_step(pca_dims: int | None, sif_coefficient: float | None) -> str:
+    """The model card's sentence for a distillation with these settings."""
+    reduced = f", reduced to {pca_dims} dimensions by PCA" if pca_dims is not None else ""
+    weighted = f", rows weighted by SIF (a = {sif_coefficient})" if sif_coefficient is not None else ""
+    return f"Distilled into a static token table (Model2Vec): each token embedded alone{reduced}{weighted}."
 
 
 def _token_table(embedder: Any, show_progress: bool) -> np.ndarray:
@@ -150,6 +160,7 @@ class StaticEmbedder:
         self.normalize = bool(config.get("normalize", False))
         self.similarity_name = config.get("similarity", "cosine")
         self.name = f"static({config.get('source', '')})"
+        self.card_notes = CardNotes()  # provenance for the model card (``distill_static`` sets it)
 
     output_kind = "dense"
     max_seq_length = None  # a static model reads every token: no length limit, nothing truncated
@@ -269,13 +280,15 @@ class StaticEmbedder:
         return similarity(a, b, self.similarity_name)
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the table, tokenizer and config; the folder appears only once complete."""
+        """Write the table, tokenizer, config and a model card (README.md); the folder appears only once complete."""
         folder = Path(folder)
         with atomic_path(folder, overwrite) as temporary:
             temporary.mkdir()
             save_file({"embeddings": self.table}, str(temporary / TABLE_FILE))
             self.tokenizer.save_pretrained(temporary)
             (temporary / CONFIG_FILE).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+            card = model_card(self.info(), self.card_notes, folder.name, library_name=None)
+            (temporary / CARD_FILE).write_text(card, encoding="utf-8")
         return folder
 
     @classmethod

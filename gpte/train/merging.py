@@ -7,8 +7,8 @@
     task_arithmetic  theta = base + scale * sum_i w_i (theta_i - base)   (Ilharco et al. 2023)
 
 Tensors that are not floating point (position ids, counters) are taken from the first model. The merged
-model keeps the first model's configuration (pooling, prompts, dense layers) and is saved in the
-sentence-transformers layout.
+model keeps the first model's configuration (pooling, prompts, dense layers), is saved in the
+sentence-transformers layout, and its model card names the merged models and the method.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from gpte.models.embedder import Embedder
+from gpte.models.model_card import CardNotes
 
 METHODS = ("average", "slerp", "task_arithmetic")
 PARALLEL_EPSILON = 1e-6  # |cos W| above 1 - this: interpolate linearly
@@ -77,7 +78,23 @@ def merge_models(
         else:
             merged[key] = base_state[key] + scale * sum(w * (x - base_state[key]) for w, x in zip(weights, tensors))
     embedders[0].load_state_dict(merged)
+    names = [str(model) for model in models]
+    embedders[0].card_notes = CardNotes(
+        base_models=tuple(names), made=(_merge_step(method, names, weights, t, base, scale),)
+    )
     return embedders[0]
+
+
+def _merge_step(
+    method: str, names: list[str], weights: list[float], t: float, base: str | Path | None, scale: float
+) -> str:
+    """The model card's sentence for a merge."""
+    listed = ", ".join(f"`{name}`" for name in names)
+    if method == "slerp":
+        return f"Merged by spherical interpolation (slerp) from {listed} at t = {t}."
+    if method == "average":
+        return f"Merged by weighted averaging (model soup) of {listed} with weights {weights}."
+    return f"Merged by task arithmetic: `{base}` + {scale} x the sum of ({listed} - base) with weights {weights}."
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:

@@ -22,9 +22,10 @@ with a model card (README.md: base model, data, loss, settings, scores).
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,16 @@ import torch
 import yaml
 
 from gpte._version import __version__
-from gpte.atomic import atomic_path
 from gpte.data.training import TrainingData, read_training_data
 from gpte.evaluate import Task, evaluate, load_task
 from gpte.models.embedder import Embedder
+from gpte.models.model_card import CardNotes
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import build_loss
 from gpte.train.losses.distributed import world
 from gpte.train.trainer import TrainResult, check_training_data, train
+
+logger = logging.getLogger(__name__)
 
 RECIPE_KEYS = ("model", "output", "stages")
 STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
@@ -160,10 +163,10 @@ def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
     for stage in recipe.stages:
         folder = recipe.output / stage.name / "model"
         if folder.exists() and resume:
-            _progress(f"stage {stage.name}: kept {folder}")
+            logger.info(f"stage {stage.name}: kept {folder}")
         else:
             start = _start(recipe, stage, folders)
-            _progress(f"stage {stage.name}: training from {start or 'the packaged default model'}")
+            logger.info(f"stage {stage.name}: training from {start or 'the packaged default model'}")
             _run_stage(stage, start, recipe.output / stage.name, folder, resume)
         folders.append(folder)
     return folders
@@ -179,14 +182,12 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
     result = train(model, loss, stage.sources, stage.training, stage_dir, stage.tasks, resume)
     rank, size = world()
     if rank == 0:  # under DDP every process trained the same weights; one writes them
-        scores = _final_scores(model, stage.tasks)
-        with atomic_path(folder, overwrite=True) as temporary:
-            if model.backbone.has_lora:
-                model.backbone.save(stage_dir / "adapter")
-                model.backbone.merge_lora()
-            model.save(temporary)
-            (temporary / "README.md").write_text(model_card(stage, start, result, scores), encoding="utf-8")
-        _progress(f"stage {stage.name}: saved {folder}")
+        model.card_notes = card_notes(model, stage, result, _final_scores(model, stage.tasks))
+        if model.backbone.has_lora:
+            model.backbone.save(stage_dir / "adapter")
+            model.backbone.merge_lora()
+        model.save(folder, overwrite=True)  # with its model card
+        logger.info(f"stage {stage.name}: saved {folder}")
     if size > 1:
         torch.distributed.barrier()  # the next stage starts from this folder on every process
 
@@ -209,37 +210,29 @@ def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:
 
 
 def _final_scores(model: Embedder, tasks: list[Task]) -> dict[str, float]:
+    """Main score (0-1) per task of the trained model."""
     if not tasks:
         return {}
-    model.eval()
-    run = evaluate(model, tasks)
-    return {name: round(100 * result["main_score_value"], 2) for name, result in run.results.items()}
+    return {name: result["main_score_value"] for name, result in evaluate(model, tasks).results.items()}
 
 
-def model_card(stage: Stage, start: str | None, result: TrainResult, scores: dict[str, float]) -> str:
-    """A README.md for a stage's model: base model, data, loss, settings, steps and scores."""
-    lines = [
-        "---",
-        "library_name: sentence-transformers",
-        "tags: [gpte, sentence-transformers, feature-extraction, sentence-similarity]",
-        "---",
-        f"# {stage.name}",
-        "",
-        f"Trained with gpte {__version__} on {datetime.now(timezone.utc).date().isoformat()}.",
-        "",
-        f"- **Base model:** {start or 'all-MiniLM-L6-v2 (packaged)'}",
-        f"- **Loss:** `{stage.loss}`",
-        f"- **Steps:** {result.global_step}, final training loss {result.training_loss:.4f}",
-        "",
-        "## Data",
-        "",
-    ]
-    lines += [f"- `{source.name}`: {len(source)} rows, columns {', '.join(source.columns)}" for source in stage.sources]
-    lines += ["", "## Settings", "", "```yaml", yaml.safe_dump(asdict(stage.training), sort_keys=False).strip(), "```"]
-    if scores:
-        lines += ["", "## Scores (main score x 100)", "", "| task | score |", "|---|---|"]
-        lines += [f"| {name} | {value:.2f} |" for name, value in scores.items()]
-    return "\n".join(lines) + "\n"
+def card_notes(model: Embedder, stage: Stage, result: TrainResult, scores: dict[str, float]) -> CardNotes:
+    """The model card's notes for a stage's trained ``model``: what it started from, the stage's data, loss and
+    settings, the steps and final loss, and the scores (0-1) on the stage's eval tasks."""
+    step = (
+        f"Fine-tuned with gpte {__version__} on {datetime.now(timezone.utc).date().isoformat()} (recipe stage "
+        f"`{stage.name}`): {result.global_step} steps, final training loss {result.training_loss:.4f}."
+    )
+    losses = [f"`{json.dumps(stage.loss)}`"] + ([f"guided by `{stage.guide}` (GIST)"] if stage.guide else [])
+    return replace(
+        model.card_notes.derived(model.name, step),
+        training_data=tuple(
+            f"`{source.name}`: {len(source)} rows, columns {', '.join(source.columns)}" for source in stage.sources
+        ),
+        losses=tuple(losses),
+        training_settings=asdict(stage.training),
+        results=scores,
+    )
 
 
 def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> None:
@@ -254,7 +247,3 @@ def _resolve(name: str, base: Path) -> str:
     """A path relative to the recipe if it exists there; otherwise the name as given (packaged or hub id)."""
     candidate = base / str(name)
     return str(candidate) if candidate.exists() else str(name)
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
