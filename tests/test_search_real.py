@@ -92,3 +92,27 @@ def test_milvus_lite_reproduces_evaluate(cranfield, shared_data, tmp_path):
         + ", ".join(f"{name} {value:.3f}" for name, value in figures.items())
     )
     assert figures["exact"] == pytest.approx(100 * reference["ndcg_at_10"], abs=0.01)
+
+
+def test_default_chunks_fit_minilm_and_none_is_truncated(shared_data, tmp_path):
+    """The defect this guards: 256-token chunks plus [CLS] and [SEP] overflow all-MiniLM-L6-v2's 256 tokens, so every
+    full chunk was silently cut and its stored text claimed words its vector never saw."""
+    from gpte.data.documents import read_documents
+    from gpte.search.chunking import chunk_spans
+
+    embedder = Embedder.load(device="cpu")
+    corpus = shared_data / "retrieval/cranfield/corpus.jsonl"
+    documents = read_documents(corpus)
+    old_chunks = [doc.text[s.start : s.end] for doc in documents for s in chunk_spans(doc.text, embedder, 256, 32)]
+    overflowing = sum(
+        tokens > embedder.text_token_budget(role="document") for tokens in embedder.count_tokens(old_chunks)
+    )
+    report = build_index(tmp_path / "cranfield", corpus, embedder=embedder, show_progress=False, ann=None)
+    manifest = Index.open(tmp_path / "cranfield", embedder=embedder).snapshot.manifest
+    print(
+        f"\nCranfield, default chunking: {manifest['chunk_tokens']}-token chunks, {report.chunks} chunks, "
+        f"{report.truncated} truncated (256-token chunks: {overflowing} of {len(old_chunks)} overflowed)"
+    )
+    assert (manifest["chunk_tokens"], manifest["overlap"]) == (254, 31)
+    assert report.truncated == 0 and report.chunks >= len(documents)
+    assert overflowing > 0  # the old default did overflow on this corpus
