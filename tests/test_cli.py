@@ -1,6 +1,9 @@
-"""The gpte CLI: encode from every input format to .npy/.parquet, refusals, crash safety, info."""
+"""The gpte CLI: encode from every input format to .npy/.parquet, refusals, crash safety, info; the verbs' parsers
+(help, shared options spelled once), logging levels, and the backends of evaluate and index."""
 
+import argparse
 import json
+import logging
 import subprocess
 import sys
 
@@ -11,7 +14,8 @@ import pytest
 from conftest import SENTENCES
 
 from gpte import Embedder
-from gpte.cli import main
+from gpte.cli import build_parser, main, options
+from gpte.cli import evaluate as cli_evaluate
 from gpte.data.readers import read_texts
 
 
@@ -189,3 +193,199 @@ def test_the_installed_command_encodes_with_the_packaged_default_model(tmp_path)
         Embedder.load(device="cpu").encode(["A man is playing a guitar.", "A woman is slicing an onion."]),
         atol=1e-6,
     )
+
+
+# ------------------------------------------------------------------ the parsers
+
+
+def _verb_parsers():
+    parser = build_parser()
+    (verbs,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return verbs.choices
+
+
+VERBS = sorted(_verb_parsers())
+
+
+def test_python_dash_m_gpte_runs_the_command():  # python -m gpte.cli: the subprocess tests of test_search, test_train
+    result = subprocess.run([sys.executable, "-m", "gpte", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: gpte ") and all(verb in result.stdout for verb in VERBS)
+
+
+def test_every_verb_has_help(capsys):
+    expected = {"encode", "distill-static", "info", "evaluate", "report", "train", "merge", "whiten", "index"}
+    expected |= {"embed-corpus", "search", "mine", "synth", "analyze", "serve"}
+    assert set(VERBS) == expected
+    for verb in VERBS:
+        with pytest.raises(SystemExit) as exit:
+            main([verb, "--help"])
+        assert exit.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: gpte {verb} ")
+
+
+def _shared_reference():
+    """One argparse action per shared option, as the helpers of gpte.cli.options make them."""
+    reference = argparse.ArgumentParser()
+    options.add_model(reference)
+    options.add_device(reference)
+    options.add_backend(reference)
+    options.add_batch_size(reference)
+    options.add_output(reference, "what is written")
+    options.add_no_progress(reference)
+    return {action.dest: action for action in reference._actions if action.dest != "help"}
+
+
+def test_shared_options_are_spelled_the_same_in_every_verb():
+    reference = _shared_reference()
+    flags = {flag for action in reference.values() for flag in action.option_strings}
+    seen = {dest: [] for dest in reference}
+    for verb, parser in _verb_parsers().items():
+        for action in parser._actions:
+            if not set(action.option_strings) & flags and action.dest not in reference:
+                continue
+            if not action.option_strings:  # a positional named like an option's dest (gpte info MODEL)
+                continue
+            shared = reference[action.dest]
+            where = f"gpte {verb} {'/'.join(action.option_strings)}"
+            seen[action.dest].append(verb)
+            assert action.option_strings == shared.option_strings, where
+            assert (action.type, action.choices, action.const) == (shared.type, shared.choices, shared.const), where
+            if action.dest == "output":  # what is written differs: a file, a folder; evaluate has a default
+                assert action.required == (action.default is None) and action.help, where
+                continue
+            assert action.default == shared.default, where
+            if action.dest == "model":  # the common help, then what the model is for in this verb
+                assert action.help == shared.help or action.help.startswith(shared.help + "; "), where
+            else:
+                assert action.help == shared.help, where
+    assert set(seen["backend"]) == {"encode", "evaluate", "index"}
+    assert {"encode", "evaluate", "index", "analyze", "whiten", "distill-static"} <= set(seen["device"])
+    assert {"encode", "evaluate", "index", "mine", "synth", "analyze", "serve"} <= set(seen["model"])
+    assert {"encode", "distill-static", "index", "mine", "synth"} <= set(seen["no_progress"])
+
+
+def test_verbosity_options_before_or_after_the_verb():
+    parser = build_parser()
+    assert parser.parse_args(["report", "r"]).log_level == logging.INFO
+    assert parser.parse_args(["-q", "report", "r"]).log_level == logging.WARNING
+    assert parser.parse_args(["report", "r", "--quiet"]).log_level == logging.WARNING
+    assert parser.parse_args(["report", "-v", "r"]).log_level == logging.DEBUG
+    with pytest.raises(SystemExit):
+        parser.parse_args(["-q", "-v", "report", "r"])
+
+
+# ------------------------------------------------------------------ logging
+
+
+def test_quiet_and_verbose_set_the_level_of_gpte_logging(monkeypatch, capsys):
+    from transformers.utils import logging as transformers_logging
+
+    root_level, transformers_level = logging.getLogger().level, transformers_logging.get_verbosity()
+    during = []
+
+    def talk(args):
+        log = logging.getLogger("gpte.evaluate.report")
+        log.debug("debug line")
+        log.info("info line")
+        log.warning("warning line")
+        logging.getLogger("somelibrary").warning("library warning")
+        logging.getLogger("chattylibrary").debug("chatty debug")  # a library that set its own logger to DEBUG (bm25s)
+        logging.warning("Please consider to run pre-processing before quantization.")  # onnxruntime's, on the root
+        during.append((transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()))
+        print("the result")
+        return 0
+
+    monkeypatch.setattr(cli_evaluate, "_report", talk)
+    logging.getLogger("chattylibrary").setLevel(logging.DEBUG)
+    assert main(["report", "r"]) == 0 and main(["report", "r"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "the result\n" * 2
+    assert captured.err == "info line\ngpte: warning: warning line\n" * 2  # handler added once per call, then removed
+    assert during[-1] == (logging.ERROR, False)  # transformers: no logs, no "Loading weights" bars
+
+    for argv in (["-q", "report", "r"], ["report", "r", "-q"]):
+        assert main(argv) == 0
+        assert capsys.readouterr() == ("the result\n", "gpte: warning: warning line\n")
+
+    assert main(["-v", "report", "r"]) == 0
+    err = capsys.readouterr().err
+    assert "debug line" in err and "info line\n" in err and "somelibrary: warning: library warning" in err
+    assert "Please consider to run pre-processing" in err and during[-1][0] != logging.ERROR
+    assert "chatty debug" not in err  # other libraries' debug messages stay out even with -v
+    logging.getLogger("chattylibrary").setLevel(logging.NOTSET)
+
+    # all undone for the caller of main
+    assert logging.getLogger("gpte").level == logging.NOTSET and logging.getLogger().level == root_level
+    assert transformers_logging.get_verbosity() == transformers_level
+
+
+# ------------------------------------------------------------------ backends of evaluate and index
+
+STS_ROWS = [
+    {"sentence1": "A man is playing a guitar.", "sentence2": "A man plays the guitar.", "score": 4.8},
+    {"sentence1": "A woman is slicing an onion.", "sentence2": "Two dogs run.", "score": 0.2},
+    {"sentence1": "The quick brown fox jumps.", "sentence2": "A fox jumps quickly.", "score": 4.0},
+]
+
+
+@pytest.fixture(scope="module")
+def static_model(tiny_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("static") / "model"
+    args = ["distill-static", "--model", str(tiny_models["bert"]), "-o", str(folder), "--pca-dims", "8"]
+    assert main([*args, "--device", "cpu", "--no-progress"]) == 0
+    return folder
+
+
+def test_a_static_model_is_described_evaluated_and_indexed(static_model, tmp_path, capsys):
+    assert main(["info", str(static_model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "static"
+
+    task = tmp_path / "tasks" / "sts" / "tiny"
+    task.mkdir(parents=True)
+    (task / "meta.json").write_text(json.dumps({"task_type": "STS", "score_range": [0, 5]}))
+    (task / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in STS_ROWS))
+    evaluate = ["evaluate", "--data", str(tmp_path / "tasks"), "--model", str(static_model), "--backend", "static"]
+    evaluate += ["-o", str(tmp_path / "results")]
+    assert main(evaluate) == 0
+    out, err = capsys.readouterr()
+    assert "sts/tiny" in out and "[1/1] sts/tiny" in err  # the table on stdout; gpte's INFO progress on stderr
+    assert main(["-q", *evaluate, "--overwrite"]) == 0
+    out, err = capsys.readouterr()
+    assert "sts/tiny" in out and "[1/1]" not in err
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"_id": str(n), "text": text}) + "\n" for n, text in enumerate(SENTENCES)))
+    index = ["index", str(docs), "--name", "notes", "--root", str(tmp_path / "indexes"), "--model", str(static_model)]
+    assert main([*index, "--backend", "static", "--no-progress"]) == 0
+    assert "index notes" in capsys.readouterr().out
+    assert main(["search", "notes", "guitar", "--root", str(tmp_path / "indexes"), "--json", "-k", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["doc_id"] in {"0", "4"}  # the static model, reloaded by the index
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "index"])
+def test_evaluate_and_index_load_the_model_with_the_backend_given(verb, tmp_path, monkeypatch, capsys):
+    from gpte.models import loading
+
+    asked = []
+
+    def load_model(name, backend="torch", **options):
+        asked.append((name, backend, options))
+        raise ValueError("loaded")
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    (tmp_path / "tasks" / "sts").mkdir(parents=True)
+    (tmp_path / "tasks" / "sts" / "meta.json").write_text(json.dumps({"task_type": "STS"}))
+    (tmp_path / "docs.txt").write_text("a document\n")
+    argv = {
+        "evaluate": ["evaluate", "--data", str(tmp_path / "tasks")],
+        "index": ["index", str(tmp_path / "docs.txt"), "--name", "n", "--root", str(tmp_path)],
+    }[verb]
+    assert main([*argv, "--model", "some-model", "--backend", "onnx", "--device", "cpu"]) == 1
+    assert asked == [("some-model", "onnx", {"device": "cpu"})]
+    assert "gpte: error: loaded" in capsys.readouterr().err
+    assert main([*argv, "--backend", "static"]) == 1
+    assert "--backend static needs --model FOLDER" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv, "--backend", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

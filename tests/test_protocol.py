@@ -202,3 +202,14 @@ def test_llm_reranker_cuts_the_document_not_the_closing_question(tmp_path):
     np.testing.assert_allclose(scores, expected, atol=1e-5)
     with pytest.raises(ValueError, match="the query takes the whole LLM reranker input of 40 tokens"):
         reranker.fitted_prompt("wing " * 60, "heat")
+
+
+def test_an_index_reopens_its_model_with_the_backend_it_was_built_with(tiny_models, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_models["bert"], tmp_path / "bert")  # the ONNX files are written beside it
+    model = Embedder.load(folder, device="cpu", backend="onnx")  # the settings a reload by name gives
+    build_index(tmp_path / "index", _docs(tmp_path / "docs"), embedder=model, model=str(folder), show_progress=False)
+    index = Index.open(tmp_path / "index")  # no model given: the recorded one, with the recorded backend
+    assert index.snapshot.manifest["backend"] == "onnx" and index.embedder.backend == "onnx"
+    assert index.embedder.fingerprint == model.fingerprint

@@ -156,7 +156,9 @@ class TextTokenizer:
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character ``(start, end)`` of each token of ``text`` on its own, without special tokens."""
-        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
+        encoded = self.tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+        )
         return [tuple(pair) for pair in encoded["offset_mapping"]]
 
     def text_budget(self, prompt: PromptTemplate | None = None, suffix_ids: tuple[int, ...] = ()) -> int:

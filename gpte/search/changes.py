@@ -55,20 +55,23 @@ class Plan:
 
 
 def load_build_model(
-    embedder: DenseModel | None, model: str | None, previous_model: str | None
+    embedder: DenseModel | None, model: str | None, previous_model: str | None, previous_backend: str = "torch"
 ) -> tuple[DenseModel, str | None]:
     """The model of a build and the name recorded for it: ``embedder`` if given, else ``load_model`` of
-    ``model``, else of the model the existing index was built with (``previous_model``)."""
+    ``model``, else of the model the existing index was built with (``previous_model``, with its backend)."""
     if embedder is not None:
         return require_dense(embedder, "a search index"), model if model is not None else embedder.name
-    model = model if model is not None else previous_model
+    if model is None and previous_model is not None:
+        return load_model(previous_model, backend=previous_backend), previous_model
     return load_model(model), model
 
 
 def open_model(embedder: DenseModel | None, settings: dict[str, Any], where: str) -> DenseModel:
     """The model to search the index ``where`` with: ``embedder``, else the one it was built with
-    (``load_model(settings["model"])``); a model other than the one it was built with is refused."""
-    embedder = load_model(settings["model"]) if embedder is None else require_dense(embedder, "a search index")
+    (``load_model`` of the recorded name and backend); a model other than the one it was built with is refused."""
+    if embedder is None:
+        embedder = load_model(settings["model"], backend=settings.get("backend", "torch"))
+    require_dense(embedder, "a search index")
     if embedder.fingerprint != settings["model_key"]:
         raise ValueError(f"{where} was built with another model ({settings['model']!r}); open it with that model")
     return embedder
@@ -85,6 +88,7 @@ def build_settings(
     return {
         "model": model,
         "model_key": embedder.fingerprint,
+        "backend": embedder.info().get("backend", "torch"),  # how to load the model again (its fingerprint has it)
         "chunk_tokens": chunk_tokens,
         "overlap": overlap,
         "similarity": embedder.similarity_name,

@@ -111,7 +111,12 @@ def build_index(
     if ann not in ANN_KINDS:
         raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
     previous = None if rebuild else _open_snapshot(root)
-    embedder, model = load_build_model(embedder, model, previous.manifest["model"] if previous else None)
+    embedder, model = load_build_model(
+        embedder,
+        model,
+        previous.manifest["model"] if previous else None,
+        previous.manifest.get("backend", "torch") if previous else "torch",
+    )
     if previous is not None:  # unset chunking: the existing index's
         chunk_tokens = previous.manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
         overlap = previous.manifest["overlap"] if overlap is None else overlap

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from gpte.data.documents import read_documents
+from gpte.errors import extra_needed
 from gpte.models.protocol import DenseModel
 from gpte.search.changes import (
     BuildReport,
@@ -59,6 +59,9 @@ from gpte.search.query import (
 )
 from gpte.search.ranking import Ranking
 from gpte.search.store import text_hash
+
+with extra_needed("milvus"):
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 SETTINGS_PROPERTY = "gpte.settings"
 ANN_INDEXES = {None: ("FLAT", {}), "hnsw": ("HNSW", {"M": 32, "efConstruction": 200})}
@@ -123,7 +126,12 @@ def build_milvus_index(
     if rebuild and client.has_collection(name):
         client.drop_collection(name)
     previous = _collection_settings(client, name)
-    embedder, model = load_build_model(embedder, model, previous["model"] if previous else None)
+    embedder, model = load_build_model(
+        embedder,
+        model,
+        previous["model"] if previous else None,
+        previous.get("backend", "torch") if previous else "torch",
+    )
     if previous is not None:  # unset chunking: the collection's
         chunk_tokens = previous["chunk_tokens"] if chunk_tokens is None else chunk_tokens
         overlap = previous["overlap"] if overlap is None else overlap

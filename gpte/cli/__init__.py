@@ -1,0 +1,78 @@
+"""The ``gpte`` command: thin verbs over the library.
+
+gpte [-v | -q] VERB ...   (-v: debug messages and other libraries' logs; -q: warnings and errors only)
+
+gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
+            [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
+            [--device DEV] [--backend B] [--ranges R.npy] [--chunk-size N] [--overwrite] [--no-progress]
+gpte distill-static -o FOLDER [--model M] [--pca-dims 256] [--sif 1e-4]
+gpte info [MODEL]
+gpte evaluate --data DIR [--model M] [--backend B] [--tasks T ... | --suite S] [-o results] [--overwrite] [--cache DIR]
+gpte report RESULTS_DIR... [--plot chart.png]
+gpte train RECIPE.yaml [--restart]
+gpte merge MODEL MODEL... -o OUT [--method average|slerp|task_arithmetic] [--weights W...] [--t T]
+           [--base MODEL] [--scale S] [--overwrite]
+gpte whiten CORPUS -o OUT [--model M] [--field F] [--dims K] [--overwrite]
+gpte index SOURCE --name NAME [--model M] [--backend B] [--device DEV] [--chunk-tokens N] [--overlap N] [--no-ann]
+           [--rebuild] [--root DIR | --milvus URI] [--vectors-from DIR]
+gpte embed-corpus SOURCE -o DIR [--model M] [--chunk-tokens N] [--overlap N] [--concurrency N] [--num-gpus G]
+                  [--ray-address ADDR] [--overwrite]
+gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary|int8] [--filter F=V]
+            [--rerank-llm | --rerank-model FOLDER] [--json] [--root DIR | --milvus URI]
+gpte mine PAIRS --corpus CORPUS -o OUT.jsonl [--model M] [--mode dense|lexical|hybrid] [--num-negatives 3]
+          [--range-min 0] [--range-max 50] [--max-score S] [--min-score S] [--absolute-margin M] [--relative-margin M]
+          [--sampling top|random] [--cross-encoder FOLDER] [--index-dir DIR] [--restart] [--overwrite]
+gpte synth queries|e5|paraphrase [SOURCE] -o OUT.jsonl [--generator LLM | openai:URL#MODEL] [--limit N] [--tasks N]
+           [--examples FILE] [--max-attempts 3] [--round-trip-k 10] [--language en] [--restart] [--overwrite]
+gpte analyze --data DIR -o OUT [--model M] [--sections S ...] [--corpus NAME[:SPLIT]] [--tasks T ...] [--labelled T]
+             [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--adaptive-probe] [--overwrite]
+gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
+
+One module per group of verbs, each holding its verbs' parser beside their handler and adding them in ``register``;
+``gpte.cli.options`` spells the options they share, ``gpte.cli.logs`` decides what is logged. Results for the user
+(vectors written, hits, tables) are printed on stdout; progress, warnings and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gpte.cli import analyze, datagen, encode, evaluate, options, search, serve, train
+from gpte.cli.logs import cli_logging
+from gpte.errors import GpteError
+
+VERB_MODULES = (encode, evaluate, train, search, datagen, analyze, serve)
+USER_ERRORS = (GpteError, ValueError, TypeError, FileExistsError, FileNotFoundError)
+
+__all__ = ["USER_ERRORS", "VERB_MODULES", "build_parser", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 1 a reported error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    with cli_logging(args.log_level):
+        try:
+            return args.run(args)
+        except USER_ERRORS as error:
+            print(f"gpte: error: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(
+                "gpte: interrupted; no output was written (encode, mine and synth resume from their last finished chunk)",
+                file=sys.stderr,
+            )
+            return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``gpte`` parser: the verbosity options, then each module's verbs; a verb's ``run`` is its handler."""
+    parser = argparse.ArgumentParser(prog="gpte", description="General-purpose text embeddings.")
+    options.add_verbosity(parser)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for module in VERB_MODULES:
+        module.register(verbs)
+    for verb in verbs.choices.values():  # -v/-q after the verb too; given there, they win
+        options.add_verbosity(verb, default=argparse.SUPPRESS)
+    return parser

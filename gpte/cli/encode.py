@@ -1,0 +1,119 @@
+"""Verbs that run one model: ``gpte encode``, ``gpte distill-static``, ``gpte info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from gpte.atomic import refuse_existing
+from gpte.cli import options
+from gpte.data.readers import TEXT_FORMATS
+from gpte.models.postprocess import PRECISIONS
+from gpte.runtime.output import VECTOR_FORMATS, check_output
+from gpte.runtime.quantization import load_ranges
+from gpte.runtime.streaming import CHUNK_TEXTS
+
+
+def register(verbs: Any) -> None:
+    encode = verbs.add_parser("encode", help="embed the texts of a file and write the vectors")
+    encode.add_argument("input", help=f"texts: {', '.join(TEXT_FORMATS)} (txt/md: one text per line)")
+    options.add_output(encode, f"vectors: {', '.join(VECTOR_FORMATS)}")
+    options.add_model(encode)
+    encode.add_argument("--field", default=None, help="text field/column for jsonl, csv, tsv, parquet (default: text)")
+    encode.add_argument("--role", default=None, help="query, document, or a prompt name of the model")
+    encode.add_argument("--prompt", default=None, help="a prompt name, a template with {text}, or a prefix")
+    encode.add_argument("--task", default=None, help="fills the prompt's {task} slot")
+    options.add_batch_size(encode)
+    encode.add_argument("--truncate-dim", type=int, default=None, help="keep the first D dimensions (Matryoshka)")
+    encode.add_argument("--precision", default="float32", choices=PRECISIONS)
+    encode.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None, help="default: the model's")
+    options.add_device(encode)
+    options.add_backend(encode)
+    encode.add_argument(
+        "--ranges", default=None, help="int8/uint8 calibration ranges (.npy from gpte.runtime.quantization.save_ranges)"
+    )
+    encode.add_argument(
+        "--chunk-size", type=int, default=CHUNK_TEXTS, help="texts per chunk written (and resumed) at a time"
+    )
+    encode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    options.add_no_progress(encode)
+    options.add_llm_options(encode)
+    encode.set_defaults(run=_encode)
+
+    distill = verbs.add_parser("distill-static", help="distil a static (model2vec-style) token table from a model")
+    options.add_model(distill, "the model distilled")
+    options.add_output(distill, "the static model folder to write")
+    distill.add_argument("--pca-dims", type=int, default=256, help="PCA dimensions (0: keep the model's)")
+    distill.add_argument("--sif", type=float, default=1e-4, help="SIF coefficient of the Zipf weighting (0: none)")
+    options.add_device(distill)
+    distill.add_argument("--overwrite", action="store_true")
+    options.add_no_progress(distill)
+    distill.set_defaults(run=_distill_static)
+
+    info = verbs.add_parser("info", help="describe a model: backbone, parameters, dimension, pooling, prompts")
+    info.add_argument("model", nargs="?", default=None, help=options.MODEL_HELP)
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=_info)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from gpte.runtime.streaming import encode_to
+
+    output = check_output(args.output, args.overwrite)
+    embedder = options.load_dense_model(args)
+    encode_options = {"role": args.role, "normalize": args.normalize}
+    if not options.is_static_model(embedder):  # a static model keeps its own batch size and takes no prompt
+        encode_options |= {
+            "prompt": args.prompt,
+            "task": args.task,
+            "batch_size": args.batch_size,
+            "truncate_dim": args.truncate_dim,
+        }
+    ranges = load_ranges(args.ranges) if args.ranges else None
+    report = encode_to(
+        embedder,
+        args.input,
+        output,
+        field=args.field,
+        chunk_size=args.chunk_size,
+        precision=args.precision,
+        ranges=ranges,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        **encode_options,
+    )
+    resumed = f", {report.n_resumed_chunks} chunks kept from an interrupted run" if report.n_resumed_chunks else ""
+    print(
+        f"wrote {report.n_texts} vectors of {report.n_columns} {args.precision} values to {output} "
+        f"({report.n_truncated} truncated to the model's maximum length{resumed}, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _distill_static(args: argparse.Namespace) -> int:
+    from gpte.models.embedder import Embedder
+    from gpte.models.static import distill_static
+
+    refuse_existing(Path(args.output), args.overwrite)  # before the minutes of distillation, not after
+    static = distill_static(
+        Embedder.load(args.model, device=args.device), args.pca_dims or None, args.sif or None, not args.no_progress
+    )
+    static.save(args.output, overwrite=args.overwrite)
+    print(f"wrote a static model of {len(static.table)} tokens x {static.dimension} dimensions to {args.output}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from gpte.models.loading import load_model
+
+    info = load_model(args.model).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        width = max(len(key) for key in info)
+        for key, value in info.items():
+            shown = f"{value:,}" if key == "parameters" and isinstance(value, int) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0

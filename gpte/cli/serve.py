@@ -1,0 +1,44 @@
+"""``gpte serve``: the HTTP API over models and indexes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from gpte.cli import options
+
+
+def register(verbs: Any) -> None:
+    serve = verbs.add_parser("serve", help="HTTP API: OpenAI-compatible /v1/embeddings, /search, /health, /metrics")
+    options.add_model(serve, "a model to serve (repeatable)", repeatable=True)
+    serve.add_argument("--index", action="append", default=[], help="index name to serve (repeatable)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key", default=None, help="require Authorization: Bearer KEY (default: $GPTE_API_KEY if set)"
+    )
+    serve.add_argument("--max-request-bytes", type=int, default=1 << 20)
+    options.add_index_location(serve, " (for every --index)")
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gpte.models.loading import load_model
+    from gpte.serve.app import create_app
+
+    models = {}
+    for name in args.model or [None]:
+        model = load_model(name)
+        models[Path(name).name if name else model.name] = model
+    indexes = {name: options.open_index(name, args) for name in args.index}
+    api_key = args.api_key or os.environ.get("GPTE_API_KEY")
+    app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes)
+    print(
+        f"serving models {', '.join(models)} and indexes {', '.join(indexes) or 'none'} on http://{args.host}:{args.port}"
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
