@@ -345,7 +345,7 @@ def test_a_static_model_is_described_evaluated_and_indexed(static_model, tmp_pat
     task.mkdir(parents=True)
     (task / "meta.json").write_text(json.dumps({"task_type": "STS", "score_range": [0, 5]}))
     (task / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in STS_ROWS))
-    evaluate = ["evaluate", "--data", str(tmp_path / "tasks"), "--model", str(static_model), "--backend", "static"]
+    evaluate = ["evaluate", "--data", str(tmp_path / "tasks"), "--model", str(static_model)]  # found to be static
     evaluate += ["-o", str(tmp_path / "results")]
     assert main(evaluate) == 0
     out, err = capsys.readouterr()
@@ -361,6 +361,21 @@ def test_a_static_model_is_described_evaluated_and_indexed(static_model, tmp_pat
     assert "index notes" in capsys.readouterr().out
     assert main(["search", "notes", "guitar", "--root", str(tmp_path / "indexes"), "--json", "-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["doc_id"] in {"0", "4"}  # the static model, reloaded by the index
+
+
+def test_a_static_model_is_served(static_model, tmp_path, monkeypatch):
+    import uvicorn
+    from fastapi.testclient import TestClient
+
+    from gpte.models.static import StaticEmbedder
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append(app))
+    assert main(["serve", "--model", str(static_model), "--port", "0"]) == 0
+    with TestClient(served[0]) as client:
+        body = client.post("/v1/embeddings", json={"input": ["a man plays"], "model": static_model.name}).json()
+    expected = StaticEmbedder.load(static_model).encode(["a man plays"])[0]
+    np.testing.assert_array_equal(np.array(body["data"][0]["embedding"], dtype=np.float32), expected)
 
 
 @pytest.mark.parametrize("verb", ["evaluate", "index"])
