@@ -9,7 +9,6 @@ import random
 import numpy as np
 import pytest
 
-from gpte import Embedder
 from gpte.cli import main
 from gpte.data.training import read_training_data
 from gpte.datagen import mining
@@ -107,23 +106,18 @@ def corpus(tmp_path):
     return path, pairs
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tiny_models):
-    return Embedder.load(tiny_models["bert"], device="cpu")
-
-
 def _rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_mining_writes_trainable_rows_scored_like_the_embedder(corpus, tiny_bert, tmp_path):
+def test_mining_writes_trainable_rows_scored_like_the_embedder(corpus, embedder, tmp_path):
     corpus_path, pairs = corpus
     out = tmp_path / "mined.jsonl"
     report = mine_hard_negatives(
         pairs,
         corpus_path,
         out,
-        embedder=tiny_bert,
+        embedder=embedder,
         rules=NegativeRules(num_negatives=2, range_max=5),
         show_progress=False,
     )
@@ -137,23 +131,23 @@ def test_mining_writes_trainable_rows_scored_like_the_embedder(corpus, tiny_bert
         assert [documents[d] for d in row["negative_ids"]] == row["negatives"] and row["positive"] == documents[
             row["positive_id"]
         ]
-        query = tiny_bert.encode([row["query"]], role="query")
-        docs = tiny_bert.encode([row["positive"], *row["negatives"]], role="document")
-        expected = tiny_bert.similarity(query, docs)[0]
+        query = embedder.encode([row["query"]], role="query")
+        docs = embedder.encode([row["positive"], *row["negatives"]], role="document")
+        expected = embedder.similarity(query, docs)[0]
         np.testing.assert_allclose([row["positive_score"], *row["negative_scores"]], expected, atol=1e-5)
     data = read_training_data(out)
     assert data.columns == ["query", "positive", "negatives[0]", "negatives[1]"] and len(data) == 7
     assert not (tmp_path / ".mined.jsonl.progress").exists()
 
 
-def test_positive_aware_margin_keeps_negatives_below_the_positive(corpus, tiny_bert, tmp_path):
+def test_positive_aware_margin_keeps_negatives_below_the_positive(corpus, embedder, tmp_path):
     corpus_path, pairs = corpus
     out = tmp_path / "mined.jsonl"
     report = mine_hard_negatives(
         pairs,
         corpus_path,
         out,
-        embedder=tiny_bert,
+        embedder=embedder,
         mode="hybrid",
         rules=NegativeRules(num_negatives=1, range_max=9, relative_margin=0.05),
         show_progress=False,
@@ -167,31 +161,31 @@ def test_positive_aware_margin_keeps_negatives_below_the_positive(corpus, tiny_b
     )
 
 
-def test_duplicate_corpus_ids_are_named(tmp_path, tiny_bert):
+def test_duplicate_corpus_ids_are_named(tmp_path, embedder):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"_id": "x", "text": "one"}\n{"_id": "x", "text": "two"}\n{"_id": "y", "text": "three"}\n')
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"query": "q", "positive_id": "y"}\n')
     with pytest.raises(ValueError, match="duplicate document id.*'x'"):
-        mine_hard_negatives(pairs, corpus, tmp_path / "out.jsonl", embedder=tiny_bert, show_progress=False)
+        mine_hard_negatives(pairs, corpus, tmp_path / "out.jsonl", embedder=embedder, show_progress=False)
 
 
-def test_no_usable_pair_and_a_pair_without_positive_are_clear_errors(corpus, tiny_bert, tmp_path):
+def test_no_usable_pair_and_a_pair_without_positive_are_clear_errors(corpus, embedder, tmp_path):
     corpus_path, _ = corpus
     pairs = tmp_path / "gone.jsonl"
     pairs.write_text('{"query": "q", "positive_id": "nowhere"}\n')
     with pytest.raises(ValueError, match="none of the 1 pairs"):
-        mine_hard_negatives(pairs, corpus_path, tmp_path / "o.jsonl", embedder=tiny_bert, show_progress=False)
+        mine_hard_negatives(pairs, corpus_path, tmp_path / "o.jsonl", embedder=embedder, show_progress=False)
     pairs.write_text('{"query": "q"}\n')
     with pytest.raises(ValueError, match="positive_id, positive_ids, positive"):
-        mine_hard_negatives(pairs, corpus_path, tmp_path / "o.jsonl", embedder=tiny_bert, show_progress=False)
+        mine_hard_negatives(pairs, corpus_path, tmp_path / "o.jsonl", embedder=embedder, show_progress=False)
 
 
-def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(corpus, tiny_bert, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(corpus, embedder, tmp_path, monkeypatch):
     corpus_path, pairs = corpus
     rules = NegativeRules(num_negatives=2, range_max=6, sampling="random")
     whole = tmp_path / "whole.jsonl"
-    mine_hard_negatives(pairs, corpus_path, whole, embedder=tiny_bert, rules=rules, chunk_size=2, show_progress=False)
+    mine_hard_negatives(pairs, corpus_path, whole, embedder=embedder, rules=rules, chunk_size=2, show_progress=False)
     calls = []
     original = mining._Miner.mine
 
@@ -204,21 +198,21 @@ def test_an_interrupted_run_resumes_and_equals_an_uninterrupted_one(corpus, tiny
     monkeypatch.setattr(mining._Miner, "mine", failing)
     out = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        mine_hard_negatives(pairs, corpus_path, out, embedder=tiny_bert, rules=rules, chunk_size=2, show_progress=False)
+        mine_hard_negatives(pairs, corpus_path, out, embedder=embedder, rules=rules, chunk_size=2, show_progress=False)
     assert not out.exists() and len(list((tmp_path / ".resumed.jsonl.progress").glob("0*.jsonl"))) == 2
     with pytest.raises(ValueError, match="other rules"):
         mine_hard_negatives(
             pairs,
             corpus_path,
             out,
-            embedder=tiny_bert,
+            embedder=embedder,
             rules=NegativeRules(num_negatives=1),
             chunk_size=2,
             show_progress=False,
         )
     monkeypatch.setattr(mining._Miner, "mine", original)
     report = mine_hard_negatives(
-        pairs, corpus_path, out, embedder=tiny_bert, rules=rules, chunk_size=2, show_progress=False
+        pairs, corpus_path, out, embedder=embedder, rules=rules, chunk_size=2, show_progress=False
     )
     assert report.resumed_chunks == 2
     assert out.read_text() == whole.read_text()
@@ -266,14 +260,14 @@ class _LengthScorer:
         return np.array([-float(len(text)) for text in texts])
 
 
-def test_a_cross_encoder_rescoring_reorders_candidates_and_sets_the_scale(corpus, tiny_bert, tmp_path):
+def test_a_cross_encoder_rescoring_reorders_candidates_and_sets_the_scale(corpus, embedder, tmp_path):
     corpus_path, pairs = corpus
     out = tmp_path / "mined.jsonl"
     mine_hard_negatives(
         pairs,
         corpus_path,
         out,
-        embedder=tiny_bert,
+        embedder=embedder,
         cross_encoder=_LengthScorer(),
         rules=NegativeRules(num_negatives=2, range_max=9),
         show_progress=False,

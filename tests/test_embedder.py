@@ -17,7 +17,7 @@ DECODERS = ("llama", "qwen2", "mistral", "gpt2")
 
 @pytest.fixture(scope="module")
 def embedders(tiny_models):
-    return {kind: Embedder.load(folder) for kind, folder in tiny_models.items()}
+    return {kind: Embedder.load(tiny_models[kind]) for kind in TINY_KINDS}
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)

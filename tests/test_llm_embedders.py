@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,27 +233,6 @@ def test_latent_attention_starts_as_mean_pooling_trains_and_survives_save(tiny_m
 
 
 # ----------------------------------------------------------------------------- LLM2Vec adaptation
-
-
-@pytest.fixture(scope="module")
-def tied_llama(tmp_path_factory) -> Path:
-    """A tiny random Llama whose LM head is its input embedding matrix (as in SmolLM2)."""
-    torch.manual_seed(0)
-    tokenizer = bpe_tokenizer("bos")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    folder = tmp_path_factory.mktemp("tied-llama")
-    AutoModel.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_mntp_predicts_masked_tokens_from_the_previous_position(tied_llama):

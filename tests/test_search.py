@@ -28,11 +28,6 @@ TEXTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def embedder(tiny_models):
-    return Embedder.load(tiny_models["bert"], pooling="mean", device="cpu")
-
-
 def write_docs(folder, texts):
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.txt"):

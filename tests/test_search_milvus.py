@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from gpte import Embedder
 from gpte.search import changes as changes_module
 from gpte.search.chunking import chunk_spans
 from gpte.search.index import Index, build_index
@@ -20,11 +19,6 @@ from gpte.search.query import Hit
 from tests.test_search import TEXTS, write_docs
 
 QUERIES = ["wing stall", "hypersonic heat", "shock waves pressure", "slipstream lift", "boundary layer plate"]
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_models):
-    return Embedder.load(tiny_models["bert"], pooling="mean", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from gpte import Embedder
 from gpte.search.index import Index, build_index
 from gpte.serve.app import create_app
 
 KEY = "secret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_models):
-    return Embedder.load(tiny_models["bert"], pooling="mean", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,15 @@ def test_embeddings_match_encode_in_both_encodings(client, embedder):
     assert np.array_equal(vector, embedder.encode([texts[0]], truncate_dim=16)[0])
 
 
+def _requests_total(client: TestClient, route: str, status: int) -> float:
+    """The gpte_requests_total counter of (route, status) read from /metrics; 0 before the first such request."""
+    label = f'gpte_requests_total{{route="{route}",status="{status}"}} '
+    lines = client.get("/metrics", headers=AUTH).text.splitlines()
+    return next((float(line[len(label) :]) for line in lines if line.startswith(label)), 0.0)
+
+
 def test_search_health_and_metrics(client, index):
+    searches, embeddings = _requests_total(client, "/search", 200), _requests_total(client, "/v1/embeddings", 200)
     hits = client.post("/search", json={"query": "why do wings stall", "k": 2}, headers=AUTH).json()
     expected = index.search("why do wings stall", k=2)
     assert hits["index"] == "docs" and [(h["doc_id"], h["score"]) for h in hits["hits"]] == [
@@ -78,10 +80,11 @@ def test_search_health_and_metrics(client, index):
         ]["doc_id"]
         == "b.txt"
     )
+    assert client.post("/v1/embeddings", json={"input": "wings", "model": "tiny"}, headers=AUTH).status_code == 200
     assert client.get("/health").json() == {"status": "ok", "models": ["tiny"], "indexes": ["docs"]}
-    metrics = client.get("/metrics", headers=AUTH).text
-    assert 'gpte_requests_total{route="/v1/embeddings",status="200"}' in metrics
-    assert "gpte_request_seconds_bucket" in metrics
+    assert _requests_total(client, "/search", 200) == searches + 2
+    assert _requests_total(client, "/v1/embeddings", 200) == embeddings + 1
+    assert 'gpte_request_seconds_count{route="/v1/embeddings"}' in client.get("/metrics", headers=AUTH).text
 
 
 @pytest.mark.parametrize(
