@@ -7,13 +7,17 @@ interpretable views, plots and a report (``gpte analyze``).
     print(describe(model.encode(texts)).anisotropy)
 """
 
-from gpte.analysis.analyze import SECTIONS, Analysis, AnalysisInputs
-from gpte.analysis.bias import association_test, counterfactual_gap
-from gpte.analysis.efficiency import matryoshka_curve, precision_curve, score_transforms
-from gpte.analysis.geometry import Geometry, anisotropy, describe, effective_rank, top_variance
-from gpte.analysis.interpret import explain_similarity, lm_head_tokens
-from gpte.analysis.inversion import InversionProbe, ProbeConfig, inversion_scores, run_probe, token_f1
-from gpte.analysis.whitening import Whitening, fit_whitening, whiten_model
+from gpte.errors import extra_needed
+
+with extra_needed("analysis"):
+    from gpte.analysis.analyze import SECTIONS, Analysis, AnalysisInputs
+    from gpte.analysis.bias import association_test, counterfactual_gap
+    from gpte.analysis.efficiency import matryoshka_curve, precision_curve, score_transforms
+    from gpte.analysis.geometry import Geometry, anisotropy, describe, effective_rank, top_variance
+    from gpte.analysis.interpret import explain_similarity, lm_head_tokens
+    from gpte.analysis.inversion import InversionProbe, ProbeConfig, inversion_scores, run_probe, token_f1
+    from gpte.analysis.whitening import Whitening, fit_whitening, whiten_model
+
 
 __all__ = [
     "SECTIONS",

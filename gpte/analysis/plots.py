@@ -4,7 +4,7 @@ Figures are drawn with matplotlib's object API (a ``Figure`` on its own Agg canv
 backend switch, so using this module changes nothing for the caller's own plots.
 
 Every function writes one PNG through a temporary name (no half-written figure under the final name) and
-returns its path. 2-D maps use PCA (scikit-learn) or UMAP (``umap-learn``, optional: ``pip install umap-learn``).
+returns its path. 2-D maps use PCA (scikit-learn) or UMAP (``umap-learn``, optional: ``pip install 'gpte[umap]'``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
         import umap
     except ImportError as error:
         raise ImportError(
-            "UMAP projections need umap-learn: pip install umap-learn (or use projection='pca')"
+            "UMAP projections need umap-learn: pip install 'gpte[umap]' (or use projection='pca')"
         ) from error
     return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
 

@@ -25,10 +25,12 @@ def register(verbs: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    from gpte.errors import extra_needed
     from gpte.models.loading import load_model
     from gpte.serve.app import create_app
+
+    with extra_needed("serve"):
+        import uvicorn
 
     models = {}
     for name in args.model or [None]:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gpte.errors import extra_needed
+
 TEXT_FORMATS = (".txt", ".md", ".jsonl", ".csv", ".tsv", ".parquet")
 DEFAULT_FIELD = "text"
 
@@ -96,7 +98,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(value).__name__}")
             yield f"{path}:{number}", value
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+        with extra_needed("parquet"):
+            import pyarrow.parquet as pq
 
         index = 0
         for batch in pq.ParquetFile(path).iter_batches():
@@ -133,7 +136,8 @@ def _iter_delimited(path: Path, field: str, delimiter: str) -> Iterator[str]:
 
 
 def _iter_parquet(path: Path, field: str) -> Iterator[str]:
-    import pyarrow.parquet as pq
+    with extra_needed("parquet"):
+        import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
     if field not in parquet.schema_arrow.names:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gpte.data.readers import iter_records
+from gpte.errors import extra_needed
 
 # column layouts recognised when a data source does not name its columns (first match wins)
 KNOWN_LAYOUTS = (
@@ -108,12 +109,14 @@ def read_training_data(
 
 def _records(path: str, split: str, subset: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
     if path.startswith("hf:"):
-        from datasets import load_dataset
+        with extra_needed("train"):
+            from datasets import load_dataset
 
         dataset = load_dataset(path.removeprefix("hf:"), subset, split=split)
         return ((f"{path} row {i}", row) for i, row in enumerate(dataset))
     if Path(path).is_dir():
-        from datasets import load_from_disk
+        with extra_needed("train"):
+            from datasets import load_from_disk
 
         dataset = load_from_disk(path)
         if hasattr(dataset, "keys"):  # a DatasetDict: take the split

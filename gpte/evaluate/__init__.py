@@ -5,10 +5,14 @@ from gpte.evaluate import discover_tasks, evaluate
 run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
 """
 
-from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
-from gpte.evaluate.runner import EvaluationRun, evaluate
-from gpte.evaluate.suites import SUITES, suite_patterns
-from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
+from gpte.errors import extra_needed
+
+with extra_needed("eval"):
+    from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
+    from gpte.evaluate.runner import EvaluationRun, evaluate
+    from gpte.evaluate.suites import SUITES, suite_patterns
+    from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
+
 
 __all__ = [
     "ForeignEncoder",

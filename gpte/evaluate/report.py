@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from gpte.errors import extra_needed
 from gpte.evaluate.results import read_results
 
 
@@ -58,8 +59,9 @@ def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
 
     Drawn on a ``Figure`` with its own Agg canvas: no pyplot state, no backend switch for the caller.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    with extra_needed("eval"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
     averages = {label: type_averages(results) for label, results in table.items()}
     keys = sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k))

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
 
-from gpte.errors import ModelLoadError
+from gpte.errors import ModelLoadError, extra_needed
 from gpte.models.attention import AttentionMode, AttentionSwitch
 from gpte.models.tokenization import TokenBatch
 
@@ -239,7 +239,8 @@ class Backbone(nn.Module):
         Raises:
             ValueError: a target module that does not exist (the model's linear layer names are listed).
         """
-        from peft import LoraConfig, get_peft_model
+        with extra_needed("train"):
+            from peft import LoraConfig, get_peft_model
 
         if target_modules is not None:
             self.check_lora_targets(target_modules)
@@ -259,7 +260,8 @@ class Backbone(nn.Module):
 
     def load_adapter(self, folder: str | Path, trainable: bool = False) -> None:
         """Wrap the transformer with the LoRA adapter saved in ``folder`` (``adapter_config.json``)."""
-        from peft import PeftModel
+        with extra_needed("train"):
+            from peft import PeftModel
 
         self.model = PeftModel.from_pretrained(self.model, str(folder), is_trainable=trainable)
 

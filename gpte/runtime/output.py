@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpte.atomic import refuse_existing
+from gpte.errors import require_extra
 
 VECTOR_FORMATS = (".npy", ".parquet")
 PARQUET_COLUMN = "embedding"
@@ -15,5 +16,7 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     path = Path(path)
     if path.suffix.lower() not in VECTOR_FORMATS:
         raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {', '.join(VECTOR_FORMATS)}")
+    if path.suffix.lower() == ".parquet":
+        require_extra("parquet", "pyarrow")
     refuse_existing(path, overwrite)
     return path

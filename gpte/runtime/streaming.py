@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
 from gpte.data.readers import iter_texts
+from gpte.errors import extra_needed
 from gpte.models.fingerprint import file_sha256
 from gpte.models.postprocess import check_precision, quantize, vector_ranges
 from gpte.models.protocol import DenseModel
@@ -284,8 +285,9 @@ class _PartialFile:
         return hashlib.sha256(self._chunk_bytes(number)).hexdigest()
 
     def _to_parquet(self, output: Path) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        with extra_needed("parquet"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
         dim, dtype = self.state["dim"], np.dtype(self.state["dtype"])
         schema = pa.schema([(PARQUET_COLUMN, pa.list_(pa.from_numpy_dtype(dtype), dim))])

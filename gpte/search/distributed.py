@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpte.data.documents import document_files, file_documents
+from gpte.errors import extra_needed
 from gpte.models.loading import load_model
 from gpte.search.changes import build_settings, check_same_settings
 from gpte.search.chunking import chunk_spans
@@ -61,7 +62,8 @@ def embed_corpus_ray(
     Raises:
         FileExistsError: ``output`` exists and ``overwrite`` is False.
     """
-    import ray
+    with extra_needed("scale"):
+        import ray
 
     output = Path(output)
     if output.exists() and not overwrite:

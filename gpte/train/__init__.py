@@ -5,12 +5,17 @@ train(model, build_loss("cosent", model), [read_training_data("sts.jsonl", score
       TrainingConfig(epochs=1), "runs/sts")
 """
 
-from gpte.data.training import TrainingData, TrainingExample, read_training_data
-from gpte.train.config import TrainingConfig
-from gpte.train.losses import LOSSES, build_loss
-from gpte.train.merging import merge_models
-from gpte.train.recipe import load_recipe, run_recipe
-from gpte.train.trainer import TrainResult, train
+from gpte.errors import extra_needed, require_extra
+
+require_extra("train", "accelerate")  # transformers' Trainer cannot start without it
+with extra_needed("train"):
+    from gpte.data.training import TrainingData, TrainingExample, read_training_data
+    from gpte.train.config import TrainingConfig
+    from gpte.train.losses import LOSSES, build_loss
+    from gpte.train.merging import merge_models
+    from gpte.train.recipe import load_recipe, run_recipe
+    from gpte.train.trainer import TrainResult, train
+
 
 __all__ = [
     "LOSSES",
