@@ -110,7 +110,8 @@ def _index(args: argparse.Namespace) -> int:
     print(
         f"index {args.name} ({where}): {report.documents} documents ({report.added} added, {report.changed} changed, "
         f"{report.removed} removed, {report.unchanged} unchanged), {report.chunks} chunks; embedded {report.embedded}, "
-        f"kept {report.resumed} from an interrupted run, took {report.ready} ready-made; {report.seconds:.1f} s"
+        f"kept {report.resumed} from an interrupted run, took {report.ready} ready-made, {report.truncated} truncated "
+        f"by the model; {report.seconds:.1f} s"
     )
     return 0
 
