@@ -184,7 +184,7 @@ def mine_hard_negatives(
         mode,
         cross_encoder,
         batch_size,
-        rules.range_max + max(len(q.positives) for q in queries),
+        rules.range_max + max(len(q.positives) for q in queries) + 1,  # + 1: the query itself may be in the corpus
     )
     starts = range(0, len(queries), chunk_size)
     for number, start in enumerate(tqdm(starts, desc="mining", unit="chunk", disable=not show_progress)):
@@ -236,7 +236,9 @@ class _Miner:
         batch_size: int,
         depth: int,
     ) -> None:
-        """``depth``: candidates retrieved per query, ``range_max`` plus the most positives any query has."""
+        """``depth``: candidates retrieved per query, ``range_max`` plus the most positives any query has plus one
+        for a corpus document that is the query's own text, which is never a negative (sentence-transformers 6.3's
+        ``mine_hard_negatives`` reserves and drops it the same way)."""
         self.index, self.documents, self.rules, self.mode = index, documents, rules, mode
         self.cross_encoder, self.batch_size, self.depth = cross_encoder, batch_size, depth
 
@@ -261,6 +263,7 @@ class _Miner:
     def _query_records(
         self, query: MiningQuery, vector: np.ndarray, candidates: list[str], rng: random.Random
     ) -> list[dict[str, Any]]:
+        candidates = [doc for doc in candidates if self.documents[doc] != query.text]
         positive_scores, candidate_scores = self._scores(query, vector, candidates)
         if self.cross_encoder is not None:  # the cross-encoder's order replaces the retriever's
             order = np.argsort(-candidate_scores, kind="stable")
