@@ -76,6 +76,7 @@ def _probe(minilm, shared_data, config: ProbeConfig, test_size: int):
     return run, seconds
 
 
+@pytest.mark.slow  # 3.5 min on 2 cores; the probe's formulas and memorization are checked fast in test_analysis
 def test_short_inversion_probe_recovers_more_than_from_random_vectors(minilm, shared_data):
     run, _ = _probe(minilm, shared_data, ProbeConfig(epochs=2), test_size=500)
     assert run.held_out.token_f1 > run.random_baseline.token_f1 + REFERENCE_SHORT_MARGIN

@@ -59,6 +59,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # 2.5 min on 2 cores; the sentence-transformers parity test below stays in CI
 def test_positive_aware_mining_lowers_the_false_negative_rate_on_cranfield(cranfield, tmp_path):
     folder, data = cranfield
     pairs = _one_positive_pairs(data, tmp_path / "pairs.jsonl")

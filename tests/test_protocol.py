@@ -213,3 +213,43 @@ def test_an_index_reopens_its_model_with_the_backend_it_was_built_with(tiny_mode
     index = Index.open(tmp_path / "index")  # no model given: the recorded one, with the recorded backend
     assert index.snapshot.manifest["backend"] == "onnx" and index.embedder.backend == "onnx"
     assert index.embedder.fingerprint == model.fingerprint
+
+
+def test_empty_and_huge_inputs(bert, static_folder, tmp_path):
+    from gpte.runtime.vector_store import VectorStore
+    from gpte.search.chunking import chunk_spans
+
+    static = load_model(static_folder)
+    assert static.encode([]).shape == (0, 8) and static.encode_with_report([]).report.n_texts == 0
+    assert bert.count_tokens([]) == [] and bert.count_tokens([""]) == [0] and static.count_tokens([""]) == [0]
+    assert [(s.start, s.end) for s in chunk_spans("", bert, 14, 1)] == [(0, 0)]
+    huge = "wing " * 20_000  # 20,000 tokens: chunked to the budget, every chunk fits
+    spans = chunk_spans(huge, bert, bert.text_token_budget(), 1)
+    assert len(spans) == -(-(20_000 - 14) // 13) + 1
+    assert max(bert.count_tokens([huge[s.start : s.end] for s in spans])) == 14
+    long_prompt = Embedder.load(bert.backbone.model.name_or_path, max_seq_length=16, prompts={"document": "word " * 40})
+    assert long_prompt.text_token_budget(role="document") == 0  # a prompt longer than the model: nothing fits, not < 0
+    with pytest.raises(ValueError, match="no text fits; shorten the prompt or raise max_seq_length"):
+        build_index(tmp_path / "i", _docs(tmp_path / "docs"), embedder=long_prompt, show_progress=False)
+    store = VectorStore(tmp_path / "store")
+    assert store.vectors([], lambda texts: np.zeros((len(texts), 2))).shape == (0, 0)
+    store.add([], np.zeros((0, 2)))
+    assert not (tmp_path / "store").exists()  # nothing to keep: no folder, no empty part
+
+
+def test_a_store_part_killed_while_written_leaves_no_damaged_file(tmp_path, monkeypatch):
+    from gpte.runtime.vector_store import VectorStore
+
+    store = VectorStore(tmp_path / "store")
+    store.add(["a"], np.ones((1, 2)))
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(np, "savez", die)
+    with pytest.raises(KeyboardInterrupt):
+        store.add(["b"], np.ones((1, 2)))
+    monkeypatch.undo()
+    assert len(list((tmp_path / "store").glob("part-*.npz"))) == 1  # the finished part only, no partial one
+    again = VectorStore(tmp_path / "store")
+    assert set(again.get(["a", "b"])) == {"a"}  # a rerun re-encodes b and nothing else

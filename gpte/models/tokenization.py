@@ -151,6 +151,8 @@ class TextTokenizer:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text on its own (lowercased if the model lowercases), without special tokens."""
         texts = [text.lower() for text in texts] if self.lowercase else list(texts)
+        if not texts:  # the fast tokenizer fails on an empty batch
+            return []
         encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
         return [len(ids) for ids in encoded["input_ids"]]
 

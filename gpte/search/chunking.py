@@ -38,9 +38,15 @@ def resolve_chunk_tokens(model: TextModel, chunk_tokens: int | None) -> int:
     0 for whole documents; the budget is ``model.text_token_budget(role="document")``.
 
     Raises:
-        ValueError: ``chunk_tokens`` is not a whole number >= 0, or more than the model's budget (named, with why).
+        ValueError: ``chunk_tokens`` is not a whole number >= 0, or more than the model's budget (named, with why), or
+            a budget of 0 (the document prompt leaves no room for text).
     """
     budget = model.text_token_budget(role="document")
+    if budget == 0:  # None's chunk size would be 0, i.e. whole documents, every one truncated
+        raise ValueError(
+            f"{model.name or 'the model'}'s document prompt and special tokens fill its max_seq_length of "
+            f"{model.max_seq_length} tokens: no text fits; shorten the prompt or raise max_seq_length"
+        )
     if chunk_tokens is None:
         return DEFAULT_CHUNK_TOKENS if budget is None else min(DEFAULT_CHUNK_TOKENS, budget)
     check_chunking(chunk_tokens, 0)
