@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from gpte.evaluate.tasks import Task
-from gpte.models.fingerprint import model_key, weights_sha256
+from gpte.models.fingerprint import model_fingerprint, weights_sha256
 from gpte.models.protocol import VectorEncoder
 from gpte.prompts import Prompts, PromptTemplate
 from gpte.runtime.vector_store import VectorStore, store_folder
@@ -46,8 +46,7 @@ class ForeignEncoder:
 
     @property
     def fingerprint(self) -> str | None:
-        weights = weights_sha256(self.model)
-        return None if weights is None else model_key(weights, self.model)
+        return None if weights_sha256(self.model) is None else model_fingerprint(self.model)
 
     def encode(
         self,
