@@ -15,6 +15,7 @@ from transformers import (
     AutoModel,
     AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     GPT2Config,
     LlamaConfig,
     LlamaForCausalLM,
@@ -89,6 +90,13 @@ def _bert():
     return AutoModel.from_config(BertConfig(vocab_size=tokenizer.vocab_size, **SMALL)), tokenizer
 
 
+def _bert_cross_encoder():
+    """A BERT with a one-logit sequence-classification head: a cross-encoder (plain Hugging Face folder)."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, num_labels=1, initializer_range=0.5, **SMALL)
+    return BertForSequenceClassification(config), tokenizer
+
+
 def _roberta_like(config_class):
     tokenizer = bpe_tokenizer("cls_sep")
     config = config_class(
@@ -149,6 +157,7 @@ BUILDERS: dict[str, Callable[[], tuple]] = {
     "t5": _t5,
     "llama-tied": partial(_decoder, LlamaConfig, tie_word_embeddings=True),  # LM head = input embeddings (SmolLM2)
     "llama-chat": _chat_llama,
+    "bert-cross-encoder": _bert_cross_encoder,
 }
 
 
@@ -174,7 +183,8 @@ def _stamp(folder: Path) -> dict[str, tuple[int, int]]:
 
 class TinyModels(Mapping[str, Path]):
     """The folders of the tiny models of BUILDERS under ``root``: each is built on first access, once.
-    TINY_KINDS are one model per backbone family; "llama-tied" and "llama-chat" are Llama variants."""
+    TINY_KINDS are one model per backbone family; "llama-tied" and "llama-chat" are Llama variants;
+    "bert-cross-encoder" is the tiny BERT with a one-logit classification head."""
 
     def __init__(self, root: Path):
         self.root = root

@@ -1,6 +1,6 @@
 """The model contract (gpte.models.protocol): both dense kinds conform, token budgets are what fits, fingerprints
-are hashed once, a static model goes through evaluate, index/search and serve, index chunks fit the model, and
-the LLM reranker keeps its closing question — on tiny random models (exact checks)."""
+are hashed once, a static model goes through evaluate, index/search and serve and index chunks fit the
+model — on tiny random models (exact checks)."""
 
 from __future__ import annotations
 
@@ -157,51 +157,6 @@ def test_a_static_model_is_evaluated_indexed_searched_and_served(static_folder, 
         np.array(body["data"][0]["embedding"], np.float32), model.encode(["a wing stalls"])[0]
     )
     assert body["usage"]["prompt_tokens"] == model.count_tokens(["a wing stalls"])[0]
-
-
-def test_llm_reranker_cuts_the_document_not_the_closing_question(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from gpte.search.rerank import LLMReranker
-
-    words = "judge whether the document answers search query reply with yes or no wing stall heat does ? . : answer"
-    vocab = {
-        "<pad>": 0,
-        "<unk>": 1,
-        "<s>": 2,
-        "</s>": 3,
-        **{w: i + 4 for i, w in enumerate(dict.fromkeys(words.split()))},
-    }
-    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", unk_token="<unk>", eos_token="</s>")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "llm")
-    tokenizer.save_pretrained(tmp_path / "llm")
-    reranker = LLMReranker(tmp_path / "llm", max_length=40, batch_size=2)
-    long_document = "wing stall heat " * 30
-    prompt = reranker.fitted_prompt("wing stall", long_document)
-    assert prompt.endswith("Does the document answer the query?\nAnswer:")
-    assert reranker._length(prompt) == 40
-    kept = prompt.split("Document: ")[1].split("\n\nDoes")[0]
-    assert long_document.startswith(kept) and len(kept) < len(long_document)
-    short = reranker.fitted_prompt("wing stall", "heat")
-    assert short == reranker.prompt("wing stall", "heat")
-    scores = reranker.score("wing stall", [long_document, "heat"])
-    expected = reranker.score("wing stall", [kept, "heat"])
-    np.testing.assert_allclose(scores, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="the query takes the whole LLM reranker input of 40 tokens"):
-        reranker.fitted_prompt("wing " * 60, "heat")
 
 
 def test_an_index_reopens_its_model_with_the_backend_it_was_built_with(tiny_models, tmp_path):

@@ -260,33 +260,6 @@ def test_reranker_reorders_the_candidates(built):
     assert [(h.doc_id, h.score) for h in hits] == [(h.doc_id, -float(len(h.text))) for h in expected]
 
 
-def test_cross_encoder_and_llm_rerankers_score_pairs(tmp_path, tiny_models):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from gpte.search.rerank import CrossEncoderReranker
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_models["bert"])
-    model = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            num_labels=1,
-        )
-    )
-    model.save_pretrained(tmp_path / "ce")
-    tokenizer.save_pretrained(tmp_path / "ce")
-    reranker = CrossEncoderReranker(tmp_path / "ce", batch_size=2)
-    scores = reranker.score("wing", ["a wing", "heat", "shock"])
-    batch = tokenizer(["wing"] * 3, ["a wing", "heat", "shock"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        expected = model.eval()(**batch).logits[:, 0].numpy()
-    assert scores == pytest.approx(expected, abs=1e-5)
-
-
 def test_cli_index_and_search(tmp_path, tiny_models, capsys):
     source = write_docs(tmp_path / "docs", TEXTS)
     root = tmp_path / "indexes"

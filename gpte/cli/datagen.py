@@ -38,7 +38,7 @@ def register(verbs: Any) -> None:
     )
     mine.add_argument("--sampling", default="top", help="top (the best remaining) or random (a sample of them)")
     mine.add_argument(
-        "--cross-encoder", default=None, metavar="FOLDER", help="rescore candidates and positives with a cross-encoder"
+        "--cross-encoder", default=None, metavar="MODEL", help="rescore candidates and positives with a reranker"
     )
     mine.add_argument("--split", default="train", help="the qrels split of a BEIR folder")
     mine.add_argument("--field", default="text", help="text field of the corpus rows")
@@ -124,9 +124,9 @@ def _mine(args: argparse.Namespace) -> int:
     )
     cross_encoder = None
     if args.cross_encoder:
-        from gpte.search.rerank import CrossEncoderReranker
+        from gpte.models.loading import load_reranker
 
-        cross_encoder = CrossEncoderReranker(args.cross_encoder)
+        cross_encoder = load_reranker(args.cross_encoder)
     report = mine_hard_negatives(
         args.pairs,
         corpus,

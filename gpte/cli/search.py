@@ -68,14 +68,14 @@ def register(verbs: Any) -> None:
     search.add_argument(
         "--filter", action="append", default=[], metavar="FIELD=VALUE", help="metadata filter (repeatable)"
     )
-    rerank = search.add_mutually_exclusive_group()
-    rerank.add_argument("--rerank-model", default=None, help="a cross-encoder folder to rerank the top candidates")
-    rerank.add_argument(
-        "--rerank-llm",
+    search.add_argument(
+        "--rerank",
         nargs="?",
-        const="smollm2-135m-instruct",
+        const="llm",
         default=None,
-        help="rerank with an LLM's yes/no logits",
+        metavar="MODEL",
+        help="rerank the top candidates with a cross-encoder folder, an LLM (folder or .gguf: its yes/no answer), "
+        "or 'llm' (the default, packaged SmolLM2)",
     )
     search.add_argument("--json", action="store_true", help="print JSON")
     options.add_index_location(search)
@@ -178,8 +178,6 @@ def _filters(pairs: list[str]) -> dict[str, Any] | None:
 
 
 def _reranker(args: argparse.Namespace) -> Any:
-    from gpte.search.rerank import CrossEncoderReranker, LLMReranker
+    from gpte.models.loading import load_reranker
 
-    if args.rerank_model:
-        return CrossEncoderReranker(args.rerank_model)
-    return LLMReranker(args.rerank_llm) if args.rerank_llm else None
+    return load_reranker(args.rerank) if args.rerank else None

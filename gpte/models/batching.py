@@ -7,13 +7,14 @@ the work they cost. The longest batch runs first, so an out-of-memory error show
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 
-def deduplicate(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Distinct texts in first-seen order, and for each input the index of its distinct text."""
+def deduplicate(texts: Sequence[Hashable]) -> tuple[list, np.ndarray]:
+    """Distinct texts (or (query, text) pairs) in first-seen order, and for each input the index of its distinct
+    one."""
     positions: dict[str, int] = {}
     inverse = np.fromiter(
         (positions.setdefault(text, len(positions)) for text in texts), dtype=np.int64, count=len(texts)

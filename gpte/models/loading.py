@@ -1,4 +1,4 @@
-"""One entry point that loads any dense model gpte can run from a name or folder: a static model folder (written by
+"""Entry points that load a model by kind. ``load_model``: any dense model gpte can run from a name or folder: a static model folder (written by
 ``gpte distill-static``: ``gpte_static.json`` beside its table) as a ``StaticEmbedder``, everything else through
 ``Embedder.load``. Consumers that reload a model by the name they recorded (an index, a server) use this, so a
 static model is indexed, served and evaluated like any other."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gpte.models.protocol import DenseModel
+from gpte.models.protocol import DenseModel, PairScorer
 from gpte.models.static import CONFIG_FILE, StaticEmbedder
 
 STATIC_BACKENDS = ("static", "torch")  # what a static folder accepts as backend: it has its own, "static"
@@ -45,3 +45,42 @@ def load_model(name_or_path: str | Path | None = None, backend: str = "torch", *
     from gpte.models.embedder import Embedder
 
     return Embedder.load(name_or_path, backend=backend, **options)
+
+
+def is_reranker_folder(name_or_path: str | Path | None) -> bool:
+    """Whether ``name_or_path`` is a folder holding a reranker: a cross-encoder (sentence-transformers' CrossEncoder
+    layout or a ``...ForSequenceClassification``) or an LLM reranker saved by gpte."""
+    from gpte.models.cross_encoder import is_cross_encoder_folder
+    from gpte.models.llm_reranker import SETTINGS_FILE
+
+    if name_or_path is None or not Path(name_or_path).is_dir():
+        return False
+    return is_cross_encoder_folder(name_or_path) or (Path(name_or_path) / SETTINGS_FILE).is_file()
+
+
+def load_reranker(name_or_path: str | Path | None = "llm", **options: Any) -> PairScorer:
+    """The reranker at ``name_or_path``: ``"llm"`` (or None) for the packaged SmolLM2-135M-Instruct yes/no reranker;
+    a GGUF file, packaged LLM or causal-LM folder as an ``LLMReranker``; anything else (a cross-encoder folder or
+    hub id, or an encoder to start training from) as a ``CrossEncoder``.
+
+    Args:
+        options: the chosen class's options (``CrossEncoder.load``: num_labels, max_seq_length, activation, prompts,
+            device, dtype; ``LLMReranker``: max_length, instruction, true_token, false_token).
+
+    Raises:
+        ModelLoadError: the model cannot be found or read.
+    """
+    from gpte.models.causal_lm import DEFAULT_LLM
+    from gpte.models.cross_encoder import CrossEncoder, is_cross_encoder_folder
+    from gpte.models.llm_reranker import LLMReranker
+    from gpte.models.sources import resolve_model
+    from gpte.models.st_format import read_json
+
+    if name_or_path in (None, "llm"):
+        return LLMReranker.load(DEFAULT_LLM, **options)
+    source = resolve_model(name_or_path)
+    architectures = read_json(source.folder / "config.json").get("architectures") or []
+    causal = any(str(name).endswith("ForCausalLM") for name in architectures)
+    if source.gguf_file is not None or (causal and not is_cross_encoder_folder(source.folder)):
+        return LLMReranker.load(name_or_path, **options)
+    return CrossEncoder.load(name_or_path, **options)

@@ -3,8 +3,8 @@ a model, whatever its kind (../shared/DESIGN.md, "Model kinds").
 
 ``TextModel`` is what every kind offers: a name, its token limits counted with its own tokenizer, a fingerprint
 and ``info``/``save``. Each kind adds its output; ``DenseModel`` (one vector per text: ``Embedder``,
-``StaticEmbedder``, the analysis views) is the first. Sparse, multi-vector and pair-scoring kinds extend
-``TextModel`` the same way, and consumers say which kinds they take by the protocol in their signatures.
+``StaticEmbedder``, the analysis views) is the first; ``PairScorer`` (one score per (query, text): cross-encoders,
+LLM yes/no rerankers) the second. Sparse and multi-vector kinds extend ``TextModel`` the same way, and consumers say which kinds they take by the protocol in their signatures.
 
 These are ``typing.Protocol`` classes: a model conforms by having the members, not by inheriting; the
 ``runtime_checkable`` ones let a consumer refuse a wrong object with a clear error (``require_dense``).
@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-OUTPUT_KINDS = ("dense",)  # grows with the sparse, multi-vector and pair-score kinds
+OUTPUT_KINDS = ("dense", "pair_score")  # grows with the sparse and multi-vector kinds
 
 
 @dataclass
@@ -177,6 +177,58 @@ class DenseModel(TextModel, Protocol):
         ...
 
 
+@dataclass
+class ScoreResult:
+    """Scores of pairs and the report of the call that made them (``n_texts``: pairs; ``truncated_indices``: pairs
+    cut to ``max_seq_length`` tokens)."""
+
+    scores: np.ndarray
+    report: EncodeReport
+
+
+@runtime_checkable
+class PairScorer(TextModel, Protocol):
+    """A model with one relevance score per (query, text) pair, read jointly (``output_kind`` ``"pair_score"``).
+
+    A long pair loses the end of its text, never its query, and the truncated pairs are reported. ``activation``
+    applies the model's activation to the raw score (sentence-transformers' ``CrossEncoder.predict``: sigmoid
+    for one-logit cross-encoders, so scores lie in (0, 1)); ``activation=False`` gives the raw logit. Rankings
+    are equal either way.
+    """
+
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        activation: bool = True,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Scores (n,) float32 of ``pairs`` in order; ``prompt`` (an instruction) goes before each query."""
+        ...
+
+    def predict_with_report(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        batch_size: int = 32,
+        activation: bool = True,
+        prompt: str | None = None,
+        show_progress: bool | None = None,
+    ) -> ScoreResult:
+        """``predict``'s scores and an ``EncodeReport`` of the pairs."""
+        ...
+
+    def score(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """Scores (len(texts),) of ``(query, text)`` for each text (the search ``Reranker`` protocol)."""
+        ...
+
+    def rank(
+        self, query: str, texts: Sequence[str], top_k: int | None = None, batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """``[{"corpus_id": position in texts, "score": float}]`` best first, the first ``top_k`` (None: all)."""
+        ...
+
+
 def require_dense(model: Any, consumer: str) -> DenseModel:
     """``model`` if it is a dense model, else TypeError naming ``consumer`` and what it takes."""
     if not isinstance(model, DenseModel):
@@ -184,5 +236,16 @@ def require_dense(model: Any, consumer: str) -> DenseModel:
         what = f"a {kind} model" if kind else type(model).__name__
         raise TypeError(
             f"{consumer} takes a dense model (one vector per text: gpte.models.protocol.DenseModel), got {what}"
+        )
+    return model
+
+
+def require_pair_scorer(model: Any, consumer: str) -> PairScorer:
+    """``model`` if it scores pairs, else TypeError naming ``consumer`` and what it takes."""
+    if getattr(model, "output_kind", None) != "pair_score" or not isinstance(model, PairScorer):
+        kind = getattr(model, "output_kind", None)
+        what = f"a {kind} model" if kind else type(model).__name__
+        raise TypeError(
+            f"{consumer} takes a reranker (one score per (query, text): gpte.models.protocol.PairScorer), got {what}"
         )
     return model

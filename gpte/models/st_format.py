@@ -79,7 +79,7 @@ def read_layout(folder: Path) -> ModelLayout:
     if (folder / "modules.json").exists():
         _read_st_modules(folder, layout)
         _read_st_model_config(folder, layout)
-    gpte_config = _read_json(folder / GPTE_CONFIG)
+    gpte_config = read_json(folder / GPTE_CONFIG)
     if gpte_config:
         for key in GPTE_CONFIG_KEYS:
             if key in gpte_config:
@@ -88,7 +88,7 @@ def read_layout(folder: Path) -> ModelLayout:
 
 
 def _read_st_modules(folder: Path, layout: ModelLayout) -> None:
-    modules = _read_json(folder / "modules.json")
+    modules = read_json(folder / "modules.json")
     kinds = [str(module.get("type", "")).rsplit(".", 1)[-1] for module in modules]
     order = [ST_MODULE_ORDER.index(kind) if kind in ST_MODULE_ORDER else -1 for kind in kinds]
     if -1 in order or order != sorted(order) or kinds.count("Transformer") != 1 or kinds[0] != "Transformer":
@@ -100,11 +100,11 @@ def _read_st_modules(folder: Path, layout: ModelLayout) -> None:
         path = folder / module.get("path", "")
         if kind == "Transformer":
             layout.transformer_folder = path
-            bert_config = _read_json(path / "sentence_bert_config.json")
+            bert_config = read_json(path / "sentence_bert_config.json")
             layout.max_seq_length = bert_config.get("max_seq_length")
             layout.lowercase = bool(bert_config.get("do_lower_case", False))
         elif kind == "Pooling":
-            layout.pooling = pooling_from_st(_read_json(path / "config.json"), path)
+            layout.pooling = pooling_from_st(read_json(path / "config.json"), path)
         elif kind == "Dense":
             layout.dense_folders.append(path)
         else:
@@ -114,7 +114,7 @@ def _read_st_modules(folder: Path, layout: ModelLayout) -> None:
 
 
 def _read_st_model_config(folder: Path, layout: ModelLayout) -> None:
-    config = _read_json(folder / "config_sentence_transformers.json")
+    config = read_json(folder / "config_sentence_transformers.json")
     layout.prompts = dict(config.get("prompts") or {})
     layout.default_prompt = config.get("default_prompt_name") or None
     layout.similarity = config.get("similarity_fn_name") or None
@@ -159,7 +159,7 @@ def write_layout(
     modules = [_module(0, "", "Transformer")]
     st_pooling = pooling_to_st(layout.pooling["name"], layout.pooling, pooling_dimension)
     if st_pooling is not None:
-        _write_json(folder / "1_Pooling" / "config.json", st_pooling)
+        write_json(folder / "1_Pooling" / "config.json", st_pooling)
         modules.append(_module(1, "1_Pooling", "Pooling"))
     for dense in dense_modules:
         path = f"{len(modules)}_Dense"
@@ -169,12 +169,12 @@ def write_layout(
         path = f"{len(modules)}_Normalize"
         (folder / path).mkdir()
         modules.append(_module(len(modules), path, "Normalize"))
-    _write_json(folder / "modules.json", modules)
-    _write_json(
+    write_json(folder / "modules.json", modules)
+    write_json(
         folder / "sentence_bert_config.json",
         {"max_seq_length": layout.max_seq_length, "do_lower_case": layout.lowercase},
     )
-    _write_json(
+    write_json(
         folder / "config_sentence_transformers.json",
         {
             "model_type": "SentenceTransformer",
@@ -183,7 +183,7 @@ def write_layout(
             "similarity_fn_name": layout.similarity,
         },
     )
-    _write_json(
+    write_json(
         folder / GPTE_CONFIG,
         {
             "format_version": GPTE_FORMAT_VERSION,
@@ -203,7 +203,7 @@ def _module(index: int, path: str, kind: str) -> dict[str, Any]:
     return {"idx": index, "name": str(index), "path": path, "type": f"sentence_transformers.models.{kind}"}
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """Parsed JSON of ``path``; {} if it does not exist."""
     if not path.exists():
         return {}
@@ -213,6 +213,6 @@ def _read_json(path: Path) -> Any:
         raise ModelLoadError(f"{path} is not valid JSON: {error}") from error
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -15,7 +15,8 @@ SEARCH_MODES = ("dense", "lexical", "hybrid")
 
 
 class Reranker(Protocol):
-    """Scores (query, text) pairs; higher is more relevant (``gpte.search.rerank``)."""
+    """Scores (query, text) pairs, higher more relevant: every ``gpte.models.protocol.PairScorer`` (cross-encoders,
+    LLM yes/no rerankers, ``gpte.models.loading.load_reranker``)."""
 
     def score(self, query: str, texts: list[str]) -> np.ndarray: ...
 
