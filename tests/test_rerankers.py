@@ -201,3 +201,37 @@ def test_a_copied_folder_is_left_alone(tiny_models, tmp_path):
     copy = shutil.copytree(tiny_models["bert-cross-encoder"], tmp_path / "copy")
     CrossEncoder.load(copy).save(copy, overwrite=True)
     assert is_reranker_folder(copy)
+
+
+def test_a_reranker_recipe_trains_saves_and_loads_in_sentence_transformers(tiny_models, tmp_path):
+    from sentence_transformers import CrossEncoder as STCrossEncoder
+
+    from gpte.train.recipe import load_recipe, run_recipe
+
+    rows = [  # the tiny random model can learn which text is relevant, not yet how it matches the query
+        {"query": query, "text": text, "label": label}
+        for query in ("wing stall", "heat transfer")
+        for text, label in (("a stall happens at the critical angle", 1.0), ("heat flows through the plate", 0.0))
+    ] * 4
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"kind: reranker\nmodel: {tiny_models['bert-cross-encoder']}\noutput: runs\nstages:\n"
+        "  - name: pointwise\n"
+        "    data: [{path: pairs.jsonl, columns: [query, text], score: label}]\n"
+        "    loss: bce\n"
+        "    training: {epochs: 3, batch_size: 4, learning_rate: 0.001, no_duplicates: false, warmup_ratio: 0}\n"
+    )
+    untrained = CrossEncoder.load(tiny_models["bert-cross-encoder"])
+    pairs = [(row["query"], row["text"]) for row in rows[:4]]
+    (folder,) = run_recipe(load_recipe(recipe))
+    trained = CrossEncoder.load(folder)
+    scores = trained.predict(pairs)
+    labels = torch.tensor([row["label"] for row in rows[:4]])
+
+    def bce(model: CrossEncoder) -> float:
+        return float(torch.nn.functional.binary_cross_entropy(torch.from_numpy(model.predict(pairs)), labels))
+
+    assert bce(trained) < bce(untrained) - 0.05  # it learned the labels
+    np.testing.assert_allclose(STCrossEncoder(str(folder)).predict(pairs), scores, atol=1e-5)
+    assert (folder / "README.md").is_file() and run_recipe(load_recipe(recipe)) == [folder]  # kept on a rerun

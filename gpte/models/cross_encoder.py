@@ -92,7 +92,7 @@ class CrossEncoder(nn.Module):
     @classmethod
     def load(
         cls,
-        name_or_path: str | Path,
+        name_or_path: str | Path | None = None,
         *,
         num_labels: int | None = None,
         max_seq_length: int | None = None,
@@ -103,7 +103,8 @@ class CrossEncoder(nn.Module):
         dtype: str | torch.dtype | None = None,
         revision: str | None = None,
     ) -> CrossEncoder:
-        """Load a cross-encoder folder (sentence-transformers or plain Hugging Face) or hub id.
+        """Load a cross-encoder folder (sentence-transformers or plain Hugging Face) or hub id (None: the packaged
+        default encoder, all-MiniLM-L6-v2, with a new head).
 
         A folder holding only an encoder (e.g. a sentence-transformers bi-encoder such as all-MiniLM-L6-v2) loads
         with a new, randomly initialised classification head of ``num_labels`` outputs: the start of training.

@@ -63,6 +63,23 @@ class TrainingCollator:
         return tokenizer.pad(merged, np.arange(len(texts)))
 
 
+class PairCollator:
+    """Callable turning a list of ``TrainingExample`` into a ``TrainingBatch`` of texts for a reranker: the loss
+    pairs column 0 (queries) with the other columns and tokenizes the pairs itself (``forward_pairs``), so the
+    batch carries no features. A reranker's instruction is its prompt (``prompts``/``default_prompt``), so rows
+    with their own instruction are refused."""
+
+    def __call__(self, examples: Sequence[TrainingExample]) -> TrainingBatch:
+        if any(example.instruction is not None for example in examples):
+            raise ValueError(
+                "a reranker is trained with its model prompt, not per-row instructions: drop the instruction field "
+                "and set prompts/default_prompt in model_options"
+            )
+        n_columns = len(examples[0].texts)
+        texts = [[example.texts[column] for example in examples] for column in range(n_columns)]
+        return TrainingBatch(texts, [], _scores(examples))
+
+
 def _scores(examples: Sequence[TrainingExample]) -> torch.Tensor | None:
     if examples[0].score is None:
         return None

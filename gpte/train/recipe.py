@@ -13,6 +13,17 @@
         loss: {name: infonce, matryoshka: {dims: [384, 192, 96]}}
         training: {epochs: 1, batch_size: 32, eval_tasks: [data/sts/stsb-en]}
 
+``kind: reranker`` trains a cross-encoder instead (``gpte.models.cross_encoder``; losses from
+``gpte.train.losses.reranker``): ``model`` is then a cross-encoder folder, or any encoder (all-MiniLM-L6-v2's
+transformer) that gets a new one-logit head; ``model_options`` are ``CrossEncoder.load``'s.
+
+    kind: reranker
+    model: all-MiniLM-L6-v2
+    stages:
+      - data: [{path: sts-train.jsonl, columns: [sentence1, sentence2], score: score, score_range: [0, 5]}]
+        loss: bce
+        training: {epochs: 1, batch_size: 16}
+
 Relative paths are relative to the recipe file. The whole recipe (keys, loss names and options, every
 row of every data source) is checked before the first training step. A stage whose model folder exists
 is kept, and an interrupted stage resumes from its last complete checkpoint, so re-running the same
@@ -36,16 +47,20 @@ import yaml
 from gpte._version import __version__
 from gpte.data.training import TrainingData, read_training_data
 from gpte.evaluate import Task, evaluate, load_task
+from gpte.models.cross_encoder import CrossEncoder, is_cross_encoder_folder
 from gpte.models.embedder import Embedder
 from gpte.models.model_card import CardNotes
+from gpte.models.sources import resolve_model
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import build_loss
 from gpte.train.losses.distributed import world
+from gpte.train.losses.reranker import build_reranker_loss
 from gpte.train.trainer import TrainResult, check_training_data, train
 
 logger = logging.getLogger(__name__)
 
-RECIPE_KEYS = ("model", "output", "stages")
+RECIPE_KEYS = ("kind", "model", "output", "stages")
+KINDS = ("dense", "reranker")
 STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
 # Embedder.load options a stage may set on the model it starts from (saved with the stage's model)
 MODEL_OPTION_KEYS = (
@@ -58,6 +73,7 @@ MODEL_OPTION_KEYS = (
     "max_seq_length",
     "padding_side",
 )
+RERANKER_OPTION_KEYS = ("num_labels", "max_seq_length", "activation", "prompts", "default_prompt")
 DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
 
 
@@ -81,6 +97,7 @@ class Recipe:
     model: str | None
     output: Path
     stages: list[Stage]
+    kind: str = "dense"
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -97,18 +114,21 @@ def load_recipe(path: str | Path) -> Recipe:
     _check_keys(raw, RECIPE_KEYS, where)
     if not raw.get("stages"):
         raise ValueError(f"{where}: the recipe has no stages")
+    kind = raw.get("kind", "dense")
+    if kind not in KINDS:
+        raise ValueError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     base = path.parent
     names: list[str] = []
     stages = []
     for number, spec in enumerate(raw["stages"], 1):
-        stage = _stage(spec, number, base, names, where)
+        stage = _stage(spec, number, base, names, where, kind)
         names.append(stage.name)
         stages.append(stage)
     model = raw.get("model")
-    return Recipe(_resolve(model, base) if model else None, base / raw.get("output", "gpte-runs"), stages)
+    return Recipe(_resolve(model, base) if model else None, base / raw.get("output", "gpte-runs"), stages, kind)
 
 
-def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str) -> Stage:
+def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str, kind: str) -> Stage:
     here = f"{where}: stage {number}"
     if not isinstance(spec, dict):
         raise ValueError(f"{here}: a stage is a mapping with keys {', '.join(STAGE_KEYS)}")
@@ -136,7 +156,11 @@ def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str) -
     loss = spec["loss"] if isinstance(spec["loss"], dict) else {"name": spec["loss"]}
     guide = _resolve(spec["guide"], base) if spec.get("guide") else None
     model_options = dict(spec.get("model_options") or {})
-    _check_keys(model_options, MODEL_OPTION_KEYS, f"{here} model_options")
+    _check_keys(
+        model_options, RERANKER_OPTION_KEYS if kind == "reranker" else MODEL_OPTION_KEYS, f"{here} model_options"
+    )
+    if kind == "reranker" and spec.get("guide"):
+        raise ValueError(f"{here}: guide (GIST) applies to dense models, not rerankers")
     config = TrainingConfig.from_dict(training, f"{here} training")
     return Stage(name, start, data, dict(loss), config, guide, model_options)
 
@@ -145,14 +169,13 @@ def prepare(recipe: Recipe) -> None:
     """Read every stage's data and tasks and build its loss once against the starting model, so that any
     bad row, data/loss mismatch or unknown option fails before training starts. A stage's model options are
     tried on the recipe's starting model."""
-    base = Embedder.load(recipe.model)
+    base = _load_model(recipe.model, None, recipe.kind)
     for stage in recipe.stages:
-        model = _load_model(recipe.model, stage) if stage.model_options else base
+        model = _load_model(recipe.model, stage, recipe.kind) if stage.model_options else base
         stage.sources = [read_training_data(**spec) for spec in stage.data]
         stage.tasks = [load_task(task) for task in stage.training.eval_tasks]
-        guide = Embedder.load(stage.guide) if stage.guide else None
-        check_training_data(build_loss(stage.loss, model, guide), stage.sources, stage.training)
-        if stage.training.lora and stage.training.lora.get("target_modules"):
+        check_training_data(_loss(stage, model), stage.sources, stage.training)
+        if isinstance(model, Embedder) and stage.training.lora and stage.training.lora.get("target_modules"):
             model.backbone.check_lora_targets(stage.training.lora["target_modules"])
 
 
@@ -167,23 +190,21 @@ def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
         else:
             start = _start(recipe, stage, folders)
             logger.info(f"stage {stage.name}: training from {start or 'the packaged default model'}")
-            _run_stage(stage, start, recipe.output / stage.name, folder, resume)
+            _run_stage(stage, start, recipe.output / stage.name, folder, resume, recipe.kind)
         folders.append(folder)
     return folders
 
 
-def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool) -> None:
+def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool, kind: str) -> None:
     if not resume and world()[0] == 0:  # a restart must not later resume from an older run's checkpoints
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
         (stage_dir / "logs.csv").unlink(missing_ok=True)
-    model = _load_model(start, stage)
-    guide = Embedder.load(stage.guide) if stage.guide else None
-    loss = build_loss(stage.loss, model, guide)
-    result = train(model, loss, stage.sources, stage.training, stage_dir, stage.tasks, resume)
+    model = _load_model(start, stage, kind)
+    result = train(model, _loss(stage, model), stage.sources, stage.training, stage_dir, stage.tasks, resume)
     rank, size = world()
     if rank == 0:  # under DDP every process trained the same weights; one writes them
         model.card_notes = card_notes(model, stage, result, _final_scores(model, stage.tasks))
-        if model.backbone.has_lora:
+        if isinstance(model, Embedder) and model.backbone.has_lora:
             model.backbone.save(stage_dir / "adapter")
             model.backbone.merge_lora()
         model.save(folder, overwrite=True)  # with its model card
@@ -192,12 +213,27 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
         torch.distributed.barrier()  # the next stage starts from this folder on every process
 
 
-def _load_model(start: str | None, stage: Stage) -> Embedder:
-    """``Embedder.load(start)`` with the stage's model options; a bad option names the stage."""
+def _load_model(start: str | None, stage: Stage | None, kind: str) -> Embedder | CrossEncoder:
+    """The model a stage starts from, with the stage's model options (a bad option names the stage): an
+    ``Embedder``, or for ``kind: reranker`` a ``CrossEncoder`` (an encoder folder gets a new one-logit head)."""
+    options = stage.model_options if stage is not None else {}
     try:
-        return Embedder.load(start, **stage.model_options)
+        if kind == "dense":
+            return Embedder.load(start, **options)
+        folder = resolve_model(start).folder
+        new_head = {} if is_cross_encoder_folder(folder) or "num_labels" in options else {"num_labels": 1}
+        return CrossEncoder.load(start, **new_head, **options)
     except ValueError as error:
-        raise ValueError(f"stage {stage.name} model_options: {error}") from error
+        where = f"stage {stage.name} model_options" if stage is not None else "model"
+        raise ValueError(f"{where}: {error}") from error
+
+
+def _loss(stage: Stage, model: Embedder | CrossEncoder) -> Any:
+    """The stage's loss built for ``model``: an embedding loss, or a reranker loss for a cross-encoder."""
+    if isinstance(model, CrossEncoder):
+        return build_reranker_loss(stage.loss, model)
+    guide = Embedder.load(stage.guide) if stage.guide else None
+    return build_loss(stage.loss, model, guide)
 
 
 def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:
@@ -209,14 +245,16 @@ def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:
     return str(folders[-1]) if folders else recipe.model
 
 
-def _final_scores(model: Embedder, tasks: list[Task]) -> dict[str, float]:
+def _final_scores(model: Embedder | CrossEncoder, tasks: list[Task]) -> dict[str, float]:
     """Main score (0-1) per task of the trained model."""
     if not tasks:
         return {}
     return {name: result["main_score_value"] for name, result in evaluate(model, tasks).results.items()}
 
 
-def card_notes(model: Embedder, stage: Stage, result: TrainResult, scores: dict[str, float]) -> CardNotes:
+def card_notes(
+    model: Embedder | CrossEncoder, stage: Stage, result: TrainResult, scores: dict[str, float]
+) -> CardNotes:
     """The model card's notes for a stage's trained ``model``: what it started from, the stage's data, loss and
     settings, the steps and final loss, and the scores (0-1) on the stage's eval tasks."""
     step = (

@@ -1,10 +1,11 @@
-"""Train an Embedder with a loss on training data, built on the Hugging Face ``Trainer``.
+"""Train an Embedder or a reranker (``CrossEncoder``) with a loss on training data, built on the Hugging Face
+``Trainer``.
 
 The Trainer supplies the loop: AdamW and the learning-rate schedule, gradient accumulation, mixed
 precision, DDP under ``torchrun``/``accelerate launch``, checkpoints with optimizer/scheduler/RNG state
 and exact resume (it skips the batches already seen), TensorBoard logging and the progress bar. gpte adds
 what an embedding model needs: the batch sampler (no duplicate texts, one source per batch), the
-collator (prompts, instructions), the losses, checkpoints in the sentence-transformers layout,
+collator (prompts, instructions; a reranker's losses tokenize their pairs themselves), the losses, checkpoints in the sentence-transformers layout,
 evaluation on ``gpte.evaluate`` tasks with best-checkpoint selection and early stopping, and a CSV log.
 
 A checkpoint counts as complete once its ``trainer_state.json`` exists (the Trainer writes it last);
@@ -26,11 +27,16 @@ from transformers.integrations import is_tensorboard_available
 
 from gpte.data.training import TrainingData
 from gpte.evaluate import Task, evaluate
+from gpte.models.cross_encoder import CrossEncoder
 from gpte.models.embedder import Embedder, load_pooler_weights
-from gpte.train.collator import TrainingCollator
+from gpte.train.collator import PairCollator, TrainingCollator
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import EmbeddingLoss
+from gpte.train.losses.reranker import PairScoreLoss
 from gpte.train.samplers import MultiDatasetBatchSampler, NoDuplicatesBatchSampler
+
+TrainableModel = Embedder | CrossEncoder
+Loss = EmbeddingLoss | PairScoreLoss
 
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "trainer_state.json"
@@ -48,8 +54,8 @@ class TrainResult:
 
 
 def train(
-    model: Embedder,
-    loss: EmbeddingLoss,
+    model: TrainableModel,
+    loss: Loss,
     data: list[TrainingData],
     config: TrainingConfig,
     output: str | Path,
@@ -59,8 +65,8 @@ def train(
     """Train ``model`` in place with ``loss`` on ``data``; checkpoints and logs go under ``output``.
 
     Args:
-        model: the embedder (LoRA adapters are added here when ``config.lora`` is set).
-        loss: built for ``model`` (``gpte.train.losses.build_loss``).
+        model: the embedder (LoRA adapters are added here when ``config.lora`` is set) or the cross-encoder.
+        loss: built for ``model`` (``gpte.train.losses.build_loss``; a reranker's: ``build_reranker_loss``).
         data: one or more sources; each batch comes from one source.
         config: hyper-parameters and run settings.
         output: folder for ``checkpoints/``, ``logs.csv`` and ``tensorboard/``.
@@ -76,19 +82,14 @@ def train(
         raise ValueError("early_stopping_patience needs eval tasks (training: eval_tasks) to measure improvement")
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    if config.lora is not None:
-        model.backbone.add_lora(**config.lora)
-    if config.attention_dropout is not None:
-        model.backbone.set_attention_dropout(config.attention_dropout)
-    if config.gradient_checkpointing:
-        model.backbone.enable_activation_checkpointing()
+    _prepare_model(model, config)
     output = Path(output)
     trainer = EmbeddingTrainer(
         model=model,
         args=_arguments(config, output, model.device, bool(eval_tasks)),
         train_dataset=ConcatDataset(data),
         eval_dataset=eval_tasks or None,
-        data_collator=TrainingCollator(model),
+        data_collator=PairCollator() if isinstance(model, CrossEncoder) else TrainingCollator(model),
         callbacks=_callbacks(config, output),
         loss=loss,
         sources=data,
@@ -107,11 +108,33 @@ def train(
     )
 
 
+def _prepare_model(model: TrainableModel, config: TrainingConfig) -> None:
+    """Apply the settings that change the model for training: LoRA adapters, attention dropout, activation
+    checkpointing (a cross-encoder takes the last only).
+
+    Raises:
+        ValueError: LoRA or attention dropout asked of a cross-encoder.
+    """
+    if isinstance(model, CrossEncoder):
+        unsupported = [name for name in ("lora", "attention_dropout") if getattr(config, name) is not None]
+        if unsupported:
+            raise ValueError(f"training a cross-encoder does not support {', '.join(unsupported)} yet")
+        if config.gradient_checkpointing:
+            model.model.gradient_checkpointing_enable()
+        return
+    if config.lora is not None:
+        model.backbone.add_lora(**config.lora)
+    if config.attention_dropout is not None:
+        model.backbone.set_attention_dropout(config.attention_dropout)
+    if config.gradient_checkpointing:
+        model.backbone.enable_activation_checkpointing()
+
+
 class EmbeddingTrainer(Trainer):
-    """``transformers.Trainer`` for an Embedder and an ``EmbeddingLoss`` (see the module docstring)."""
+    """``transformers.Trainer`` for a model and its loss (see the module docstring)."""
 
     def __init__(
-        self, *args: Any, loss: EmbeddingLoss, sources: list[TrainingData], config: TrainingConfig, **kwargs: Any
+        self, *args: Any, loss: Loss, sources: list[TrainingData], config: TrainingConfig, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
         self.loss = loss
@@ -213,15 +236,15 @@ class _ShuffledBatchSampler(NoDuplicatesBatchSampler):
                 yield rows
 
 
-def load_checkpoint_weights(model: Embedder, checkpoint: Path) -> None:
+def load_checkpoint_weights(model: TrainableModel, checkpoint: Path) -> None:
     """Load the weights saved in ``checkpoint`` (a full model, or a LoRA adapter) into ``model``."""
-    if model.backbone.has_lora:
+    if isinstance(model, Embedder) and model.backbone.has_lora:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model.backbone.model, load_file(checkpoint / "adapter_model.safetensors"))
         load_pooler_weights(model.pooler, checkpoint)
         return
-    saved = Embedder.load(checkpoint, device=model.device)
+    saved = type(model).load(checkpoint, device=model.device)
     model.load_state_dict(saved.state_dict())
 
 
@@ -241,11 +264,11 @@ def _point_loss_at(loss: torch.nn.Module, model: torch.nn.Module) -> None:
     """Make the loss (and wrapped losses) call ``model`` -- the DDP-wrapped model when distributed, so that
     gradients synchronise."""
     for module in loss.modules():
-        if isinstance(module, EmbeddingLoss) and module.model is not model:
+        if isinstance(module, (EmbeddingLoss, PairScoreLoss)) and module.model is not model:
             module.model = model
 
 
-def check_training_data(loss: EmbeddingLoss, data: list[TrainingData], config: TrainingConfig) -> None:
+def check_training_data(loss: Loss, data: list[TrainingData], config: TrainingConfig) -> None:
     """Raise ValueError (naming the source) for no data, an empty source, data that does not fit the
     loss's columns/scores, or a batch larger than a source."""
     if not data:
