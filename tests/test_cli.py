@@ -215,7 +215,7 @@ def test_python_dash_m_gpte_runs_the_command():  # python -m gpte.cli: the subpr
 
 def test_every_verb_has_help(capsys):
     expected = {"encode", "distill-static", "info", "evaluate", "report", "train", "merge", "whiten", "index"}
-    expected |= {"embed-corpus", "search", "mine", "synth", "analyze", "serve"}
+    expected |= {"embed-corpus", "search", "mine", "synth", "analyze", "serve", "rerank"}
     assert set(VERBS) == expected
     for verb in VERBS:
         with pytest.raises(SystemExit) as exit:

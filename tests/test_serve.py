@@ -81,7 +81,7 @@ def test_search_health_and_metrics(client, index):
         == "b.txt"
     )
     assert client.post("/v1/embeddings", json={"input": "wings", "model": "tiny"}, headers=AUTH).status_code == 200
-    assert client.get("/health").json() == {"status": "ok", "models": ["tiny"], "indexes": ["docs"]}
+    assert client.get("/health").json() == {"status": "ok", "models": ["tiny"], "rerankers": [], "indexes": ["docs"]}
     assert _requests_total(client, "/search", 200) == searches + 2
     assert _requests_total(client, "/v1/embeddings", 200) == embeddings + 1
     assert 'gpte_request_seconds_count{route="/v1/embeddings"}' in client.get("/metrics", headers=AUTH).text

@@ -26,7 +26,9 @@ gpte synth queries|e5|paraphrase [SOURCE] -o OUT.jsonl [--generator LLM | openai
            [--examples FILE] [--max-attempts 3] [--round-trip-k 10] [--language en] [--restart] [--overwrite]
 gpte analyze --data DIR -o OUT [--model M] [--sections S ...] [--corpus NAME[:SPLIT]] [--tasks T ...] [--labelled T]
              [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--adaptive-probe] [--overwrite]
-gpte serve [--model M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--root DIR | --milvus URI]
+gpte rerank INPUT.jsonl [--model M] [-o OUT.jsonl] [--top-k K] [--batch-size N] [--raw-scores] [--overwrite]
+gpte serve [--model M ...] [--reranker M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+           [--root DIR | --milvus URI]
 
 One module per group of verbs, each holding its verbs' parser beside their handler and adding them in ``register``;
 ``gpte.cli.options`` spells the options they share, ``gpte.cli.logs`` decides what is logged. Results for the user
@@ -39,11 +41,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpte.cli import analyze, datagen, encode, evaluate, options, search, serve, train
+from gpte.cli import analyze, datagen, encode, evaluate, options, rerank, search, serve, train
 from gpte.cli.logs import cli_logging
 from gpte.errors import GpteError
 
-VERB_MODULES = (encode, evaluate, train, search, datagen, analyze, serve)
+VERB_MODULES = (encode, evaluate, train, search, rerank, datagen, analyze, serve)
 USER_ERRORS = (GpteError, ValueError, TypeError, FileExistsError, FileNotFoundError)
 
 __all__ = ["USER_ERRORS", "VERB_MODULES", "build_parser", "main"]

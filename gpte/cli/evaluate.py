@@ -36,6 +36,19 @@ def register(verbs: Any) -> None:
         help="a folder keeping text vectors across runs (texts found there are not encoded again)",
     )
     options.add_llm_options(evaluate)
+    evaluate.add_argument(
+        "--first-stage",
+        default=None,
+        metavar="MODEL|bm25",
+        help="with a reranker --model: what retrieves the documents it reranks on Retrieval tasks, a dense model "
+        "(folder or hub id) or bm25",
+    )
+    evaluate.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="with a reranker --model and --first-stage: first-stage documents reranked per query (default: 100)",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
@@ -47,16 +60,50 @@ def register(verbs: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from gpte.evaluate import discover_tasks, evaluate, select_tasks
     from gpte.evaluate.report import format_table
+    from gpte.evaluate.reranker import DEFAULT_TOP_K
     from gpte.evaluate.suites import suite_patterns
 
     tasks = select_tasks(discover_tasks(args.data), suite_patterns(args.suite) if args.suite else args.tasks)
-    model = options.load_dense_model(args)
-    run = evaluate(model, tasks, args.output, overwrite=args.overwrite, batch_size=args.batch_size, cache=args.cache)
+    model, first_stage = _models(args)
+    run = evaluate(
+        model,
+        tasks,
+        args.output,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        cache=args.cache,
+        first_stage=first_stage,
+        top_k=args.top_k or DEFAULT_TOP_K,
+    )
     if run.results:
         print(format_table({model.name: run.results}))
     for name, error in run.failures.items():
         print(f"gpte: task {name} failed: {error}", file=sys.stderr)
     return 1 if run.failures else 0
+
+
+def _models(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The evaluated model and its first stage: a reranker folder (``is_reranker_folder``) loads as a reranker with
+    ``--first-stage`` (None without it), anything else as a dense model (refusing ``--first-stage`` and ``--top-k``)."""
+    from gpte.models.loading import is_reranker_folder, load_reranker
+
+    if not is_reranker_folder(args.model):
+        for name, value in (("--first-stage", args.first_stage), ("--top-k", args.top_k)):
+            if value is not None:
+                raise ValueError(
+                    f"{name} applies to a reranker --model; {args.model or 'the default model'} is not one"
+                )
+        return options.load_dense_model(args), None
+    model = load_reranker(args.model)
+    if args.device:
+        model.to(args.device)
+    if args.first_stage is None:
+        return model, None
+    if args.first_stage == "bm25":
+        from gpte.search.lexical import BM25FirstStage
+
+        return model, BM25FirstStage()
+    return model, options.load_dense_model(argparse.Namespace(**{**vars(args), "model": args.first_stage}))
 
 
 def _report(args: argparse.Namespace) -> int:

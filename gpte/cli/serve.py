@@ -1,9 +1,10 @@
-"""``gpte serve``: the HTTP API over models and indexes."""
+"""``gpte serve``: the HTTP API over models, rerankers and indexes."""
 
 from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,20 @@ from gpte.cli import options
 
 
 def register(verbs: Any) -> None:
-    serve = verbs.add_parser("serve", help="HTTP API: OpenAI-compatible /v1/embeddings, /search, /health, /metrics")
-    options.add_model(serve, "a model to serve (repeatable)", repeatable=True)
+    serve = verbs.add_parser(
+        "serve", help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank, /search, /health, /metrics"
+    )
+    options.add_model(
+        serve, "a model to serve (repeatable; the default one only when no --reranker is given)", repeatable=True
+    )
+    serve.add_argument(
+        "--reranker",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a reranker to serve on /rerank (repeatable): a cross-encoder folder or hub id, an LLM folder or .gguf "
+        "(its yes/no answer), or llm (the packaged SmolLM2)",
+    )
     serve.add_argument("--index", action="append", default=[], help="index name to serve (repeatable)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -26,21 +39,29 @@ def register(verbs: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from gpte.errors import extra_needed
-    from gpte.models.loading import load_model
+    from gpte.models.loading import load_model, load_reranker
     from gpte.serve.app import create_app
 
     with extra_needed("serve"):
         import uvicorn
 
-    models = {}
-    for name in args.model or [None]:
-        model = load_model(name)
-        models[Path(name).name if name else model.name] = model
+    models = _loaded(args.model or ([] if args.reranker else [None]), load_model)
+    rerankers = _loaded(args.reranker, load_reranker)
     indexes = {name: options.open_index(name, args) for name in args.index}
     api_key = args.api_key or os.environ.get("GPTE_API_KEY")
-    app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes)
+    app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes, rerankers=rerankers)
     print(
-        f"serving models {', '.join(models)} and indexes {', '.join(indexes) or 'none'} on http://{args.host}:{args.port}"
+        f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'} and indexes "
+        f"{', '.join(indexes) or 'none'} on http://{args.host}:{args.port}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _loaded(names: list[str | None], load: Callable[[str | None], Any]) -> dict[str, Any]:
+    """Served name -> model loaded by ``load``: a path's last part as given, the model's own name for None."""
+    loaded = {}
+    for name in names:
+        model = load(name)
+        loaded[Path(name).name if name else model.name] = model
+    return loaded

@@ -3,12 +3,16 @@
 from gpte import Embedder
 from gpte.evaluate import discover_tasks, evaluate
 run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
+
+A reranker (``gpte.models.protocol.PairScorer``) is evaluated on Reranking tasks, and on Retrieval tasks reranking a
+first stage's top-k: ``evaluate(CrossEncoder.load(folder), tasks, first_stage=Embedder.load(), top_k=100)``.
 """
 
 from gpte.errors import extra_needed
 
 with extra_needed("eval"):
     from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
+    from gpte.evaluate.reranker import RERANKABLE_TYPES, LexicalRetriever
     from gpte.evaluate.runner import EvaluationRun, evaluate
     from gpte.evaluate.suites import SUITES, suite_patterns
     from gpte.evaluate.tasks import TASK_TYPES, Task, discover_tasks, fetch_data, load_task, select_tasks
@@ -17,6 +21,8 @@ with extra_needed("eval"):
 __all__ = [
     "ForeignEncoder",
     "EvaluationRun",
+    "LexicalRetriever",
+    "RERANKABLE_TYPES",
     "SUITES",
     "TASK_TYPES",
     "Task",

@@ -8,10 +8,12 @@ be an mteb model (for example ``mteb.models.sentence_transformer_wrapper.Sentenc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gpte.data.mteb_folders import read_beir, read_rows
 from gpte.evaluate.tasks import Task
+from gpte.evaluate.tasktypes.retrieval import read_reranking
 
 # an mteb task of each type whose protocol is mteb's default for that type
 MTEB_TASKS = {
@@ -27,14 +29,35 @@ MTEB_TASKS = {
 
 
 def mteb_scores(task: Task, model: Any, batch_size: int = 32) -> dict[str, Any]:
-    """mteb's scores for ``task`` with ``model`` (an mteb model)."""
+    """mteb's scores for ``task`` with ``model`` (an mteb model: an encoder, or a cross-encoder such as
+    ``mteb.models.sentence_transformer_wrapper.CrossEncoderWrapper`` on a Reranking task)."""
+    return _mteb_task(task).evaluate(model, task.split, encode_kwargs={"batch_size": batch_size})["default"]
+
+
+def mteb_rerank_scores(
+    task: Task, first_stage: Any, reranker: Any, top_k: int, folder: Path, batch_size: int = 32
+) -> dict[str, Any]:
+    """mteb's scores for a Retrieval ``task`` whose ``top_k`` first-stage documents per query are reranked.
+
+    mteb's own two-stage protocol: ``first_stage`` (an mteb encoder) runs the task and saves its predictions in
+    ``folder``; ``convert_to_reranking`` reads the ``top_k`` best of each query back as the task's candidates, and
+    ``reranker`` (an mteb cross-encoder) scores them.
+    """
+    encode_kwargs = {"batch_size": batch_size}
+    _mteb_task(task).evaluate(first_stage, task.split, encode_kwargs=encode_kwargs, prediction_folder=folder)
+    second = _mteb_task(task).convert_to_reranking(folder, top_k)
+    return second.evaluate(reranker, task.split, encode_kwargs=encode_kwargs)["default"]
+
+
+def _mteb_task(task: Task) -> Any:
+    """An mteb task of ``task``'s type holding ``task``'s data."""
     import mteb
 
     mteb_task = mteb.get_task(MTEB_TASKS[task.type])
     mteb_task.dataset = {"default": _dataset(task, mteb_task)}
     mteb_task.hf_subsets = ["default"]
     mteb_task.data_loaded = True
-    return mteb_task.evaluate(model, task.split, encode_kwargs={"batch_size": batch_size})["default"]
+    return mteb_task
 
 
 def _dataset(task: Task, mteb_task: Any) -> Any:
@@ -91,32 +114,16 @@ def _retrieval_split(task: Task) -> dict[str, Any]:
     from datasets import Dataset
 
     if task.type == "Retrieval":
-        data = read_beir(task.path, task.split)
-        corpus = [{"id": doc, "title": "", "text": text} for doc, text in data.corpus.items()]
-        queries = [{"id": query, "text": text} for query, text in data.queries.items()]
-        return {
-            "corpus": Dataset.from_list(corpus),
-            "queries": Dataset.from_list(queries),
-            "relevant_docs": data.qrels,
-            "top_ranked": None,
-        }
-    rows = [
-        r
-        for r in read_rows(task.path / f"{task.split}.jsonl", ("query", "positive", "negative"))
-        if r["positive"] and r["negative"]
-    ]
-    corpus, queries, qrels, top_ranked = [], [], {}, {}
-    for index, row in enumerate(rows):
-        query_id = f"{task.split}_query{index}"
-        queries.append({"id": query_id, "text": row["query"]})
-        docs = [(f"apositive_{query_id}_{i:05d}", text, 1) for i, text in enumerate(row["positive"])]
-        docs += [(f"negative_{query_id}_{i:05d}", text, 0) for i, text in enumerate(row["negative"])]
-        corpus += [{"id": doc, "title": "", "text": text} for doc, text, _ in docs]
-        qrels[query_id] = {doc: grade for doc, _, grade in docs}
-        top_ranked[query_id] = [doc for doc, _, _ in docs]
+        beir = read_beir(task.path, task.split)
+        corpus, queries, qrels, top_ranked = beir.corpus, beir.queries, beir.qrels, None
+    else:
+        data = read_reranking(task)
+        corpus = {doc: text for docs in data.candidates.values() for doc, text in docs.items()}
+        queries, qrels = data.queries, data.qrels
+        top_ranked = {query: list(docs) for query, docs in data.candidates.items()}
     return {
-        "corpus": Dataset.from_list(corpus),
-        "queries": Dataset.from_list(queries),
+        "corpus": Dataset.from_list([{"id": doc, "title": "", "text": text} for doc, text in corpus.items()]),
+        "queries": Dataset.from_list([{"id": query, "text": text} for query, text in queries.items()]),
         "relevant_docs": qrels,
         "top_ranked": top_ranked,
     }

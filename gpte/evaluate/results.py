@@ -5,6 +5,8 @@
      "provenance": {"gpte_version", "model", "model_sha256", "dataset_path", "dataset_sha256", "prompts",
                     "dtype", "batch_size", "wall_seconds", "encode_seconds", "finished"}}
 
+A reranker's result on a Retrieval task adds "first_stage", "first_stage_sha256" and "top_k" to its provenance.
+
 Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``).
 """
 

@@ -1,6 +1,6 @@
-"""Run tasks on a model: each distinct text encoded once per (role, prompt) across all tasks, one result
-file per task, resumable (a task whose result file exists is read, not recomputed, unless ``overwrite``),
-and a failure in one task never loses the others' results."""
+"""Run tasks on a model (dense, or a reranker: ``gpte.evaluate.reranker``): each distinct text encoded once per
+(role, prompt) across all tasks, one result file per task, resumable (a task whose result file exists is read, not
+recomputed, unless ``overwrite``), and a failure in one task never loses the others' results."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gpte._version import __version__
 from gpte.evaluate.encoder import TaskEncoder, as_vector_encoder
+from gpte.evaluate.reranker import DEFAULT_TOP_K, RerankerScoring, is_pair_scorer
 from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
 from gpte.evaluate.tasktypes import EVALUATORS
@@ -38,25 +39,31 @@ def evaluate(
     overwrite: bool = False,
     batch_size: int = 32,
     cache: str | Path | None = None,
+    first_stage: Any = None,
+    top_k: int = DEFAULT_TOP_K,
 ) -> EvaluationRun:
     """Evaluate ``model`` on ``tasks``.
 
     Args:
-        model: a gpte model (``gpte.models.protocol.VectorEncoder``), or any object with ``encode(texts, role=...)``.
+        model: a gpte model (``gpte.models.protocol.VectorEncoder``), any object with ``encode(texts, role=...)``, or
+            a reranker (``gpte.models.protocol.PairScorer``: ``output_kind`` ``"pair_score"``), evaluated on
+            Reranking and Retrieval tasks as mteb evaluates a cross-encoder (``gpte.evaluate.reranker``).
         tasks: from ``discover_tasks``/``load_task``.
         output: folder for result files (None: keep results in memory only).
         model_name: the name results are filed under (default: the model's ``name`` attribute).
         overwrite: recompute tasks whose result file exists.
-        batch_size: passed to the model's encode when it takes one.
+        batch_size: passed to the model's encode (or predict) when it takes one.
         cache: a folder for vectors kept across runs (``gpte.runtime.vector_store``); None: this run only.
+        first_stage: for a reranker on Retrieval tasks, what retrieves the documents it reranks: a dense model
+            or a ``gpte.evaluate.reranker.LexicalRetriever`` (BM25).
+        top_k: for a reranker on Retrieval tasks, how many first-stage documents per query it reranks.
 
     Raises:
-        ValueError: a cache is asked for a model without a fingerprint and without ``model_name``.
+        ValueError: a cache is asked for a model without a fingerprint and without ``model_name``; a first stage is
+            given with a model that is not a reranker.
     """
-    model = as_vector_encoder(model)
-    fingerprint = model.fingerprint
-    encoder = TaskEncoder(model, batch_size, cache, _cache_key(model, fingerprint, model_name) if cache else None)
-    model_name = model_name or model.name
+    scoring = _scoring(model, batch_size, cache, model_name, first_stage, top_k)
+    model_name = model_name or scoring.name
     run = EvaluationRun()
     for number, task in enumerate(tasks, 1):
         path = result_path(Path(output), model_name, task.name) if output else None
@@ -67,7 +74,7 @@ def evaluate(
         logger.info(f"[{number}/{len(tasks)}] {task.name} ({task.type}) ...")
         try:
             task = fetch_data(task)
-            result = _run_task(task, encoder, model, model_name, fingerprint, batch_size)
+            result = _run_task(task, scoring, model_name, batch_size)
         except Exception as error:
             run.failures[task.name] = f"{type(error).__name__}: {error}"
             logger.info(f"[{number}/{len(tasks)}] {task.name} FAILED: {run.failures[task.name]}")
@@ -77,6 +84,53 @@ def evaluate(
             write_result(path, result)
         logger.info(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
     return run
+
+
+class _Scoring(Protocol):
+    """How a run scores tasks with one model: ``scores(task)``, the model time so far, provenance to add."""
+
+    model: Any
+    name: str
+    fingerprint: str | None
+    seconds: float
+
+    def scores(self, task: Task) -> dict[str, float]: ...
+
+    def provenance(self, task: Task) -> dict[str, Any]: ...
+
+
+class _DenseScoring:
+    """Tasks scored by their type's evaluator (``EVALUATORS``) on a vector encoder's vectors."""
+
+    def __init__(self, model: Any, batch_size: int, cache: str | Path | None, model_name: str | None) -> None:
+        self.model = as_vector_encoder(model)
+        self.name, self.fingerprint = self.model.name, self.model.fingerprint
+        key = _cache_key(self.model, self.fingerprint, model_name) if cache else None
+        self.encoder = TaskEncoder(self.model, batch_size, cache, key)
+
+    @property
+    def seconds(self) -> float:
+        return self.encoder.seconds
+
+    def scores(self, task: Task) -> dict[str, float]:
+        return EVALUATORS[task.type](task, self.encoder)
+
+    def provenance(self, task: Task) -> dict[str, Any]:
+        return {}
+
+
+def _scoring(
+    model: Any, batch_size: int, cache: str | Path | None, model_name: str | None, first_stage: Any, top_k: int
+) -> _Scoring:
+    """A ``RerankerScoring`` for a reranker, else a ``_DenseScoring``."""
+    if is_pair_scorer(model):
+        return RerankerScoring(model, batch_size, first_stage, top_k, cache)
+    if first_stage is not None:
+        raise ValueError(
+            "first_stage applies to rerankers (output_kind 'pair_score'), which rerank its top_k documents; "
+            f"{getattr(model, 'name', None) or type(model).__name__} is searched by itself on Retrieval tasks"
+        )
+    return _DenseScoring(model, batch_size, cache, model_name)
 
 
 def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | None) -> str:
@@ -89,11 +143,9 @@ def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | 
     return fingerprint or hashlib.sha256(f"name:{model_name}".encode()).hexdigest()
 
 
-def _run_task(
-    task: Task, encoder: TaskEncoder, model: VectorEncoder, model_name: str, fingerprint: str | None, batch_size: int
-) -> dict[str, Any]:
-    started, encode_before = time.perf_counter(), encoder.seconds
-    scores = EVALUATORS[task.type](task, encoder)
+def _run_task(task: Task, scoring: _Scoring, model_name: str, batch_size: int) -> dict[str, Any]:
+    started, encode_before = time.perf_counter(), scoring.seconds
+    scores = scoring.scores(task)
     return {
         "task": task.name,
         "task_type": task.type,
@@ -105,14 +157,21 @@ def _run_task(
         "provenance": {
             "gpte_version": __version__,
             "model": model_name,
-            "model_sha256": fingerprint,
+            "model_sha256": scoring.fingerprint,
+            **scoring.provenance(task),
             "dataset_path": str(task.path.resolve()),
             "dataset_sha256": folder_sha256(task.path),
             "prompts": task.prompts,
-            "dtype": str(getattr(getattr(model, "backbone", None), "dtype", "")).removeprefix("torch.") or None,
+            "dtype": _dtype(scoring.model),
             "batch_size": batch_size,
             "wall_seconds": round(time.perf_counter() - started, 3),
-            "encode_seconds": round(encoder.seconds - encode_before, 3),
+            "encode_seconds": round(scoring.seconds - encode_before, 3),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
+
+
+def _dtype(model: Any) -> str | None:
+    """The weights' dtype a model reports in ``info()`` (None: it reports none, e.g. a foreign encoder)."""
+    info = model.info() if callable(getattr(model, "info", None)) else {}
+    return info.get("dtype") if isinstance(info, dict) else None

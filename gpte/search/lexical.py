@@ -44,3 +44,22 @@ def bm25_scores(retriever: bm25s.BM25, query: str, allowed: np.ndarray | None = 
     if allowed is not None:
         scores = np.where(allowed, scores, -np.inf).astype(np.float32)
     return scores
+
+
+class BM25FirstStage:
+    """BM25 as a reranker's first stage in evaluation (``gpte.evaluate.reranker.LexicalRetriever``): ``index`` a
+    task's corpus, then ``scores`` per query."""
+
+    name = "bm25"
+    fingerprint = None
+
+    def __init__(self) -> None:
+        self.retriever: bm25s.BM25 | None = None
+
+    def index(self, texts: list[str]) -> None:
+        self.retriever = build_bm25(texts)
+
+    def scores(self, query: str) -> np.ndarray:
+        if self.retriever is None:
+            raise ValueError("index a corpus before scoring queries")
+        return bm25_scores(self.retriever, query)

@@ -1,14 +1,22 @@
-"""The HTTP API (FastAPI): OpenAI-compatible embeddings, index search, health and Prometheus metrics.
+"""The HTTP API (FastAPI): OpenAI-compatible embeddings, TEI-compatible reranking, index search, health and
+Prometheus metrics.
 
     POST /v1/embeddings   {"input": str | [str], "model": NAME, "encoding_format": "float" | "base64", "dimensions": D}
+    POST /rerank          {"query": str, "texts": [str], "raw_scores": false, "return_text": false, "truncate": false,
+                           "model": NAME (default: the first reranker)} -> [{"index", "score", "text"?}] best first
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "lexical" | "hybrid", "filters": {...}}
-    GET  /health          served models and indexes
+    GET  /health          served models, rerankers and indexes
     GET  /metrics         Prometheus text format
 
-Errors: 400 empty input or bad option, 401 missing or wrong API key (``Authorization: Bearer KEY``),
-404 unknown model or index (the served ones listed), 413 request body over ``max_request_bytes`` or more
-inputs than ``max_inputs``, 422 malformed JSON or fields. The app holds no logic of its own: it calls
-the model's ``encode`` (through ``gpte.serve.batching``) and ``Index.search``.
+/rerank speaks Hugging Face text-embeddings-inference's API: ``raw_scores`` false applies the reranker's activation
+(sigmoid: scores in (0, 1)), true gives the raw logit; with ``truncate`` false a (query, text) pair longer than the
+reranker's input is refused with 413 before anything is scored, with true the text is cut to fit.
+
+Errors: 400 empty input or query, empty string or bad option, 401 missing or wrong API key
+(``Authorization: Bearer KEY``), 404 unknown model, reranker or index (the served ones listed), 413 request body
+over ``max_request_bytes``, more inputs than ``max_inputs`` or a pair too long to rerank untruncated, 422 malformed
+JSON or fields. The app holds no logic of its own: it calls the model's ``encode`` and the reranker's ``predict``
+(through ``gpte.serve.batching``) and ``Index.search``.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from gpte.models.protocol import DenseModel
-from gpte.serve.batching import EmbeddingBatcher
+from gpte.models.protocol import DenseModel, PairScorer, require_pair_scorer
+from gpte.serve.batching import EmbeddingBatcher, RerankBatcher
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
     from gpte.search.index import Index
@@ -43,6 +51,15 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+
+
+class RerankRequest(BaseModel):
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+    model: str | None = None
 
 
 class SearchRequest(BaseModel):
@@ -61,35 +78,44 @@ def create_app(
     api_key: str | None = None,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     max_inputs: int = MAX_INPUTS,
+    rerankers: dict[str, PairScorer] | None = None,
 ) -> FastAPI:
-    """The app serving ``models`` (name -> any gpte dense model) and ``indexes`` (name -> ``gpte.search.index.Index``).
+    """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
+    ``gpte.search.index.Index``) on /search and ``rerankers`` (name -> any one-score pair scorer) on /rerank.
 
-    ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``."""
-    if not models:
-        raise ValueError("serve at least one model")
-    indexes = indexes or {}
+    ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
+
+    Raises:
+        ValueError: nothing to serve, or a reranker with several scores per pair.
+        TypeError: a reranker that is not a ``PairScorer``.
+    """
+    indexes, rerankers = indexes or {}, rerankers or {}
+    if not (models or rerankers or indexes):
+        raise ValueError("serve at least one model, reranker or index")
+    _check_rerankers(rerankers)
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
     query_batchers = {
         name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()
     }  # /search queries, batched too
+    rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
     metrics = _Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        every = [*batchers.values(), *query_batchers.values()]
+        every = [*batchers.values(), *query_batchers.values(), *rerank_batchers.values()]
         for batcher in every:
             batcher.start()
         yield
         await asyncio.gather(*(batcher.stop() for batcher in every))
 
     app = FastAPI(title="gpte", lifespan=lifespan)
-    app.state.batchers, app.state.query_batchers = batchers, query_batchers
+    app.state.batchers, app.state.query_batchers, app.state.rerank_batchers = batchers, query_batchers, rerank_batchers
     app.middleware("http")(_limit_and_count(max_request_bytes, metrics))
     authorized = _authorization(api_key)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(models), "indexes": list(indexes)}
+        return {"status": "ok", "models": list(models), "rerankers": list(rerankers), "indexes": list(indexes)}
 
     @app.get("/metrics", dependencies=[Depends(authorized)])
     async def prometheus() -> Response:
@@ -100,7 +126,9 @@ def create_app(
         texts = [request.input] if isinstance(request.input, str) else request.input
         _check_texts(texts, max_inputs)
         if request.model not in models:
-            raise HTTPException(404, f"model {request.model!r} is not served; served models: {', '.join(models)}")
+            raise HTTPException(
+                404, f"model {request.model!r} is not served; served models: {', '.join(models) or 'none'}"
+            )
         model = models[request.model]
         if request.dimensions is not None and request.dimensions > model.dimension:
             raise HTTPException(
@@ -119,6 +147,25 @@ def create_app(
             "model": request.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+    @app.post("/rerank", dependencies=[Depends(authorized)])
+    async def rerank(request: RerankRequest) -> list[dict[str, Any]]:
+        if not request.query:
+            raise HTTPException(400, "query is an empty string; give the query to rank the texts for")
+        _check_texts(request.texts, max_inputs, field="texts", item="text")
+        name = request.model or next(iter(rerankers), None)
+        if name not in rerankers:
+            raise HTTPException(
+                404, f"reranker {request.model!r} is not served; served rerankers: {', '.join(rerankers) or 'none'}"
+            )
+        if not request.truncate:
+            _check_pair_lengths(rerankers[name], name, request.query, request.texts)
+        try:
+            scores = await rerank_batchers[name].score(request.query, request.texts, activation=not request.raw_scores)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        metrics.pairs.inc(len(request.texts))
+        return _ranking(scores, request.texts if request.return_text else None)
 
     @app.post("/search", dependencies=[Depends(authorized)])
     async def search(request: SearchRequest) -> dict[str, Any]:
@@ -139,14 +186,50 @@ def create_app(
     return app
 
 
-def _check_texts(texts: list[str], max_inputs: int) -> None:
+def _check_texts(texts: list[str], max_inputs: int, field: str = "input", item: str = "input") -> None:
+    """400 for no texts or an empty one, 413 for more than ``max_inputs``; ``field`` is the request's field and
+    ``item`` what one of its texts is called in the messages."""
     if not texts:
-        raise HTTPException(400, "input is empty; give a string or a non-empty list of strings")
+        raise HTTPException(400, f"{field} is empty; give a non-empty list of strings")
     if len(texts) > max_inputs:
-        raise HTTPException(413, f"{len(texts)} inputs in one request; the limit is {max_inputs}")
+        raise HTTPException(413, f"{len(texts)} {item}s in one request; the limit is {max_inputs}")
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
-        raise HTTPException(400, f"input {empty[0]} is an empty string; every input must be non-empty")
+        raise HTTPException(400, f"{item} {empty[0]} is an empty string; every {item} must be non-empty")
+
+
+def _check_rerankers(rerankers: dict[str, PairScorer]) -> None:
+    """TypeError for a served reranker that is not a pair scorer, ValueError for one with several scores a pair."""
+    for name, reranker in rerankers.items():
+        require_pair_scorer(reranker, f"/rerank (reranker {name!r})")
+        labels = getattr(reranker, "num_labels", 1)
+        if labels != 1:
+            raise ValueError(f"reranker {name!r} gives {labels} scores a pair; /rerank serves one-score rerankers")
+
+
+def _check_pair_lengths(reranker: PairScorer, name: str, query: str, texts: list[str]) -> None:
+    """413 naming the first (query, text) pair whose tokens exceed what ``reranker`` reads of a pair (its
+    ``max_seq_length`` less the special and prompt tokens), counted before anything is scored."""
+    budget = reranker.text_token_budget()
+    if budget is None:
+        return
+    query_tokens, *text_tokens = reranker.count_tokens([query, *texts])
+    for i, tokens in enumerate(text_tokens):
+        if query_tokens + tokens > budget:
+            raise HTTPException(
+                413,
+                f"pair {i} (the query and text {i}) has {query_tokens + tokens} tokens; reranker {name!r} reads at "
+                f"most {budget} (max_seq_length {reranker.max_seq_length} less its special and prompt tokens); "
+                "shorten the text or send truncate=true to cut it",
+            )
+
+
+def _ranking(scores: np.ndarray, texts: list[str] | None) -> list[dict[str, Any]]:
+    """``[{"index", "score", "text" (when texts are given)}]`` best first; ties keep the input order."""
+    order = np.argsort(-scores, kind="stable")
+    if texts is None:
+        return [{"index": int(i), "score": float(scores[i])} for i in order]
+    return [{"index": int(i), "score": float(scores[i]), "text": texts[i]} for i in order]
 
 
 def _encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
@@ -178,6 +261,7 @@ class _Metrics:
         self.requests = Counter("gpte_requests", "HTTP requests", ["route", "status"], registry=self.registry)
         self.latency = Histogram("gpte_request_seconds", "request latency", ["route"], registry=self.registry)
         self.texts = Counter("gpte_embedded_texts", "texts embedded", registry=self.registry)
+        self.pairs = Counter("gpte_reranked_pairs", "(query, text) pairs scored", registry=self.registry)
 
 
 def _limit_and_count(max_request_bytes: int, metrics: _Metrics):

@@ -16,12 +16,13 @@ ties break alike. Main score: ``map_at_1000``.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pytrec_eval
 import torch
 
-from gpte.data.mteb_folders import read_beir, read_rows
+from gpte.data.mteb_folders import RetrievalData, read_beir, read_rows
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.evaluate.tasks import Task
 from gpte.similarity import pairwise_similarity, similarity
@@ -33,43 +34,70 @@ Run = dict[str, dict[str, float]]  # query id -> document id -> score
 Qrels = dict[str, dict[str, int]]
 
 
-def evaluate_retrieval(task: Task, encoder: TaskEncoder) -> dict[str, float]:
-    data = read_beir(task.path, task.split)
-    query_ids = [query for query in data.queries if query in data.qrels]
-    queries = encoder.encode([data.queries[query] for query in query_ids], task, role="query")
-    run = search(
-        queries,
-        query_ids,
-        data.corpus,
-        lambda texts: encoder.encode(texts, task, role="document"),
-        encoder.similarity_name,
-    )
-    return retrieval_scores(data.qrels, run)
+@dataclass
+class RerankingData:
+    """A Reranking task as mteb's reranking loader builds it: each row is a query (``{split}_query{i}``) whose
+    candidates are its positives (``apositive_{query}_{j:05d}``, relevance 1) then its negatives
+    (``negative_{query}_{j:05d}``, relevance 0), so ties break as in mteb."""
+
+    queries: dict[str, str]  # query id -> text
+    candidates: dict[str, dict[str, str]]  # query id -> document id -> text, in mteb's top_ranked order
+    qrels: Qrels
 
 
-def evaluate_reranking(task: Task, encoder: TaskEncoder) -> dict[str, float]:
+def read_reranking(task: Task) -> RerankingData:
+    """The rows of ``{split}.jsonl`` (``{query, positive[], negative[]}``) with both a positive and a negative."""
     rows = read_rows(task.path / f"{task.split}.jsonl", ("query", "positive", "negative"))
-    rows = [row for row in rows if row["positive"] and row["negative"]]
-    qrels: Qrels = {}
-    candidates: dict[str, dict[str, str]] = {}
-    for index, row in enumerate(rows):
+    data = RerankingData({}, {}, {})
+    for index, row in enumerate(row for row in rows if row["positive"] and row["negative"]):
         query_id = f"{task.split}_query{index}"
         docs = {f"apositive_{query_id}_{i:05d}": text for i, text in enumerate(row["positive"])}
         docs |= {f"negative_{query_id}_{i:05d}": text for i, text in enumerate(row["negative"])}
-        candidates[query_id] = docs
-        qrels[query_id] = {doc: int(doc.startswith("apositive")) for doc in docs}
-    query_vectors = encoder.encode([row["query"] for row in rows], task, role="query")
+        data.queries[query_id] = row["query"]
+        data.candidates[query_id] = docs
+        data.qrels[query_id] = {doc: int(doc.startswith("apositive")) for doc in docs}
+    return data
+
+
+def evaluate_retrieval(task: Task, encoder: TaskEncoder) -> dict[str, float]:
+    data = read_beir(task.path, task.split)
+    return retrieval_scores(data.qrels, dense_run(task, encoder, judged_queries(data), data.corpus))
+
+
+def judged_queries(data: RetrievalData) -> dict[str, str]:
+    """The queries that have qrels (mteb drops the others), id -> text."""
+    return {query: text for query, text in data.queries.items() if query in data.qrels}
+
+
+def dense_run(
+    task: Task, encoder: TaskEncoder, queries: dict[str, str], corpus: dict[str, str], top_k: int = max(K_VALUES)
+) -> Run:
+    """The ``top_k`` documents of ``corpus`` for each query by the encoder's model and similarity."""
+    vectors = encoder.encode(list(queries.values()), task, role="query")
+    return search(
+        vectors,
+        list(queries),
+        corpus,
+        lambda texts: encoder.encode(texts, task, role="document"),
+        encoder.similarity_name,
+        top_k,
+    )
+
+
+def evaluate_reranking(task: Task, encoder: TaskEncoder) -> dict[str, float]:
+    data = read_reranking(task)
+    query_vectors = encoder.encode(list(data.queries.values()), task, role="query")
     encoder.encode(
-        [text for docs in candidates.values() for text in docs.values()], task, role="document"
+        [text for docs in data.candidates.values() for text in docs.values()], task, role="document"
     )  # one model call
     run: Run = {}
-    for (query_id, docs), query_vector in zip(candidates.items(), query_vectors):
+    for (query_id, docs), query_vector in zip(data.candidates.items(), query_vectors):
         doc_vectors = encoder.encode(list(docs.values()), task, role="document")
         scores = pairwise_similarity(
             np.repeat(query_vector[None], len(docs), axis=0), doc_vectors, encoder.similarity_name
         )
         run[query_id] = dict(zip(docs, scores.tolist()))
-    return retrieval_scores(qrels, run)
+    return retrieval_scores(data.qrels, run)
 
 
 def search(
