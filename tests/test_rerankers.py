@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,3 +236,63 @@ def test_a_reranker_recipe_trains_saves_and_loads_in_sentence_transformers(tiny_
     assert bce(trained) < bce(untrained) - 0.05  # it learned the labels
     np.testing.assert_allclose(STCrossEncoder(str(folder)).predict(pairs), scores, atol=1e-5)
     assert (folder / "README.md").is_file() and run_recipe(load_recipe(recipe)) == [folder]  # kept on a rerun
+
+
+def test_reranker_recipes_are_checked(tmp_path):
+    from gpte.train.recipe import load_recipe
+
+    example = load_recipe(Path(__file__).resolve().parents[1] / "examples" / "recipe-reranker.yaml")
+    assert example.kind == "reranker" and example.stages[0].loss == {"name": "bce"}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "kind: reranker\nstages:\n  - data: [a.jsonl]\n    loss: bce\n    model_options: {pooling: cls}\n"
+    )
+    with pytest.raises(ValueError, match="unknown key\\(s\\) pooling; allowed: num_labels, max_seq_length"):
+        load_recipe(recipe)
+    recipe.write_text("kind: sparse\nstages:\n  - data: [a.jsonl]\n    loss: bce\n")
+    with pytest.raises(ValueError, match="unknown kind 'sparse'; choose one of dense, reranker"):
+        load_recipe(recipe)
+
+
+def test_reranker_training_resumes_to_identical_weights(tiny_models, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    import gpte.train.trainer as trainer_module
+    from gpte.data.training import read_training_data
+    from gpte.train.config import TrainingConfig
+    from gpte.train.losses.reranker import build_reranker_loss
+    from gpte.train.trainer import last_complete_checkpoint, train
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    rows = [{"query": f"query {i}", "text": text, "label": float(i % 2)} for i, (_, text) in enumerate(PAIRS * 4)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = read_training_data(tmp_path / "pairs.jsonl", columns=["query", "text"], score="label")
+    config = TrainingConfig(epochs=2, batch_size=4, save_steps=2, no_duplicates=False)  # 5 batches an epoch
+
+    def run(output, interrupt: bool = False) -> CrossEncoder:
+        model = CrossEncoder.load(tiny_models["bert-cross-encoder"], device="cpu")
+        if interrupt:
+            original = trainer_module._callbacks
+            monkeypatch.setattr(trainer_module, "_callbacks", lambda c, o: original(c, o) + [Interrupt()])
+        try:
+            train(model, build_reranker_loss("bce", model), [data], config, output)
+        except KeyboardInterrupt:
+            monkeypatch.undo()
+        return model
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", interrupt=True)
+    assert last_complete_checkpoint(tmp_path / "b" / "checkpoints").name == "checkpoint-4"
+    loaded = []
+    load = trainer_module.load_checkpoint_weights
+    monkeypatch.setattr(trainer_module, "load_checkpoint_weights", lambda m, c: loaded.append(c.name) or load(m, c))
+    resumed = run(tmp_path / "b")
+    assert loaded == ["checkpoint-4"]  # it resumed, rather than starting again
+    difference = max(
+        (x - y).abs().max().item() for x, y in zip(straight.state_dict().values(), resumed.state_dict().values())
+    )
+    assert difference <= 1e-6

@@ -83,11 +83,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
-    """The evaluated model and its first stage: a reranker folder (``is_reranker_folder``) loads as a reranker with
-    ``--first-stage`` (None without it), anything else as a dense model (refusing ``--first-stage`` and ``--top-k``)."""
+    """The evaluated model and its first stage: a reranker folder (``is_reranker_folder``) or ``llm`` (the packaged
+    SmolLM2 yes/no reranker) loads as a reranker with ``--first-stage`` (None without it), anything else as a dense model (refusing ``--first-stage`` and ``--top-k``)."""
     from gpte.models.loading import is_reranker_folder, load_reranker
 
-    if not is_reranker_folder(args.model):
+    if args.model != "llm" and not is_reranker_folder(args.model):
         for name, value in (("--first-stage", args.first_stage), ("--top-k", args.top_k)):
             if value is not None:
                 raise ValueError(
