@@ -8,7 +8,7 @@ and the SmolLM2 yes/no reranker, against the all-MiniLM-L6-v2 bi-encoder they st
    the odd queries' judged documents with the bi-encoder (``gpte.datagen.mining``: 2 a row, sampled from ranks
    10-50, which tests/test_data_real.py measures at a 4.4 % false-negative rate; TopK-PercPos leaves too few), a
    cross-encoder trained on (query, positive, negatives) cut to 128 tokens a pair with ``--cranfield-loss``
-   (listnet); nDCG@10 on the even queries of the
+   (listnet), reading 128 tokens a pair at test time too; nDCG@10 on the even queries of the
    dense top-``--top-k`` reranked, beside dense alone and BM25 alone.
 3. SmolLM2-135M-Instruct as a yes/no reranker (``gpte.models.llm_reranker``): TREC QA test MAP.
 
@@ -148,7 +148,7 @@ def cranfield(out: Path, epochs: float, learning_rate: float, loss: str, top_k: 
     data = [{"path": str(mined), "columns": ["query", "positive"], "negatives": "negatives"}]
     name = f"cranfield-{loss}-lr{learning_rate:g}-e{epochs:g}"
     folder = train_reranker(out, name, data, loss, epochs, learning_rate, ", max_seq_length: 128")
-    cross = CrossEncoder.load(folder, max_seq_length=256)  # trained on 128 tokens a pair (CPU time), reads 256
+    cross = CrossEncoder.load(folder)  # 128 tokens a pair, as trained (CPU time)
     dense = main_score(bi_encoder, even)
     reranked = main_score(cross, even, first_stage=bi_encoder, top_k=top_k)
     print(f"  even queries nDCG@10: dense {100 * dense:.2f}, dense top-{top_k} reranked {100 * reranked:.2f}")
