@@ -1,5 +1,5 @@
 """Load a causal language model with its tokenizer, for the places that read an LLM's tokens rather than
-its hidden states: the yes/no reranker (``gpte.search.rerank``) and the data generator
+its hidden states: the yes/no reranker (``gpte.models.llm_reranker``) and the data generator
 (``gpte.datagen.generators``). Names resolve like an embedder's (``gpte.models.sources``): a packaged model
 such as ``smollm2-135m-instruct`` (a GGUF file), a folder, a .gguf file or a hub id."""
 
