@@ -21,6 +21,7 @@ import numpy as np
 from gpte.atomic import atomic_path, refuse_existing
 from gpte.cli import options
 from gpte.data.readers import iter_records
+from gpte.models.protocol import best_first
 
 
 def register(verbs: Any) -> None:
@@ -105,7 +106,7 @@ def _add_rankings(
     for row, candidates in rows:
         row_scores = scores[start : start + len(candidates)]
         start += len(candidates)
-        order = np.argsort(-row_scores, kind="stable")[:top_k]
+        order = best_first(row_scores, top_k)
         ranked.append({**row, "ranking": [{**candidates[i][0], "score": float(row_scores[i])} for i in order]})
     return ranked
 

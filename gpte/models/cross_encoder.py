@@ -36,7 +36,7 @@ from gpte.models.backbone import parse_dtype
 from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CARD_FILE, CardNotes, model_card
-from gpte.models.protocol import EncodeReport, ScoreResult
+from gpte.models.protocol import EncodeReport, ScoreResult, ranking
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import read_json, write_json
 
@@ -296,8 +296,7 @@ class CrossEncoder(nn.Module):
         """``[{"corpus_id", "score"}]`` best first (ties keep input order), the first ``top_k`` (None: all)."""
         self._require_one_label("rank")
         scores = self.predict([(query, text) for text in texts], batch_size=batch_size, show_progress=False)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+        return ranking(scores, top_k)
 
     def forward_pairs(self, queries: Sequence[str], texts: Sequence[str], prompt: str | None = None) -> torch.Tensor:
         """Raw logits (n,) for one label, else (n, num_labels), of the pairs on the model's device, with gradients

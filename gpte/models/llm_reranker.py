@@ -27,7 +27,7 @@ from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
 from gpte.models.cross_encoder import check_batch_size, check_pairs
 from gpte.models.fingerprint import model_fingerprint
-from gpte.models.protocol import EncodeReport, ScoreResult
+from gpte.models.protocol import EncodeReport, ScoreResult, ranking
 from gpte.models.st_format import read_json, write_json
 
 SYSTEM_PROMPT = (
@@ -232,8 +232,7 @@ class LLMReranker(nn.Module):
     ) -> list[dict[str, Any]]:
         """``[{"corpus_id", "score"}]`` best first (ties keep input order), the first ``top_k`` (None: all)."""
         scores = self.predict([(query, text) for text in texts], batch_size=batch_size, show_progress=False)
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+        return ranking(scores, top_k)
 
     def forward_pairs(self, queries: Sequence[str], texts: Sequence[str], prompt: str | None = None) -> torch.Tensor:
         """Raw scores (n,) with gradients (training, e.g. with LoRA)."""

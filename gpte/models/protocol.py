@@ -229,6 +229,16 @@ class PairScorer(TextModel, Protocol):
         ...
 
 
+def best_first(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """Positions of ``scores`` from the highest, ties in input order (a stable sort), the first ``top_k`` (None: all)."""
+    return np.argsort(-np.asarray(scores), kind="stable")[:top_k]
+
+
+def ranking(scores: np.ndarray, top_k: int | None = None) -> list[dict[str, Any]]:
+    """``PairScorer.rank``'s answer from one score per text: ``[{"corpus_id", "score"}]`` best first."""
+    return [{"corpus_id": int(i), "score": float(scores[i])} for i in best_first(scores, top_k)]
+
+
 def require_dense(model: Any, consumer: str) -> DenseModel:
     """``model`` if it is a dense model, else TypeError naming ``consumer`` and what it takes."""
     if not isinstance(model, DenseModel):

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gpte.models.protocol import DenseModel
+from gpte.models.protocol import DenseModel, best_first
 from gpte.search.fusion import FUSIONS
 
 SEARCH_MODES = ("dense", "lexical", "hybrid")
@@ -78,5 +78,5 @@ def rerank_hits(query: str, hits: list[Hit], k: int, reranker: Reranker | None) 
     if reranker is None or not hits:
         return hits[:k]
     scores = np.asarray(reranker.score(query, [hit.text for hit in hits]), dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")[:k]
+    order = best_first(scores, k)
     return [replace(hits[i], score=float(scores[i])) for i in order.tolist()]

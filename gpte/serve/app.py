@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from gpte.models.protocol import DenseModel, PairScorer, require_pair_scorer
+from gpte.models.protocol import DenseModel, PairScorer, best_first, require_pair_scorer
 from gpte.serve.batching import EmbeddingBatcher, RerankBatcher
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
@@ -226,7 +226,7 @@ def _check_pair_lengths(reranker: PairScorer, name: str, query: str, texts: list
 
 def _ranking(scores: np.ndarray, texts: list[str] | None) -> list[dict[str, Any]]:
     """``[{"index", "score", "text" (when texts are given)}]`` best first; ties keep the input order."""
-    order = np.argsort(-scores, kind="stable")
+    order = best_first(scores)
     if texts is None:
         return [{"index": int(i), "score": float(scores[i])} for i in order]
     return [{"index": int(i), "score": float(scores[i]), "text": texts[i]} for i in order]
