@@ -3,6 +3,7 @@ or an interrupt never leaves a half-written result under the final name."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,7 +22,10 @@ def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success move it to ``final``, on error delete it.
 
     The caller writes a file or creates a folder at the yielded path. An existing ``final`` is refused
-    unless ``overwrite``; when replaced, the old one is removed only after the new one is in place.
+    unless ``overwrite``; when replaced, the old one is removed only after the new one is in place. Without
+    ``overwrite``, a ``final`` that another writer put in place meanwhile is refused too, at the move (a file is
+    hard-linked into place, which fails when the name exists; a folder is renamed, which fails onto a non-empty
+    one), so two writers of one output never silently replace each other.
     """
     final = Path(final)
     refuse_existing(final, overwrite)
@@ -32,18 +36,38 @@ def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         yield temporary
         if not temporary.exists():
             raise FileNotFoundError(f"nothing was written to {temporary}")
-        _move_into_place(temporary, final)
+        _move_into_place(temporary, final, overwrite)
     finally:
         _remove(temporary)
 
 
-def _move_into_place(temporary: Path, final: Path) -> None:
-    if final.is_dir() and not final.is_symlink():
+def _move_into_place(temporary: Path, final: Path, overwrite: bool) -> None:
+    if not overwrite:
+        _move_if_absent(temporary, final)
+    elif final.is_dir() and not final.is_symlink():
         backup = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, backup)
         os.replace(temporary, final)
         shutil.rmtree(backup)
     else:
+        os.replace(temporary, final)
+
+
+def _move_if_absent(temporary: Path, final: Path) -> None:
+    """Move ``temporary`` to ``final`` unless ``final`` exists by then (FileExistsError naming it). Where the file
+    system has no hard links, the move falls back to a check then a rename."""
+    taken = FileExistsError(f"{final} was written by another process meanwhile; it is kept as that writer left it")
+    try:
+        if temporary.is_dir():
+            os.rename(temporary, final)  # fails onto a file or a non-empty folder
+        else:
+            os.link(temporary, final)  # fails when the name exists
+            temporary.unlink()
+    except (FileExistsError, IsADirectoryError, NotADirectoryError) as error:
+        raise taken from error
+    except OSError as error:
+        if error.errno == errno.ENOTEMPTY or final.exists():
+            raise taken from error
         os.replace(temporary, final)
 
 
