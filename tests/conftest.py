@@ -15,6 +15,7 @@ from transformers import (
     AutoModel,
     AutoTokenizer,
     BertConfig,
+    BertForMaskedLM,
     BertForSequenceClassification,
     GPT2Config,
     LlamaConfig,
@@ -97,6 +98,12 @@ def _bert_cross_encoder():
     return BertForSequenceClassification(config), tokenizer
 
 
+def _bert_mlm():
+    """A BERT with its masked-LM head: a SPLADE backbone (plain Hugging Face folder)."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_folder())
+    return BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, initializer_range=0.2, **SMALL)), tokenizer
+
+
 def _roberta_like(config_class):
     tokenizer = bpe_tokenizer("cls_sep")
     config = config_class(
@@ -158,6 +165,7 @@ BUILDERS: dict[str, Callable[[], tuple]] = {
     "llama-tied": partial(_decoder, LlamaConfig, tie_word_embeddings=True),  # LM head = input embeddings (SmolLM2)
     "llama-chat": _chat_llama,
     "bert-cross-encoder": _bert_cross_encoder,
+    "bert-mlm": _bert_mlm,
 }
 
 
@@ -184,7 +192,8 @@ def _stamp(folder: Path) -> dict[str, tuple[int, int]]:
 class TinyModels(Mapping[str, Path]):
     """The folders of the tiny models of BUILDERS under ``root``: each is built on first access, once.
     TINY_KINDS are one model per backbone family; "llama-tied" and "llama-chat" are Llama variants;
-    "bert-cross-encoder" is the tiny BERT with a one-logit classification head."""
+    "bert-cross-encoder" is the tiny BERT with a one-logit classification head; "bert-mlm" the tiny BERT with its
+    masked-LM head (SPLADE)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -230,6 +239,14 @@ def tied_llama(tiny_models) -> Path:
 def chat_llama(tiny_models) -> Path:
     """A tiny random Llama with its LM head and a chat template: a transformers text generator."""
     return tiny_models["llama-chat"]
+
+
+@pytest.fixture(scope="module")
+def splade(tiny_models):
+    """The tiny random BERT masked-LM as a SPLADE ``SparseEncoder`` on the CPU, one per test module."""
+    from gpte.models.sparse import load_sparse_encoder
+
+    return load_sparse_encoder(tiny_models["bert-mlm"], device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -136,7 +136,7 @@ class CrossEncoder(nn.Module):
             raise ModelLoadError(
                 f"could not load a cross-encoder from {folder}: {type(error).__name__}: {error}"
             ) from error
-        limit = max_seq_length or _tokenizer_limit(tokenizer, model)
+        limit = max_seq_length or tokenizer_limit(tokenizer, model)
         n_labels = model.config.num_labels
         chosen = activation if activation is not None else settings["activation"]
         encoder = cls(
@@ -522,7 +522,7 @@ def _check_length(value: int, limit: int | None) -> int:
     return value
 
 
-def _tokenizer_limit(tokenizer: Any, model: PreTrainedModel) -> int:
+def tokenizer_limit(tokenizer: Any, model: PreTrainedModel) -> int:
     """sentence-transformers' rule: the tokenizer's ``model_max_length`` capped by ``max_position_embeddings``."""
     limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
     usable = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]

@@ -4,7 +4,9 @@ a model, whatever its kind (../shared/DESIGN.md, "Model kinds").
 ``TextModel`` is what every kind offers: a name, its token limits counted with its own tokenizer, a fingerprint
 and ``info``/``save``. Each kind adds its output; ``DenseModel`` (one vector per text: ``Embedder``,
 ``StaticEmbedder``, the analysis views) is the first; ``PairScorer`` (one score per (query, text): cross-encoders,
-LLM yes/no rerankers) the second. Sparse and multi-vector kinds extend ``TextModel`` the same way, and consumers say which kinds they take by the protocol in their signatures.
+LLM yes/no rerankers) the second; ``SparseModel`` (one weight per vocabulary token: SPLADE, PromptReps) the third.
+The multi-vector kind extends ``TextModel`` the same way, and consumers say which kinds they take by the protocol
+in their signatures.
 
 These are ``typing.Protocol`` classes: a model conforms by having the members, not by inheriting; the
 ``runtime_checkable`` ones let a consumer refuse a wrong object with a clear error (``require_dense``).
@@ -20,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-OUTPUT_KINDS = ("dense", "pair_score")  # grows with the sparse and multi-vector kinds
+OUTPUT_KINDS = ("dense", "pair_score", "sparse")  # grows with the multi-vector kind
 
 
 @dataclass
@@ -229,6 +231,53 @@ class PairScorer(TextModel, Protocol):
         ...
 
 
+@runtime_checkable
+class SparseModel(TextModel, Protocol):
+    """A model with one sparse vector per text over its vocabulary (``output_kind`` ``"sparse"``), compared by dot
+    product (``similarity_name`` ``"dot"``).
+
+    Attributes:
+        vocab_size: the vector length (also ``dimension``).
+    """
+
+    similarity_name: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: Any = None,
+        batch_size: int = 32,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> Any:
+        """``scipy.sparse.csr_matrix`` (n, vocab_size) float32 in input order; ``top_k``/``threshold`` prune."""
+        ...
+
+    def encode_with_report(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: Any = None,
+        batch_size: int = 32,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> Any:
+        """The vectors (``vectors``) and an ``EncodeReport`` (``report``)."""
+        ...
+
+    def decode(self, vector: Any, top_k: int | None = None) -> list[tuple[str, float]]:
+        """(token, weight) pairs of one vector, largest first."""
+        ...
+
+
 def best_first(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Positions of ``scores`` from the highest, ties in input order (a stable sort), the first ``top_k`` (None: all)."""
     return np.argsort(-np.asarray(scores), kind="stable")[:top_k]
@@ -241,11 +290,23 @@ def ranking(scores: np.ndarray, top_k: int | None = None) -> list[dict[str, Any]
 
 def require_dense(model: Any, consumer: str) -> DenseModel:
     """``model`` if it is a dense model, else TypeError naming ``consumer`` and what it takes."""
-    if not isinstance(model, DenseModel):
+    if getattr(model, "output_kind", "dense") != "dense" or not isinstance(model, DenseModel):
         kind = getattr(model, "output_kind", None)
         what = f"a {kind} model" if kind else type(model).__name__
         raise TypeError(
             f"{consumer} takes a dense model (one vector per text: gpte.models.protocol.DenseModel), got {what}"
+        )
+    return model
+
+
+def require_sparse(model: Any, consumer: str) -> SparseModel:
+    """``model`` if it is a sparse model, else TypeError naming ``consumer`` and what it takes."""
+    if getattr(model, "output_kind", None) != "sparse" or not isinstance(model, SparseModel):
+        kind = getattr(model, "output_kind", None)
+        what = f"a {kind} model" if kind else type(model).__name__
+        raise TypeError(
+            f"{consumer} takes a sparse model (one weight per vocabulary token: gpte.models.protocol.SparseModel), "
+            f"got {what}"
         )
     return model
 

@@ -43,12 +43,14 @@ class TokenizedTexts:
 
 @dataclass
 class TokenBatch:
-    """A padded batch ready for the backbone; ``segments`` is None unless the pooler asked for them."""
+    """A padded batch ready for the backbone; ``segments`` is None unless the pooler asked for them; ``role``: the
+    role the texts were tokenized for, where a model encodes roles differently (an asymmetric sparse model)."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     segments: torch.Tensor | None = None
+    role: str | None = None
 
     def select(self, rows: torch.Tensor | slice) -> TokenBatch:
         """The batch's ``rows``, with padding columns no selected row uses removed (either padding side)."""
@@ -60,6 +62,7 @@ class TokenBatch:
             mask[:, columns],
             self.position_ids[rows][:, columns],
             None if self.segments is None else self.segments[rows][:, columns],
+            self.role,
         )
 
     def to(self, device: torch.device | str) -> TokenBatch:
@@ -68,6 +71,7 @@ class TokenBatch:
             self.attention_mask.to(device),
             self.position_ids.to(device),
             None if self.segments is None else self.segments.to(device),
+            self.role,
         )
 
 
@@ -79,6 +83,8 @@ class TextTokenizer:
         max_length: maximum number of tokens per text, special tokens and ``suffix_ids`` included.
         lowercase: lowercase prompt and text first (sentence-transformers' ``do_lower_case``).
         padding_side: ``"right"`` or ``"left"``; vectors do not depend on it (positions come from the mask).
+        add_special_tokens: add the tokenizer's special tokens (CLS/SEP, BOS); False for models that read the text's
+            own tokens only (inference-free sparse queries).
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class TextTokenizer:
         max_length: int,
         lowercase: bool = False,
         padding_side: str = "right",
+        add_special_tokens: bool = True,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
@@ -101,6 +108,7 @@ class TextTokenizer:
         self.max_length = max_length
         self.lowercase = lowercase
         self.padding_side = padding_side
+        self.add_special_tokens = add_special_tokens
         self.pad_id = _first_id(tokenizer, ("pad_token_id", "eos_token_id", "unk_token_id"), default=0)
         self.empty_fallback_id = _first_id(
             tokenizer, ("bos_token_id", "eos_token_id", "cls_token_id", "pad_token_id", "unk_token_id"), default=0
@@ -127,6 +135,7 @@ class TextTokenizer:
             [f.text for f in formatted],
             truncation=True,
             max_length=budget,
+            add_special_tokens=self.add_special_tokens,
             return_overflowing_tokens=True,
             return_offsets_mapping=with_segments,
             return_special_tokens_mask=with_segments,
@@ -172,7 +181,10 @@ class TextTokenizer:
         the encode report as well.
         """
         formatted = (prompt or PromptTemplate.parse("")).format("", self.lowercase)
-        overhead = len(self.tokenizer(formatted.text, return_attention_mask=False)["input_ids"]) + len(suffix_ids)
+        encoded = self.tokenizer(
+            formatted.text, add_special_tokens=self.add_special_tokens, return_attention_mask=False
+        )
+        overhead = len(encoded["input_ids"]) + len(suffix_ids)
         return max(0, (self.max_length - overhead) // max(1, len(formatted.text_spans)))
 
     def pad(self, tokenized: TokenizedTexts, rows: np.ndarray | list[int]) -> TokenBatch:

@@ -1,0 +1,14 @@
+"""The sparse model kind (SPLADE, inference-free SPLADE, PromptReps): ``SparseEncoder`` and its loaders."""
+
+from gpte.models.sparse.encoder import SparseEncoder, SparseResult, active_dimensions, prune
+from gpte.models.sparse.folders import is_sparse_folder, load_sparse_encoder, promptreps
+
+__all__ = [
+    "SparseEncoder",
+    "SparseResult",
+    "active_dimensions",
+    "is_sparse_folder",
+    "load_sparse_encoder",
+    "promptreps",
+    "prune",
+]
