@@ -124,8 +124,9 @@ def test_search_errors(client):
     assert client.post("/search", json={"query": "x", "mode": "semantic"}, headers=AUTH).status_code == 422
 
 
-def post_concurrently(app, path: str, bodies: list[dict]) -> list[httpx.Response]:
-    """POST every body to ``path`` at once, through the app's lifespan (its batchers running)."""
+def post_concurrently(app, path: str, bodies: list, raw: bool = False) -> list[httpx.Response]:
+    """POST every body to ``path`` at once, through the app's lifespan (its batchers running); ``raw``: the bodies
+    are JSON texts sent as written (e.g. with an escaped lone surrogate, which httpx cannot encode from a str)."""
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
@@ -133,7 +134,11 @@ def post_concurrently(app, path: str, bodies: list[dict]) -> list[httpx.Response
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=transport, base_url="http://test") as http,
         ):
-            return await asyncio.gather(*(http.post(path, json=body) for body in bodies))
+            options = [
+                {"content": body, "headers": {"content-type": "application/json"}} if raw else {"json": body}
+                for body in bodies
+            ]
+            return await asyncio.gather(*(http.post(path, **option) for option in options))
 
     return asyncio.run(scenario())
 

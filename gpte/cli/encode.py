@@ -11,16 +11,29 @@ from gpte.atomic import refuse_existing
 from gpte.cli import options
 from gpte.data.readers import TEXT_FORMATS
 from gpte.models.postprocess import PRECISIONS
+from gpte.models.sparse.encoder import active_dimensions
 from gpte.runtime.output import VECTOR_FORMATS, check_output
 from gpte.runtime.quantization import load_ranges
+from gpte.runtime.sparse_output import SPARSE_FORMATS
 from gpte.runtime.streaming import CHUNK_TEXTS
 
 
 def register(verbs: Any) -> None:
     encode = verbs.add_parser("encode", help="embed the texts of a file and write the vectors")
     encode.add_argument("input", help=f"texts: {', '.join(TEXT_FORMATS)} (txt/md: one text per line)")
-    options.add_output(encode, f"vectors: {', '.join(VECTOR_FORMATS)}")
+    options.add_output(
+        encode, f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: {', '.join(SPARSE_FORMATS)} (token: weight)"
+    )
     options.add_model(encode)
+    encode.add_argument(
+        "--kind",
+        default=None,
+        choices=("dense", "sparse"),
+        help="sparse: one weight per vocabulary token (SPLADE; 'promptreps' as --model: PromptReps on SmolLM2); "
+        "default: sparse for a sparse model folder, else dense",
+    )
+    encode.add_argument("--top-k", type=int, default=None, help="sparse: weights kept per vector (default: all)")
+    encode.add_argument("--threshold", type=float, default=None, help="sparse: drop weights at or below this")
     encode.add_argument("--field", default=None, help="text field/column for jsonl, csv, tsv, parquet (default: text)")
     encode.add_argument("--role", default=None, help="query, document, or a prompt name of the model")
     encode.add_argument("--prompt", default=None, help="a prompt name, a template with {text}, or a prefix")
@@ -61,6 +74,10 @@ def register(verbs: Any) -> None:
 def _encode(args: argparse.Namespace) -> int:
     from gpte.runtime.streaming import encode_to
 
+    if options.wants_sparse(args):
+        return _encode_sparse(args)
+    if args.top_k is not None or args.threshold is not None:
+        raise ValueError("--top-k and --threshold apply to sparse models (--kind sparse)")
     output = check_output(args.output, args.overwrite)
     embedder = options.load_dense_model(args)
     encode_options = {"role": args.role, "normalize": args.normalize}
@@ -88,6 +105,36 @@ def _encode(args: argparse.Namespace) -> int:
     print(
         f"wrote {report.n_texts} vectors of {report.n_columns} {args.precision} values to {output} "
         f"({report.n_truncated} truncated to the model's maximum length{resumed}, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _encode_sparse(args: argparse.Namespace) -> int:
+    from gpte.data.readers import read_texts
+    from gpte.runtime.sparse_output import check_sparse_output, write_sparse_vectors
+
+    dense_only = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
+    given = [name for name, value in dense_only.items() if value is not None]
+    if given or args.precision != "float32" or args.backend != "torch":
+        raise ValueError(f"{', '.join(given) or '--precision/--backend'} apply to dense models, not --kind sparse")
+    output = check_sparse_output(args.output, args.overwrite)
+    model = options.load_sparse_model(args)
+    result = model.encode_with_report(
+        read_texts(args.input, args.field),
+        role=args.role,
+        prompt=args.prompt,
+        task=args.task,
+        batch_size=args.batch_size,
+        top_k=args.top_k,
+        threshold=args.threshold,
+        show_progress=not args.no_progress,
+    )
+    write_sparse_vectors(result.vectors, output, model.decode, args.overwrite)
+    report = result.report
+    print(
+        f"wrote {report.n_texts} sparse vectors ({active_dimensions(result.vectors):.1f} active of "
+        f"{model.vocab_size} dimensions on average) to {output} ({report.n_truncated} truncated to the model's "
+        f"maximum length, {report.seconds:.1f} s)"
     )
     return 0
 

@@ -85,6 +85,23 @@ def load_dense_model(args: argparse.Namespace) -> Any:
     return load_model(model, backend, device=device, **llm)
 
 
+def wants_sparse(args: argparse.Namespace) -> bool:
+    """Whether a verb with ``--kind`` (default: the model's own kind) runs a sparse model."""
+    from gpte.models.sparse import is_sparse_folder
+
+    if args.kind is not None:
+        return args.kind == "sparse"
+    return args.model == "promptreps" or is_sparse_folder(args.model)
+
+
+def load_sparse_model(args: argparse.Namespace) -> Any:
+    """The sparse model of a verb's ``--model`` on ``--device``: a SparseEncoder folder, ``promptreps``, or an
+    encoder that becomes SPLADE (``gpte.models.sparse.load_sparse_encoder``)."""
+    from gpte.models.sparse import load_sparse_encoder
+
+    return load_sparse_encoder(args.model, device=args.device)
+
+
 def is_static_model(model: Any) -> bool:
     from gpte.models.static import StaticEmbedder
 

@@ -13,10 +13,22 @@ from gpte.cli import options
 
 def register(verbs: Any) -> None:
     serve = verbs.add_parser(
-        "serve", help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank, /search, /health, /metrics"
+        "serve",
+        help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank and /embed_sparse, /search, /health, "
+        "/metrics",
     )
     options.add_model(
-        serve, "a model to serve (repeatable; the default one only when no --reranker is given)", repeatable=True
+        serve,
+        "a model to serve (repeatable; the default one only when no --reranker or --sparse is given)",
+        repeatable=True,
+    )
+    serve.add_argument(
+        "--sparse",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a sparse model to serve on /embed_sparse (repeatable): a SparseEncoder folder or hub id, promptreps, or "
+        "an encoder (SPLADE with a new masked-LM head)",
     )
     serve.add_argument(
         "--reranker",
@@ -40,19 +52,29 @@ def register(verbs: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from gpte.errors import extra_needed
     from gpte.models.loading import load_model, load_reranker
+    from gpte.models.sparse import load_sparse_encoder
     from gpte.serve.app import create_app
 
     with extra_needed("serve"):
         import uvicorn
 
-    models = _loaded(args.model or ([] if args.reranker else [None]), load_model)
+    models = _loaded(args.model or ([] if args.reranker or args.sparse else [None]), load_model)
     rerankers = _loaded(args.reranker, load_reranker)
+    sparse_models = _loaded(args.sparse, load_sparse_encoder)
     indexes = {name: options.open_index(name, args) for name in args.index}
     api_key = args.api_key or os.environ.get("GPTE_API_KEY")
-    app = create_app(models, indexes, api_key=api_key, max_request_bytes=args.max_request_bytes, rerankers=rerankers)
+    app = create_app(
+        models,
+        indexes,
+        api_key=api_key,
+        max_request_bytes=args.max_request_bytes,
+        rerankers=rerankers,
+        sparse_models=sparse_models,
+    )
     print(
-        f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'} and indexes "
-        f"{', '.join(indexes) or 'none'} on http://{args.host}:{args.port}"
+        f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'}, sparse models "
+        f"{', '.join(sparse_models) or 'none'} and indexes {', '.join(indexes) or 'none'} on "
+        f"http://{args.host}:{args.port}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -4,13 +4,16 @@ Prometheus metrics.
     POST /v1/embeddings   {"input": str | [str], "model": NAME, "encoding_format": "float" | "base64", "dimensions": D}
     POST /rerank          {"query": str, "texts": [str], "raw_scores": false, "return_text": false, "truncate": false,
                            "model": NAME (default: the first reranker)} -> [{"index", "score", "text"?}] best first
+    POST /embed_sparse    {"inputs": str | [str], "model": NAME (default: the first sparse model), "prompt_name": ROLE,
+                           "truncate": false} -> [[{"index", "value"}]] one list per input, by token index
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "lexical" | "hybrid", "filters": {...}}
     GET  /health          served models, rerankers and indexes
     GET  /metrics         Prometheus text format
 
-/rerank speaks Hugging Face text-embeddings-inference's API: ``raw_scores`` false applies the reranker's activation
+/rerank and /embed_sparse speak Hugging Face text-embeddings-inference's API: ``raw_scores`` false applies the reranker's activation
 (sigmoid: scores in (0, 1)), true gives the raw logit; with ``truncate`` false a (query, text) pair longer than the
-reranker's input is refused with 413 before anything is scored, with true the text is cut to fit.
+reranker's input is refused with 413 before anything is scored, with true the text is cut to fit; /embed_sparse
+likewise refuses (413) an input longer than the sparse model reads unless ``truncate`` is true.
 
 Errors: 400 empty input or query, empty string or bad option, 401 missing or wrong API key
 (``Authorization: Bearer KEY``), 404 unknown model, reranker or index (the served ones listed), 413 request body
@@ -34,8 +37,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from gpte.models.protocol import DenseModel, PairScorer, best_first, require_pair_scorer
-from gpte.serve.batching import EmbeddingBatcher, RerankBatcher
+from gpte.models.protocol import DenseModel, PairScorer, SparseModel, best_first, require_pair_scorer, require_sparse
+from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, SparseBatcher
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
     from gpte.search.index import Index
@@ -62,6 +65,13 @@ class RerankRequest(BaseModel):
     model: str | None = None
 
 
+class SparseRequest(BaseModel):
+    inputs: str | list[str]
+    model: str | None = None
+    prompt_name: str | None = None
+    truncate: bool = False
+
+
 class SearchRequest(BaseModel):
     query: str
     index: str | None = None
@@ -79,30 +89,35 @@ def create_app(
     max_request_bytes: int = MAX_REQUEST_BYTES,
     max_inputs: int = MAX_INPUTS,
     rerankers: dict[str, PairScorer] | None = None,
+    sparse_models: dict[str, SparseModel] | None = None,
 ) -> FastAPI:
     """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
-    ``gpte.search.index.Index``) on /search and ``rerankers`` (name -> any one-score pair scorer) on /rerank.
+    ``gpte.search.index.Index``) on /search, ``rerankers`` (name -> any one-score pair scorer) on /rerank and
+    ``sparse_models`` (name -> any sparse model) on /embed_sparse.
 
     ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
 
     Raises:
         ValueError: nothing to serve, or a reranker with several scores per pair.
-        TypeError: a reranker that is not a ``PairScorer``.
+        TypeError: a reranker that is not a ``PairScorer``, a sparse model that is not a ``SparseModel``.
     """
-    indexes, rerankers = indexes or {}, rerankers or {}
-    if not (models or rerankers or indexes):
-        raise ValueError("serve at least one model, reranker or index")
+    indexes, rerankers, sparse_models = indexes or {}, rerankers or {}, sparse_models or {}
+    if not (models or rerankers or indexes or sparse_models):
+        raise ValueError("serve at least one model, reranker, sparse model or index")
     _check_rerankers(rerankers)
+    for name, sparse_model in sparse_models.items():
+        require_sparse(sparse_model, f"/embed_sparse (model {name!r})")
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
     query_batchers = {
         name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()
     }  # /search queries, batched too
     rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
+    sparse_batchers = {name: SparseBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
     metrics = _Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        every = [*batchers.values(), *query_batchers.values(), *rerank_batchers.values()]
+        every = [*batchers.values(), *query_batchers.values(), *rerank_batchers.values(), *sparse_batchers.values()]
         for batcher in every:
             batcher.start()
         yield
@@ -115,7 +130,13 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(models), "rerankers": list(rerankers), "indexes": list(indexes)}
+        return {
+            "status": "ok",
+            "models": list(models),
+            "rerankers": list(rerankers),
+            "sparse_models": list(sparse_models),
+            "indexes": list(indexes),
+        }
 
     @app.get("/metrics", dependencies=[Depends(authorized)])
     async def prometheus() -> Response:
@@ -167,6 +188,26 @@ def create_app(
         metrics.pairs.inc(len(request.texts))
         return _ranking(scores, request.texts if request.return_text else None)
 
+    @app.post("/embed_sparse", dependencies=[Depends(authorized)])
+    async def embed_sparse(request: SparseRequest) -> list[list[dict[str, Any]]]:
+        texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
+        _check_texts(texts, max_inputs, field="inputs")
+        name = request.model or next(iter(sparse_models), None)
+        if name not in sparse_models:
+            raise HTTPException(
+                404,
+                f"sparse model {request.model!r} is not served; served sparse models: {', '.join(sparse_models) or 'none'}",
+            )
+        model = sparse_models[name]
+        try:
+            if not request.truncate:
+                _check_text_lengths(model, name, texts, request.prompt_name)
+            vectors = await sparse_batchers[name].embed(texts, request.prompt_name)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from None
+        metrics.texts.inc(len(texts))
+        return [_sparse_entries(vectors[row]) for row in range(vectors.shape[0])]
+
     @app.post("/search", dependencies=[Depends(authorized)])
     async def search(request: SearchRequest) -> dict[str, Any]:
         name = request.index or next(iter(indexes), None)
@@ -196,6 +237,13 @@ def _check_texts(texts: list[str], max_inputs: int, field: str = "input", item: 
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
         raise HTTPException(400, f"{item} {empty[0]} is an empty string; every {item} must be non-empty")
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise HTTPException(
+                400, f"{item} {i} is not valid Unicode text: {error.reason} at character {error.start}"
+            ) from None
 
 
 def _check_rerankers(rerankers: dict[str, PairScorer]) -> None:
@@ -222,6 +270,25 @@ def _check_pair_lengths(reranker: PairScorer, name: str, query: str, texts: list
                 f"most {budget} (max_seq_length {reranker.max_seq_length} less its special and prompt tokens); "
                 "shorten the text or send truncate=true to cut it",
             )
+
+
+def _check_text_lengths(model: SparseModel, name: str, texts: list[str], role: str | None) -> None:
+    """413 naming the first input longer than ``model`` reads with ``role``'s prompt (TEI's ``truncate: false``)."""
+    budget = model.text_token_budget(role)
+    for i, tokens in enumerate(model.count_tokens(texts)):
+        if tokens > budget:
+            raise HTTPException(
+                413,
+                f"input {i} has {tokens} tokens; sparse model {name!r} reads at most {budget} with its prompt and "
+                "special tokens: shorten it or send truncate: true",
+            )
+
+
+def _sparse_entries(row: Any) -> list[dict[str, Any]]:
+    """One sparse vector as TEI's ``[{"index": token id, "value": weight}]``, by token index."""
+    row = row.tocsr()
+    row.sort_indices()
+    return [{"index": int(i), "value": float(v)} for i, v in zip(row.indices, row.data) if v != 0]
 
 
 def _ranking(scores: np.ndarray, texts: list[str] | None) -> list[dict[str, Any]]:

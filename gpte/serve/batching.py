@@ -2,8 +2,8 @@
 seconds) run together in one model call, in a worker thread so the event loop keeps accepting requests.
 
 ``MicroBatcher`` holds the queue, the collection of a batch and the split of its results; ``EmbeddingBatcher``
-(texts -> vectors with ``encode``) and ``RerankBatcher`` ((query, text) pairs -> scores with ``predict``) say only
-what the model call is. A batch whose call fails is run again request by request, so an error reaches only the
+(texts -> vectors with ``encode``), ``SparseBatcher`` (texts -> sparse vectors) and ``RerankBatcher`` ((query, text)
+pairs -> scores with ``predict``) say only what the model call is. A batch whose call fails is run again request by request, so an error reaches only the
 requests that cause it.
 """
 
@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
-from gpte.models.protocol import DenseModel, PairScorer
+from gpte.models.protocol import DenseModel, PairScorer, SparseModel
 
 
 @dataclass
@@ -153,3 +154,20 @@ class RerankBatcher(MicroBatcher):
 
     def _model_call(self, pairs: list[tuple[str, str]], activation: Hashable) -> np.ndarray:
         return self.scorer.predict(pairs, batch_size=self.batch_size, activation=activation, show_progress=False)
+
+
+class SparseBatcher(MicroBatcher):
+    """Encodes concurrent requests with equal ``role`` through a sparse model in one ``encode`` call."""
+
+    def __init__(
+        self, model: SparseModel, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
+    ) -> None:
+        super().__init__(max_batch_texts, max_wait, batch_size)
+        self.model = model
+
+    async def embed(self, texts: list[str], role: str | None = None) -> scipy.sparse.csr_matrix:
+        """The sparse vectors (len(texts), vocab_size) of ``texts`` (as ``model.encode(texts, role=...)``)."""
+        return await self.submit(texts, role)
+
+    def _model_call(self, texts: list[str], role: Hashable) -> scipy.sparse.csr_matrix:
+        return self.model.encode(texts, batch_size=self.batch_size, role=role, show_progress=False)

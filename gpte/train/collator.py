@@ -16,6 +16,7 @@ import torch
 
 from gpte.data.training import TrainingExample
 from gpte.models.embedder import Embedder
+from gpte.models.sparse import SparseEncoder
 from gpte.models.tokenization import TokenBatch, TokenizedTexts
 from gpte.prompts import PromptTemplate
 from gpte.train.losses.base import TrainingBatch
@@ -78,6 +79,27 @@ class PairCollator:
         n_columns = len(examples[0].texts)
         texts = [[example.texts[column] for example in examples] for column in range(n_columns)]
         return TrainingBatch(texts, [], _scores(examples))
+
+
+class SparseCollator:
+    """Callable turning a list of ``TrainingExample`` into a ``TrainingBatch`` for a sparse model: column 0 is
+    tokenized for the model's query role (an inference-free model's query head reads its own tokens), the others
+    for the document role, each with the model's prompt of that role."""
+
+    def __init__(self, model: SparseEncoder) -> None:
+        self.model = model
+
+    def __call__(self, examples: Sequence[TrainingExample]) -> TrainingBatch:
+        if any(example.instruction is not None for example in examples):
+            raise ValueError(
+                "a sparse model is trained with its role prompts, not per-row instructions: drop the instruction "
+                "field and set the model's prompts"
+            )
+        n_columns = len(examples[0].texts)
+        texts = [[example.texts[column] for example in examples] for column in range(n_columns)]
+        roles = ["query"] + ["document"] * (n_columns - 1)
+        features = [self.model.tokenize(column, role).to("cpu") for column, role in zip(texts, roles)]
+        return TrainingBatch(texts, features, _scores(examples))
 
 
 def _scores(examples: Sequence[TrainingExample]) -> torch.Tensor | None:

@@ -24,6 +24,11 @@ transformer) that gets a new one-logit head; ``model_options`` are ``CrossEncode
         loss: bce
         training: {epochs: 1, batch_size: 16}
 
+``kind: sparse`` trains a SPLADE model (``gpte.models.sparse``): ``model`` is a SparseEncoder folder or any BERT-style
+encoder (it gets a masked-LM head tied to its word embeddings); the loss is ``splade`` around a ranking loss, with
+FLOPS regularisation (``gpte.train.losses.sparse``); ``model_options`` are ``max_seq_length``, ``top_k``,
+``threshold``.
+
 Relative paths are relative to the recipe file. The whole recipe (keys, loss names and options, every
 row of every data source) is checked before the first training step. A stage whose model folder exists
 is kept, and an interrupted stage resumes from its last complete checkpoint, so re-running the same
@@ -51,16 +56,17 @@ from gpte.models.cross_encoder import CrossEncoder, is_cross_encoder_folder
 from gpte.models.embedder import Embedder
 from gpte.models.model_card import CardNotes
 from gpte.models.sources import resolve_model
+from gpte.models.sparse import load_sparse_encoder
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import build_loss
 from gpte.train.losses.distributed import world
 from gpte.train.losses.reranker import build_reranker_loss
-from gpte.train.trainer import TrainResult, check_training_data, train
+from gpte.train.trainer import TrainableModel, TrainResult, check_training_data, train
 
 logger = logging.getLogger(__name__)
 
 RECIPE_KEYS = ("kind", "model", "output", "stages")
-KINDS = ("dense", "reranker")
+KINDS = ("dense", "reranker", "sparse")
 STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
 # Embedder.load options a stage may set on the model it starts from (saved with the stage's model)
 MODEL_OPTION_KEYS = (
@@ -74,6 +80,8 @@ MODEL_OPTION_KEYS = (
     "padding_side",
 )
 RERANKER_OPTION_KEYS = ("num_labels", "max_seq_length", "activation", "prompts", "default_prompt")
+SPARSE_OPTION_KEYS = ("max_seq_length", "top_k", "threshold")
+OPTION_KEYS = {"dense": MODEL_OPTION_KEYS, "reranker": RERANKER_OPTION_KEYS, "sparse": SPARSE_OPTION_KEYS}
 DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
 
 
@@ -156,11 +164,9 @@ def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str, k
     loss = spec["loss"] if isinstance(spec["loss"], dict) else {"name": spec["loss"]}
     guide = _resolve(spec["guide"], base) if spec.get("guide") else None
     model_options = dict(spec.get("model_options") or {})
-    _check_keys(
-        model_options, RERANKER_OPTION_KEYS if kind == "reranker" else MODEL_OPTION_KEYS, f"{here} model_options"
-    )
-    if kind == "reranker" and spec.get("guide"):
-        raise ValueError(f"{here}: guide (GIST) applies to dense models, not rerankers")
+    _check_keys(model_options, OPTION_KEYS[kind], f"{here} model_options")
+    if kind != "dense" and spec.get("guide"):
+        raise ValueError(f"{here}: guide (GIST) applies to dense models, not to {kind} models")
     config = TrainingConfig.from_dict(training, f"{here} training")
     return Stage(name, start, data, dict(loss), config, guide, model_options)
 
@@ -213,13 +219,16 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
         torch.distributed.barrier()  # the next stage starts from this folder on every process
 
 
-def _load_model(start: str | None, stage: Stage | None, kind: str) -> Embedder | CrossEncoder:
+def _load_model(start: str | None, stage: Stage | None, kind: str) -> TrainableModel:
     """The model a stage starts from, with the stage's model options (a bad option names the stage): an
-    ``Embedder``, or for ``kind: reranker`` a ``CrossEncoder`` (an encoder folder gets a new one-logit head)."""
+    ``Embedder``, for ``kind: reranker`` a ``CrossEncoder`` (an encoder folder gets a new one-logit head), for
+    ``kind: sparse`` a ``SparseEncoder`` (an encoder folder becomes SPLADE with a masked-LM head)."""
     options = stage.model_options if stage is not None else {}
     try:
         if kind == "dense":
             return Embedder.load(start, **options)
+        if kind == "sparse":
+            return load_sparse_encoder(start, **options)
         folder = resolve_model(start).folder
         new_head = {} if is_cross_encoder_folder(folder) or "num_labels" in options else {"num_labels": 1}
         return CrossEncoder.load(start, **new_head, **options)
@@ -228,7 +237,7 @@ def _load_model(start: str | None, stage: Stage | None, kind: str) -> Embedder |
         raise ValueError(f"{where}: {error}") from error
 
 
-def _loss(stage: Stage, model: Embedder | CrossEncoder) -> Any:
+def _loss(stage: Stage, model: TrainableModel) -> Any:
     """The stage's loss built for ``model``: an embedding loss, or a reranker loss for a cross-encoder."""
     if isinstance(model, CrossEncoder):
         return build_reranker_loss(stage.loss, model)
@@ -245,16 +254,14 @@ def _start(recipe: Recipe, stage: Stage, folders: list[Path]) -> str | None:
     return str(folders[-1]) if folders else recipe.model
 
 
-def _final_scores(model: Embedder | CrossEncoder, tasks: list[Task]) -> dict[str, float]:
+def _final_scores(model: TrainableModel, tasks: list[Task]) -> dict[str, float]:
     """Main score (0-1) per task of the trained model."""
     if not tasks:
         return {}
     return {name: result["main_score_value"] for name, result in evaluate(model, tasks).results.items()}
 
 
-def card_notes(
-    model: Embedder | CrossEncoder, stage: Stage, result: TrainResult, scores: dict[str, float]
-) -> CardNotes:
+def card_notes(model: TrainableModel, stage: Stage, result: TrainResult, scores: dict[str, float]) -> CardNotes:
     """The model card's notes for a stage's trained ``model``: what it started from, the stage's data, loss and
     settings, the steps and final loss, and the scores (0-1) on the stage's eval tasks."""
     step = (

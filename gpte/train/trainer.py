@@ -1,4 +1,4 @@
-"""Train an Embedder or a reranker (``CrossEncoder``) with a loss on training data, built on the Hugging Face
+"""Train an Embedder, a reranker (``CrossEncoder``) or a sparse model (``SparseEncoder``) with a loss on training data, built on the Hugging Face
 ``Trainer``.
 
 The Trainer supplies the loop: AdamW and the learning-rate schedule, gradient accumulation, mixed
@@ -29,13 +29,14 @@ from gpte.data.training import TrainingData
 from gpte.evaluate import Task, evaluate
 from gpte.models.cross_encoder import CrossEncoder
 from gpte.models.embedder import Embedder, load_pooler_weights
-from gpte.train.collator import PairCollator, TrainingCollator
+from gpte.models.sparse import SparseEncoder
+from gpte.train.collator import PairCollator, SparseCollator, TrainingCollator
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import EmbeddingLoss
 from gpte.train.losses.reranker import PairScoreLoss
 from gpte.train.samplers import MultiDatasetBatchSampler, NoDuplicatesBatchSampler
 
-TrainableModel = Embedder | CrossEncoder
+TrainableModel = Embedder | CrossEncoder | SparseEncoder
 Loss = EmbeddingLoss | PairScoreLoss
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -89,7 +90,7 @@ def train(
         args=_arguments(config, output, model.device, bool(eval_tasks)),
         train_dataset=ConcatDataset(data),
         eval_dataset=eval_tasks or None,
-        data_collator=PairCollator() if isinstance(model, CrossEncoder) else TrainingCollator(model),
+        data_collator=_collator(model),
         callbacks=_callbacks(config, output),
         loss=loss,
         sources=data,
@@ -108,19 +109,29 @@ def train(
     )
 
 
+def _collator(model: TrainableModel) -> TrainingCollator | PairCollator | SparseCollator:
+    if isinstance(model, CrossEncoder):
+        return PairCollator()
+    return SparseCollator(model) if isinstance(model, SparseEncoder) else TrainingCollator(model)
+
+
 def _prepare_model(model: TrainableModel, config: TrainingConfig) -> None:
     """Apply the settings that change the model for training: LoRA adapters, attention dropout, activation
-    checkpointing (a cross-encoder takes the last only).
+    checkpointing (a cross-encoder or a sparse model takes the last only).
 
     Raises:
-        ValueError: LoRA or attention dropout asked of a cross-encoder.
+        ValueError: LoRA or attention dropout asked of a cross-encoder or a sparse model.
     """
-    if isinstance(model, CrossEncoder):
+    if isinstance(model, (CrossEncoder, SparseEncoder)):
         unsupported = [name for name in ("lora", "attention_dropout") if getattr(config, name) is not None]
         if unsupported:
-            raise ValueError(f"training a cross-encoder does not support {', '.join(unsupported)} yet")
+            kind = "a cross-encoder" if isinstance(model, CrossEncoder) else "a sparse model"
+            raise ValueError(f"training {kind} does not support {', '.join(unsupported)} yet")
         if config.gradient_checkpointing:
-            model.model.gradient_checkpointing_enable()
+            for module in model.modules():
+                if hasattr(module, "gradient_checkpointing_enable") and module is not model:
+                    module.gradient_checkpointing_enable()
+                    break
         return
     if config.lora is not None:
         model.backbone.add_lora(**config.lora)
@@ -184,6 +195,7 @@ class EmbeddingTrainer(Trainer):
         if batch.scores is not None:
             batch.scores = batch.scores.to(self.args.device)
         _point_loss_at(self.loss, model)
+        _report_progress(self.loss, self.state.global_step, self.state.max_steps)
         value = self.loss(batch)
         return (value, {}) if return_outputs else value
 
@@ -266,6 +278,13 @@ def _point_loss_at(loss: torch.nn.Module, model: torch.nn.Module) -> None:
     for module in loss.modules():
         if isinstance(module, (EmbeddingLoss, PairScoreLoss)) and module.model is not model:
             module.model = model
+
+
+def _report_progress(loss: torch.nn.Module, step: int, total_steps: int) -> None:
+    """Tell losses that schedule a weight by training progress (SPLADE's regulariser warm-up) the step about to run."""
+    for module in loss.modules():
+        if callable(getattr(module, "set_progress", None)):
+            module.set_progress(step, total_steps)
 
 
 def check_training_data(loss: Loss, data: list[TrainingData], config: TrainingConfig) -> None:

@@ -90,6 +90,14 @@ class SparseEncoder(nn.Module):
         self._max_seq_length = check_length(max_seq_length)
         self._tokenizers: dict[bool, TextTokenizer] = {}
 
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, **options: Any) -> SparseEncoder:
+        """``gpte.models.sparse.load_sparse_encoder`` (a SparseEncoder folder, ``"promptreps"``, or an encoder that
+        becomes SPLADE)."""
+        from gpte.models.sparse.folders import load_sparse_encoder
+
+        return load_sparse_encoder(name_or_path, **options)
+
     # ----------------------------------------------------------------- the model contract
 
     @property

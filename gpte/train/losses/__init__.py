@@ -4,7 +4,8 @@
                 "gradcache": {"mini_batch_size": 32}}, model)
 
 Each loss is one module; wrappers (``matryoshka``, ``matryoshka_2d``, ``gradcache``) are keys of the same
-section and apply in that order (GradCache outermost).
+section and apply in that order (GradCache outermost). The sparse losses (``splade``, ``csr``) take their
+ranking loss as a nested section: ``{"name": "splade", "loss": {"name": "margin_mse"}, ...}``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gpte.train.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
 from gpte.train.losses.mntp import MNTPLoss
 from gpte.train.losses.ranking import AnglELoss, CoSENTLoss, CosineMSELoss
 from gpte.train.losses.simcse import SimCSELoss
+from gpte.train.losses.sparse import CSRLoss, SpladeLoss
 from gpte.train.losses.triplet import TripletLoss
 
 LOSSES: dict[str, type[EmbeddingLoss]] = {
@@ -38,6 +40,8 @@ LOSSES: dict[str, type[EmbeddingLoss]] = {
         SimCSELoss,
         GISTLoss,
         MNTPLoss,
+        SpladeLoss,
+        CSRLoss,
     )
 }
 WRAPPERS = ("matryoshka", "matryoshka_2d", "gradcache")
@@ -66,6 +70,8 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
     loss = _construct(LOSSES[name], name, model, spec)
     if wrappers and getattr(loss, "token_level", False):
         raise ValueError(f"loss {name!r} works on tokens, not embeddings: {', '.join(wrappers)} cannot wrap it")
+    if wrappers and getattr(loss, "needs_model_outputs", False):
+        raise ValueError(f"loss {name!r} reads the model's intermediate outputs: {', '.join(wrappers)} cannot wrap it")
     if "matryoshka" in wrappers and "matryoshka_2d" in wrappers:
         raise ValueError("choose one of matryoshka and matryoshka_2d (2D includes the dimension nesting)")
     if "matryoshka" in wrappers:
