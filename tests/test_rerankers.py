@@ -249,8 +249,8 @@ def test_reranker_recipes_are_checked(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown key\\(s\\) pooling; allowed: num_labels, max_seq_length"):
         load_recipe(recipe)
-    recipe.write_text("kind: sparse\nstages:\n  - data: [a.jsonl]\n    loss: bce\n")
-    with pytest.raises(ValueError, match="unknown kind 'sparse'; choose one of dense, reranker"):
+    recipe.write_text("kind: colbert\nstages:\n  - data: [a.jsonl]\n    loss: bce\n")
+    with pytest.raises(ValueError, match="unknown kind 'colbert'; choose one of dense, reranker, sparse"):
         load_recipe(recipe)
 
 
