@@ -154,8 +154,10 @@ def _distill_static(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from gpte.models.loading import load_model
+    from gpte.models.sparse import is_sparse_folder, load_sparse_encoder
 
-    info = load_model(args.model).info()
+    sparse = args.model == "promptreps" or is_sparse_folder(args.model)
+    info = (load_sparse_encoder(args.model) if sparse else load_model(args.model)).info()
     if args.json:
         print(json.dumps(info, indent=2))
     else:
