@@ -198,3 +198,47 @@ def test_filter_expressions_and_hit_fusion():
 def test_bad_milvus_uris_are_named(embedder, tmp_path):
     with pytest.raises(ValueError, match=r"Milvus URI 'localhost' is not one; give http://host:port"):
         build_milvus_index("localhost", "x", tmp_path, embedder=embedder)
+
+
+def test_milvus_lite_holds_a_sparse_models_vectors_and_fuses_them_like_the_on_disk_index(embedder, tmp_path):
+    from tests.test_search_sparse import HashingSparse
+
+    source = write_docs(tmp_path / "docs", TEXTS)
+    hashing = HashingSparse()
+    uri = tmp_path / "milvus.db"
+    options = dict(embedder=embedder, sparse_model=hashing, chunk_tokens=8, overlap=2, ann=None, show_progress=False)
+    report = build_milvus_index(uri, "splade", source, work_dir=tmp_path / "work", **options)
+    build_index(tmp_path / "disk", source, **options)
+    disk = Index.open(tmp_path / "disk", embedder=embedder, sparse_model=hashing)
+    assert report.sparse_encoded == len(set(disk.snapshot.chunks.texts))
+    milvus = MilvusIndex.open(uri, "splade", embedder=embedder, sparse_model=hashing)
+    assert milvus.settings["sparse_model_key"] == hashing.fingerprint
+
+    def scored(hits):  # (score, doc) best first; documents tied on score in any order
+        return sorted(((round(h.score, 4), h.doc_id) for h in hits), key=lambda item: (-item[0], item[1]))
+
+    for query in QUERIES:
+        expected = disk.search(query, k=5, mode="sparse")
+        assert expected and scored(milvus.search(query, k=5, mode="sparse")) == scored(expected)
+    only = milvus.search("wing stall boundary", k=5, mode="dense+sparse", filters={"source": ["b.txt", "d.txt"]})
+    assert only and {h.doc_id for h in only} <= {"b.txt", "d.txt"}
+    fused = milvus.search(
+        "hypersonic stagnation", k=3, mode="dense+sparse+lexical", fusion="weighted", weights=[1, 1, 1]
+    )
+    assert fused[0].doc_id == "c.txt" and len(fused) == 3
+    with pytest.raises(ValueError, match="2 fusion weights for mode 'dense\\+sparse\\+lexical'"):
+        milvus.search("x", mode="dense+sparse+lexical", weights=[1, 1])
+
+    changed = {**TEXTS, "b.txt": TEXTS["b.txt"] + " It separates later."}
+    write_docs(source, changed)
+    hashing.calls.clear()
+    again = build_milvus_index(uri, "splade", source, work_dir=tmp_path / "work", **options)
+    assert (again.changed, again.unchanged) == (1, 4)
+    assert set(hashing.document_encodes()) == {t for t, _, _ in _chunks(embedder, changed["b.txt"])}
+    assert [h.doc_id for h in milvus.search("separates", k=3, mode="sparse")] == ["b.txt"]
+    with pytest.raises(ValueError, match="was built with another sparse model"):
+        MilvusIndex.open(uri, "splade", embedder=embedder, sparse_model=HashingSparse(vocab_size=31))
+
+
+def _chunks(embedder, text):
+    return [(text[s.start : s.end], s.start, s.end) for s in chunk_spans(text, embedder, 8, 2)]

@@ -81,7 +81,13 @@ def test_search_health_and_metrics(client, index):
         == "b.txt"
     )
     assert client.post("/v1/embeddings", json={"input": "wings", "model": "tiny"}, headers=AUTH).status_code == 200
-    assert client.get("/health").json() == {"status": "ok", "models": ["tiny"], "rerankers": [], "indexes": ["docs"]}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "models": ["tiny"],
+        "rerankers": [],
+        "sparse_models": [],
+        "indexes": ["docs"],
+    }
     assert _requests_total(client, "/search", 200) == searches + 2
     assert _requests_total(client, "/v1/embeddings", 200) == embeddings + 1
     assert 'gpte_request_seconds_count{route="/v1/embeddings"}' in client.get("/metrics", headers=AUTH).text
@@ -121,7 +127,8 @@ def test_search_errors(client):
     assert client.post("/search", json={"query": "  "}, headers=AUTH).status_code == 400
     response = client.post("/search", json={"query": "x", "index": "web"}, headers=AUTH)
     assert response.status_code == 404 and "served indexes: docs" in response.text
-    assert client.post("/search", json={"query": "x", "mode": "semantic"}, headers=AUTH).status_code == 422
+    unknown = client.post("/search", json={"query": "x", "mode": "semantic"}, headers=AUTH)
+    assert unknown.status_code == 400 and "unknown search mode 'semantic'; choose one of dense, lexical" in unknown.text
 
 
 def post_concurrently(app, path: str, bodies: list, raw: bool = False) -> list[httpx.Response]:

@@ -146,3 +146,29 @@ def test_encode_cli_refuses_options_of_the_other_kind(splade, tmp_path, capsys, 
     arguments = [tmp_path / a if a.startswith("v.") else a for a in arguments]
     assert main(["encode", str(texts), "--model", str(folder), *map(str, arguments)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_search_serves_sparse_and_fused_modes_as_the_index_ranks(embedder, splade, tmp_path):
+    from gpte.search.index import Index, build_index
+
+    documents = tmp_path / "docs.jsonl"
+    rows = [{"_id": f"d{i}", "text": text} for i, text in enumerate(TEXTS * 2)]
+    documents.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    build_index(tmp_path / "both", documents, embedder=embedder, sparse_model=splade, show_progress=False)
+    build_index(tmp_path / "sparse-only", documents, sparse_model=splade, dense=False, show_progress=False)
+    both = Index.open(tmp_path / "both", embedder=embedder, sparse_model=splade)
+    sparse_only = Index.open(tmp_path / "sparse-only", sparse_model=splade)
+    app = create_app({}, {"both": both, "sparse-only": sparse_only})
+    with TestClient(app) as http:
+        for name, index, mode in (
+            ("both", both, "dense+sparse"),
+            ("both", both, "sparse"),
+            ("sparse-only", sparse_only, None),
+        ):
+            body = {"query": "wing stall", "index": name, "k": 3} | ({"mode": mode} if mode else {})
+            hits = http.post("/search", json=body).json()["hits"]
+            expected = index.search("wing stall", k=3, **({"mode": mode} if mode else {}))
+            assert [hit["doc_id"] for hit in hits] == [hit.doc_id for hit in expected]
+            np.testing.assert_allclose([hit["score"] for hit in hits], [hit.score for hit in expected], rtol=1e-5)
+        refused = http.post("/search", json={"query": "wing", "index": "sparse-only", "mode": "dense"})
+        assert refused.status_code == 400 and "built without a dense model" in refused.json()["detail"]

@@ -28,6 +28,15 @@ def register(verbs: Any) -> None:
     index.add_argument("--overlap", type=int, default=None, help=OVERLAP_HELP)
     index.add_argument("--no-ann", action="store_true", help="no HNSW graph (exact and binary search only)")
     index.add_argument("--rebuild", action="store_true", help="re-embed everything instead of updating")
+    index.add_argument(
+        "--sparse",
+        default=None,
+        metavar="MODEL",
+        help="also index a sparse model's vectors (a SparseEncoder folder, promptreps, or an encoder as SPLADE); "
+        "an existing index keeps its own",
+    )
+    index.add_argument("--no-dense", action="store_true", help="no dense vectors (needs --sparse)")
+    index.add_argument("--no-lexical", action="store_true", help="no BM25")
     options.add_batch_size(index)
     options.add_index_location(index)
     index.add_argument(
@@ -58,7 +67,12 @@ def register(verbs: Any) -> None:
     search.add_argument("name", help="the index name")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=10, help="hits to show")
-    search.add_argument("--mode", default="dense", help="dense, lexical or hybrid")
+    search.add_argument(
+        "--mode",
+        default=None,
+        help="dense, sparse, lexical, hybrid (dense+lexical), or retrievers joined by + in that order "
+        "(dense+sparse, sparse+lexical, dense+sparse+lexical); default: dense, or sparse for an index without dense",
+    )
     search.add_argument(
         "--dense-mode",
         default=None,
@@ -100,18 +114,23 @@ def _index(args: argparse.Namespace) -> int:
         "rebuild": args.rebuild,
         "show_progress": not args.no_progress,
         "vectors_from": args.vectors_from,
+        "sparse_model": args.sparse,
     }
+    if args.milvus and (args.no_dense or args.no_lexical):
+        raise ValueError("--no-dense and --no-lexical apply to on-disk indexes (--root), not to --milvus")
     if args.milvus:
         where = f"Milvus {args.milvus}"
         report = build_milvus_index(args.milvus, args.name, args.source, **build_options)
     else:
         where = index_path(args.name, args.root)
-        report = build_index(where, args.source, **build_options)
+        retrievers = {"dense": False if args.no_dense else None, "lexical": False if args.no_lexical else None}
+        report = build_index(where, args.source, **build_options, **retrievers)
     print(
         f"index {args.name} ({where}): {report.documents} documents ({report.added} added, {report.changed} changed, "
         f"{report.removed} removed, {report.unchanged} unchanged), {report.chunks} chunks; embedded {report.embedded}, "
         f"kept {report.resumed} from an interrupted run, took {report.ready} ready-made, {report.truncated} truncated "
         f"by the model; {report.seconds:.1f} s"
+        + (f"; sparse: encoded {report.sparse_encoded}, {report.sparse_truncated} truncated" if args.sparse else "")
     )
     return 0
 
@@ -144,15 +163,15 @@ def _embed_corpus(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     index = options.open_index(args.name, args)
-    dense_mode = {"dense_mode": args.dense_mode} if args.dense_mode else {}
+    chosen = {"dense_mode": args.dense_mode} if args.dense_mode else {}
+    chosen |= {"mode": args.mode} if args.mode else {}  # none: the index's default
     hits = index.search(
         args.query,
         k=args.k,
-        mode=args.mode,
         fusion=args.fusion,
         filters=_filters(args.filter),
         reranker=_reranker(args),
-        **dense_mode,
+        **chosen,
     )
     if args.json:
         print(json.dumps([hit.__dict__ for hit in hits], ensure_ascii=False, indent=2))

@@ -4,9 +4,17 @@
     index = Index.open("my-index")
     hits = index.search("how do wings stall?", k=5, mode="hybrid")
 
+    build_index("splade-index", "docs/", sparse_model="naver/splade-v3")          # dense + sparse + BM25
+    build_index("sparse-only", "docs/", sparse_model=splade, dense=False, lexical=False)
+    Index.open("splade-index").search("wing stall", mode="dense+sparse+lexical")
+
+An index holds up to three retrievers over the same chunks: a dense model's vectors (the default), a sparse model's
+vectors (``sparse_model``: SPLADE and the other ``gpte.models.protocol.SparseModel`` kinds) and BM25 (``lexical``);
+at least one model. Search modes name one retriever or several joined by "+", fused (``gpte.search.query.SEARCH_MODES``).
+
 Documents come from ``gpte.data.documents``, chunks from ``gpte.search.chunking``, snapshots are stored by
-``gpte.search.store``, dense search is ``gpte.search.dense`` and lexical search ``gpte.search.lexical``;
-this module ties them together.
+``gpte.search.store``, dense search is ``gpte.search.dense``, sparse search ``gpte.search.sparse`` and lexical
+search ``gpte.search.lexical``; this module ties them together.
 """
 
 from __future__ import annotations
@@ -19,26 +27,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from gpte.data.documents import read_documents
-from gpte.models.protocol import DenseModel
-from gpte.search import dense, lexical
+from gpte.models.protocol import DenseModel, SparseModel
+from gpte.search import dense as dense_search
+from gpte.search import lexical as lexical_search
+from gpte.search import sparse as sparse_search
 from gpte.search.changes import (
+    INDEX_SETTINGS_CHECKED,
     BuildReport,
+    NewSparse,
     Plan,
     build_settings,
     check_same_settings,
+    chunk_settings,
     embed_new_chunks,
+    encode_new_sparse,
     load_build_model,
+    load_build_sparse,
     open_model,
+    open_sparse_model,
     plan_changes,
+    sparse_settings,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
 from gpte.search.query import (
     Hit,
     Reranker,
+    available_modes,
     check_search,
+    mode_retrievers,
     normalize_filters,
     query_embeddings,
     rerank_hits,
@@ -81,6 +101,9 @@ def build_index(
     rebuild: bool = False,
     show_progress: bool = True,
     vectors_from: str | Path | None = None,
+    sparse_model: SparseModel | str | Path | None = None,
+    dense: bool | None = None,
+    lexical: bool | None = None,
 ) -> BuildReport:
     """Build the index at ``path`` from ``source``, or bring an existing one up to date.
 
@@ -97,41 +120,62 @@ def build_index(
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
         vectors_from: ready-made chunk vectors (``gpte.search.distributed.embed_corpus_ray``'s folder, same
             model and chunking); only chunks missing there are embedded.
+        sparse_model: a sparse model (``gpte.models.protocol.SparseModel``: SPLADE, ...) or its name or folder
+            (``gpte.models.sparse.load_sparse_encoder``) whose chunk vectors the index also holds, searched with
+            ``mode="sparse"`` and fused in the "+" modes. None: the existing index's, else none. Chunks are sized
+            for the dense model when there is one (the sparse model may cut a longer chunk: ``sparse_truncated``).
+        dense: whether the index holds dense vectors (None: the existing index's, else True); False needs a
+            ``sparse_model``, whose tokenizer then sizes the chunks.
+        lexical: whether the index holds BM25 (None: the existing index's, else True).
 
-    Unchanged documents (same text and metadata) keep their vectors; new and changed ones are embedded,
-    deleted ones dropped. When nothing changed, the live generation stays and nothing is written. Vectors are kept in parts while embedding, so a killed build resumes; the new
-    generation becomes live only when complete.
+    Unchanged documents (same text and metadata) keep their vectors, dense and sparse; new and changed ones are
+    embedded, deleted ones dropped. When nothing changed, the live generation stays and nothing is written. Vectors
+    are kept in parts while embedding, so a killed build resumes; the new generation becomes live only when complete.
 
     Raises:
-        ValueError: bad chunking or ann settings, an index built with another model or chunking (use
-            ``rebuild``), duplicate document ids, no documents.
+        ValueError: bad chunking or ann settings, an index built with another model, sparse model, chunking or
+            without dense vectors (use ``rebuild``), no model at all, duplicate document ids, no documents.
     """
     started = time.perf_counter()
     root = Path(path)
     if ann not in ANN_KINDS:
         raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
     previous = None if rebuild else _open_snapshot(root)
-    embedder, model = load_build_model(
-        embedder,
-        model,
-        previous.manifest["model"] if previous else None,
-        previous.manifest.get("backend", "torch") if previous else "torch",
+    manifest = previous.manifest if previous else None
+    dense = _wants_dense(dense, embedder, model, vectors_from, manifest)
+    lexical = (manifest.get("lexical", True) if manifest else True) if lexical is None else bool(lexical)
+    sparse, sparse_name = load_build_sparse(sparse_model, manifest)
+    if not dense and sparse is None:
+        raise ValueError("an index needs a dense model or a sparse model; give sparse_model= with dense=False")
+    if dense:
+        embedder, model = load_build_model(
+            embedder,
+            model,
+            manifest["model"] if manifest else None,
+            (manifest.get("backend") or "torch") if manifest else "torch",
+        )
+    if manifest is not None:  # unset chunking: the existing index's
+        chunk_tokens = manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
+        overlap = manifest["overlap"] if overlap is None else overlap
+    settings = (
+        build_settings(embedder, model, chunk_tokens, overlap)
+        if dense
+        else chunk_settings(sparse, chunk_tokens, overlap)
     )
-    if previous is not None:  # unset chunking: the existing index's
-        chunk_tokens = previous.manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
-        overlap = previous.manifest["overlap"] if overlap is None else overlap
-    settings = build_settings(embedder, model, chunk_tokens, overlap)
-    if previous is not None:
-        check_same_settings(str(root), previous.manifest, settings)
+    settings.update(sparse_settings(sparse, sparse_name))
+    if manifest is not None:
+        _check_same_retrievers(str(root), manifest, dense, sparse is not None)
+        check_same_settings(str(root), manifest, settings, keys=INDEX_SETTINGS_CHECKED)
+    ann = ann if dense else None
     documents = read_documents(source, text_field)
     plan = plan_changes(
         documents,
         {d: v[0] for d, v in previous.documents.items()} if previous else {},
-        embedder,
+        embedder if dense else sparse,
         settings["chunk_tokens"],
         settings["overlap"],
     )
-    if _nothing_to_do(plan, previous, ann):
+    if _nothing_to_do(plan, previous, ann, lexical):
         return BuildReport(
             previous.folder.name,
             len(documents),
@@ -144,25 +188,50 @@ def build_index(
             0,
             time.perf_counter() - started,
         )
-    new = embed_new_chunks(
-        plan.new_texts,
-        embedder,
-        root,
-        settings["model_key"],
-        batch_size,
-        show_progress,
-        read_vectors(vectors_from, settings) if vectors_from else None,
+    new = (
+        embed_new_chunks(
+            plan.new_texts,
+            embedder,
+            root,
+            settings["model_key"],
+            batch_size,
+            show_progress,
+            read_vectors(vectors_from, settings) if vectors_from else None,
+        )
+        if dense
+        else None
     )
-    vectors, chunks, hashes = _assemble(plan, previous, new.by_hash, embedder.dimension)
-    extras = {
-        "bm25": lambda folder: lexical.save_bm25(lexical.build_bm25(chunks.texts), folder),
-        dense.BINARY_CODES: lambda file: dense.save_binary_codes(vectors, file),
+    new_sparse = (
+        encode_new_sparse(plan.new_texts, sparse, root, batch_size, show_progress) if sparse is not None else None
+    )
+    chunks, hashes, rows = _assemble(plan, previous)
+    vectors = _dense_vectors(rows, previous, new.by_hash, embedder.dimension) if dense else None
+    extras: dict[str, Any] = {}
+    if lexical:
+        extras["bm25"] = lambda folder: lexical_search.save_bm25(lexical_search.build_bm25(chunks.texts), folder)
+    if dense:
+        extras[dense_search.BINARY_CODES] = lambda file: dense_search.save_binary_codes(vectors, file)
+    if ann == "hnsw" and vectors is not None and len(vectors):
+        extras["hnsw.faiss"] = lambda file: dense_search.save_hnsw(
+            dense_search.build_hnsw(vectors, embedder.similarity_name), file
+        )
+    if sparse is not None:
+        postings = _sparse_vectors(rows, previous, new_sparse, int(sparse.vocab_size)).T.tocsr()
+        extras[sparse_search.POSTINGS] = lambda folder: sparse_search.save_postings(postings, folder)
+    manifest = {
+        **settings,
+        "ann": ann,
+        "lexical": lexical,
+        "documents": len(documents),
+        "chunks": len(chunks),
     }
-    if ann == "hnsw" and len(vectors):
-        extras["hnsw.faiss"] = lambda file: dense.save_hnsw(dense.build_hnsw(vectors, embedder.similarity_name), file)
-    manifest = {**settings, "ann": ann, "documents": len(documents), "chunks": len(chunks)}
     generation = write_generation(root, manifest, vectors, chunks, hashes, extras)
-    new.pending.clear()
+    distinct = len(set(plan.new_texts))
+    if new is not None:
+        new.pending.clear()
+    if new_sparse is not None:
+        new_sparse.pending.clear()
+    embedded = distinct - new.resumed - new.ready if new is not None else new_sparse.encoded
     return BuildReport(
         generation.name,
         len(documents),
@@ -171,21 +240,59 @@ def build_index(
         plan.removed,
         len(plan.unchanged),
         len(chunks),
-        len(set(plan.new_texts)) - new.resumed - new.ready,
-        new.resumed,
+        embedded,
+        new.resumed if new is not None else new_sparse.resumed,
         time.perf_counter() - started,
-        new.ready,
-        new.truncated,
+        new.ready if new is not None else 0,
+        new.truncated if new is not None else new_sparse.truncated,
+        new_sparse.encoded if new_sparse is not None else 0,
+        new_sparse.resumed if new_sparse is not None else 0,
+        new_sparse.truncated if new_sparse is not None else 0,
     )
 
 
-def _nothing_to_do(plan: Plan, previous: Snapshot | None, ann: str | None) -> bool:
+def _wants_dense(
+    dense: bool | None,
+    embedder: DenseModel | None,
+    model: str | None,
+    vectors_from: str | Path | None,
+    manifest: dict[str, Any] | None,
+) -> bool:
+    """Whether the build holds dense vectors: ``dense``, else True when a dense model or vectors are given, else the
+    existing index's choice, else True."""
+    given = embedder is not None or model is not None or vectors_from is not None
+    if dense is False and given:
+        raise ValueError(
+            "dense=False builds an index without a dense model; do not give embedder, model or vectors_from"
+        )
+    if dense is not None:
+        return bool(dense)
+    if given or manifest is None:
+        return True
+    return manifest.get("model_key") is not None
+
+
+def _check_same_retrievers(where: str, manifest: dict[str, Any], dense: bool, sparse: bool) -> None:
+    """Refuse an update that adds or drops the dense or the sparse vectors (every chunk would need embedding)."""
+    for what, had, has in (
+        ("a dense model", manifest.get("model_key") is not None, dense),
+        ("a sparse model", manifest.get("sparse_model_key") is not None, sparse),
+    ):
+        if had != has:
+            raise ValueError(
+                f"{where} was built {'with' if had else 'without'} {what}; rebuild it (gpte index --rebuild, "
+                f"rebuild=True) to {'drop' if had else 'add'} its vectors, or use another index name"
+            )
+
+
+def _nothing_to_do(plan: Plan, previous: Snapshot | None, ann: str | None, lexical: bool = True) -> bool:
     """Whether the live generation already is what this build would write: same documents in the same
-    order, none changed, same approximate index (then no new generation is written)."""
+    order, none changed, same approximate index and BM25 (then no new generation is written)."""
     return (
         previous is not None
         and not (plan.added or plan.changed or plan.removed)
         and previous.manifest.get("ann") == ann
+        and previous.manifest.get("lexical", True) == lexical
         and list(previous.documents) == [doc.id for doc in plan.documents]
     )
 
@@ -195,16 +302,16 @@ def _open_snapshot(root: Path) -> Snapshot | None:
     return read_snapshot(folder) if folder else None
 
 
-def _assemble(
-    plan: Plan, previous: Snapshot | None, vectors_by_hash: dict[str, np.ndarray], dimension: int
-) -> tuple[np.ndarray, ChunkTable, dict[str, str]]:
-    """The new generation's vectors, chunks (documents in source order, each one's chunks contiguous) and hashes."""
-    tables, blocks = [], []
+def _assemble(plan: Plan, previous: Snapshot | None) -> tuple[ChunkTable, dict[str, str], list[tuple[bool, Any]]]:
+    """The new generation's chunks (documents in source order, each one's chunks contiguous), content hashes, and
+    where each chunk row's vectors come from: ``(True, previous row)`` for a kept chunk, ``(False, text hash)`` for
+    a new one."""
+    tables, rows = [], []
     for doc in plan.documents:
         if doc.id in plan.unchanged:
             _, first, count = previous.documents[doc.id]
             tables.append(previous.chunks.take(list(range(first, first + count))))
-            blocks.append(np.asarray(previous.vectors[first : first + count], dtype=np.float32))
+            rows.extend((True, row) for row in range(first, first + count))
             continue
         chunks = plan.new_chunks[doc.id]
         tables.append(
@@ -216,31 +323,73 @@ def _assemble(
                 [doc.metadata] * len(chunks),
             )
         )
-        blocks.append(np.stack([vectors_by_hash[text_hash(text)] for text, _, _ in chunks]).astype(np.float32))
-    vectors = np.concatenate(blocks) if blocks else np.empty((0, dimension), np.float32)
-    return vectors, ChunkTable.concat(tables), {doc.id: doc.content_hash() for doc in plan.documents}
+        rows.extend((False, text_hash(text)) for text, _, _ in chunks)
+    return ChunkTable.concat(tables), {doc.id: doc.content_hash() for doc in plan.documents}, rows
+
+
+def _dense_vectors(
+    rows: list[tuple[bool, Any]], previous: Snapshot | None, by_hash: dict[str, np.ndarray], dimension: int
+) -> np.ndarray:
+    """The chunk rows' dense vectors: kept rows read from the previous generation, new ones by text hash."""
+    vectors = np.empty((len(rows), dimension), dtype=np.float32)
+    kept = [(at, source) for at, (old, source) in enumerate(rows) if old]
+    if kept:
+        positions = np.array([at for at, _ in kept], dtype=np.int64)
+        sources = np.array([source for _, source in kept], dtype=np.int64)
+        vectors[positions] = np.asarray(previous.vectors[sources], dtype=np.float32)
+    for at, (old, source) in enumerate(rows):
+        if not old:
+            vectors[at] = by_hash[source]
+    return vectors
+
+
+def _sparse_vectors(rows: list[tuple[bool, Any]], previous: Snapshot | None, new: NewSparse, vocab_size: int) -> Any:
+    """The chunk rows' sparse vectors (CSR, chunks x vocab_size): kept rows from the previous generation's postings,
+    new ones from this build's."""
+    kept = any(old for old, _ in rows)
+    blocks = []
+    if kept:
+        blocks.append(sparse_search.SparseSearcher.load(previous.folder / sparse_search.POSTINGS).vectors())
+    offset = blocks[0].shape[0] if blocks else 0
+    blocks.append(new.matrix)
+    order = np.array([source if old else offset + new.rows[source] for old, source in rows], dtype=np.int64)
+    combined = scipy.sparse.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
+    return scipy.sparse.csr_matrix(combined[order], shape=(len(rows), vocab_size))
 
 
 class Index:
-    """An opened index: search it with dense, lexical or hybrid retrieval, filters and reranking."""
+    """An opened index: search it with dense, sparse, lexical or fused retrieval, filters and reranking."""
 
-    def __init__(self, snapshot: Snapshot, embedder: DenseModel) -> None:
+    def __init__(
+        self, snapshot: Snapshot, embedder: DenseModel | None, sparse_model: SparseModel | None = None
+    ) -> None:
+        """``embedder``: the dense model (None for an index without dense vectors); ``sparse_model``: the sparse
+        model of an index with sparse vectors (None: sparse search is refused)."""
         self.snapshot = snapshot
         self.embedder = embedder
+        self.sparse_model = sparse_model
         self.doc_ids = list(snapshot.documents)  # document positions, in chunk-row order
         counts = np.array([snapshot.documents[d][2] for d in self.doc_ids], dtype=np.int64)
         firsts = np.array([snapshot.documents[d][1] for d in self.doc_ids], dtype=np.int64)
         self.layout = DocumentLayout(firsts, counts)
         folder = snapshot.folder
-        hnsw = dense.load_hnsw(folder / "hnsw.faiss") if (folder / "hnsw.faiss").is_file() else None
-        codes = folder / dense.BINARY_CODES
-        self.dense = dense.DenseSearcher(
-            snapshot.vectors,
-            self.layout,
-            snapshot.manifest["similarity"],
-            hnsw,
-            np.load(codes, mmap_mode="r") if codes.is_file() else None,
-        )
+        self.dense: dense_search.DenseSearcher | None = None
+        if snapshot.vectors is not None:
+            hnsw = dense_search.load_hnsw(folder / "hnsw.faiss") if (folder / "hnsw.faiss").is_file() else None
+            codes = folder / dense_search.BINARY_CODES
+            self.dense = dense_search.DenseSearcher(
+                snapshot.vectors,
+                self.layout,
+                snapshot.manifest["similarity"],
+                hnsw,
+                np.load(codes, mmap_mode="r") if codes.is_file() else None,
+            )
+        postings = folder / sparse_search.POSTINGS
+        self.sparse = sparse_search.SparseSearcher.load(postings, self.layout) if postings.is_dir() else None
+        retrievers = {"lexical"} if (folder / "bm25").is_dir() else set()
+        retrievers |= {"dense"} if self.dense is not None and embedder is not None else set()
+        retrievers |= {"sparse"} if self.sparse is not None and sparse_model is not None else set()
+        self.modes = available_modes(retrievers)  # the search modes this index can run
         self._bm25: Any = None  # loaded on the first lexical search (dense-only users never pay for it)
         self._bm25_lock = threading.Lock()
         self._masks: dict[tuple, np.ndarray] = {}
@@ -248,8 +397,11 @@ class Index:
         self._positions: dict[str, int] | None = None  # document id -> position, made on first use
 
     @classmethod
-    def open(cls, path: str | Path, embedder: DenseModel | None = None) -> Index:
-        """Open the live generation at ``path``; ``embedder`` defaults to the model the index was built with,
+    def open(
+        cls, path: str | Path, embedder: DenseModel | None = None, sparse_model: SparseModel | None = None
+    ) -> Index:
+        """Open the live generation at ``path``; ``embedder`` and ``sparse_model`` default to the models the index
+        was built with (the sparse one loaded with ``gpte.models.sparse.load_sparse_encoder`` by its recorded name),
         and a different model is refused (its vectors would not match the index's)."""
         root = Path(path)
         folder = current_generation(root) if root.is_dir() else None
@@ -258,24 +410,33 @@ class Index:
                 f"no index at {root}; build one with gpte index SOURCE --name NAME (or build_index)"
             )
         snapshot = read_snapshot(folder)
-        return cls(snapshot, open_model(embedder, snapshot.manifest, str(root)))
+        manifest = snapshot.manifest
+        if manifest.get("model_key") is None and embedder is not None:
+            raise ValueError(f"{root} was built without a dense model; open it without an embedder")
+        dense_model = open_model(embedder, manifest, str(root)) if manifest.get("model_key") is not None else None
+        return cls(snapshot, dense_model, open_sparse_model(sparse_model, manifest, str(root)))
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)
+
+    @property
+    def default_mode(self) -> str:
+        """The mode of a search that names none: "dense", or "sparse" for an index without dense vectors."""
+        return "dense" if "dense" in self.modes or "sparse" not in self.modes else "sparse"
 
     @property
     def bm25(self) -> Any:
         """The generation's BM25 index, read from disk on first use."""
         with self._bm25_lock:
             if self._bm25 is None:
-                self._bm25 = lexical.load_bm25(self.snapshot.folder / "bm25")
+                self._bm25 = lexical_search.load_bm25(self.snapshot.folder / "bm25")
             return self._bm25
 
     def search(
         self,
         queries: str | list[str],
         k: int = 10,
-        mode: str = "dense",
+        mode: str | None = None,
         dense_mode: str = "exact",
         filters: dict[str, Any] | None = None,
         fusion: str = "rrf",
@@ -286,32 +447,56 @@ class Index:
         reranker: Reranker | None = None,
         batch_size: int = 32,
         query_vectors: np.ndarray | None = None,
+        sparse_query_vectors: Any = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Rank the index's documents for each query.
 
         Args:
             queries: one query (returns a list of hits) or a list (returns one list per query).
             k: hits per query.
-            mode: "dense" (the model), "lexical" (BM25) or "hybrid" (both, fused).
+            mode: one retriever, "dense" (the dense model), "sparse" (the sparse model's vectors, dot product) or
+                "lexical" (BM25), or several joined by "+" in that order and fused: "dense+sparse",
+                "dense+lexical", "sparse+lexical", "dense+sparse+lexical"; "hybrid" is "dense+lexical"
+                (``gpte.search.query.SEARCH_MODES``; ``modes``: those this index can run). None: ``default_mode``.
             dense_mode: "exact", "hnsw", "binary" or "int8" (quantized codes, rescored with float vectors).
-            filters: metadata equality filters, ``{field: value or [allowed values]}``.
-            fusion, weights: hybrid fusion ("rrf" or "weighted") and the weights of (dense, lexical).
+            filters: metadata equality filters, ``{field: value or [allowed values]}``, in every mode.
+            fusion, weights: fusion ("rrf" or "weighted") of a "+" mode and one weight per retriever, in the mode's
+                order (hybrid: dense, lexical).
             candidates: documents each retriever passes to fusion and reranking.
             reranker: rescores the top ``candidates`` (query, best chunk) pairs; hits are ordered by it.
-            query_vectors: the queries' vectors (``role="query"``) when the caller has embedded them already
+            query_vectors: the queries' dense vectors (``role="query"``) when the caller has embedded them already
                 (the server batches them across requests); default: embedded here.
+            sparse_query_vectors: the same for the sparse model (a (queries, vocab_size) sparse matrix).
 
         Raises:
-            ValueError: an empty query, unknown mode/dense_mode/fusion, k < 1.
+            ValueError: an empty query, unknown mode (the allowed ones named), a mode the index was built without,
+                unknown dense_mode/fusion, k < 1, weights not one per retriever.
         """
         single = isinstance(queries, str)
         query_list = [queries] if single else list(queries)
-        check_search(query_list, k, mode, fusion)
-        dense.check_mode(dense_mode)
+        mode = self.default_mode if mode is None else mode
+        check_search(query_list, k, mode, fusion, self.modes, f"index {self.snapshot.folder.parent.name!r}")
+        dense_search.check_mode(dense_mode)
+        retrievers = mode_retrievers(mode)
+        if weights is not None and len(weights) != len(retrievers):
+            raise ValueError(
+                f"{len(weights)} fusion weights for mode {mode!r}; give one per retriever ({', '.join(retrievers)})"
+            )
         depth = search_depth(k, candidates, mode, reranker)
         allowed = self._allowed(filters)
         rankings = self._rankings(
-            query_list, depth, mode, dense_mode, allowed, fusion, weights, ef_search, rescore, batch_size, query_vectors
+            query_list,
+            depth,
+            retrievers,
+            dense_mode,
+            allowed,
+            fusion,
+            weights,
+            ef_search,
+            rescore,
+            batch_size,
+            query_vectors,
+            sparse_query_vectors,
         )
         results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
@@ -322,20 +507,37 @@ class Index:
 
         Raises:
             KeyError: an id that is not in the index.
+            ValueError: an index without dense vectors.
         """
+        if self.dense is None:
+            raise ValueError("this index has no dense vectors; use sparse_document_scores")
+        return self.dense.document_scores(query_vector, self._doc_positions(doc_ids))
+
+    def sparse_document_scores(self, query_vector: Any, doc_ids: list[str]) -> np.ndarray:
+        """The sparse score of each of ``doc_ids`` for one sparse query vector (``role="query"``, (1, vocab_size)):
+        its best chunk's dot product, the score sparse search ranks by (0: no shared dimension).
+
+        Raises:
+            KeyError: an id that is not in the index.
+            ValueError: an index without sparse vectors.
+        """
+        if self.sparse is None:
+            raise ValueError("this index has no sparse vectors; build it with sparse_model=")
+        return self.sparse.document_scores(query_vector, self._doc_positions(doc_ids))
+
+    def _doc_positions(self, doc_ids: list[str]) -> np.ndarray:
         if self._positions is None:
             self._positions = {doc_id: position for position, doc_id in enumerate(self.doc_ids)}
         missing = [doc_id for doc_id in doc_ids if doc_id not in self._positions]
         if missing:
             raise KeyError(f"document id(s) not in the index: {', '.join(map(repr, missing[:5]))}")
-        positions = np.array([self._positions[doc_id] for doc_id in doc_ids], dtype=np.int64)
-        return self.dense.document_scores(query_vector, positions)
+        return np.array([self._positions[doc_id] for doc_id in doc_ids], dtype=np.int64)
 
     def _rankings(
         self,
         queries: list[str],
         depth: int,
-        mode: str,
+        retrievers: tuple[str, ...],
         dense_mode: str,
         allowed: np.ndarray | None,
         fusion: str,
@@ -344,23 +546,33 @@ class Index:
         rescore: int,
         batch_size: int,
         query_vectors: np.ndarray | None,
+        sparse_query_vectors: Any,
     ) -> list[Ranking]:
-        dense_rankings = lexical_rankings = None
-        if mode in ("dense", "hybrid"):
-            vectors = query_embeddings(self.embedder, queries, query_vectors, batch_size)
-            dense_rankings = self.dense.search(vectors, depth, dense_mode, allowed, ef_search, rescore)
-        if mode in ("lexical", "hybrid"):
-            lexical_rankings = [self._lexical(query, depth, allowed) for query in queries]
-        if mode == "dense":
-            return dense_rankings
-        if mode == "lexical":
-            return lexical_rankings
-        return [
-            fuse([dense, lexical], fusion, depth, weights) for dense, lexical in zip(dense_rankings, lexical_rankings)
-        ]
+        """Each query's ranking: the one retriever's, or the retrievers' fused (``gpte.search.fusion.fuse``)."""
+        per_retriever = []
+        for retriever in retrievers:
+            if retriever == "dense":
+                vectors = query_embeddings(self.embedder, queries, query_vectors, batch_size)
+                per_retriever.append(self.dense.search(vectors, depth, dense_mode, allowed, ef_search, rescore))
+            elif retriever == "sparse":
+                vectors = self._sparse_queries(queries, sparse_query_vectors, batch_size)
+                per_retriever.append(self.sparse.search(vectors, depth, allowed))
+            else:
+                per_retriever.append([self._lexical(query, depth, allowed) for query in queries])
+        if len(per_retriever) == 1:
+            return per_retriever[0]
+        return [fuse(list(rankings), fusion, depth, weights) for rankings in zip(*per_retriever)]
+
+    def _sparse_queries(self, queries: list[str], given: Any, batch_size: int) -> Any:
+        if given is None:
+            return self.sparse_model.encode(queries, role="query", batch_size=batch_size, show_progress=False)
+        given = sparse_search.as_csr(given, self.sparse.vocab_size, "sparse_query_vectors")
+        if given.shape[0] != len(queries):
+            raise ValueError(f"sparse_query_vectors has {given.shape[0]} rows for {len(queries)} queries")
+        return given
 
     def _lexical(self, query: str, depth: int, allowed: np.ndarray | None) -> Ranking:
-        scores = lexical.bm25_scores(self.bm25, query, allowed)
+        scores = lexical_search.bm25_scores(self.bm25, query, allowed)
         scores = np.where(scores > 0, scores, -np.inf).astype(np.float32)  # no shared term: not a hit
         return (
             rank_chunk_scores(scores, self.layout, (0, len(self.layout.counts)), depth)

@@ -7,8 +7,9 @@
 
 One collection per index, one row per chunk: ``pk`` (document-id hash, content hash, chunk number), doc_id,
 doc_hash, n_chunks, text, start, end, metadata (JSON), vector, and a BM25 sparse vector that Milvus computes
-from the text (its BM25 function). The build settings (model, chunking) are a collection property, checked on
-every update as the on-disk index does.
+from the text (its BM25 function); with a ``sparse_model`` (SPLADE, ...), also ``splade``: the chunk's learned
+sparse vector (a SPARSE_FLOAT_VECTOR field, SPARSE_INVERTED_INDEX, inner product). The build settings (model,
+sparse model, chunking) are a collection property, checked on every update as the on-disk index does.
 
 Updates are crash-safe without generations: new and changed documents' chunks are inserted first under new
 primary keys, then the stale rows (deleted documents, old versions) are deleted. A killed build leaves every
@@ -16,8 +17,9 @@ document readable (old or new version, never neither); a document counts as inde
 ``n_chunks`` rows with its hash are present, so the next build completes what was cut off. Vectors embedded
 before the kill are kept in local pending parts (``work_dir``), as for the on-disk index.
 
-Searching: dense with the collection's vector index (FLAT: exact, or HNSW), lexical with Milvus's BM25,
-hybrid by gpte's own fusion (``gpte.search.fusion``) of the two, so scores fuse as for the on-disk index.
+Searching: dense with the collection's vector index (FLAT: exact, or HNSW), lexical with Milvus's BM25, sparse
+with the ``splade`` field's inner product, and the "+" modes (hybrid = dense+lexical, dense+sparse, ...) by gpte's
+own fusion (``gpte.search.fusion``) of those, so scores fuse as for the on-disk index.
 Milvus groups the hits by document (``group_by_field``): a document scores as its best chunk (MaxP).
 """
 
@@ -35,23 +37,30 @@ import numpy as np
 
 from gpte.data.documents import read_documents
 from gpte.errors import extra_needed
-from gpte.models.protocol import DenseModel
+from gpte.models.protocol import DenseModel, SparseModel
 from gpte.search.changes import (
+    INDEX_SETTINGS_CHECKED,
     BuildReport,
     Plan,
     build_settings,
     check_same_settings,
     embed_new_chunks,
+    encode_new_sparse,
     load_build_model,
+    load_build_sparse,
     open_model,
+    open_sparse_model,
     plan_changes,
+    sparse_settings,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
 from gpte.search.query import (
+    SEARCH_MODES,
     Hit,
     Reranker,
     check_search,
+    mode_retrievers,
     normalize_filters,
     query_embeddings,
     rerank_hits,
@@ -76,6 +85,7 @@ ANALYZER = {
     "filter": ["lowercase", {"type": "stop", "stop_words": ["_english_"]}, {"type": "stemmer", "language": "english"}],
 }
 ROW_FIELDS = ["doc_id", "text", "start", "end", "metadata"]
+SPARSE_FIELD = "splade"  # the sparse model's vectors, beside "sparse" (Milvus's BM25 of the text)
 
 
 def connect(uri: str | Path, token: str | None = None) -> MilvusClient:
@@ -105,16 +115,18 @@ def build_milvus_index(
     vectors_from: str | Path | None = None,
     token: str | None = None,
     work_dir: str | Path | None = None,
+    sparse_model: SparseModel | str | Path | None = None,
 ) -> BuildReport:
     """Build the Milvus collection ``name`` at ``uri`` from ``source``, or bring it up to date.
 
     Args mirror ``gpte.search.index.build_index``; ``ann`` picks the collection's vector index ("hnsw", or
     None for FLAT = exact search); ``work_dir`` keeps the pending vectors of an unfinished build (default
-    ``$GPTE_INDEXES/milvus-pending/NAME`` or ``~/.cache/gpte/indexes/milvus-pending/NAME``).
+    ``$GPTE_INDEXES/milvus-pending/NAME`` or ``~/.cache/gpte/indexes/milvus-pending/NAME``); ``sparse_model``
+    (a sparse model or its name; None: the collection's) adds its chunk vectors in the ``splade`` field.
 
     Raises:
-        ValueError: a bad URI, chunking or ann, an existing collection built with another model or chunking
-            (use ``rebuild``) or not built by gpte, duplicate document ids, a chunk over 65,535 bytes.
+        ValueError: a bad URI, chunking or ann, an existing collection built with another model, sparse model or
+            chunking (use ``rebuild``) or not built by gpte, duplicate document ids, a chunk over 65,535 bytes.
     """
     from gpte.search.index import check_index_name, index_path
 
@@ -135,9 +147,12 @@ def build_milvus_index(
     if previous is not None:  # unset chunking: the collection's
         chunk_tokens = previous["chunk_tokens"] if chunk_tokens is None else chunk_tokens
         overlap = previous["overlap"] if overlap is None else overlap
+    sparse, sparse_name = load_build_sparse(sparse_model, previous)
     settings = build_settings(embedder, model, chunk_tokens, overlap)
+    if sparse is not None:
+        settings.update(sparse_settings(sparse, sparse_name))
     if previous is not None:
-        check_same_settings(f"Milvus collection {name!r}", previous, settings)
+        check_same_settings(f"Milvus collection {name!r}", previous, settings, keys=INDEX_SETTINGS_CHECKED)
     else:
         _create_collection(client, name, settings, ann)
     documents = read_documents(source, text_field)
@@ -155,10 +170,17 @@ def build_milvus_index(
         show_progress,
         read_vectors(vectors_from, settings) if vectors_from else None,
     )
-    _insert_new(client, name, plan, new.by_hash)
+    new_sparse = (
+        encode_new_sparse(plan.new_texts, sparse, pending_root, batch_size, show_progress)
+        if sparse is not None
+        else None
+    )
+    _insert_new(client, name, plan, new.by_hash, new_sparse)
     _delete_stale(client, name, plan, rows_by_doc)
     client.flush(name)
     new.pending.clear()
+    if new_sparse is not None:
+        new_sparse.pending.clear()
     chunks = sum(len(chunks) for chunks in plan.new_chunks.values()) + sum(
         indexed[d][plan_hash][1] for d, plan_hash in _kept(plan)
     )
@@ -175,6 +197,9 @@ def build_milvus_index(
         time.perf_counter() - started,
         new.ready,
         new.truncated,
+        new_sparse.encoded if new_sparse is not None else 0,
+        new_sparse.resumed if new_sparse is not None else 0,
+        new_sparse.truncated if new_sparse is not None else 0,
     )
 
 
@@ -207,6 +232,8 @@ def _create_collection(client: MilvusClient, name: str, settings: dict[str, Any]
     schema.add_field("metadata", DataType.JSON)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=settings["dimension"])
     schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    if settings.get("sparse_model_key"):
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
         Function(
             name="bm25", function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=["sparse"]
@@ -218,6 +245,8 @@ def _create_collection(client: MilvusClient, name: str, settings: dict[str, Any]
         field_name="vector", index_type=index_type, metric_type=METRICS[settings["similarity"]], params=params
     )
     index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    if settings.get("sparse_model_key"):
+        index_params.add_index(field_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
     client.create_collection(
         name,
         schema=schema,
@@ -263,7 +292,10 @@ def _primary_key(doc_id: str, doc_hash: str, chunk: int) -> str:
     return f"{hashlib.sha256(doc_id.encode('utf-8')).hexdigest()[:32]}-{doc_hash[:32]}-{chunk}"
 
 
-def _insert_new(client: MilvusClient, name: str, plan: Plan, vectors_by_hash: dict[str, np.ndarray]) -> None:
+def _insert_new(
+    client: MilvusClient, name: str, plan: Plan, vectors_by_hash: dict[str, np.ndarray], sparse: Any = None
+) -> None:
+    """Insert the new chunks' rows (``sparse``: the build's ``NewSparse``, for the ``splade`` field)."""
     rows = []
     for doc in plan.documents:
         chunks = plan.new_chunks.get(doc.id, [])
@@ -287,8 +319,16 @@ def _insert_new(client: MilvusClient, name: str, plan: Plan, vectors_by_hash: di
                     "vector": vectors_by_hash[text_hash(text)].tolist(),
                 }
             )
+            if sparse is not None:
+                rows[-1][SPARSE_FIELD] = sparse_row(sparse.matrix, sparse.rows[text_hash(text)])
     for first in range(0, len(rows), INSERT_ROWS):
         client.upsert(name, rows[first : first + INSERT_ROWS])
+
+
+def sparse_row(matrix: Any, row: int) -> dict[int, float]:
+    """Row ``row`` of a CSR matrix as Milvus's sparse vector: {dimension: weight}."""
+    start, end = matrix.indptr[row], matrix.indptr[row + 1]
+    return dict(zip(matrix.indices[start:end].tolist(), matrix.data[start:end].tolist()))
 
 
 def _delete_stale(client: MilvusClient, name: str, plan: Plan, rows_by_doc: dict[str, list[tuple[str, str]]]) -> None:
@@ -302,27 +342,44 @@ def _delete_stale(client: MilvusClient, name: str, plan: Plan, rows_by_doc: dict
 class MilvusIndex:
     """An index in a Milvus collection, searched as ``gpte.search.index.Index`` is."""
 
-    def __init__(self, client: MilvusClient, name: str, settings: dict[str, Any], embedder: DenseModel) -> None:
+    def __init__(
+        self,
+        client: MilvusClient,
+        name: str,
+        settings: dict[str, Any],
+        embedder: DenseModel,
+        sparse_model: SparseModel | None = None,
+    ) -> None:
         self.client = client
         self.name = name
         self.settings = settings
         self.embedder = embedder
+        self.sparse_model = sparse_model
+        # without sparse vectors, the modes Milvus indexes always had (an unknown mode names these)
+        self.modes = SEARCH_MODES if sparse_model is not None else ("dense", "lexical", "hybrid")
 
     @classmethod
     def open(
-        cls, uri: str | Path, name: str, embedder: DenseModel | None = None, token: str | None = None
+        cls,
+        uri: str | Path,
+        name: str,
+        embedder: DenseModel | None = None,
+        token: str | None = None,
+        sparse_model: SparseModel | None = None,
     ) -> MilvusIndex:
-        """Open the collection ``name`` at ``uri``; ``embedder`` defaults to the model it was built with, and a
-        different model is refused."""
+        """Open the collection ``name`` at ``uri``; ``embedder`` and ``sparse_model`` default to the models it was
+        built with, and a different model is refused."""
         client = connect(uri, token)
         settings = _collection_settings(client, name)
         if settings is None:
             raise FileNotFoundError(
                 f"no collection {name!r} at {uri}; build one with build_milvus_index (gpte index --milvus URI)"
             )
-        embedder = open_model(embedder, settings, f"Milvus collection {name!r}")
+        where = f"Milvus collection {name!r}"
+        embedder = open_model(embedder, settings, where)
+        sparse = open_sparse_model(sparse_model, settings, where)
         client.load_collection(name)
-        return cls(client, name, settings, embedder)
+        return cls(client, name, settings, embedder, sparse)
 
     def __len__(self) -> int:
         """Chunks (rows) in the collection."""
@@ -348,30 +405,49 @@ class MilvusIndex:
         batch_size: int = 32,
         query_vectors: np.ndarray | None = None,
     ) -> list[Hit] | list[list[Hit]]:
-        """Rank the collection's documents for each query; arguments as ``gpte.search.index.Index.search``.
-        The dense search is the collection's own vector index (``dense_mode`` None or the same one)."""
+        """Rank the collection's documents for each query; arguments as ``gpte.search.index.Index.search``
+        (the sparse modes need a collection built with a ``sparse_model``). The dense search is the collection's
+        own vector index (``dense_mode`` None or the same one)."""
         single = isinstance(queries, str)
         query_list = [queries] if single else list(queries)
-        check_search(query_list, k, mode, fusion)
+        check_search(query_list, k, mode, fusion, self.modes)
         if dense_mode not in (None, self.dense_mode):
             raise ValueError(
                 f"Milvus collection {self.name!r} searches with {self.dense_mode!r} only (its vector index); "
                 f"rebuild it with another ann for {dense_mode!r}"
             )
+        retrievers = mode_retrievers(mode)
+        if weights is not None and len(weights) != len(retrievers):
+            raise ValueError(
+                f"{len(weights)} fusion weights for mode {mode!r}; give one per retriever ({', '.join(retrievers)})"
+            )
         depth = search_depth(k, candidates, mode, reranker)
         expression = filter_expression(filters)
-        dense_hits = lexical_hits = None
-        if mode in ("dense", "hybrid"):
-            vectors = query_embeddings(self.embedder, query_list, query_vectors, batch_size)
-            dense_hits = self._search_field(
-                [v.tolist() for v in vectors], "vector", depth, expression, {"params": {"ef": max(ef_search, depth)}}
-            )
-        if mode in ("lexical", "hybrid"):
-            lexical_hits = self._search_field(query_list, "sparse", depth, expression, {"metric_type": "BM25"})
-        if mode == "hybrid":
-            ranked = [fuse_hits([d, lx], fusion, depth, weights) for d, lx in zip(dense_hits, lexical_hits)]
+        per_retriever = []
+        for retriever in retrievers:
+            if retriever == "dense":
+                vectors = query_embeddings(self.embedder, query_list, query_vectors, batch_size)
+                per_retriever.append(
+                    self._search_field(
+                        [v.tolist() for v in vectors],
+                        "vector",
+                        depth,
+                        expression,
+                        {"params": {"ef": max(ef_search, depth)}},
+                    )
+                )
+            elif retriever == "sparse":
+                matrix = self.sparse_model.encode(query_list, role="query", batch_size=batch_size, show_progress=False)
+                rows = [sparse_row(matrix, q) for q in range(len(query_list))]
+                per_retriever.append(self._search_field(rows, SPARSE_FIELD, depth, expression, {"metric_type": "IP"}))
+            else:
+                per_retriever.append(
+                    self._search_field(query_list, "sparse", depth, expression, {"metric_type": "BM25"})
+                )
+        if len(per_retriever) == 1:
+            ranked = per_retriever[0]
         else:
-            ranked = dense_hits if mode == "dense" else lexical_hits
+            ranked = [fuse_hits(list(lists), fusion, depth, weights) for lists in zip(*per_retriever)]
         results = [rerank_hits(query, hits, k, reranker) for query, hits in zip(query_list, ranked)]
         return results[0] if single else results
 

@@ -11,7 +11,19 @@ import numpy as np
 from gpte.models.protocol import DenseModel, best_first
 from gpte.search.fusion import FUSIONS
 
-SEARCH_MODES = ("dense", "lexical", "hybrid")
+RETRIEVERS = ("dense", "sparse", "lexical")  # the model's dense vectors, a sparse model's vectors, BM25
+# A mode names one retriever or several joined by "+" (always in RETRIEVERS' order), fused with
+# ``gpte.search.fusion.fuse``; "hybrid" is "dense+lexical". Fusion weights follow the retrievers' order in the mode.
+SEARCH_MODES = (
+    "dense",
+    "lexical",
+    "hybrid",
+    "sparse",
+    "dense+lexical",
+    "dense+sparse",
+    "sparse+lexical",
+    "dense+sparse+lexical",
+)
 
 
 class Reranker(Protocol):
@@ -33,10 +45,35 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def check_search(queries: list[str], k: int, mode: str, fusion: str) -> None:
-    """Raise ValueError for an unknown mode or fusion, k < 1 or an empty query (its position named)."""
-    if mode not in SEARCH_MODES:
+def mode_retrievers(mode: str) -> tuple[str, ...]:
+    """The retrievers a search ``mode`` runs, in fusion order: ``"dense+sparse"`` -> ("dense", "sparse"),
+    "hybrid" -> ("dense", "lexical"). Raises ValueError naming SEARCH_MODES for an unknown mode."""
+    if not isinstance(mode, str) or mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    return ("dense", "lexical") if mode == "hybrid" else tuple(mode.split("+"))
+
+
+def check_search(
+    queries: list[str],
+    k: int,
+    mode: str,
+    fusion: str,
+    available: tuple[str, ...] = ("dense", "lexical", "hybrid"),
+    where: str | None = None,
+) -> None:
+    """Raise ValueError for an unknown mode or fusion, k < 1 or an empty query (its position named).
+
+    ``available``: the modes the back-end can run. Without ``where`` any other mode is unknown (the available ones
+    named: Milvus); with it (the on-disk index, whose modes depend on what it was built with) an unknown mode names
+    every SEARCH_MODES, and a known one the index cannot run names what it was built without and its modes."""
+    if mode not in available:
+        if where is None or not isinstance(mode, str) or mode not in SEARCH_MODES:
+            choices = available if where is None else SEARCH_MODES
+            raise ValueError(f"unknown search mode {mode!r}; choose one of {', '.join(choices)}")
+        raise ValueError(
+            f"{where} cannot search in mode {mode!r} (built without {_missing(mode, available)}); "
+            f"its modes: {', '.join(available)}"
+        )
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     if not isinstance(k, int) or k < 1:
@@ -46,9 +83,20 @@ def check_search(queries: list[str], k: int, mode: str, fusion: str) -> None:
             raise ValueError(f"query {number} is empty; give a non-empty text")
 
 
+def _missing(mode: str, available: tuple[str, ...]) -> str:
+    have = {retriever for name in available for retriever in mode_retrievers(name)}
+    missing = [retriever for retriever in mode_retrievers(mode) if retriever not in have]
+    return " and ".join({"dense": "a dense model", "sparse": "a sparse model", "lexical": "BM25"}[r] for r in missing)
+
+
+def available_modes(retrievers: set[str]) -> tuple[str, ...]:
+    """The SEARCH_MODES whose retrievers are all in ``retrievers``."""
+    return tuple(mode for mode in SEARCH_MODES if set(mode_retrievers(mode)) <= retrievers)
+
+
 def search_depth(k: int, candidates: int, mode: str, reranker: Reranker | None) -> int:
     """Documents each retriever returns: ``k``, or ``max(k, candidates)`` when fusion or reranking follows."""
-    return max(k, candidates) if (mode == "hybrid" or reranker is not None) else k
+    return max(k, candidates) if (len(mode_retrievers(mode)) > 1 or reranker is not None) else k
 
 
 def query_embeddings(embedder: DenseModel, queries: list[str], given: np.ndarray | None, batch_size: int) -> np.ndarray:

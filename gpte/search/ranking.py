@@ -68,8 +68,7 @@ def rank_chunk_scores(scores: np.ndarray, layout: DocumentLayout, docs: tuple[in
     first_doc, end_doc = docs
     local = layout.first_rows[first_doc:end_doc] - layout.first_rows[first_doc]
     doc_scores = np.maximum.reduceat(scores, local)
-    keep = min(top, len(doc_scores))
-    order = np.argpartition(-doc_scores, keep - 1)[:keep] if keep < len(doc_scores) else np.arange(len(doc_scores))
+    order = _top_positions(doc_scores, top)
     order = order[np.lexsort((order, -doc_scores[order]))]
     order = order[np.isfinite(doc_scores[order])]
     counts = layout.counts[first_doc:end_doc]
@@ -77,6 +76,17 @@ def rank_chunk_scores(scores: np.ndarray, layout: DocumentLayout, docs: tuple[in
     return Ranking(
         order + first_doc, doc_scores[order], np.asarray(best, dtype=np.int64) + layout.first_rows[first_doc]
     )
+
+
+def _top_positions(scores: np.ndarray, top: int) -> np.ndarray:
+    """Positions of the ``top`` highest ``scores`` (unordered), ties at the cut broken by lower position."""
+    if top >= len(scores):
+        return np.arange(len(scores))
+    if top <= 0:
+        return np.empty(0, np.int64)
+    kth = np.partition(scores, len(scores) - top)[len(scores) - top]  # the top-th highest score
+    above = np.flatnonzero(scores > kth)
+    return np.concatenate([above, np.flatnonzero(scores == kth)[: top - len(above)]])
 
 
 def rank_candidates(chunk_rows: np.ndarray, scores: np.ndarray, doc_of_chunk: np.ndarray, top: int) -> Ranking:

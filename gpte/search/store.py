@@ -5,13 +5,15 @@ Layout of an index folder::
 
     CURRENT                 the name of the live generation (replaced atomically, last step of a build)
     gen-000003/
-        manifest.json       model, settings, counts
-        vectors.npy         float32 (chunks, dim), read as a memory map
+        manifest.json       model, settings, counts (sparse model, which retrievers the index has)
+        vectors.npy         float32 (chunks, dim), read as a memory map (absent in an index without a dense model)
         chunks.parquet      doc_id, text, start, end, metadata (JSON) per chunk, in vector order
         documents.parquet   doc_id, content hash, first chunk row, chunk count
-        bm25/, hnsw.faiss   lexical and approximate indexes of this generation
+        bm25/, hnsw.faiss   lexical and approximate indexes of this generation (each optional)
         binary.npy          sign bits of the vectors (binary search), 1/32 of vectors.npy
+        sparse/             the sparse model's chunk vectors as an inverted index (``gpte.search.sparse``)
     pending-<model key>/    vectors embedded by an unfinished build, in parts keyed by chunk-text hash
+    pending-sparse-<key>/   the same for the sparse model's vectors
 
 A build writes a new generation under a temporary name, renames it, then points CURRENT at it; an
 interrupted build leaves CURRENT and its generation untouched, and the next build reuses the pending parts.
@@ -76,7 +78,7 @@ class Snapshot:
 
     folder: Path
     manifest: dict[str, Any]
-    vectors: np.ndarray
+    vectors: np.ndarray | None  # None: an index without a dense model
     chunks: ChunkTable
     documents: dict[str, tuple[str, int, int]]  # doc_id -> (content hash, first chunk row, chunk count)
 
@@ -101,7 +103,7 @@ def read_snapshot(folder: Path) -> Snapshot:
         raise ValueError(
             f"{folder}: index format {manifest.get('format_version')!r}, this gpte reads {FORMAT_VERSION}; rebuild the index"
         )
-    vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+    vectors = np.load(folder / "vectors.npy", mmap_mode="r") if (folder / "vectors.npy").is_file() else None
     table = pq.read_table(folder / "chunks.parquet").to_pydict()
     chunks = ChunkTable(
         table["doc_id"], table["text"], table["start"], table["end"], [json.loads(m) for m in table["metadata"]]
@@ -114,19 +116,20 @@ def read_snapshot(folder: Path) -> Snapshot:
 def write_generation(
     root: Path,
     manifest: dict[str, Any],
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
     chunks: ChunkTable,
     hashes: dict[str, str],
     extras: dict[str, Any],
 ) -> Path:
-    """Write a new generation (vectors, chunks, documents, manifest and ``extras``: name -> writer
+    """Write a new generation (vectors unless None, chunks, documents, manifest and ``extras``: name -> writer
     called with the file path), make it CURRENT, and delete older generations. Returns its folder."""
     previous = current_generation(root)
     number = int(previous.name.split("-")[1]) + 1 if previous else 1
     final = root / f"gen-{number:06d}"
     with atomic_path(final, overwrite=True) as folder:
         folder.mkdir()
-        np.save(folder / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+        if vectors is not None:
+            np.save(folder / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         _write_chunks(folder / "chunks.parquet", chunks)
         _write_documents(folder / "documents.parquet", chunks, hashes)
         for name, writer in extras.items():
@@ -185,7 +188,8 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def pending_folder(root: Path, model_key: str) -> Path:
+def pending_folder(root: Path, model_key: str, kind: str = "") -> Path:
     """Where an unfinished build keeps the vectors it embedded (``gpte.runtime.vector_store.VectorStore`` parts, each
-    written atomically, so a killed build loses at most the part it was embedding): ``root/pending-<model key>``."""
-    return root / f"pending-{model_key[:16]}"
+    written atomically, so a killed build loses at most the part it was embedding): ``root/pending-<model key>``;
+    ``kind`` "sparse": ``root/pending-sparse-<model key>`` (``gpte.search.sparse.SparsePending`` parts)."""
+    return root / f"pending-{kind + '-' if kind else ''}{model_key[:16]}"

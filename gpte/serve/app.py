@@ -6,7 +6,8 @@ Prometheus metrics.
                            "model": NAME (default: the first reranker)} -> [{"index", "score", "text"?}] best first
     POST /embed_sparse    {"inputs": str | [str], "model": NAME (default: the first sparse model), "prompt_name": ROLE,
                            "truncate": false} -> [[{"index", "value"}]] one list per input, by token index
-    POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "lexical" | "hybrid", "filters": {...}}
+    POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "sparse" | "lexical" | "hybrid" |
+                           "dense+sparse" | ... (gpte.search.query.SEARCH_MODES; default: the index's), "filters": {...}}
     GET  /health          served models, rerankers and indexes
     GET  /metrics         Prometheus text format
 
@@ -38,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, Field
 
 from gpte.models.protocol import DenseModel, PairScorer, SparseModel, best_first, require_pair_scorer, require_sparse
+from gpte.search.query import mode_retrievers
 from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, SparseBatcher
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
@@ -76,7 +78,7 @@ class SearchRequest(BaseModel):
     query: str
     index: str | None = None
     k: int = Field(default=10, ge=1, le=1000)
-    mode: Literal["dense", "lexical", "hybrid"] = "dense"
+    mode: str | None = None  # None: the index's default mode
     dense_mode: Literal["exact", "hnsw", "binary", "int8"] | None = None  # None: the index's default
     fusion: Literal["rrf", "weighted"] = "rrf"
     filters: dict[str, Any] | None = None
@@ -108,9 +110,9 @@ def create_app(
     for name, sparse_model in sparse_models.items():
         require_sparse(sparse_model, f"/embed_sparse (model {name!r})")
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
-    query_batchers = {
-        name: EmbeddingBatcher(index.embedder) for name, index in indexes.items()
-    }  # /search queries, batched too
+    query_batchers = {  # /search queries of a dense model, batched too
+        name: EmbeddingBatcher(index.embedder) for name, index in indexes.items() if index.embedder is not None
+    }
     rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
     sparse_batchers = {name: SparseBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
     metrics = _Metrics()
@@ -217,7 +219,8 @@ def create_app(
             )
         options = request.model_dump(exclude={"query", "index"}, exclude_none=True)
         try:
-            if request.mode != "lexical" and request.query.strip():  # an empty query is refused by search
+            retrievers = mode_retrievers(request.mode or getattr(indexes[name], "default_mode", "dense"))
+            if "dense" in retrievers and name in query_batchers and request.query.strip():  # search refuses ""
                 options["query_vectors"] = await query_batchers[name].embed([request.query], role="query")
             hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
         except ValueError as error:

@@ -1,5 +1,6 @@
 """The sparse model kind: one weight per vocabulary token for each text, most of them zero
-(``gpte.models.protocol.SparseModel``; SPLADE, inference-free SPLADE, PromptReps).
+(``gpte.models.protocol.SparseModel``; SPLADE, inference-free SPLADE, PromptReps; CSR, whose dimensions are the
+latents of a k-sparse autoencoder on a dense model rather than tokens: ``gpte.models.sparse.csr``).
 
 Vectors are ``scipy.sparse.csr_matrix`` (texts, vocab_size) float32, rows in input order; two texts are compared by
 the dot product of their vectors. ``top_k`` keeps each vector's largest weights and ``threshold`` drops weights at
@@ -88,7 +89,7 @@ class SparseEncoder(nn.Module):
         self.name = name
         self.card_notes = CardNotes()
         self._max_seq_length = check_length(max_seq_length)
-        self._tokenizers: dict[bool, TextTokenizer] = {}
+        self._tokenizers: dict[tuple[str, bool], TextTokenizer] = {}
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, **options: Any) -> SparseEncoder:
@@ -225,7 +226,9 @@ class SparseEncoder(nn.Module):
         show = len(unique) >= PROGRESS_MIN_BATCHES * batch_size if show_progress is None else show_progress
         with torch.inference_mode(), tqdm(total=len(unique), unit="text", disable=not show, desc="encode") as bar:
             for rows in length_sorted_batches(lengths, batch_size):
-                weights = prune(head(tokenizer.pad(tokenized, rows).to(self.device)), top_k, threshold).cpu()
+                batch = tokenizer.pad(tokenized, rows).to(self.device)
+                scores = head(batch, top_k) if getattr(head, "accepts_top_k", False) else head(batch)
+                weights = prune(scores, top_k, threshold).cpu()
                 batch_rows, columns = weights.nonzero(as_tuple=True)
                 rows_out.append(rows[batch_rows.numpy()])
                 cols_out.append(columns.numpy())
@@ -253,7 +256,9 @@ class SparseEncoder(nn.Module):
             raise ValueError(f"decode takes one vector of {self.vocab_size} dimensions, got shape {row.shape}")
         row.eliminate_zeros()
         order = np.lexsort((row.indices, -row.data))[:top_k]
-        tokens = self.tokenizer.convert_ids_to_tokens(row.indices[order].tolist())
+        ids = row.indices[order].tolist()
+        names = getattr(self.document_head, "dimension_names", None)  # CSR: latent ids, not tokens
+        tokens = names(ids) if names is not None else self.tokenizer.convert_ids_to_tokens(ids)
         return [(token, float(weight)) for token, weight in zip(tokens, row.data[order])]
 
     # ----------------------------------------------------------------- training
@@ -272,6 +277,11 @@ class SparseEncoder(nn.Module):
         batch = tokenizer.pad(tokenized, list(range(len(tokenized.input_ids))))
         return dataclasses.replace(batch, role=role).to(self.device)
 
+    @property
+    def autoencoder_outputs(self) -> Any:
+        """A CSR model's ``autoencoder_outputs(batch)`` (what ``CSRLoss`` reads); None for other heads."""
+        return getattr(self.document_head, "autoencoder_outputs", None)
+
     def forward(self, batch: TokenBatch) -> Tensor:
         """Weights (rows, vocab_size) with gradients, from the head of the role the batch was tokenized for
         (``tokenize``; training losses call this)."""
@@ -283,13 +293,18 @@ class SparseEncoder(nn.Module):
         return {"document": self.document_head} | ({"query": self.query_head} if self.query_head is not None else {})
 
     def _text_tokenizer(self, head: SparseHead) -> TextTokenizer:
-        key = head.architecture == "promptreps", head.add_special_tokens
+        key = head.architecture, head.add_special_tokens
         if key not in self._tokenizers:
-            self._tokenizers[key] = TextTokenizer(
-                self.tokenizer,
-                self.max_seq_length,
-                padding_side="left" if key[0] else "right",
-                add_special_tokens=head.add_special_tokens,
+            own = getattr(head, "text_tokenizer", None)  # CSR: the embedder's lowercasing, padding, pooler suffix
+            self._tokenizers[key] = (
+                own(self.max_seq_length)
+                if own is not None
+                else TextTokenizer(
+                    self.tokenizer,
+                    self.max_seq_length,
+                    padding_side="left" if head.architecture == "promptreps" else "right",
+                    add_special_tokens=head.add_special_tokens,
+                )
             )
         return self._tokenizers[key]
 
@@ -334,6 +349,8 @@ def _head_settings(head: SparseHead) -> dict[str, Any]:
     for key in ("pooling", "activation", "top_k", "frozen"):
         if hasattr(head, key):
             settings[key] = getattr(head, key)
+    if callable(getattr(head, "settings", None)):  # CSR: the autoencoder's sizes, the dense pooling
+        settings.update(head.settings())
     return settings
 
 

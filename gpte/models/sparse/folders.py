@@ -7,6 +7,8 @@ SPLADE        ``modules.json``: the masked-LM transformer at the root (``Transfo
 inference-free ``modules.json`` holds one ``Router``; ``router_config.json`` maps ``query`` to a
               ``SparseStaticEmbedding`` folder (``model.safetensors`` with a ``weight`` per vocabulary entry,
               ``config.json`` with ``frozen``) and ``document`` to the transformer and pooling folders.
+CSR           a dense model's modules (transformer, pooling, normalize) then a ``SparseAutoEncoder`` folder
+              (``gpte.models.sparse.csr``); ``max_active_dims`` in the config is the default ``top_k``.
 PromptReps    training-free: ``gpte_sparse.json`` names the LLM and the settings; no weights are copied.
 
 A folder holding only an encoder (a BERT-style model, e.g. all-MiniLM-L6-v2, whose folder has no MLM head) loads as
@@ -31,6 +33,7 @@ from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
 from gpte.models.cross_encoder import tokenizer_limit
 from gpte.models.model_card import CARD_FILE, model_card
 from gpte.models.sources import resolve_model
+from gpte.models.sparse.csr import CSRHead, is_csr_modules, read_csr, write_csr
 from gpte.models.sparse.encoder import SparseEncoder
 from gpte.models.sparse.heads import PromptRepsHead, SpladeHead, StaticQueryHead
 from gpte.models.st_format import read_json, write_json
@@ -100,12 +103,16 @@ def load_sparse_encoder(
     modules = read_json(folder / "modules.json") or []
     router = next((m for m in modules if str(m.get("type", "")).endswith("Router")), None)
     query_head = None
-    if router is not None:
-        document_folder, pooling, query_folder = _router_parts(folder / router.get("path", ""))
-        query_head = _static_head(query_folder) if query_folder is not None else None
+    if is_csr_modules(modules):
+        head, tokenizer, limit = read_csr(folder, dtype)
+        top_k = top_k if top_k is not None else st_config.get("max_active_dims")
     else:
-        document_folder, pooling = folder, _pooling_settings(folder, modules)
-    head, tokenizer, limit = _splade(document_folder, pooling, dtype)
+        if router is not None:
+            document_folder, pooling, query_folder = _router_parts(folder / router.get("path", ""))
+            query_head = _static_head(query_folder) if query_folder is not None else None
+        else:
+            document_folder, pooling = folder, _pooling_settings(folder, modules)
+        head, tokenizer, limit = _splade(document_folder, pooling, dtype)
     encoder = SparseEncoder(
         head,
         tokenizer,
@@ -218,6 +225,9 @@ def _promptreps_prompt(tokenizer: Any, role: str) -> str:
 
 
 def _write_st_layout(model: SparseEncoder, folder: Path) -> None:
+    if isinstance(model.document_head, CSRHead):
+        write_csr(model, folder)
+        return
     if model.query_head is None:
         _write_transformer(model, folder)
         write_json(folder / "1_SpladePooling" / "config.json", _pooling_config(model.document_head))
