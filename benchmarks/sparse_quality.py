@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--document-regularizer", type=float, default=3e-5)
     parser.add_argument("--query-regularizer", type=float, default=5e-5)
     parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per text in training (CPU time)")
+    parser.add_argument(
+        "--promptreps-length", type=int, default=512, help="PromptReps' tokens per input, prompt included (CPU time)"
+    )
     parser.add_argument("--parts", nargs="+", default=["splade", "dense", "promptreps"])
     args = parser.parse_args()
     out = args.out.resolve()
@@ -165,7 +168,7 @@ def main() -> None:
 
     if "promptreps" in args.parts:
         started = time.perf_counter()
-        promptreps = load_sparse_encoder("promptreps")
+        promptreps = load_sparse_encoder("promptreps", max_seq_length=args.promptreps_length)
         sparse_system(
             "PromptReps (SmolLM2, no training)", promptreps, query_texts, doc_texts, query_ids, doc_ids, test, 8
         )

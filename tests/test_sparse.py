@@ -198,3 +198,14 @@ def test_a_sparse_encoder_needs_heads_of_one_vocabulary(splade):
 
     with pytest.raises(ValueError, match="query head has 7 dimensions"):
         SparseEncoder(splade.document_head, splade.tokenizer, 32, query_head=StaticQueryHead(torch.ones(7)))
+
+
+def test_promptreps_cuts_a_long_text_not_the_prompts_end(chat_llama):
+    model = promptreps(chat_llama, top_k=4, max_seq_length=160)
+    long_text = "the cat sat on the mat " * 40
+    result = model.encode_with_report([long_text, "the cat"], role="document")
+    assert result.report.truncated_indices == [0]
+    batch = model.tokenize([long_text], role="document")
+    ending = model.tokenizer(model.prompts.templates["document"].template.split("{text}")[1], add_special_tokens=False)
+    assert batch.input_ids[0, -len(ending["input_ids"]) :].tolist() == ending["input_ids"]  # the answer's opening
+    assert batch.input_ids.shape[1] <= 160

@@ -12,7 +12,17 @@ from gpte.cli import options
 
 def register(verbs: Any) -> None:
     evaluate = verbs.add_parser("evaluate", help="score a model on MTEB-style task folders")
-    options.add_model(evaluate)
+    options.add_model(
+        evaluate,
+        "a sparse model folder (SPLADE) or promptreps is evaluated as a sparse model, a reranker folder or llm as a "
+        "reranker",
+    )
+    evaluate.add_argument(
+        "--sparse",
+        action="store_true",
+        help="evaluate --model as a sparse model: a plain encoder folder becomes SPLADE with a new masked-LM head "
+        "(a sparse model folder and promptreps are sparse without it)",
+    )
     evaluate.add_argument(
         "--data", required=True, help="a task folder, or a folder whose task folders (with meta.json) are found"
     )
@@ -84,16 +94,24 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     """The evaluated model and its first stage: a reranker folder (``is_reranker_folder``) or ``llm`` (the packaged
-    SmolLM2 yes/no reranker) loads as a reranker with ``--first-stage`` (None without it), anything else as a dense model (refusing ``--first-stage`` and ``--top-k``)."""
+    SmolLM2 yes/no reranker) loads as a reranker with ``--first-stage`` (None without it); a sparse model folder,
+    ``promptreps`` or any model with ``--sparse`` as a sparse model; anything else as a dense model (those two refuse
+    ``--first-stage`` and ``--top-k``)."""
     from gpte.models.loading import is_reranker_folder, load_reranker
 
-    if args.model != "llm" and not is_reranker_folder(args.model):
+    reranker = args.model == "llm" or is_reranker_folder(args.model)
+    if args.sparse and reranker:
+        raise ValueError(
+            f"--sparse loads an encoder as a sparse model (SPLADE); {args.model} is a reranker (a cross-encoder or "
+            "the llm yes/no reranker), evaluated as one without --sparse"
+        )
+    if not reranker:
         for name, value in (("--first-stage", args.first_stage), ("--top-k", args.top_k)):
             if value is not None:
                 raise ValueError(
                     f"{name} applies to a reranker --model; {args.model or 'the default model'} is not one"
                 )
-        return options.load_dense_model(args), None
+        return _encoder(args, args.model), None
     model = load_reranker(args.model)
     if args.device:
         model.to(args.device)
@@ -103,7 +121,22 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
         from gpte.search.lexical import BM25FirstStage
 
         return model, BM25FirstStage()
-    return model, options.load_dense_model(argparse.Namespace(**{**vars(args), "model": args.first_stage}))
+    return model, _encoder(argparse.Namespace(**{**vars(args), "sparse": False}), args.first_stage)
+
+
+def _encoder(args: argparse.Namespace, name: str | None) -> Any:
+    """The model ``name`` as a sparse model (``--sparse``, a sparse model folder or ``promptreps``) on ``--device``,
+    else as a dense one with ``--backend`` and the LLM options."""
+    from gpte.models.sparse import is_sparse_folder
+
+    args = argparse.Namespace(**{**vars(args), "model": name})
+    if not (args.sparse or name == "promptreps" or is_sparse_folder(name)):
+        return options.load_dense_model(args)
+    dense_only = [f"--{option}" for option in options.llm_options(args)]
+    dense_only += [f"--backend {args.backend}"] if args.backend != "torch" else []
+    if dense_only:
+        raise ValueError(f"{', '.join(dense_only)} apply to dense models; {name} is evaluated as a sparse model")
+    return options.load_sparse_model(args)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -4,6 +4,10 @@ from gpte import Embedder
 from gpte.evaluate import discover_tasks, evaluate
 run = evaluate(Embedder.load(), discover_tasks("../shared/data"), output="results")
 
+A sparse model (``gpte.models.sparse.SparseEncoder``: SPLADE, PromptReps) is evaluated on every task type by the dot
+product of its sparse vectors, each result with their mean active dimensions (``gpte.evaluate.sparse``):
+``evaluate(load_sparse_encoder(folder), tasks)``.
+
 A reranker (``gpte.models.protocol.PairScorer``) is evaluated on Reranking tasks, and on Retrieval tasks reranking a
 first stage's top-k: ``evaluate(CrossEncoder.load(folder), tasks, first_stage=Embedder.load(), top_k=100)``.
 """

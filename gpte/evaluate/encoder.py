@@ -1,10 +1,16 @@
 """The bridge between evaluation tasks and a model.
 
 Evaluation takes a ``gpte.models.protocol.VectorEncoder``: every gpte dense model (``Embedder``,
-``StaticEmbedder``) and the analysis views of one. Any other object with ``encode(texts, role=...)`` returning
-an (n, d) array is wrapped in ``ForeignEncoder`` (``as_vector_encoder``), so models from other libraries can be
+``StaticEmbedder``) and the analysis views of one, and every sparse model (``gpte.models.protocol.SparseModel``,
+``output_kind`` ``"sparse"``: its vectors are ``scipy.sparse.csr_matrix`` rows, see ``gpte.evaluate.sparse``). Any
+other object with ``encode(texts, role=...)`` returning an (n, d) array (or, with ``output_kind`` ``"sparse"``, a
+sparse matrix) is wrapped in ``ForeignEncoder`` (``as_vector_encoder``), so models from other libraries can be
 scored too. ``TaskEncoder`` encodes each distinct text once per (role, prompt) and reuses it across tasks
-(``gpte.runtime.vector_store``; across runs too, given a cache folder), and checks what the model returns.
+(``gpte.runtime.vector_store``; across runs too, given a cache folder: sparse vectors are kept as sparse rows in
+their own parts, ``SparseVectorStore``, never mixed with dense ones), and checks what the model returns.
+
+Roles and prompts reach a sparse model as they reach a dense one: queries ``role="query"`` (an inference-free SPLADE
+encodes them with its query head), documents ``role="document"``, the texts of symmetric tasks no role.
 
 Instructions: a gpte model whose ``query`` prompt has a ``{task}`` slot follows instructions (E5-mistral's
 ``Instruct: {task}\nQuery: {text}``). Such a model gets the task's instruction in that slot for every input
@@ -21,19 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
+import torch
 
+from gpte.evaluate.sparse import SparsityCounter, is_sparse_model, sparsity_figures
 from gpte.evaluate.tasks import Task
 from gpte.models.fingerprint import model_fingerprint, weights_sha256
 from gpte.models.protocol import VectorEncoder
 from gpte.prompts import Prompts, PromptTemplate
-from gpte.runtime.vector_store import VectorStore, store_folder
+from gpte.runtime.vector_store import SparseVectorStore, VectorStore, store_folder
 
 
 class ForeignEncoder:
     """A ``VectorEncoder`` around a model from elsewhere that has ``encode(texts, role=...)``.
 
     Its fingerprint is its torch weights' (with its ``info()`` if it has one) when it has a ``state_dict``, else
-    None; a prompt is passed on as ``prompt=`` only when a task asks for one.
+    None; a prompt is passed on as ``prompt=`` only when a task asks for one. A model with ``output_kind``
+    ``"sparse"`` keeps it (and its ``vocab_size``): its vectors are read as sparse ones.
     """
 
     def __init__(self, model: Any) -> None:
@@ -43,6 +53,9 @@ class ForeignEncoder:
         self.name = getattr(model, "name", None) or type(model).__name__
         self.similarity_name = getattr(model, "similarity_name", "cosine")
         self.prompts = getattr(model, "prompts", None)
+        if is_sparse_model(model):
+            self.output_kind = "sparse"
+            self.vocab_size = getattr(model, "vocab_size", None)
 
     @property
     def fingerprint(self) -> str | None:
@@ -72,6 +85,9 @@ def as_vector_encoder(model: Any) -> VectorEncoder:
 class TaskEncoder:
     """Encodes task texts through a model, with a per-(role, prompt) cache and output checks.
 
+    A sparse model's vectors are ``scipy.sparse.csr_matrix`` (n, vocab_size) float32 (no stored zeros, sorted
+    indices), kept in a ``SparseVectorStore``; ``sparsity(task)`` gives their active dimensions per role.
+
     Args:
         model: a gpte model or view, or any object with ``encode(texts, role=...)`` (``as_vector_encoder``).
         batch_size: passed to the model's ``encode``.
@@ -89,29 +105,51 @@ class TaskEncoder:
         if cache is not None and cache_key is None:
             raise ValueError("a vector cache folder needs the model's key (cache_key) to file vectors under")
         self.model = as_vector_encoder(model)
+        self.sparse = is_sparse_model(self.model)
         self.batch_size = batch_size
         self.seconds = 0.0
         self._cache, self._cache_key = cache, cache_key
-        self._stores: dict[tuple[str | None, str | None], VectorStore] = {}
+        self._stores: dict[tuple[str | None, str | None], VectorStore | SparseVectorStore] = {}
+        self._sparsity: dict[str, dict[str | None, SparsityCounter]] = {}
 
     @property
     def similarity_name(self) -> str:
         """The model's similarity function."""
         return self.model.similarity_name
 
-    def encode(self, texts: list[str], task: Task, role: str | None = None) -> np.ndarray:
-        """Vectors (n, d) float32 for ``texts`` in order, encoding only texts not seen before for this role.
+    def encode(self, texts: list[str], task: Task, role: str | None = None) -> Any:
+        """Vectors (n, d) float32 for ``texts`` in order, encoding only texts not seen before for this role: a numpy
+        array, or for a sparse model a ``scipy.sparse.csr_matrix`` (n, vocab_size).
 
         Raises:
             ValueError: the model returned the wrong shape or a non-finite value (task and text index named).
         """
         prompt = task.prompt(role) or self._instruction_prompt(task, role)
-        return self._store(role, prompt).vectors(texts, lambda missing: self._call_model(missing, role, prompt, task))
+        vectors = self._store(role, prompt).vectors(
+            texts, lambda missing: self._call_model(missing, role, prompt, task)
+        )
+        if self.sparse and len(texts):
+            counters = self._sparsity.setdefault(task.name, {})
+            counters.setdefault(role, SparsityCounter(vectors.shape[1])).add(texts, vectors)
+        return vectors
 
-    def _store(self, role: str | None, prompt: str | None) -> VectorStore:
+    def sparsity(self, task: Task) -> dict[str, float] | None:
+        """For a sparse model, the mean active dimensions of the distinct texts ``task`` encoded, per role
+        (``gpte.evaluate.sparse.sparsity_figures``); None for a dense model."""
+        return sparsity_figures(self._sparsity.get(task.name, {})) if self.sparse else None
+
+    def forget_sparsity(self, task: Task) -> None:
+        """Start counting ``task``'s active dimensions afresh (before it is scored again)."""
+        self._sparsity.pop(task.name, None)
+
+    def _store(self, role: str | None, prompt: str | None) -> VectorStore | SparseVectorStore:
         if (role, prompt) not in self._stores:
             folder = store_folder(self._cache, self._cache_key, role, prompt) if self._cache is not None else None
-            self._stores[role, prompt] = VectorStore(folder)
+            self._stores[role, prompt] = (
+                SparseVectorStore(folder, getattr(self.model, "vocab_size", None))
+                if self.sparse
+                else VectorStore(folder)
+            )
         return self._stores[role, prompt]
 
     def _instruction_prompt(self, task: Task, role: str | None) -> str | None:
@@ -125,10 +163,17 @@ class TaskEncoder:
             return None
         return template.fill(task.instruction).template
 
-    def _call_model(self, texts: list[str], role: str | None, prompt: str | None, task: Task) -> np.ndarray:
+    def _call_model(self, texts: list[str], role: str | None, prompt: str | None, task: Task) -> Any:
         started = time.perf_counter()
         vectors = self.model.encode(texts, role=role, prompt=prompt, batch_size=self.batch_size)
         self.seconds += time.perf_counter() - started
+        if self.sparse:
+            return self._checked_sparse(vectors, texts, task)
+        if scipy.sparse.issparse(vectors) or getattr(vectors, "is_sparse", False):
+            raise ValueError(
+                f"task {task.name}: the model returned sparse vectors but does not say it is sparse; a sparse model "
+                "has output_kind 'sparse' (gpte.models.protocol.SparseModel)"
+            )
         vectors = np.asarray(vectors.cpu() if hasattr(vectors, "cpu") else vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(texts):
             raise ValueError(f"task {task.name}: the model returned shape {vectors.shape} for {len(texts)} texts")
@@ -138,3 +183,31 @@ class TaskEncoder:
                 f"task {task.name}: the model returned NaN or infinity for text index {bad[0]}: {texts[bad[0]]!r:.80}"
             )
         return vectors
+
+    def _checked_sparse(self, vectors: Any, texts: list[str], task: Task) -> scipy.sparse.csr_matrix:
+        """A sparse model's output as CSR float32 (stored zeros dropped, indices sorted), checked like dense ones."""
+        if isinstance(vectors, torch.Tensor) and vectors.is_sparse:
+            vectors = vectors.coalesce().cpu()
+            rows, columns = vectors.indices().numpy()
+            vectors = scipy.sparse.coo_matrix((vectors.values().numpy(), (rows, columns)), shape=tuple(vectors.shape))
+        elif hasattr(vectors, "cpu"):
+            vectors = vectors.cpu().numpy()
+        matrix = scipy.sparse.csr_matrix(
+            vectors if scipy.sparse.issparse(vectors) else np.asarray(vectors), dtype=np.float32
+        )
+        dimension = getattr(self.model, "vocab_size", None)
+        if matrix.ndim != 2 or matrix.shape[0] != len(texts) or (dimension and matrix.shape[1] != dimension):
+            expected = f"({len(texts)}, {dimension})" if dimension else f"{len(texts)} rows"
+            raise ValueError(
+                f"task {task.name}: the sparse model returned shape {matrix.shape} for {len(texts)} texts; "
+                f"expected {expected}"
+            )
+        bad = np.flatnonzero(~np.isfinite(matrix.data))
+        if len(bad):
+            row = int(np.searchsorted(matrix.indptr, bad[0], side="right") - 1)
+            raise ValueError(
+                f"task {task.name}: the model returned NaN or infinity for text index {row}: {texts[row]!r:.80}"
+            )
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        return matrix

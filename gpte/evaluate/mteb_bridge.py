@@ -3,7 +3,8 @@ scores and to time mteb on the same data.
 
 mteb loads datasets from the Hugging Face Hub; here an mteb task of the same type is taken for its
 protocol and handed the folder's data directly, in the shapes mteb's loaders produce. The model must
-be an mteb model (for example ``mteb.models.sentence_transformer_wrapper.SentenceTransformerEncoderWrapper``).
+be an mteb model (for example ``mteb.models.sentence_transformer_wrapper.SentenceTransformerEncoderWrapper``, or
+``SparseEncoderWrapper`` around sentence-transformers' ``SparseEncoder`` for a sparse model).
 """
 
 from __future__ import annotations

@@ -64,10 +64,11 @@ class FirstStage:
     """The candidates a reranker reranks on a Retrieval task: each query's ``top_k`` documents by ``model``.
 
     Args:
-        model: a dense model (``gpte.models.protocol.VectorEncoder``, or any object with ``encode(texts, role=...)``),
-            searched as the Retrieval task type searches; or a ``LexicalRetriever``.
-        batch_size: passed to a dense model's encode.
-        cache: a folder of vectors kept across runs for a dense model with a fingerprint (``TaskEncoder``).
+        model: a dense model (``gpte.models.protocol.VectorEncoder``, or any object with ``encode(texts, role=...)``)
+            or a sparse one (``gpte.models.protocol.SparseModel``), searched as the Retrieval task type searches; or
+            a ``LexicalRetriever``.
+        batch_size: passed to the model's encode.
+        cache: a folder of vectors kept across runs for a model with a fingerprint (``TaskEncoder``).
     """
 
     def __init__(self, model: Any, batch_size: int = 32, cache: str | Path | None = None) -> None:
@@ -171,6 +172,10 @@ class RerankerScoring:
         top = self.first_stage.candidates(task, queries, beir.corpus, self.top_k)
         candidates = {query: {doc: beir.corpus[doc] for doc in docs} for query, docs in top.items()}
         return retrieval_scores(beir.qrels, self.rerank(task, queries, candidates))
+
+    def sparsity(self, task: Task) -> dict[str, float] | None:
+        """None: a reranker's scores come from no vectors (a sparse first stage's are not reported)."""
+        return None
 
     def provenance(self, task: Task) -> dict[str, Any]:
         """The first stage of a Retrieval task (name, fingerprint, top_k); nothing for the other types."""

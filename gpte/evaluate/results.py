@@ -7,6 +7,12 @@
 
 A reranker's result on a Retrieval task adds "first_stage", "first_stage_sha256" and "top_k" to its provenance.
 
+A sparse model's result (``gpte.evaluate.sparse``) adds, after "scores", the mean number of active (non-zero)
+dimensions of its vectors, over the distinct texts the task encoded, per role: "sparsity": {"query_active_dims",
+"document_active_dims", "flops"} for Retrieval and Reranking (flops: the expected multiplications of one
+query-document dot product, SPLADE's FLOPS), {"active_dims"} for the tasks that encode texts without a role. Dense
+results have no "sparsity".
+
 Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``).
 """
 

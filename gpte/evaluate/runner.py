@@ -1,6 +1,7 @@
-"""Run tasks on a model (dense, or a reranker: ``gpte.evaluate.reranker``): each distinct text encoded once per
-(role, prompt) across all tasks, one result file per task, resumable (a task whose result file exists is read, not
-recomputed, unless ``overwrite``), and a failure in one task never loses the others' results."""
+"""Run tasks on a model (dense, sparse: ``gpte.evaluate.sparse``, or a reranker: ``gpte.evaluate.reranker``): each
+distinct text encoded once per (role, prompt) across all tasks, one result file per task, resumable (a task whose
+result file exists is read, not recomputed, unless ``overwrite``), and a failure in one task never loses the others'
+results. A sparse model's result adds ``sparsity``: the mean active dimensions of its vectors per role."""
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def evaluate(
     """Evaluate ``model`` on ``tasks``.
 
     Args:
-        model: a gpte model (``gpte.models.protocol.VectorEncoder``), any object with ``encode(texts, role=...)``, or
-            a reranker (``gpte.models.protocol.PairScorer``: ``output_kind`` ``"pair_score"``), evaluated on
+        model: a gpte model (``gpte.models.protocol.VectorEncoder``); a sparse model
+            (``gpte.models.protocol.SparseModel``: ``output_kind`` ``"sparse"``), evaluated on every task type by the
+            dot product of its sparse vectors (``gpte.evaluate.sparse``); any object with ``encode(texts, role=...)``;
+            or a reranker (``gpte.models.protocol.PairScorer``: ``output_kind`` ``"pair_score"``), evaluated on
             Reranking and Retrieval tasks as mteb evaluates a cross-encoder (``gpte.evaluate.reranker``).
         tasks: from ``discover_tasks``/``load_task``.
         output: folder for result files (None: keep results in memory only).
@@ -54,8 +57,8 @@ def evaluate(
         overwrite: recompute tasks whose result file exists.
         batch_size: passed to the model's encode (or predict) when it takes one.
         cache: a folder for vectors kept across runs (``gpte.runtime.vector_store``); None: this run only.
-        first_stage: for a reranker on Retrieval tasks, what retrieves the documents it reranks: a dense model
-            or a ``gpte.evaluate.reranker.LexicalRetriever`` (BM25).
+        first_stage: for a reranker on Retrieval tasks, what retrieves the documents it reranks: a dense or sparse
+            model or a ``gpte.evaluate.reranker.LexicalRetriever`` (BM25).
         top_k: for a reranker on Retrieval tasks, how many first-stage documents per query it reranks.
 
     Raises:
@@ -82,12 +85,16 @@ def evaluate(
         run.results[task.name] = result
         if path:
             write_result(path, result)
-        logger.info(f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}")
+        sparsity = "".join(f", {name} {value:.1f}" for name, value in result.get("sparsity", {}).items())
+        logger.info(
+            f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}{sparsity}"
+        )
     return run
 
 
 class _Scoring(Protocol):
-    """How a run scores tasks with one model: ``scores(task)``, the model time so far, provenance to add."""
+    """How a run scores tasks with one model: ``scores(task)``, the model time so far, provenance to add, and the
+    sparsity of the vectors the last ``scores(task)`` made (None: not a sparse model)."""
 
     model: Any
     name: str
@@ -98,9 +105,11 @@ class _Scoring(Protocol):
 
     def provenance(self, task: Task) -> dict[str, Any]: ...
 
+    def sparsity(self, task: Task) -> dict[str, float] | None: ...
 
-class _DenseScoring:
-    """Tasks scored by their type's evaluator (``EVALUATORS``) on a vector encoder's vectors."""
+
+class _VectorScoring:
+    """Tasks scored by their type's evaluator (``EVALUATORS``) on a vector encoder's vectors, dense or sparse."""
 
     def __init__(self, model: Any, batch_size: int, cache: str | Path | None, model_name: str | None) -> None:
         self.model = as_vector_encoder(model)
@@ -113,16 +122,20 @@ class _DenseScoring:
         return self.encoder.seconds
 
     def scores(self, task: Task) -> dict[str, float]:
+        self.encoder.forget_sparsity(task)
         return EVALUATORS[task.type](task, self.encoder)
 
     def provenance(self, task: Task) -> dict[str, Any]:
         return {}
 
+    def sparsity(self, task: Task) -> dict[str, float] | None:
+        return self.encoder.sparsity(task)
+
 
 def _scoring(
     model: Any, batch_size: int, cache: str | Path | None, model_name: str | None, first_stage: Any, top_k: int
 ) -> _Scoring:
-    """A ``RerankerScoring`` for a reranker, else a ``_DenseScoring``."""
+    """A ``RerankerScoring`` for a reranker, else a ``_VectorScoring``."""
     if is_pair_scorer(model):
         return RerankerScoring(model, batch_size, first_stage, top_k, cache)
     if first_stage is not None:
@@ -130,7 +143,7 @@ def _scoring(
             "first_stage applies to rerankers (output_kind 'pair_score'), which rerank its top_k documents; "
             f"{getattr(model, 'name', None) or type(model).__name__} is searched by itself on Retrieval tasks"
         )
-    return _DenseScoring(model, batch_size, cache, model_name)
+    return _VectorScoring(model, batch_size, cache, model_name)
 
 
 def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | None) -> str:
@@ -146,6 +159,7 @@ def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | 
 def _run_task(task: Task, scoring: _Scoring, model_name: str, batch_size: int) -> dict[str, Any]:
     started, encode_before = time.perf_counter(), scoring.seconds
     scores = scoring.scores(task)
+    sparsity = scoring.sparsity(task)
     return {
         "task": task.name,
         "task_type": task.type,
@@ -154,6 +168,7 @@ def _run_task(task: Task, scoring: _Scoring, model_name: str, batch_size: int) -
         "main_score": task.main_score,
         "main_score_value": scores[task.main_score],
         "scores": scores,
+        **({"sparsity": sparsity} if sparsity is not None else {}),
         "provenance": {
             "gpte_version": __version__,
             "model": model_name,

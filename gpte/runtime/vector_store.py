@@ -10,6 +10,11 @@ On disk: ``FOLDER/part-<uuid>.npz``, each holding ``keys`` (the sha256 of each t
 interrupted run loses at most the part it was writing and never leaves a damaged one. ``store_folder`` names the
 folder of one (model fingerprint, role, prompt), so a changed model never reads another model's vectors.
 
+Sparse vectors (``SparseVectorStore``, a sparse model's rows over its vocabulary, kept as rows, never densified) go
+in ``FOLDER/sparse-part-<uuid>.npz`` parts (``keys``, and the CSR arrays ``indptr``, ``indices``, ``data``,
+``shape``): a dense store never reads a sparse part nor a sparse store a dense one, so the two kinds cannot mix even
+in one folder.
+
 Streaming (``gpte.runtime.streaming``) resumes by position instead: its unit is a chunk of an input file written at
 its offset, byte-identical to an uninterrupted run, with memory flat in the input's size, which a store that looks
 vectors up by text cannot give.
@@ -24,6 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,3 +117,111 @@ class VectorStore:
                     stored.update(zip((row.tobytes() for row in arrays["keys"]), arrays["vectors"]))
             self._vectors = stored
         return self._vectors
+
+
+SparseRow = tuple[np.ndarray, np.ndarray]  # (column indices int32, weights float32) of one vector, indices sorted
+
+
+class SparseVectorStore:
+    """``VectorStore`` for sparse vectors: CSR rows by text for one model and one way of encoding.
+
+    Args:
+        folder: where parts are kept (None: memory only); read when first used, created when first written.
+        dimension: the vectors' length (a sparse model's vocabulary size); parts of another length are refused.
+    """
+
+    def __init__(self, folder: str | Path | None = None, dimension: int | None = None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.dimension = dimension
+        self._rows: dict[bytes, SparseRow] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, texts: Sequence[str], vectors: Any) -> None:
+        """Keep the rows of ``vectors`` (n, dimension) for ``texts``; on disk as one new part.
+
+        Raises:
+            ValueError: ``vectors`` has another number of rows than ``texts`` or another dimension than the store.
+        """
+        import scipy.sparse  # scipy comes with the eval extra; dense stores never need it
+
+        if not len(texts):
+            return
+        matrix = scipy.sparse.csr_matrix(vectors, dtype=np.float32, copy=True)
+        if matrix.shape[0] != len(texts):
+            raise ValueError(f"{matrix.shape[0]} sparse vectors for {len(texts)} texts")
+        self._check_dimension(matrix.shape[1], "vectors")
+        matrix.sum_duplicates()  # canonical: sorted indices, no repeats
+        keys = [text_key(text) for text in texts]
+        if self.folder is not None:
+            key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+            name = f"sparse-part-{uuid.uuid4().hex}.npz"
+            with atomic_path(self.folder / name) as temporary, open(temporary, "wb") as out:
+                np.savez(
+                    out,
+                    keys=key_array,
+                    indptr=matrix.indptr.astype(np.int64),
+                    indices=matrix.indices.astype(np.int32),
+                    data=matrix.data,
+                    shape=np.array(matrix.shape, dtype=np.int64),
+                )
+        rows = _split_rows(matrix)
+        with self._lock:
+            self._loaded().update(zip(keys, rows))
+
+    def vectors(self, texts: Sequence[str], encode: Callable[[list[str]], Any]) -> Any:
+        """``scipy.sparse.csr_matrix`` (n, dimension) float32 of ``texts`` in order: stored rows looked up, the
+        others (each distinct text once) made by ``encode`` (a sparse matrix) and kept."""
+        import scipy.sparse
+
+        distinct = list(dict.fromkeys(texts))
+        stored = self._loaded()
+        missing = [text for text in distinct if text_key(text) not in stored]
+        if missing:
+            self.add(missing, encode(missing))
+        rows = [stored[text_key(text)] for text in texts]
+        lengths = np.array([len(indices) for indices, _ in rows], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
+        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
+        return scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(rows), self.dimension or 0))
+
+    def clear(self) -> None:
+        """Forget every vector and delete the folder."""
+        with self._lock:
+            self._rows = {}
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def _check_dimension(self, dimension: int, what: str) -> None:
+        if self.dimension is None:
+            self.dimension = dimension
+        elif dimension != self.dimension:
+            raise ValueError(f"{what} have {dimension} dimensions, the sparse store {self.dimension}")
+
+    def _loaded(self) -> dict[bytes, SparseRow]:
+        if self._rows is None:
+            import scipy.sparse
+
+            stored: dict[bytes, SparseRow] = {}
+            parts = (
+                sorted(self.folder.glob("sparse-part-*.npz"))
+                if self.folder is not None and self.folder.exists()
+                else []
+            )
+            for part in parts:
+                with np.load(part) as arrays:
+                    shape = tuple(int(n) for n in arrays["shape"])
+                    self._check_dimension(shape[1], f"the vectors of {part}")
+                    matrix = scipy.sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+                    stored.update(zip((row.tobytes() for row in arrays["keys"]), _split_rows(matrix)))
+            self._rows = stored
+        return self._rows
+
+
+def _split_rows(matrix: Any) -> list[SparseRow]:
+    """Each row's (indices int32, data float32): views of one copy of ``matrix``'s arrays."""
+    indices, data, bounds = matrix.indices.astype(np.int32), matrix.data.astype(np.float32), matrix.indptr
+    return [(indices[bounds[i] : bounds[i + 1]], data[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)]

@@ -5,6 +5,10 @@ row order shuffled i + 1 times, each time by a fresh ``numpy.random.RandomState(
 undersampling); ``LogisticRegression(max_iter=100, random_state=42)`` predicts the whole test split.
 Scores (means over experiments): accuracy, macro and weighted F1/precision/recall, and average precision
 for binary tasks. Main score: ``accuracy``.
+
+A sparse model's vectors are made dense, as mteb densifies them, over the columns active in some training vector
+only (the others get a weight of exactly zero), and test vectors are predicted a chunk at a time
+(``gpte.evaluate.sparse``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, precision_score, recall_score
 
 from gpte.data.mteb_folders import read_rows
+from gpte.evaluate import sparse
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.evaluate.tasks import Task
 
@@ -35,14 +40,22 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
         )
     selections = undersample(train_labels, EXPERIMENTS, SAMPLES_PER_LABEL, SEED)
     used = sorted(set().union(*selections))
-    train_vectors = dict(zip(used, encoder.encode([train[i]["text"] for i in used], task)))
+    train_matrix = encoder.encode([train[i]["text"] for i in used], task)
     test_vectors = encoder.encode([row["text"] for row in test], task)
+    columns = sparse.feature_columns(train_matrix) if sparse.is_sparse(train_matrix) else None
+    if columns is not None:
+        train_matrix = sparse.dense_rows(train_matrix, columns)
+    train_vectors = dict(zip(used, train_matrix))
     test_labels = [row["label"] for row in test]
     runs = []
     for selected in selections:
         model = LogisticRegression(max_iter=MAX_ITER, random_state=SEED)
         model.fit(np.stack([train_vectors[i] for i in selected]), [train_labels[i] for i in selected])
-        runs.append(classification_scores(test_labels, model.predict(test_vectors)))
+        if columns is None:
+            predicted = model.predict(test_vectors)
+        else:
+            predicted = sparse.predict_in_chunks(model, test_vectors, columns)
+        runs.append(classification_scores(test_labels, predicted))
     return {name: float(np.mean([run[name] for run in runs])) for name in runs[0]}
 
 

@@ -4,6 +4,9 @@ Protocol: every text embedded; 10 bootstrap draws of 16,384 texts with replaceme
 ``random.Random(42)``; each clustered by ``MiniBatchKMeans(k = number of labels, batch_size=512,
 n_init=1, random_state=42)``. Scores: V-measure and adjusted mutual information, mean and standard
 deviation over draws. Main score: ``v_measure``.
+
+A sparse model's vectors are made dense, as mteb densifies them, over the columns active in some vector only (a
+column zero everywhere moves no distance; ``gpte.evaluate.sparse``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.metrics.cluster import adjusted_mutual_info_score, v_measure_score
 
 from gpte.data.mteb_folders import read_rows
+from gpte.evaluate import sparse
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.evaluate.tasks import Task
 
@@ -27,6 +31,8 @@ SEED = 42
 def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     rows = read_rows(task.path / f"{task.split}.jsonl", ("text", "label"))
     vectors = encoder.encode([row["text"] for row in rows], task)
+    if sparse.is_sparse(vectors):
+        vectors = sparse.dense_rows(vectors, sparse.feature_columns(vectors))
     return clustering_scores(vectors, np.array([str(row["label"]) for row in rows]))
 
 

@@ -4,9 +4,13 @@ For each score — the model's similarity, cosine, Manhattan and Euclidean dista
 similar), dot product — the best accuracy and best F1 over all thresholds (a threshold never splits
 tied scores), the precision/recall at the best F1, and average precision (scikit-learn). ``max_*`` is
 the best over the five scores. Main score: ``max_ap``.
+
+A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score
@@ -14,8 +18,8 @@ from sklearn.metrics.pairwise import paired_cosine_distances, paired_euclidean_d
 
 from gpte.data.mteb_folders import read_rows
 from gpte.evaluate.encoder import TaskEncoder
+from gpte.evaluate.sparse import is_sparse, pairwise_similarity
 from gpte.evaluate.tasks import Task
-from gpte.similarity import pairwise_similarity
 
 MAX_METRICS = ("accuracy", "f1", "precision", "recall", "ap")
 
@@ -30,15 +34,16 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
 
 
 def pair_classification_scores(
-    first: np.ndarray, second: np.ndarray, labels: np.ndarray, similarity: str = "cosine"
+    first: Any, second: Any, labels: np.ndarray, similarity: str = "cosine"
 ) -> dict[str, float]:
-    """All scores for pairs (first[i], second[i]) with 0/1 ``labels``."""
+    """All scores for pairs (first[i], second[i]) (arrays, or sparse matrices) with 0/1 ``labels``."""
+    dot = pairwise_similarity(first, second, "dot") if is_sparse(first) else np.einsum("ij,ij->i", first, second)
     candidates = [  # name, scores, higher means more similar
         ("similarity", pairwise_similarity(first, second, similarity), True),
         ("cosine", 1 - paired_cosine_distances(first, second), True),
         ("manhattan", paired_manhattan_distances(first, second), False),
         ("euclidean", paired_euclidean_distances(first, second), False),
-        ("dot", np.einsum("ij,ij->i", first, second), True),
+        ("dot", dot, True),
     ]
     scores: dict[str, float] = {}
     for name, values, higher_is_similar in candidates:

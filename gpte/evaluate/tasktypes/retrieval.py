@@ -11,18 +11,23 @@ document id, as pytrec_eval does). Main score: ``ndcg_at_10``.
 Reranking rows ``{query, positive[], negative[]}`` become one query each (rows without a positive or
 a negative are dropped), its candidates the documents (relevance 1/0), named as mteb names them so
 ties break alike. Main score: ``map_at_1000``.
+
+A sparse model's vectors stay sparse: queries and documents are compared by sparse products
+(``gpte.evaluate.sparse.similarity``), chunk by chunk as dense ones are.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytrec_eval
 import torch
 
 from gpte.data.mteb_folders import RetrievalData, read_beir, read_rows
+from gpte.evaluate import sparse
 from gpte.evaluate.encoder import TaskEncoder
 from gpte.evaluate.tasks import Task
 from gpte.similarity import pairwise_similarity, similarity
@@ -91,33 +96,40 @@ def evaluate_reranking(task: Task, encoder: TaskEncoder) -> dict[str, float]:
         [text for docs in data.candidates.values() for text in docs.values()], task, role="document"
     )  # one model call
     run: Run = {}
-    for (query_id, docs), query_vector in zip(data.candidates.items(), query_vectors):
+    for index, (query_id, docs) in enumerate(data.candidates.items()):
         doc_vectors = encoder.encode(list(docs.values()), task, role="document")
-        scores = pairwise_similarity(
-            np.repeat(query_vector[None], len(docs), axis=0), doc_vectors, encoder.similarity_name
-        )
+        if sparse.is_sparse(query_vectors):
+            scores = sparse.similarity(query_vectors[index], doc_vectors, encoder.similarity_name)[0]
+        else:
+            scores = pairwise_similarity(
+                np.repeat(query_vectors[index][None], len(docs), axis=0), doc_vectors, encoder.similarity_name
+            )
         run[query_id] = dict(zip(docs, scores.tolist()))
     return retrieval_scores(data.qrels, run)
 
 
 def search(
-    queries: np.ndarray,
+    queries: Any,
     query_ids: list[str],
     corpus: dict[str, str],
     encode_documents,
     similarity_name: str,
     top_k: int = max(K_VALUES),
 ) -> Run:
-    """The ``top_k`` documents of each query, encoding and scoring the corpus ``CORPUS_CHUNK`` documents at a time."""
-    query_tensor = torch.from_numpy(queries)
+    """The ``top_k`` documents of each query, encoding and scoring the corpus ``CORPUS_CHUNK`` documents at a time.
+
+    ``queries``: an (n, d) array, or a sparse matrix (then ``encode_documents`` gives sparse matrices too)."""
+    query_tensor = None if sparse.is_sparse(queries) else torch.from_numpy(queries)
     doc_ids = list(corpus)
     best_scores = torch.empty((len(query_ids), 0))
     best_docs = torch.empty((len(query_ids), 0), dtype=torch.long)
     for start in range(0, len(doc_ids), CORPUS_CHUNK):
         chunk = doc_ids[start : start + CORPUS_CHUNK]
-        scores = similarity(
-            query_tensor, torch.from_numpy(encode_documents([corpus[d] for d in chunk])), similarity_name
-        )
+        documents = encode_documents([corpus[d] for d in chunk])
+        if query_tensor is None:
+            scores = torch.from_numpy(sparse.similarity(queries, documents, similarity_name))
+        else:
+            scores = similarity(query_tensor, torch.from_numpy(documents), similarity_name)
         merged_scores = torch.cat([best_scores, scores], dim=1)
         merged_docs = torch.cat([best_docs, torch.arange(start, start + len(chunk)).expand(len(query_ids), -1)], dim=1)
         keep = min(top_k, merged_scores.size(1))

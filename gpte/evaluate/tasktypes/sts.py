@@ -3,18 +3,21 @@
 Scores: Pearson and Spearman of cosine, negative Manhattan and negative Euclidean distances, and of
 the model's own similarity (``pearson``/``spearman``); gold scores are first mapped to [0, 1] with the
 task's ``score_range``. Main score: ``cosine_spearman``.
+
+A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics.pairwise import paired_cosine_distances, paired_euclidean_distances, paired_manhattan_distances
 
 from gpte.data.mteb_folders import read_rows
 from gpte.evaluate.encoder import TaskEncoder
+from gpte.evaluate.sparse import pairwise_similarity
 from gpte.evaluate.tasks import Task
-from gpte.similarity import pairwise_similarity
 
 
 def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
@@ -26,10 +29,9 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     return sts_scores(first, second, gold, encoder.similarity_name)
 
 
-def sts_scores(
-    first: np.ndarray, second: np.ndarray, gold: list[float], similarity: str = "cosine"
-) -> dict[str, float]:
-    """Correlations between ``gold`` and the similarity of each pair (first[i], second[i])."""
+def sts_scores(first: Any, second: Any, gold: list[float], similarity: str = "cosine") -> dict[str, float]:
+    """Correlations between ``gold`` and the similarity of each pair (first[i], second[i]) (arrays, or sparse
+    matrices)."""
     predictions = {
         "cosine": 1 - paired_cosine_distances(first, second),
         "manhattan": -paired_manhattan_distances(first, second),

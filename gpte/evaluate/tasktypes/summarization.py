@@ -5,17 +5,21 @@ human relevance score per machine summary (scaled to [0, 1] by the task's ``scor
 summary's predicted score is its highest similarity to the text's human summaries (cosine, dot, and
 the model's own). Per text, Spearman and Pearson between predicted and human scores; texts where
 either is constant are skipped. Scores are means over texts. Main score: ``cosine_spearman``.
+
+A sparse model's vectors stay sparse: similarities by sparse products (``gpte.evaluate.sparse``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
 
 from gpte.data.mteb_folders import read_rows
 from gpte.evaluate.encoder import TaskEncoder
+from gpte.evaluate.sparse import similarity
 from gpte.evaluate.tasks import Task
-from gpte.similarity import similarity
 
 FIELDS = ("text", "human_summaries", "machine_summaries", "relevance")
 
@@ -33,9 +37,10 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
 
 
 def summarization_scores(
-    samples: list[tuple[np.ndarray, np.ndarray, list[float]]], similarity_name: str = "cosine"
+    samples: list[tuple[Any, Any, list[float]]], similarity_name: str = "cosine"
 ) -> dict[str, float]:
-    """``samples``: per text, human summary vectors, machine summary vectors, human scores of the machine ones."""
+    """``samples``: per text, human summary vectors, machine summary vectors (arrays, or sparse matrices), human
+    scores of the machine ones."""
     correlations: dict[str, list[float]] = {
         name: [] for name in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson", "spearman", "pearson")
     }

@@ -220,7 +220,9 @@ class SparseEncoder(nn.Module):
         template = template.fill(task) if template is not None and (task or template.needs_task) else template
         unique, inverse = deduplicate(texts)
         tokenizer = self._text_tokenizer(head)
-        tokenized = tokenizer.tokenize(unique, template, with_segments=head.needs_segments)
+        fitted, cut = fit_texts(tokenizer, unique, template) if head.keeps_template else (unique, [False] * len(unique))
+        tokenized = tokenizer.tokenize(fitted, template, with_segments=head.needs_segments)
+        truncated = np.asarray(cut, dtype=bool) | np.asarray(tokenized.truncated, dtype=bool)
         lengths = [len(ids) for ids in tokenized.input_ids]
         rows_out, cols_out, values_out = [], [], []
         show = len(unique) >= PROGRESS_MIN_BATCHES * batch_size if show_progress is None else show_progress
@@ -238,7 +240,7 @@ class SparseEncoder(nn.Module):
         report = EncodeReport(
             n_texts=len(texts),
             n_unique=len(unique),
-            truncated_indices=np.flatnonzero(np.asarray(tokenized.truncated, dtype=bool)[inverse]).tolist(),
+            truncated_indices=np.flatnonzero(truncated[inverse]).tolist(),
             n_tokens=sum(lengths),
             seconds=time.perf_counter() - started,
         )
@@ -271,9 +273,9 @@ class SparseEncoder(nn.Module):
         """``texts`` as one padded batch for ``role``'s head (prompt applied), on the model's device."""
         head = self.head_for(role)
         tokenizer = self._text_tokenizer(head)
-        tokenized = tokenizer.tokenize(
-            list(texts), self.prompts.resolve(prompt, role), with_segments=head.needs_segments
-        )
+        template = self.prompts.resolve(prompt, role)
+        texts = fit_texts(tokenizer, list(texts), template)[0] if head.keeps_template else list(texts)
+        tokenized = tokenizer.tokenize(texts, template, with_segments=head.needs_segments)
         batch = tokenizer.pad(tokenized, list(range(len(tokenized.input_ids))))
         return dataclasses.replace(batch, role=role).to(self.device)
 
@@ -320,6 +322,22 @@ def prune(weights: Tensor, top_k: int | None, threshold: float) -> Tensor:
         return weights
     top = weights.topk(top_k, dim=1)
     return torch.zeros_like(weights).scatter_(1, top.indices, top.values)
+
+
+def fit_texts(tokenizer: TextTokenizer, texts: list[str], template: Any) -> tuple[list[str], list[bool]]:
+    """Each text cut to the tokens that fit in ``template`` (``TextTokenizer.text_budget``), at a token boundary, so
+    the template's end stays; and which texts were cut."""
+    budget = tokenizer.text_budget(template)
+    fitted, cut = [], []
+    for text, count in zip(texts, tokenizer.count_tokens(texts)):
+        if count <= budget:
+            fitted.append(text)
+            cut.append(False)
+            continue
+        offsets = tokenizer.token_offsets(text)
+        fitted.append(text[: offsets[budget - 1][1]] if budget else "")
+        cut.append(True)
+    return fitted, cut
 
 
 def active_dimensions(vectors: scipy.sparse.spmatrix) -> float:

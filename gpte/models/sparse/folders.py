@@ -37,6 +37,7 @@ from gpte.models.sparse.csr import CSRHead, is_csr_modules, read_csr, write_csr
 from gpte.models.sparse.encoder import SparseEncoder
 from gpte.models.sparse.heads import PromptRepsHead, SpladeHead, StaticQueryHead
 from gpte.models.st_format import read_json, write_json
+from gpte.prompts import Prompts
 
 ST_CONFIG = "config_sentence_transformers.json"
 ST_MODULE_CONFIG = "sentence_bert_config.json"
@@ -139,7 +140,8 @@ def promptreps(
     ending with the answer's opening ``The word is "``; ``top_k`` (default 128) entries kept per text."""
     tokenizer, model = load_causal_lm(llm)
     head = PromptRepsHead(model, tokenizer, top_k=top_k or 128)
-    prompts = {role: _promptreps_prompt(tokenizer, role) for role in ("query", "document")}
+    templates = {role: _promptreps_prompt(tokenizer, role) for role in ("query", "document")}
+    prompts = Prompts.from_strings(templates, default="document")  # a text of no role is read as a passage
     encoder = SparseEncoder(head, tokenizer, max_seq_length or 512, None, prompts, None, threshold or 0.0, str(llm))
     return encoder.to(torch.device(device) if device else torch.device("cpu"))
 

@@ -10,7 +10,8 @@
                     entry, kept only for entries spelling a word of the text and cut to the ``top_k`` largest.
 
 Every head returns non-negative weights, zero for entries it does not activate, and says how its texts are
-tokenized (``add_special_tokens``; ``needs_segments``: text tokens must be told from prompt tokens).
+tokenized (``add_special_tokens``; ``needs_segments``: text tokens must be told from prompt tokens;
+``keeps_template``: a long text is cut to fit inside the prompt rather than the prompt's end cut off).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class SparseHead(nn.Module):
     architecture: ClassVar[str] = ""
     add_special_tokens: ClassVar[bool] = True
     needs_segments: ClassVar[bool] = False
+    keeps_template: ClassVar[bool] = False  # a long text loses its end, never the prompt's closing words
 
     @property
     def vocab_size(self) -> int:
@@ -119,6 +121,7 @@ class PromptRepsHead(SparseHead):
 
     architecture = "promptreps"
     needs_segments = True
+    keeps_template = True  # the answer's opening ends the prompt: the next token is read there
 
     def __init__(self, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, top_k: int = 128) -> None:
         super().__init__()
@@ -133,8 +136,11 @@ class PromptRepsHead(SparseHead):
         return int(self.word_of_entry.shape[0])
 
     def forward(self, batch: TokenBatch) -> Tensor:
-        logits = self.llm(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        logits = self.llm(  # the LM head on the last position only (left padding: every row's next token)
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=1,
         ).logits[:, -1, : self.vocab_size]
         weights = logits.float().relu().log1p() * self._text_words(batch)
         top = weights.topk(min(self.top_k, self.vocab_size), dim=1)
