@@ -142,6 +142,10 @@ def main() -> None:
     length = args.max_seq_length
     sparse_rankings = None
     if "splade" in args.parts:
+        untrained_splade = load_sparse_encoder(None, max_seq_length=256)
+        sparse_system(
+            "SPLADE untrained (MiniLM + new head)", untrained_splade, query_texts, doc_texts, query_ids, doc_ids, test
+        )
         loss = (  # YAML reads 3e-05 as a string: floats need their dot
             f"{{name: splade, document_regularizer_weight: {args.document_regularizer:.2e}, "
             f"query_regularizer_weight: {args.query_regularizer:.2e}}}"

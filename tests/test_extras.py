@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 TEXTS_FILE = REPO / "examples" / "texts.txt"
 
 
-FEATURES = ("gpte.evaluate", "gpte.search", "gpte.train", "gpte.serve", "gpte.analysis", "gpte.datagen")
+FEATURES = (
+    "gpte.evaluate",
+    "gpte.search",
+    "gpte.train",
+    "gpte.serve",
+    "gpte.analysis",
+    "gpte.datagen",
+    "gpte.models.sparse",
+)
 
 
 @pytest.fixture
@@ -65,6 +73,8 @@ def hidden(monkeypatch):
         ("sacrebleu", "gpte.analysis", "analysis"),
         ("json_repair", "gpte.datagen.synthesis", "datagen"),
         ("pymilvus", "gpte.search.milvus", "milvus"),
+        ("scipy", "gpte.models.sparse", "sparse"),
+        ("scipy", "gpte.search", "search"),
     ],
 )
 def test_a_missing_module_names_the_extra_that_installs_it(hidden, module, feature, extra):

@@ -13,6 +13,7 @@ from sentence_transformers.sparse_encoder.models import SparseStaticEmbedding, S
 
 from gpte.models.protocol import SparseModel, require_dense, require_sparse
 from gpte.models.sparse import SparseEncoder, active_dimensions, load_sparse_encoder, promptreps
+from gpte.models.sparse.folders import NEW_HEAD_BIAS
 from gpte.models.sparse.heads import _word_groups
 
 TEXTS = [
@@ -96,7 +97,10 @@ def test_encoder_folder_without_mlm_head_gets_one_tied_to_word_embeddings(tiny_m
     model = load_sparse_encoder(tiny_models["bert"], device="cpu")  # a plain BertModel folder
     mlm = model.document_head.mlm
     assert mlm.get_output_embeddings().weight.data_ptr() == mlm.get_input_embeddings().weight.data_ptr()
-    assert model.encode(["hello world"]).nnz > 0
+    dense = mlm.cls.predictions.transform.dense
+    torch.testing.assert_close(dense.weight, torch.eye(dense.weight.shape[0]))  # init_mlm_head: identity transform
+    assert (mlm.get_output_embeddings().bias == NEW_HEAD_BIAS).all()
+    assert model.encode(["hello world"]).nnz < model.vocab_size / 10  # starts sparse
 
 
 def test_protocol_and_consumer_checks(splade, embedder):
@@ -209,3 +213,20 @@ def test_promptreps_cuts_a_long_text_not_the_prompts_end(chat_llama):
     ending = model.tokenizer(model.prompts.templates["document"].template.split("{text}")[1], add_special_tokens=False)
     assert batch.input_ids[0, -len(ending["input_ids"]) :].tolist() == ending["input_ids"]  # the answer's opening
     assert batch.input_ids.shape[1] <= 160
+
+
+def test_top_k_travels_as_max_active_dims_both_ways(st_splade_folder, tmp_path):
+    model = load_sparse_encoder(st_splade_folder, device="cpu")
+    model.top_k = 7
+    saved = model.save(tmp_path / "pruned")
+    assert load_sparse_encoder(saved).top_k == 7
+    peer = STSparseEncoder(str(saved), device="cpu")
+    assert peer.max_active_dims == 7
+    np.testing.assert_allclose(model.encode(TEXTS).toarray(), st_dense(peer, TEXTS, "document"), atol=1e-5)
+
+
+def test_no_texts_give_an_empty_matrix(splade):
+    result = splade.encode_with_report([])
+    assert result.vectors.shape == (0, splade.vocab_size) and result.report.n_texts == 0
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        splade.decode(splade.encode("a"), top_k=-1)

@@ -23,12 +23,13 @@ def sts_sentences(shared_data, n: int) -> list[str]:
 
 
 def test_minilm_splade_saved_by_gpte_equals_sentence_transformers(shared_data, tmp_path):
-    torch.manual_seed(0)  # the new MLM transform layer is initialised at random
-    model = load_sparse_encoder(None, device="cpu")
+    model = load_sparse_encoder(None, device="cpu")  # a new MLM head started from the word embeddings
     mlm = model.document_head.mlm
     assert mlm.get_output_embeddings().weight.data_ptr() == mlm.get_input_embeddings().weight.data_ptr()
     folder = model.save(tmp_path / "minilm-splade")
     texts = sts_sentences(shared_data, 64)
+    own_words = {token for token, _ in model.decode(model.encode(texts[0]), top_k=10)}
+    assert own_words & set(model.tokenizer.tokenize(texts[0]))  # the text's own words rank first, untrained
     peer = STSparseEncoder(str(folder), device="cpu")
     for role, encode in (("query", peer.encode_query), ("document", peer.encode_document)):
         expected = encode(texts, convert_to_tensor=True).to_dense().numpy()

@@ -11,19 +11,15 @@ from gpte.atomic import refuse_existing
 from gpte.cli import options
 from gpte.data.readers import TEXT_FORMATS
 from gpte.models.postprocess import PRECISIONS
-from gpte.models.sparse.encoder import active_dimensions
 from gpte.runtime.output import VECTOR_FORMATS, check_output
 from gpte.runtime.quantization import load_ranges
-from gpte.runtime.sparse_output import SPARSE_FORMATS
 from gpte.runtime.streaming import CHUNK_TEXTS
 
 
 def register(verbs: Any) -> None:
     encode = verbs.add_parser("encode", help="embed the texts of a file and write the vectors")
     encode.add_argument("input", help=f"texts: {', '.join(TEXT_FORMATS)} (txt/md: one text per line)")
-    options.add_output(
-        encode, f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: {', '.join(SPARSE_FORMATS)} (token: weight)"
-    )
+    options.add_output(encode, f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: .npz, .jsonl (token: weight)")
     options.add_model(encode)
     encode.add_argument(
         "--kind",
@@ -111,6 +107,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 def _encode_sparse(args: argparse.Namespace) -> int:
     from gpte.data.readers import read_texts
+    from gpte.models.sparse import active_dimensions
     from gpte.runtime.sparse_output import check_sparse_output, write_sparse_vectors
 
     dense_only = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
@@ -153,11 +150,14 @@ def _distill_static(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gpte.models.loading import load_model
-    from gpte.models.sparse import is_sparse_folder, load_sparse_encoder
+    from gpte.models.loading import is_sparse_folder, load_model
 
-    sparse = args.model == "promptreps" or is_sparse_folder(args.model)
-    info = (load_sparse_encoder(args.model) if sparse else load_model(args.model)).info()
+    if args.model == "promptreps" or is_sparse_folder(args.model):
+        from gpte.models.sparse import load_sparse_encoder
+
+        info = load_sparse_encoder(args.model).info()
+    else:
+        info = load_model(args.model).info()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

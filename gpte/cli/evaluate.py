@@ -127,7 +127,7 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
 def _encoder(args: argparse.Namespace, name: str | None) -> Any:
     """The model ``name`` as a sparse model (``--sparse``, a sparse model folder or ``promptreps``) on ``--device``,
     else as a dense one with ``--backend`` and the LLM options."""
-    from gpte.models.sparse import is_sparse_folder
+    from gpte.models.loading import is_sparse_folder
 
     args = argparse.Namespace(**{**vars(args), "model": name})
     if not (args.sparse or name == "promptreps" or is_sparse_folder(name)):

@@ -87,7 +87,7 @@ def load_dense_model(args: argparse.Namespace) -> Any:
 
 def wants_sparse(args: argparse.Namespace) -> bool:
     """Whether a verb with ``--kind`` (default: the model's own kind) runs a sparse model."""
-    from gpte.models.sparse import is_sparse_folder
+    from gpte.models.loading import is_sparse_folder
 
     if args.kind is not None:
         return args.kind == "sparse"

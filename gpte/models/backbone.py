@@ -40,6 +40,20 @@ def detect_kind(config: PretrainedConfig) -> str:
     return "encoder"
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device; None: CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: a device name torch does not know.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: {error}") from None
+
+
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """``"float32"``/``"bfloat16"``/``"float16"`` (or the torch dtype) -> torch dtype; None -> float32."""
     if dtype is None:

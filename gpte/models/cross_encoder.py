@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
-from gpte.models.backbone import parse_dtype
+from gpte.models.backbone import parse_dtype, resolve_device
 from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CARD_FILE, CardNotes, model_card
@@ -148,7 +148,7 @@ class CrossEncoder(nn.Module):
             default_prompt if default_prompt is not None or prompts is not None else settings["default_prompt"],
             source.name,
         )
-        return encoder.to(_device(device))
+        return encoder.to(resolve_device(device))
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write the model in sentence-transformers 6's CrossEncoder layout (loadable by gpte and
@@ -527,9 +527,3 @@ def tokenizer_limit(tokenizer: Any, model: PreTrainedModel) -> int:
     limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
     usable = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
     return min(usable) if usable else 512
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
-from gpte.models.backbone import Backbone
+from gpte.models.backbone import Backbone, resolve_device
 from gpte.models.backends import default_export_dir, select_backend
 from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.dense import Dense
@@ -173,7 +173,7 @@ class Embedder(nn.Module):
             name=source.name,
         )
         load_pooler_weights(embedder.pooler, source.folder)
-        embedder = embedder.to(_device(device))
+        embedder = embedder.to(resolve_device(device))
         if backend != "torch":
             embedder.use_backend(backend, export_dir or default_export_dir(source.folder, embedder.backbone))
         return embedder
@@ -552,12 +552,3 @@ def _tokenizer_limit(tokenizer: Any) -> int | None:
     """The tokenizer's model_max_length unless it is transformers' 'no limit' sentinel."""
     value = getattr(tokenizer, "model_max_length", None)
     return value if isinstance(value, int) and value < 1_000_000 else None
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r}: {error}") from None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gpte.models.protocol import DenseModel, PairScorer
+from gpte.models.st_format import read_json
 from gpte.models.static import CONFIG_FILE, StaticEmbedder
 
 STATIC_BACKENDS = ("static", "torch")  # what a static folder accepts as backend: it has its own, "static"
@@ -30,6 +31,12 @@ def load_model(name_or_path: str | Path | None = None, backend: str = "torch", *
     Raises:
         ValueError: ``backend="static"`` for a folder that is not a static model, or transformer options for one.
     """
+    if is_sparse_folder(name_or_path):
+        raise ValueError(
+            f"{name_or_path} is a sparse model (one weight per vocabulary token), not a dense one: load it with "
+            "gpte.models.sparse.load_sparse_encoder (CLI: gpte encode --kind sparse, gpte serve --sparse, "
+            "gpte index --sparse)"
+        )
     if is_static_folder(name_or_path):
         given = {key: value for key, value in options.items() if value is not None}
         if backend not in STATIC_BACKENDS or given:
@@ -45,6 +52,19 @@ def load_model(name_or_path: str | Path | None = None, backend: str = "torch", *
     from gpte.models.embedder import Embedder
 
     return Embedder.load(name_or_path, backend=backend, **options)
+
+
+SPARSE_SETTINGS_FILE = "gpte_sparse.json"  # a PromptReps folder's settings (gpte.models.sparse.folders)
+
+
+def is_sparse_folder(name_or_path: str | Path | None) -> bool:
+    """Whether ``name_or_path`` is a folder holding a sparse model (sentence-transformers' SparseEncoder layout or a
+    PromptReps settings file); needs no scipy, so a core install can tell."""
+    if name_or_path is None or not Path(name_or_path).is_dir():
+        return False
+    folder = Path(name_or_path)
+    st_config = read_json(folder / "config_sentence_transformers.json") or {}
+    return (folder / SPARSE_SETTINGS_FILE).is_file() or st_config.get("model_type") == "SparseEncoder"
 
 
 def is_reranker_folder(name_or_path: str | Path | None) -> bool:

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import scipy.sparse
-
 from gpte.atomic import atomic_path, refuse_existing
+from gpte.errors import extra_needed
+
+with extra_needed("sparse"):
+    import scipy.sparse
 
 SPARSE_FORMATS = (".npz", ".jsonl")
 

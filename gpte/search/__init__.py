@@ -6,4 +6,4 @@ Needs the ``search`` extra: pip install 'gpte[search]' (Milvus: ``gpte[milvus]``
 
 from gpte.errors import require_extra
 
-require_extra("search", "faiss", "bm25s", "Stemmer", "pyarrow")
+require_extra("search", "faiss", "bm25s", "Stemmer", "pyarrow", "scipy")

@@ -113,13 +113,24 @@ def create_app(
     query_batchers = {  # /search queries of a dense model, batched too
         name: EmbeddingBatcher(index.embedder) for name, index in indexes.items() if index.embedder is not None
     }
+    sparse_query_batchers = {  # /search queries of a sparse model: batched, and one model call at a time
+        name: SparseBatcher(index.sparse_model)
+        for name, index in indexes.items()
+        if getattr(index, "sparse_model", None) is not None
+    }
     rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
     sparse_batchers = {name: SparseBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
     metrics = _Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        every = [*batchers.values(), *query_batchers.values(), *rerank_batchers.values(), *sparse_batchers.values()]
+        every = [
+            *batchers.values(),
+            *query_batchers.values(),
+            *sparse_query_batchers.values(),
+            *rerank_batchers.values(),
+            *sparse_batchers.values(),
+        ]
         for batcher in every:
             batcher.start()
         yield
@@ -222,6 +233,8 @@ def create_app(
             retrievers = mode_retrievers(request.mode or getattr(indexes[name], "default_mode", "dense"))
             if "dense" in retrievers and name in query_batchers and request.query.strip():  # search refuses ""
                 options["query_vectors"] = await query_batchers[name].embed([request.query], role="query")
+            if "sparse" in retrievers and name in sparse_query_batchers and request.query.strip():
+                options["sparse_query_vectors"] = await sparse_query_batchers[name].embed([request.query], "query")
             hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None

@@ -13,12 +13,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse
 
 from gpte.models.protocol import DenseModel, PairScorer, SparseModel
+
+if TYPE_CHECKING:  # annotations only: a server without sparse models needs no scipy
+    import scipy.sparse
 
 
 @dataclass

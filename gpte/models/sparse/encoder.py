@@ -218,6 +218,8 @@ class SparseEncoder(nn.Module):
         head = self.head_for(role)
         template = self.prompts.resolve(prompt, role)
         template = template.fill(task) if template is not None and (task or template.needs_task) else template
+        if not texts:
+            return SparseResult(scipy.sparse.csr_matrix((0, self.vocab_size), dtype=np.float32), EncodeReport(0, 0))
         unique, inverse = deduplicate(texts)
         tokenizer = self._text_tokenizer(head)
         fitted, cut = fit_texts(tokenizer, unique, template) if head.keeps_template else (unique, [False] * len(unique))
@@ -253,6 +255,7 @@ class SparseEncoder(nn.Module):
     def decode(self, vector: Any, top_k: int | None = None) -> list[tuple[str, float]]:
         """The (token, weight) pairs of one vector (a one-row sparse matrix or a 1-D array), largest weight first
         (ties by token id), the first ``top_k`` (None: all)."""
+        check_pruning(top_k, 0.0)
         row = scipy.sparse.csr_matrix(vector if scipy.sparse.issparse(vector) else np.atleast_2d(vector))
         if row.shape != (1, self.vocab_size):
             raise ValueError(f"decode takes one vector of {self.vocab_size} dimensions, got shape {row.shape}")

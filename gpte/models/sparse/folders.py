@@ -8,12 +8,12 @@ inference-free ``modules.json`` holds one ``Router``; ``router_config.json`` map
               ``SparseStaticEmbedding`` folder (``model.safetensors`` with a ``weight`` per vocabulary entry,
               ``config.json`` with ``frozen``) and ``document`` to the transformer and pooling folders.
 CSR           a dense model's modules (transformer, pooling, normalize) then a ``SparseAutoEncoder`` folder
-              (``gpte.models.sparse.csr``); ``max_active_dims`` in the config is the default ``top_k``.
+              (``gpte.models.sparse.csr``).
+Every layout's ``config_sentence_transformers.json`` carries ``max_active_dims``: the model's default ``top_k``.
 PromptReps    training-free: ``gpte_sparse.json`` names the LLM and the settings; no weights are copied.
 
 A folder holding only an encoder (a BERT-style model, e.g. all-MiniLM-L6-v2, whose folder has no MLM head) loads as
-SPLADE with a masked-LM head added by transformers: its decoder is tied to the word embeddings, its transform layer
-newly initialised (the start of SPLADE training).
+SPLADE with a new masked-LM head started from its word embeddings (``init_mlm_head``): the start of SPLADE training.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
-from gpte.models.backbone import parse_dtype
+from gpte.models.backbone import parse_dtype, resolve_device
 from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
 from gpte.models.cross_encoder import tokenizer_limit
+from gpte.models.loading import SPARSE_SETTINGS_FILE as SETTINGS_FILE
 from gpte.models.model_card import CARD_FILE, model_card
 from gpte.models.sources import resolve_model
 from gpte.models.sparse.csr import CSRHead, is_csr_modules, read_csr, write_csr
@@ -42,13 +43,13 @@ from gpte.prompts import Prompts
 ST_CONFIG = "config_sentence_transformers.json"
 ST_MODULE_CONFIG = "sentence_bert_config.json"
 ROUTER_CONFIG = "router_config.json"
-SETTINGS_FILE = "gpte_sparse.json"
 ST_TYPES = {
     "transformer": "sentence_transformers.base.modules.transformer.Transformer",
     "pooling": "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
     "static": "sentence_transformers.sparse_encoder.modules.sparse_static_embedding.SparseStaticEmbedding",
     "router": "sentence_transformers.base.modules.router.Router",
 }
+NEW_HEAD_BIAS = -4.0  # a new MLM head's decoder bias (init_mlm_head): a fresh model starts sparse
 MLM_SETTINGS = {
     "transformer_task": "fill-mask",
     "modality_config": {"text": {"method": "forward", "method_output_name": "logits"}},
@@ -59,17 +60,6 @@ PROMPTREPS_USER = (
     '{role}: "{{text}}". Use one word to represent the {noun} in a retrieval task. Make sure your word is in lowercase.'
 )
 PROMPTREPS_ANSWER = 'The word is "'
-
-
-def is_sparse_folder(name_or_path: str | Path | None) -> bool:
-    """Whether ``name_or_path`` is a folder holding a sparse model (sentence-transformers' SparseEncoder layout or a
-    PromptReps settings file)."""
-    if name_or_path is None or not Path(name_or_path).is_dir():
-        return False
-    folder = Path(name_or_path)
-    return (folder / SETTINGS_FILE).is_file() or (read_json(folder / ST_CONFIG) or {}).get("model_type") == (
-        "SparseEncoder"
-    )
 
 
 def load_sparse_encoder(
@@ -104,9 +94,9 @@ def load_sparse_encoder(
     modules = read_json(folder / "modules.json") or []
     router = next((m for m in modules if str(m.get("type", "")).endswith("Router")), None)
     query_head = None
+    top_k = top_k if top_k is not None else st_config.get("max_active_dims")  # sentence-transformers' pruning
     if is_csr_modules(modules):
         head, tokenizer, limit = read_csr(folder, dtype)
-        top_k = top_k if top_k is not None else st_config.get("max_active_dims")
     else:
         if router is not None:
             document_folder, pooling, query_folder = _router_parts(folder / router.get("path", ""))
@@ -125,7 +115,7 @@ def load_sparse_encoder(
         source.name,
     )
     encoder.prompts.default = st_config.get("default_prompt_name") or None
-    return encoder.to(torch.device(device) if device else torch.device("cpu"))
+    return encoder.to(resolve_device(device))
 
 
 def promptreps(
@@ -143,7 +133,7 @@ def promptreps(
     templates = {role: _promptreps_prompt(tokenizer, role) for role in ("query", "document")}
     prompts = Prompts.from_strings(templates, default="document")  # a text of no role is read as a passage
     encoder = SparseEncoder(head, tokenizer, max_seq_length or 512, None, prompts, None, threshold or 0.0, str(llm))
-    return encoder.to(torch.device(device) if device else torch.device("cpu"))
+    return encoder.to(resolve_device(device))
 
 
 def write_sparse_folder(model: SparseEncoder, folder: Path, overwrite: bool = False) -> Path:
@@ -169,14 +159,37 @@ def write_sparse_folder(model: SparseEncoder, folder: Path, overwrite: bool = Fa
 def _splade(folder: Path, pooling: dict[str, Any], dtype: Any) -> tuple[SpladeHead, Any, int]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        mlm = AutoModelForMaskedLM.from_pretrained(folder, dtype=parse_dtype(dtype)).eval()
+        mlm, loading = AutoModelForMaskedLM.from_pretrained(folder, dtype=parse_dtype(dtype), output_loading_info=True)
     except Exception as error:
         raise ModelLoadError(
             f"could not load a masked-LM model from {folder}: {type(error).__name__}: {error}"
         ) from error
+    if any(".transform." in key for key in loading["missing_keys"]):  # an encoder without its MLM head
+        init_mlm_head(mlm)
+    mlm.eval()
     head = SpladeHead(mlm, pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu"))
     settings = read_json(folder / ST_MODULE_CONFIG) or {}
     return head, tokenizer, settings.get("max_seq_length") or tokenizer_limit(tokenizer, mlm)
+
+
+def init_mlm_head(mlm: Any) -> None:
+    """Start a new masked-LM head from the word embeddings: the transform layer an identity (dense = I, bias 0;
+    the LayerNorm's default), the decoder tied to the word embeddings (transformers' tie), and its bias
+    ``NEW_HEAD_BIAS``. A token's logit is then the match of its word embedding with the normalised last hidden
+    state, which on a sentence encoder already ranks the text's own words and their neighbours first (all-MiniLM-L6-v2
+    on "aerodynamic heating of a flat plate in supersonic flow": flat, super, flow, plate, ##sonic, flows,
+    aerodynamic, ...), and the negative bias leaves a few hundred tokens active per text, where a random transform
+    activates nearly the whole vocabulary and gives noise."""
+    decoder = mlm.get_output_embeddings()
+    predictions = getattr(getattr(mlm, "cls", None), "predictions", None)
+    dense = getattr(getattr(predictions, "transform", None), "dense", None)
+    if dense is None or dense.weight.shape[0] != dense.weight.shape[1]:
+        return  # not a BERT-style head: keep transformers' initialisation
+    with torch.no_grad():
+        dense.weight.copy_(torch.eye(dense.weight.shape[0], dtype=dense.weight.dtype))
+        dense.bias.zero_()
+        if decoder.bias is not None:
+            decoder.bias.fill_(NEW_HEAD_BIAS)
 
 
 def _pooling_settings(folder: Path, modules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -264,6 +277,7 @@ def _write_st_layout(model: SparseEncoder, folder: Path) -> None:
         {
             "__version__": {"gpte": __version__, "pytorch": torch.__version__},
             "default_prompt_name": model.prompts.default,
+            "max_active_dims": model.top_k,
             "model_type": "SparseEncoder",
             "prompts": prompts,
             "similarity_fn_name": "dot",

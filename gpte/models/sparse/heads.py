@@ -70,11 +70,12 @@ class SpladeHead(SparseHead):
     def forward(self, batch: TokenBatch) -> Tensor:
         """sum/max over real tokens i of log(1 + ReLU(w_ij)) (twice log1p for ``log1p_relu``)."""
         logits = self.mlm(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        weights = (logits * batch.attention_mask.unsqueeze(-1).to(logits.dtype)).relu().log1p()
-        if self.activation == "log1p_relu":
-            weights = weights.log1p()
-        pooled = weights.amax(dim=1) if self.pooling == "max" else weights.sum(dim=1)
-        return pooled.float()
+        masked = logits * batch.attention_mask.unsqueeze(-1).to(logits.dtype)  # padding: 0, as sentence-transformers
+        if self.pooling == "max":  # log(1 + ReLU) is monotone: the max of it is it of the max (one vocab-wide copy)
+            pooled = masked.amax(dim=1).relu().log1p()
+            return (pooled.log1p() if self.activation == "log1p_relu" else pooled).float()
+        weights = masked.relu().log1p()
+        return (weights.log1p() if self.activation == "log1p_relu" else weights).sum(dim=1).float()
 
 
 class StaticQueryHead(SparseHead):
