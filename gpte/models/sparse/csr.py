@@ -53,7 +53,7 @@ HIDDEN_FACTOR = 4
 BARE_TRANSFORMER_K, BARE_TRANSFORMER_K_AUX = 256, 512
 DEAD_THRESHOLD = 30
 LAYER_NORM_EPS = 1e-5
-# the keys of autoencoder_outputs (gpte.train.losses.sparse.csr.CSR_OUTPUTS, which gpte.models cannot import)
+# the keys of autoencoder_outputs, named as sentence-transformers' SparseAutoEncoder features (CSR losses read them)
 OUTPUT_KEYS = (
     "sentence_embedding",
     "sentence_embedding_backbone",

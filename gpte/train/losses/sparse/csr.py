@@ -26,17 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpte.models.sparse.csr import OUTPUT_KEYS
 from gpte.train.losses.base import EmbeddingLoss, TrainingBatch
 from gpte.train.losses.sparse.inner import build_inner
 
-CSR_OUTPUTS = (
-    "sentence_embedding",
-    "sentence_embedding_backbone",
-    "decoded_embedding_k",
-    "decoded_embedding_4k",
-    "decoded_embedding_aux",
-    "decoded_embedding_k_pre_bias",
-)
+CSR_OUTPUTS = OUTPUT_KEYS  # what a CSR model's autoencoder_outputs(features) holds
 
 
 def normalized_mse(reconstruction: Tensor, target: Tensor) -> Tensor:
