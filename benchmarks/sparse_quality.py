@@ -13,6 +13,7 @@ dimensions per query and per document, and the index size (CSR bytes for sparse,
 score matrix for BM25).
 
     python benchmarks/sparse_quality.py [--out runs/sparse] [--epochs 1] [--learning-rate 5e-5]
+                                        [--dense-learning-rate R] [--max-seq-length 128] [--promptreps-length 512]
                                         [--parts splade dense promptreps]
 
 Trained models are kept under ``--out`` (a rerun reuses them). Not a test: the figures go in the README.
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/sparse"))
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--dense-learning-rate", type=float, default=None, help="default: --learning-rate")
     parser.add_argument("--document-regularizer", type=float, default=3e-5)
     parser.add_argument("--query-regularizer", type=float, default=5e-5)
     parser.add_argument("--max-seq-length", type=int, default=128, help="tokens per text in training (CPU time)")
@@ -162,8 +164,10 @@ def main() -> None:
         report("hybrid BM25 + SPLADE (RRF)", ndcg10(fused, query_ids, doc_ids, test.qrels), "")
     dense_systems = {"untrained": untrained}
     if "dense" in args.parts:
-        name = f"dense-lr{args.learning_rate:g}-e{args.epochs:g}-len{length}"
-        folder = train(out, name, "dense", "infonce", data, args.epochs, args.learning_rate, length)
+        rate = args.dense_learning_rate or args.learning_rate
+        folder = train(
+            out, f"dense-lr{rate:g}-e{args.epochs:g}-len{length}", "dense", "infonce", data, args.epochs, rate, length
+        )
         dense_systems["trained"] = dense_rankings(Embedder.load(folder, device="cpu"))
         report("dense trained (infonce)", ndcg10(dense_systems["trained"], query_ids, doc_ids, test.qrels), "")
     for label, dense in dense_systems.items() if sparse_rankings is not None else ():
