@@ -26,3 +26,8 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
     """Indices into ``lengths`` grouped in batches of ``batch_size``, longest texts first (stable)."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -33,12 +33,13 @@ from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import parse_dtype, resolve_device
-from gpte.models.batching import deduplicate, length_sorted_batches
+from gpte.models.batching import check_batch_size, deduplicate, length_sorted_batches
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CARD_FILE, CardNotes, model_card
 from gpte.models.protocol import EncodeReport, ScoreResult, ranking
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import read_json, write_json
+from gpte.models.tokenization import tokenizer_limit
 
 ST_CONFIG = "config_sentence_transformers.json"
 ST_MODULE_CONFIG = "sentence_bert_config.json"
@@ -486,11 +487,6 @@ def check_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]
     return queries, texts
 
 
-def check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
 def _pad(
     input_ids: list[list[int]], token_types: list[list[int]], pad_id: int, rows: Any, device: torch.device
 ) -> dict[str, torch.Tensor]:
@@ -520,10 +516,3 @@ def _check_length(value: int, limit: int | None) -> int:
     if limit is not None and value > limit:
         raise ValueError(f"max_seq_length {value} exceeds the model's {limit} positions")
     return value
-
-
-def tokenizer_limit(tokenizer: Any, model: PreTrainedModel) -> int:
-    """sentence-transformers' rule: the tokenizer's ``model_max_length`` capped by ``max_position_embeddings``."""
-    limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
-    usable = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
-    return min(usable) if usable else 512

@@ -23,9 +23,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
-from gpte.models.batching import deduplicate, length_sorted_batches
+from gpte.models.batching import check_batch_size, deduplicate, length_sorted_batches
 from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
-from gpte.models.cross_encoder import check_batch_size, check_pairs
+from gpte.models.cross_encoder import check_pairs
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.protocol import EncodeReport, ScoreResult, ranking
 from gpte.models.st_format import read_json, write_json

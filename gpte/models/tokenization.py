@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -235,3 +236,10 @@ def _segment_labels(encoded, row: int, formatted: FormattedText) -> list[int]:
         copy = next((k for k, (s, e) in enumerate(formatted.text_spans, 1) if start < e and end > s), PROMPT)
         labels.append(copy)
     return labels
+
+
+def tokenizer_limit(tokenizer: Any, model: Any) -> int:
+    """sentence-transformers' rule: the tokenizer's ``model_max_length`` capped by ``max_position_embeddings``."""
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(model.config, "max_position_embeddings", None)]
+    usable = [limit for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000]
+    return min(usable) if usable else 512

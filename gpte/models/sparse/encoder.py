@@ -27,8 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gpte.models.batching import deduplicate, length_sorted_batches
-from gpte.models.cross_encoder import check_batch_size
+from gpte.models.batching import check_batch_size, deduplicate, length_sorted_batches
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CardNotes
 from gpte.models.postprocess import check_texts

@@ -30,7 +30,6 @@ from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import parse_dtype, resolve_device
 from gpte.models.causal_lm import DEFAULT_LLM, chat_prompt, load_causal_lm
-from gpte.models.cross_encoder import tokenizer_limit
 from gpte.models.loading import SPARSE_SETTINGS_FILE as SETTINGS_FILE
 from gpte.models.model_card import CARD_FILE, model_card
 from gpte.models.sources import resolve_model
@@ -38,6 +37,7 @@ from gpte.models.sparse.csr import CSRHead, is_csr_modules, read_csr, write_csr
 from gpte.models.sparse.encoder import SparseEncoder
 from gpte.models.sparse.heads import PromptRepsHead, SpladeHead, StaticQueryHead
 from gpte.models.st_format import read_json, write_json
+from gpte.models.tokenization import tokenizer_limit
 from gpte.prompts import Prompts
 
 ST_CONFIG = "config_sentence_transformers.json"
