@@ -37,6 +37,12 @@ def load_model(name_or_path: str | Path | None = None, backend: str = "torch", *
             "gpte.models.sparse.load_sparse_encoder (CLI: gpte encode --kind sparse, gpte serve --sparse, "
             "gpte index --sparse)"
         )
+    if is_multivector_folder(name_or_path):
+        raise ValueError(
+            f"{name_or_path} is a multi-vector model (one vector per token, MaxSim), not a dense one: load it with "
+            "gpte.models.multivector.load_multivector_encoder (CLI: gpte encode --kind multivector, gpte serve "
+            "--multivector, gpte index --multivector)"
+        )
     if is_static_folder(name_or_path):
         given = {key: value for key, value in options.items() if value is not None}
         if backend not in STATIC_BACKENDS or given:
@@ -65,6 +71,15 @@ def is_sparse_folder(name_or_path: str | Path | None) -> bool:
     folder = Path(name_or_path)
     st_config = read_json(folder / "config_sentence_transformers.json") or {}
     return (folder / SPARSE_SETTINGS_FILE).is_file() or st_config.get("model_type") == "SparseEncoder"
+
+
+def is_multivector_folder(name_or_path: str | Path | None) -> bool:
+    """Whether ``name_or_path`` is a folder holding a multi-vector model (sentence-transformers' MultiVectorEncoder
+    layout or PyLate's ColBERT)."""
+    if name_or_path is None or not Path(name_or_path).is_dir():
+        return False
+    st_config = read_json(Path(name_or_path) / "config_sentence_transformers.json") or {}
+    return st_config.get("model_type") in ("MultiVectorEncoder", "ColBERT")
 
 
 def is_reranker_folder(name_or_path: str | Path | None) -> bool:

@@ -4,9 +4,9 @@ a model, whatever its kind (../shared/DESIGN.md, "Model kinds").
 ``TextModel`` is what every kind offers: a name, its token limits counted with its own tokenizer, a fingerprint
 and ``info``/``save``. Each kind adds its output; ``DenseModel`` (one vector per text: ``Embedder``,
 ``StaticEmbedder``, the analysis views) is the first; ``PairScorer`` (one score per (query, text): cross-encoders,
-LLM yes/no rerankers) the second; ``SparseModel`` (one weight per vocabulary token: SPLADE, PromptReps) the third.
-The multi-vector kind extends ``TextModel`` the same way, and consumers say which kinds they take by the protocol
-in their signatures.
+LLM yes/no rerankers) the second; ``SparseModel`` (one weight per vocabulary token: SPLADE, PromptReps) the third;
+``MultiVectorModel`` (one vector per token, compared by MaxSim: ColBERT) the fourth. Consumers say which kinds they
+take by the protocol in their signatures.
 
 These are ``typing.Protocol`` classes: a model conforms by having the members, not by inheriting; the
 ``runtime_checkable`` ones let a consumer refuse a wrong object with a clear error (``require_dense``).
@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-OUTPUT_KINDS = ("dense", "pair_score", "sparse")  # grows with the multi-vector kind
+OUTPUT_KINDS = ("dense", "pair_score", "sparse", "multivector")
 
 
 @dataclass
@@ -278,6 +278,53 @@ class SparseModel(TextModel, Protocol):
         ...
 
 
+@runtime_checkable
+class MultiVectorModel(TextModel, Protocol):
+    """A model with one unit vector per token of each text (``output_kind`` ``"multivector"``), compared by MaxSim
+    (``similarity_name`` ``"maxsim"`` or ``"meanmaxsim"``; ``gpte.models.multivector.maxsim``).
+
+    Attributes:
+        dimension: the length of each token vector.
+    """
+
+    similarity_name: str
+
+    @property
+    def dimension(self) -> int: ...
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: Any = None,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> Any:
+        """``gpte.models.multivector.TokenVectors`` of ``texts`` in input order (text i: (tokens, dimension))."""
+        ...
+
+    def encode_with_report(
+        self,
+        texts: str | Sequence[str],
+        role: str | None = None,
+        prompt: Any = None,
+        batch_size: int = 32,
+        show_progress: bool | None = None,
+        task: str | None = None,
+    ) -> Any:
+        """The vectors (``vectors``) and an ``EncodeReport`` (``report``)."""
+        ...
+
+    def similarity(self, queries: Any, documents: Any) -> np.ndarray:
+        """MaxSim scores (len(queries), len(documents)) float32."""
+        ...
+
+    def similarity_pairwise(self, queries: Any, documents: Any) -> np.ndarray:
+        """Scores (n,) float32 of query i against document i."""
+        ...
+
+
 def best_first(scores: np.ndarray, top_k: int | None = None) -> np.ndarray:
     """Positions of ``scores`` from the highest, ties in input order (a stable sort), the first ``top_k`` (None: all)."""
     return np.argsort(-np.asarray(scores), kind="stable")[:top_k]
@@ -318,5 +365,17 @@ def require_pair_scorer(model: Any, consumer: str) -> PairScorer:
         what = f"a {kind} model" if kind else type(model).__name__
         raise TypeError(
             f"{consumer} takes a reranker (one score per (query, text): gpte.models.protocol.PairScorer), got {what}"
+        )
+    return model
+
+
+def require_multivector(model: Any, consumer: str) -> MultiVectorModel:
+    """``model`` if it is a multi-vector model, else TypeError naming ``consumer`` and what it takes."""
+    if getattr(model, "output_kind", None) != "multivector" or not isinstance(model, MultiVectorModel):
+        kind = getattr(model, "output_kind", None)
+        what = f"a {kind} model" if kind else type(model).__name__
+        raise TypeError(
+            f"{consumer} takes a multi-vector model (one vector per token: gpte.models.protocol.MultiVectorModel), "
+            f"got {what}"
         )
     return model
