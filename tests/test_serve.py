@@ -86,6 +86,7 @@ def test_search_health_and_metrics(client, index):
         "models": ["tiny"],
         "rerankers": [],
         "sparse_models": [],
+        "multivector_models": [],
         "indexes": ["docs"],
     }
     assert _requests_total(client, "/search", 200) == searches + 2

@@ -19,14 +19,18 @@ from gpte.runtime.streaming import CHUNK_TEXTS
 def register(verbs: Any) -> None:
     encode = verbs.add_parser("encode", help="embed the texts of a file and write the vectors")
     encode.add_argument("input", help=f"texts: {', '.join(TEXT_FORMATS)} (txt/md: one text per line)")
-    options.add_output(encode, f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: .npz, .jsonl (token: weight)")
+    options.add_output(
+        encode,
+        f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: .npz, .jsonl (token: weight); token vectors "
+        "(--kind multivector): a folder of tokens.npy + offsets.npy",
+    )
     options.add_model(encode)
     encode.add_argument(
         "--kind",
         default=None,
-        choices=("dense", "sparse"),
+        choices=("dense", "sparse", "multivector"),
         help="sparse: one weight per vocabulary token (SPLADE; 'promptreps' as --model: PromptReps on SmolLM2); "
-        "default: sparse for a sparse model folder, else dense",
+        "multivector: one vector per token (ColBERT); default: the model folder's kind, else dense",
     )
     encode.add_argument("--top-k", type=int, default=None, help="sparse: weights kept per vector (default: all)")
     encode.add_argument("--threshold", type=float, default=None, help="sparse: drop weights at or below this")
@@ -70,8 +74,11 @@ def register(verbs: Any) -> None:
 def _encode(args: argparse.Namespace) -> int:
     from gpte.runtime.streaming import encode_to
 
-    if options.wants_sparse(args):
+    kind = options.model_kind(args)
+    if kind == "sparse":
         return _encode_sparse(args)
+    if kind == "multivector":
+        return _encode_multivector(args)
     if args.top_k is not None or args.threshold is not None:
         raise ValueError("--top-k and --threshold apply to sparse models (--kind sparse)")
     output = check_output(args.output, args.overwrite)
@@ -110,10 +117,7 @@ def _encode_sparse(args: argparse.Namespace) -> int:
     from gpte.models.sparse import active_dimensions
     from gpte.runtime.sparse_output import check_sparse_output, write_sparse_vectors
 
-    dense_only = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
-    given = [name for name, value in dense_only.items() if value is not None]
-    if given or args.precision != "float32" or args.backend != "torch":
-        raise ValueError(f"{', '.join(given) or '--precision/--backend'} apply to dense models, not --kind sparse")
+    _refuse_dense_options(args, "sparse")
     output = check_sparse_output(args.output, args.overwrite)
     model = options.load_sparse_model(args)
     result = model.encode_with_report(
@@ -136,6 +140,43 @@ def _encode_sparse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode_multivector(args: argparse.Namespace) -> int:
+    from gpte.runtime.token_output import encode_tokens_to
+
+    _refuse_dense_options(args, "multivector")
+    if args.top_k is not None or args.threshold is not None:
+        raise ValueError("--top-k and --threshold apply to sparse models (--kind sparse)")
+    model = options.load_multivector_model(args)
+    report = encode_tokens_to(
+        model,
+        args.input,
+        args.output,
+        field=args.field,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        role=args.role,
+        prompt=args.prompt,
+        task=args.task,
+        batch_size=args.batch_size,
+    )
+    resumed = f", {report.n_resumed_chunks} chunks kept from an interrupted run" if report.n_resumed_chunks else ""
+    print(
+        f"wrote {report.n_tokens} token vectors of {report.dimension} float32 values for {report.n_texts} texts "
+        f"({report.n_tokens / max(report.n_texts, 1):.1f} per text) to {args.output}/tokens.npy and offsets.npy "
+        f"({report.n_truncated} truncated to the model's maximum length{resumed}, {report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _refuse_dense_options(args: argparse.Namespace, kind: str) -> None:
+    """ValueError naming the dense-only options given to a ``--kind`` ``kind`` encode."""
+    dense_only = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
+    given = [name for name, value in dense_only.items() if value is not None]
+    if given or args.precision != "float32" or args.backend != "torch":
+        raise ValueError(f"{', '.join(given) or '--precision/--backend'} apply to dense models, not --kind {kind}")
+
+
 def _distill_static(args: argparse.Namespace) -> int:
     from gpte.models.embedder import Embedder
     from gpte.models.static import distill_static
@@ -150,12 +191,16 @@ def _distill_static(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from gpte.models.loading import is_sparse_folder, load_model
+    from gpte.models.loading import is_multivector_folder, is_sparse_folder, load_model
 
     if args.model == "promptreps" or is_sparse_folder(args.model):
         from gpte.models.sparse import load_sparse_encoder
 
         info = load_sparse_encoder(args.model).info()
+    elif is_multivector_folder(args.model):
+        from gpte.models.multivector import load_multivector_encoder
+
+        info = load_multivector_encoder(args.model).info()
     else:
         info = load_model(args.model).info()
     if args.json:

@@ -85,13 +85,16 @@ def load_dense_model(args: argparse.Namespace) -> Any:
     return load_model(model, backend, device=device, **llm)
 
 
-def wants_sparse(args: argparse.Namespace) -> bool:
-    """Whether a verb with ``--kind`` (default: the model's own kind) runs a sparse model."""
-    from gpte.models.loading import is_sparse_folder
+def model_kind(args: argparse.Namespace) -> str:
+    """The kind a verb with ``--kind`` runs: the one asked for, else the model folder's own (``dense``, ``sparse``
+    or ``multivector``)."""
+    from gpte.models.loading import is_multivector_folder, is_sparse_folder
 
     if args.kind is not None:
-        return args.kind == "sparse"
-    return args.model == "promptreps" or is_sparse_folder(args.model)
+        return args.kind
+    if args.model == "promptreps" or is_sparse_folder(args.model):
+        return "sparse"
+    return "multivector" if is_multivector_folder(args.model) else "dense"
 
 
 def load_sparse_model(args: argparse.Namespace) -> Any:
@@ -100,6 +103,14 @@ def load_sparse_model(args: argparse.Namespace) -> Any:
     from gpte.models.sparse import load_sparse_encoder
 
     return load_sparse_encoder(args.model, device=args.device)
+
+
+def load_multivector_model(args: argparse.Namespace) -> Any:
+    """The multi-vector model of a verb's ``--model`` on ``--device``: a MultiVectorEncoder or PyLate folder, or a
+    transformer with a new projection (``gpte.models.multivector.load_multivector_encoder``)."""
+    from gpte.models.multivector import load_multivector_encoder
+
+    return load_multivector_encoder(args.model, device=args.device)
 
 
 def is_static_model(model: Any) -> bool:

@@ -14,12 +14,12 @@ from gpte.cli import options
 def register(verbs: Any) -> None:
     serve = verbs.add_parser(
         "serve",
-        help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank and /embed_sparse, /search, /health, "
+        help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank and /embed_sparse, /embed_multivector, /search, /health, "
         "/metrics",
     )
     options.add_model(
         serve,
-        "a model to serve (repeatable; the default one only when no --reranker or --sparse is given)",
+        "a model to serve (repeatable; the default one only when no --reranker, --sparse or --multivector is given)",
         repeatable=True,
     )
     serve.add_argument(
@@ -29,6 +29,14 @@ def register(verbs: Any) -> None:
         metavar="MODEL",
         help="a sparse model to serve on /embed_sparse (repeatable): a SparseEncoder folder or hub id, promptreps, or "
         "an encoder (SPLADE with a new masked-LM head)",
+    )
+    serve.add_argument(
+        "--multivector",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a multi-vector model to serve on /embed_multivector (repeatable): a MultiVectorEncoder or PyLate folder, "
+        "or a transformer (a new projection)",
     )
     serve.add_argument(
         "--reranker",
@@ -52,15 +60,18 @@ def register(verbs: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from gpte.errors import extra_needed
     from gpte.models.loading import load_model, load_reranker
+    from gpte.models.multivector import load_multivector_encoder
     from gpte.models.sparse import load_sparse_encoder
     from gpte.serve.app import create_app
 
     with extra_needed("serve"):
         import uvicorn
 
-    models = _loaded(args.model or ([] if args.reranker or args.sparse else [None]), load_model)
+    others = args.reranker or args.sparse or args.multivector
+    models = _loaded(args.model or ([] if others else [None]), load_model)
     rerankers = _loaded(args.reranker, load_reranker)
     sparse_models = _loaded(args.sparse, load_sparse_encoder)
+    multivector_models = _loaded(args.multivector, load_multivector_encoder)
     indexes = {name: options.open_index(name, args) for name in args.index}
     api_key = args.api_key or os.environ.get("GPTE_API_KEY")
     app = create_app(
@@ -70,10 +81,11 @@ def _serve(args: argparse.Namespace) -> int:
         max_request_bytes=args.max_request_bytes,
         rerankers=rerankers,
         sparse_models=sparse_models,
+        multivector_models=multivector_models,
     )
     print(
         f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'}, sparse models "
-        f"{', '.join(sparse_models) or 'none'} and indexes {', '.join(indexes) or 'none'} on "
+        f"{', '.join(sparse_models) or 'none'}, multi-vector models {', '.join(multivector_models) or 'none'} and indexes {', '.join(indexes) or 'none'} on "
         f"http://{args.host}:{args.port}"
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -89,7 +89,7 @@ def encode_to(
         return _encode_then_quantize(
             embedder, texts, output, field, chunk_size, precision, show_progress, started, encode_options
         )
-    source = _Source(texts, field)
+    source = TextSource(texts, field)
     state = {
         "version": STATE_VERSION,
         "input_sha256": source.fingerprint,
@@ -171,7 +171,7 @@ def _encode_then_quantize(
     return report
 
 
-class _Source:
+class TextSource:
     """The input texts: their count, a fingerprint, and chunks read as they are needed."""
 
     def __init__(self, texts: Sequence[str] | str | Path, field: str | None) -> None:

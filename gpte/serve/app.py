@@ -6,6 +6,9 @@ Prometheus metrics.
                            "model": NAME (default: the first reranker)} -> [{"index", "score", "text"?}] best first
     POST /embed_sparse    {"inputs": str | [str], "model": NAME (default: the first sparse model), "prompt_name": ROLE,
                            "truncate": false} -> [[{"index", "value"}]] one list per input, by token index
+    POST /embed_multivector {"inputs": str | [str], "model": NAME (default: the first multi-vector model),
+                           "prompt_name": "query" | "document" (default) | a prompt name, "truncate": false}
+                           -> [[[float]]] one list of token vectors per input (TEI's /embed_all shape)
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "sparse" | "lexical" | "hybrid" |
                            "dense+sparse" | ... (gpte.search.query.SEARCH_MODES; default: the index's), "filters": {...}}
     GET  /health          served models, rerankers and indexes
@@ -14,7 +17,9 @@ Prometheus metrics.
 /rerank and /embed_sparse speak Hugging Face text-embeddings-inference's API: ``raw_scores`` false applies the reranker's activation
 (sigmoid: scores in (0, 1)), true gives the raw logit; with ``truncate`` false a (query, text) pair longer than the
 reranker's input is refused with 413 before anything is scored, with true the text is cut to fit; /embed_sparse
-likewise refuses (413) an input longer than the sparse model reads unless ``truncate`` is true.
+and /embed_multivector likewise refuse (413) an input longer than the model reads unless ``truncate`` is true.
+/embed_multivector answers in the shape of TEI's /embed_all (token vectors per input): a ColBERT model's unit vector
+per scored token (a query's expansion tokens included, a document's skiplisted punctuation left out).
 
 Errors: 400 empty input or query, empty string or bad option, 401 missing or wrong API key
 (``Authorization: Bearer KEY``), 404 unknown model, reranker or index (the served ones listed), 413 request body
@@ -38,9 +43,18 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from gpte.models.protocol import DenseModel, PairScorer, SparseModel, best_first, require_pair_scorer, require_sparse
+from gpte.models.protocol import (
+    DenseModel,
+    MultiVectorModel,
+    PairScorer,
+    SparseModel,
+    best_first,
+    require_multivector,
+    require_pair_scorer,
+    require_sparse,
+)
 from gpte.search.query import mode_retrievers
-from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, SparseBatcher
+from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, RoleBatcher
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
     from gpte.search.index import Index
@@ -67,7 +81,9 @@ class RerankRequest(BaseModel):
     model: str | None = None
 
 
-class SparseRequest(BaseModel):
+class RoleRequest(BaseModel):
+    """/embed_sparse and /embed_multivector: texts, the model, the role or prompt, whether to cut long inputs."""
+
     inputs: str | list[str]
     model: str | None = None
     prompt_name: str | None = None
@@ -92,34 +108,41 @@ def create_app(
     max_inputs: int = MAX_INPUTS,
     rerankers: dict[str, PairScorer] | None = None,
     sparse_models: dict[str, SparseModel] | None = None,
+    multivector_models: dict[str, MultiVectorModel] | None = None,
 ) -> FastAPI:
     """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
     ``gpte.search.index.Index``) on /search, ``rerankers`` (name -> any one-score pair scorer) on /rerank and
-    ``sparse_models`` (name -> any sparse model) on /embed_sparse.
+    ``sparse_models`` (name -> any sparse model) on /embed_sparse and ``multivector_models`` (name -> any
+    multi-vector model) on /embed_multivector.
 
     ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
 
     Raises:
         ValueError: nothing to serve, or a reranker with several scores per pair.
-        TypeError: a reranker that is not a ``PairScorer``, a sparse model that is not a ``SparseModel``.
+        TypeError: a reranker that is not a ``PairScorer``, a sparse model that is not a ``SparseModel``, a
+            multi-vector model that is not a ``MultiVectorModel``.
     """
     indexes, rerankers, sparse_models = indexes or {}, rerankers or {}, sparse_models or {}
-    if not (models or rerankers or indexes or sparse_models):
-        raise ValueError("serve at least one model, reranker, sparse model or index")
+    multivector_models = multivector_models or {}
+    if not (models or rerankers or indexes or sparse_models or multivector_models):
+        raise ValueError("serve at least one model, reranker, sparse model, multi-vector model or index")
     _check_rerankers(rerankers)
     for name, sparse_model in sparse_models.items():
         require_sparse(sparse_model, f"/embed_sparse (model {name!r})")
+    for name, multivector_model in multivector_models.items():
+        require_multivector(multivector_model, f"/embed_multivector (model {name!r})")
     batchers = {name: EmbeddingBatcher(model) for name, model in models.items()}
     query_batchers = {  # /search queries of a dense model, batched too
         name: EmbeddingBatcher(index.embedder) for name, index in indexes.items() if index.embedder is not None
     }
     sparse_query_batchers = {  # /search queries of a sparse model: batched, and one model call at a time
-        name: SparseBatcher(index.sparse_model)
+        name: RoleBatcher(index.sparse_model)
         for name, index in indexes.items()
         if getattr(index, "sparse_model", None) is not None
     }
     rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
-    sparse_batchers = {name: SparseBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
+    sparse_batchers = {name: RoleBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
+    multivector_batchers = {name: RoleBatcher(model) for name, model in multivector_models.items()}
     metrics = _Metrics()
 
     @asynccontextmanager
@@ -130,6 +153,7 @@ def create_app(
             *sparse_query_batchers.values(),
             *rerank_batchers.values(),
             *sparse_batchers.values(),
+            *multivector_batchers.values(),
         ]
         for batcher in every:
             batcher.start()
@@ -148,6 +172,7 @@ def create_app(
             "models": list(models),
             "rerankers": list(rerankers),
             "sparse_models": list(sparse_models),
+            "multivector_models": list(multivector_models),
             "indexes": list(indexes),
         }
 
@@ -202,24 +227,33 @@ def create_app(
         return _ranking(scores, request.texts if request.return_text else None)
 
     @app.post("/embed_sparse", dependencies=[Depends(authorized)])
-    async def embed_sparse(request: SparseRequest) -> list[list[dict[str, Any]]]:
+    async def embed_sparse(request: RoleRequest) -> list[list[dict[str, Any]]]:
+        vectors = await _embed_by_role(request, sparse_models, sparse_batchers, "sparse model")
+        return [_sparse_entries(vectors[row]) for row in range(vectors.shape[0])]
+
+    @app.post("/embed_multivector", dependencies=[Depends(authorized)])
+    async def embed_multivector(request: RoleRequest) -> list[list[list[float]]]:
+        vectors = await _embed_by_role(request, multivector_models, multivector_batchers, "multi-vector model")
+        return [vectors[row].tolist() for row in range(len(vectors))]
+
+    async def _embed_by_role(request: RoleRequest, served: dict[str, Any], role_batchers: dict, what: str) -> Any:
+        """``request``'s texts encoded by the served model it names (404 naming the served ones), 400/413 for bad
+        input."""
         texts = [request.inputs] if isinstance(request.inputs, str) else request.inputs
         _check_texts(texts, max_inputs, field="inputs")
-        name = request.model or next(iter(sparse_models), None)
-        if name not in sparse_models:
+        name = request.model or next(iter(served), None)
+        if name not in served:
             raise HTTPException(
-                404,
-                f"sparse model {request.model!r} is not served; served sparse models: {', '.join(sparse_models) or 'none'}",
+                404, f"{what} {request.model!r} is not served; served {what}s: {', '.join(served) or 'none'}"
             )
-        model = sparse_models[name]
         try:
             if not request.truncate:
-                _check_text_lengths(model, name, texts, request.prompt_name)
-            vectors = await sparse_batchers[name].embed(texts, request.prompt_name)
+                _check_text_lengths(served[name], f"{what} {name!r}", texts, request.prompt_name)
+            vectors = await role_batchers[name].embed(texts, request.prompt_name)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         metrics.texts.inc(len(texts))
-        return [_sparse_entries(vectors[row]) for row in range(vectors.shape[0])]
+        return vectors
 
     @app.post("/search", dependencies=[Depends(authorized)])
     async def search(request: SearchRequest) -> dict[str, Any]:
@@ -288,14 +322,15 @@ def _check_pair_lengths(reranker: PairScorer, name: str, query: str, texts: list
             )
 
 
-def _check_text_lengths(model: SparseModel, name: str, texts: list[str], role: str | None) -> None:
-    """413 naming the first input longer than ``model`` reads with ``role``'s prompt (TEI's ``truncate: false``)."""
+def _check_text_lengths(model: SparseModel | MultiVectorModel, what: str, texts: list[str], role: str | None) -> None:
+    """413 naming the first input longer than ``model`` (``what``: its kind and name) reads with ``role``'s prompt
+    (TEI's ``truncate: false``)."""
     budget = model.text_token_budget(role)
     for i, tokens in enumerate(model.count_tokens(texts)):
         if tokens > budget:
             raise HTTPException(
                 413,
-                f"input {i} has {tokens} tokens; sparse model {name!r} reads at most {budget} with its prompt and "
+                f"input {i} has {tokens} tokens; {what} reads at most {budget} with its prompt and "
                 "special tokens: shorten it or send truncate: true",
             )
 

@@ -2,7 +2,7 @@
 seconds) run together in one model call, in a worker thread so the event loop keeps accepting requests.
 
 ``MicroBatcher`` holds the queue, the collection of a batch and the split of its results; ``EmbeddingBatcher``
-(texts -> vectors with ``encode``), ``SparseBatcher`` (texts -> sparse vectors) and ``RerankBatcher`` ((query, text)
+(texts -> vectors with ``encode``), ``RoleBatcher`` (texts -> sparse vectors or token vectors) and ``RerankBatcher`` ((query, text)
 pairs -> scores with ``predict``) say only what the model call is. A batch whose call fails is run again request by request, so an error reaches only the
 requests that cause it.
 """
@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpte.models.protocol import DenseModel, PairScorer, SparseModel
+from gpte.models.protocol import DenseModel, MultiVectorModel, PairScorer, SparseModel
 
 if TYPE_CHECKING:  # annotations only: a server without sparse models needs no scipy
     import scipy.sparse
+
+    from gpte.models.multivector import TokenVectors
 
 
 @dataclass
@@ -158,18 +160,24 @@ class RerankBatcher(MicroBatcher):
         return self.scorer.predict(pairs, batch_size=self.batch_size, activation=activation, show_progress=False)
 
 
-class SparseBatcher(MicroBatcher):
-    """Encodes concurrent requests with equal ``role`` through a sparse model in one ``encode`` call."""
+class RoleBatcher(MicroBatcher):
+    """Encodes concurrent requests with equal ``role`` through a sparse or multi-vector model in one ``encode``
+    call."""
 
     def __init__(
-        self, model: SparseModel, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
+        self,
+        model: SparseModel | MultiVectorModel,
+        max_batch_texts: int = 256,
+        max_wait: float = 0.002,
+        batch_size: int = 32,
     ) -> None:
         super().__init__(max_batch_texts, max_wait, batch_size)
         self.model = model
 
-    async def embed(self, texts: list[str], role: str | None = None) -> scipy.sparse.csr_matrix:
-        """The sparse vectors (len(texts), vocab_size) of ``texts`` (as ``model.encode(texts, role=...)``)."""
+    async def embed(self, texts: list[str], role: str | None = None) -> scipy.sparse.csr_matrix | TokenVectors:
+        """The vectors of ``texts`` (as ``model.encode(texts, role=...)``): sparse (len(texts), vocab_size) rows or
+        ``TokenVectors``."""
         return await self.submit(texts, role)
 
-    def _model_call(self, texts: list[str], role: Hashable) -> scipy.sparse.csr_matrix:
+    def _model_call(self, texts: list[str], role: Hashable) -> scipy.sparse.csr_matrix | TokenVectors:
         return self.model.encode(texts, batch_size=self.batch_size, role=role, show_progress=False)

@@ -67,8 +67,10 @@ class TokenVectors:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, index: int) -> np.ndarray:
-        """Text ``index``'s (tokens, dim) vectors (a view)."""
+    def __getitem__(self, index: int | slice) -> np.ndarray | TokenVectors:
+        """Text ``index``'s (tokens, dim) vectors (a view); a slice gives those texts as ``TokenVectors``."""
+        if isinstance(index, slice):
+            return self.take(np.arange(len(self))[index])
         if not -len(self) <= index < len(self):
             raise IndexError(f"text {index} out of range for {len(self)} texts")
         index %= len(self)
