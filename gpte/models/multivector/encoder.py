@@ -329,9 +329,9 @@ class MultiVectorEncoder(nn.Module):
             for rows in length_sorted_batches(lengths, batch_size):
                 batch = role_tokenizer.pad(tokenized, rows).to(self.device)
                 vectors, mask = self(batch)
-                kept = [vectors[r][mask[r]].float() for r in range(len(rows))]
+                kept = [vectors[r][mask[r]] for r in range(len(rows))]  # pooled in the model's dtype, as ST pools
                 for position, text_vectors in zip(rows, pooler(kept) if pooler is not None else kept):
-                    per_text[position] = text_vectors.cpu()
+                    per_text[position] = text_vectors.float().cpu()
                 bar.update(len(rows))
         vectors = TokenVectors.from_list(per_text, self.dimension)
         report = EncodeReport(

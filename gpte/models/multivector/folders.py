@@ -186,9 +186,11 @@ def _saved_settings(
     if "HierarchicalTokenPooling" in by_kind:
         from gpte.models.multivector.token_pooling import HierarchicalTokenPooling
 
-        settings["token_pooling"] = HierarchicalTokenPooling.from_config(
-            read_json(by_kind["HierarchicalTokenPooling"] / "config.json")
-        )
+        pooling_config = by_kind["HierarchicalTokenPooling"] / "config.json"
+        try:
+            settings["token_pooling"] = HierarchicalTokenPooling.from_config(read_json(pooling_config))
+        except ValueError as error:
+            raise ModelLoadError(f"{pooling_config}: {error}") from error
     settings["prompts"] = Prompts.from_strings(
         {name: value for name, value in prompts.items() if value}, st_config.get("default_prompt_name") or None
     )
