@@ -52,12 +52,22 @@ def cpu_line() -> str:
 
 
 def train(
-    out: Path, name: str, kind: str, loss: str, data: list[dict], epochs: float, learning_rate: float, length: int
+    out: Path,
+    name: str,
+    kind: str,
+    loss: str,
+    data: list[dict],
+    epochs: float,
+    learning_rate: float,
+    length: int,
+    model_options: str = "{}",
 ) -> Path:
-    """A one-stage recipe from all-MiniLM-L6-v2 (texts cut to ``length`` tokens); returns the model folder."""
+    """A one-stage recipe from all-MiniLM-L6-v2 (texts cut to ``length`` tokens; ``model_options`` a YAML mapping);
+    returns the model folder."""
     recipe = out / f"{name}.yaml"
     recipe.write_text(
-        f"kind: {kind}\noutput: {out / name}\nstages:\n  - name: {name}\n    data: {json.dumps(data)}\n"
+        f"kind: {kind}\noutput: {out / name}\nstages:\n  - name: {name}\n    model_options: {model_options}\n"
+        f"    data: {json.dumps(data)}\n"
         f"    loss: {loss}\n    training: {{epochs: {epochs}, batch_size: 16, learning_rate: {learning_rate:.2e}, "
         f"max_seq_length: {length}}}\n",
         encoding="utf-8",

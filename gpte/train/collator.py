@@ -10,12 +10,14 @@ of pooling when the model's pooler says ``include_prompt=False``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from gpte.data.training import TrainingExample
 from gpte.models.embedder import Embedder
+from gpte.models.multivector import MultiVectorEncoder
 from gpte.models.sparse import SparseEncoder
 from gpte.models.tokenization import TokenBatch, TokenizedTexts
 from gpte.prompts import PromptTemplate
@@ -81,18 +83,22 @@ class PairCollator:
         return TrainingBatch(texts, [], _scores(examples))
 
 
-class SparseCollator:
-    """Callable turning a list of ``TrainingExample`` into a ``TrainingBatch`` for a sparse model: column 0 is
-    tokenized for the model's query role (an inference-free model's query head reads its own tokens), the others
-    for the document role, each with the model's prompt of that role."""
+class RoleCollator:
+    """Callable turning a list of ``TrainingExample`` into a ``TrainingBatch`` for a model that tokenizes by role
+    (``model.tokenize(texts, role)``): column 0 is tokenized for the query role, the others for the document role
+    (sentence-transformers' SparseEncoder and MultiVectorEncoder data collators: column 0 ``query``, every other
+    column ``document``), each with the model's prompt of that role. Rows with their own instruction are refused:
+    such a model is trained with its role prompts."""
 
-    def __init__(self, model: SparseEncoder) -> None:
+    kind = "model"
+
+    def __init__(self, model: Any) -> None:
         self.model = model
 
     def __call__(self, examples: Sequence[TrainingExample]) -> TrainingBatch:
         if any(example.instruction is not None for example in examples):
             raise ValueError(
-                "a sparse model is trained with its role prompts, not per-row instructions: drop the instruction "
+                f"a {self.kind} is trained with its role prompts, not per-row instructions: drop the instruction "
                 "field and set the model's prompts"
             )
         n_columns = len(examples[0].texts)
@@ -100,6 +106,26 @@ class SparseCollator:
         roles = ["query"] + ["document"] * (n_columns - 1)
         features = [self.model.tokenize(column, role).to("cpu") for column, role in zip(texts, roles)]
         return TrainingBatch(texts, features, _scores(examples))
+
+
+class SparseCollator(RoleCollator):
+    """``RoleCollator`` for a ``SparseEncoder`` (an inference-free model's query head reads the query tokens)."""
+
+    kind = "sparse model"
+
+    def __init__(self, model: SparseEncoder) -> None:
+        super().__init__(model)
+
+
+class MultiVectorCollator(RoleCollator):
+    """``RoleCollator`` for a ``MultiVectorEncoder``: queries get the query length, expansion and prompt ("[Q] "),
+    documents the document length, skiplist and prompt ("[D] "). sentence-transformers' trainer takes its training
+    prompts from ``args.prompts``; gpte uses the model's own, so training and encoding see the same markers."""
+
+    kind = "multi-vector model"
+
+    def __init__(self, model: MultiVectorEncoder) -> None:
+        super().__init__(model)
 
 
 def _scores(examples: Sequence[TrainingExample]) -> torch.Tensor | None:

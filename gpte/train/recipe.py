@@ -29,6 +29,12 @@ encoder (it gets a masked-LM head tied to its word embeddings); the loss is ``sp
 FLOPS regularisation (``gpte.train.losses.sparse``); ``model_options`` are ``max_seq_length``, ``top_k``,
 ``threshold``.
 
+``kind: multivector`` trains a ColBERT model (``gpte.models.multivector``): ``model`` is a MultiVectorEncoder or
+PyLate folder or any transformer (all-MiniLM-L6-v2's gets a new projection); the losses are ``colbert_infonce``,
+``colbert_kl_distillation`` and ``colbert_margin_mse`` (``gpte.train.losses.multivector``); ``model_options`` are
+``load_multivector_encoder``'s (``dimension``, ``prompts`` such as ``{query: "[Q] ", document: "[D] "}``,
+``query_expansion``, ``skiplist``: a list of tokens or ``punctuation``, lengths, ``similarity``).
+
 Relative paths are relative to the recipe file. The whole recipe (keys, loss names and options, every
 row of every data source) is checked before the first training step. A stage whose model folder exists
 is kept, and an interrupted stage resumes from its last complete checkpoint, so re-running the same
@@ -41,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import string
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +62,7 @@ from gpte.evaluate import Task, evaluate, load_task
 from gpte.models.cross_encoder import CrossEncoder, is_cross_encoder_folder
 from gpte.models.embedder import Embedder
 from gpte.models.model_card import CardNotes
+from gpte.models.multivector import load_multivector_encoder
 from gpte.models.sources import resolve_model
 from gpte.models.sparse import load_sparse_encoder
 from gpte.train.config import TrainingConfig
@@ -66,7 +74,7 @@ from gpte.train.trainer import TrainableModel, TrainResult, check_training_data,
 logger = logging.getLogger(__name__)
 
 RECIPE_KEYS = ("kind", "model", "output", "stages")
-KINDS = ("dense", "reranker", "sparse")
+KINDS = ("dense", "reranker", "sparse", "multivector")
 STAGE_KEYS = ("name", "from", "model_options", "data", "loss", "training", "guide")
 # Embedder.load options a stage may set on the model it starts from (saved with the stage's model)
 MODEL_OPTION_KEYS = (
@@ -81,7 +89,23 @@ MODEL_OPTION_KEYS = (
 )
 RERANKER_OPTION_KEYS = ("num_labels", "max_seq_length", "activation", "prompts", "default_prompt")
 SPARSE_OPTION_KEYS = ("max_seq_length", "top_k", "threshold")
-OPTION_KEYS = {"dense": MODEL_OPTION_KEYS, "reranker": RERANKER_OPTION_KEYS, "sparse": SPARSE_OPTION_KEYS}
+MULTIVECTOR_OPTION_KEYS = (
+    "dimension",
+    "max_seq_length",
+    "query_length",
+    "document_length",
+    "query_expansion",
+    "skiplist",
+    "prompts",
+    "similarity",
+)
+OPTION_KEYS = {
+    "dense": MODEL_OPTION_KEYS,
+    "reranker": RERANKER_OPTION_KEYS,
+    "sparse": SPARSE_OPTION_KEYS,
+    "multivector": MULTIVECTOR_OPTION_KEYS,
+}
+SKIPLISTS = {"punctuation": list(string.punctuation)}  # named skiplists a multi-vector recipe may give
 DATA_KEYS = ("path", "columns", "score", "score_range", "negatives", "instruction", "limit", "hf_split", "hf_subset")
 
 
@@ -222,19 +246,35 @@ def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, r
 def _load_model(start: str | None, stage: Stage | None, kind: str) -> TrainableModel:
     """The model a stage starts from, with the stage's model options (a bad option names the stage): an
     ``Embedder``, for ``kind: reranker`` a ``CrossEncoder`` (an encoder folder gets a new one-logit head), for
-    ``kind: sparse`` a ``SparseEncoder`` (an encoder folder becomes SPLADE with a masked-LM head)."""
+    ``kind: sparse`` a ``SparseEncoder`` (an encoder folder becomes SPLADE with a masked-LM head), for
+    ``kind: multivector`` a ``MultiVectorEncoder`` (an encoder folder gets a new projection)."""
     options = stage.model_options if stage is not None else {}
     try:
         if kind == "dense":
             return Embedder.load(start, **options)
         if kind == "sparse":
             return load_sparse_encoder(start, **options)
+        if kind == "multivector":
+            return load_multivector_encoder(start, **_multivector_options(options))
         folder = resolve_model(start).folder
         new_head = {} if is_cross_encoder_folder(folder) or "num_labels" in options else {"num_labels": 1}
         return CrossEncoder.load(start, **new_head, **options)
     except ValueError as error:
         where = f"stage {stage.name} model_options" if stage is not None else "model"
         raise ValueError(f"{where}: {error}") from error
+
+
+def _multivector_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a named skiplist (``skiplist: punctuation``) spelled out.
+
+    Raises:
+        ValueError: a skiplist that is neither a list of tokens nor a known name."""
+    skiplist = options.get("skiplist")
+    if skiplist is None or isinstance(skiplist, list) and all(isinstance(token, str) for token in skiplist):
+        return options
+    if isinstance(skiplist, str) and skiplist in SKIPLISTS:
+        return {**options, "skiplist": SKIPLISTS[skiplist]}
+    raise ValueError(f"skiplist must be a list of tokens or one of: {', '.join(SKIPLISTS)}; got {skiplist!r}")
 
 
 def _loss(stage: Stage, model: TrainableModel) -> Any:

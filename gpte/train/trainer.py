@@ -1,5 +1,5 @@
-"""Train an Embedder, a reranker (``CrossEncoder``) or a sparse model (``SparseEncoder``) with a loss on training data, built on the Hugging Face
-``Trainer``.
+"""Train an Embedder, a reranker (``CrossEncoder``), a sparse model (``SparseEncoder``) or a multi-vector model
+(``MultiVectorEncoder``) with a loss on training data, built on the Hugging Face ``Trainer``.
 
 The Trainer supplies the loop: AdamW and the learning-rate schedule, gradient accumulation, mixed
 precision, DDP under ``torchrun``/``accelerate launch``, checkpoints with optimizer/scheduler/RNG state
@@ -29,14 +29,21 @@ from gpte.data.training import TrainingData
 from gpte.evaluate import Task, evaluate
 from gpte.models.cross_encoder import CrossEncoder
 from gpte.models.embedder import Embedder, load_pooler_weights
+from gpte.models.multivector import MultiVectorEncoder
 from gpte.models.sparse import SparseEncoder
-from gpte.train.collator import PairCollator, SparseCollator, TrainingCollator
+from gpte.train.collator import MultiVectorCollator, PairCollator, RoleCollator, SparseCollator, TrainingCollator
 from gpte.train.config import TrainingConfig
 from gpte.train.losses import EmbeddingLoss
 from gpte.train.losses.reranker import PairScoreLoss
 from gpte.train.samplers import MultiDatasetBatchSampler, NoDuplicatesBatchSampler
 
-TrainableModel = Embedder | CrossEncoder | SparseEncoder
+TrainableModel = Embedder | CrossEncoder | SparseEncoder | MultiVectorEncoder
+# model kinds trained by full fine-tuning only (no LoRA, no attention-dropout override), named for errors
+FULL_FINE_TUNING = {
+    CrossEncoder: "a cross-encoder",
+    SparseEncoder: "a sparse model",
+    MultiVectorEncoder: "a multi-vector model",
+}
 Loss = EmbeddingLoss | PairScoreLoss
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -109,36 +116,48 @@ def train(
     )
 
 
-def _collator(model: TrainableModel) -> TrainingCollator | PairCollator | SparseCollator:
+def _collator(model: TrainableModel) -> TrainingCollator | PairCollator | RoleCollator:
     if isinstance(model, CrossEncoder):
         return PairCollator()
+    if isinstance(model, MultiVectorEncoder):
+        return MultiVectorCollator(model)
     return SparseCollator(model) if isinstance(model, SparseEncoder) else TrainingCollator(model)
 
 
 def _prepare_model(model: TrainableModel, config: TrainingConfig) -> None:
     """Apply the settings that change the model for training: LoRA adapters, attention dropout, activation
-    checkpointing (a cross-encoder or a sparse model takes the last only).
+    checkpointing (a cross-encoder, a sparse or a multi-vector model takes the last only).
 
     Raises:
-        ValueError: LoRA or attention dropout asked of a cross-encoder or a sparse model.
+        ValueError: LoRA or attention dropout asked of a cross-encoder, a sparse or a multi-vector model.
     """
-    if isinstance(model, (CrossEncoder, SparseEncoder)):
+    kind = next((name for cls, name in FULL_FINE_TUNING.items() if isinstance(model, cls)), None)
+    if kind is not None:
         unsupported = [name for name in ("lora", "attention_dropout") if getattr(config, name) is not None]
         if unsupported:
-            kind = "a cross-encoder" if isinstance(model, CrossEncoder) else "a sparse model"
             raise ValueError(f"training {kind} does not support {', '.join(unsupported)} yet")
         if config.gradient_checkpointing:
-            for module in model.modules():
-                if hasattr(module, "gradient_checkpointing_enable") and module is not model:
-                    module.gradient_checkpointing_enable()
-                    break
+            _enable_checkpointing(model)
         return
     if config.lora is not None:
         model.backbone.add_lora(**config.lora)
     if config.attention_dropout is not None:
         model.backbone.set_attention_dropout(config.attention_dropout)
     if config.gradient_checkpointing:
-        model.backbone.enable_activation_checkpointing()
+        _enable_checkpointing(model)
+
+
+def _enable_checkpointing(model: TrainableModel) -> None:
+    """Activation checkpointing: the model's ``Backbone``'s (non-reentrant) where it has one (an embedder, a
+    multi-vector model), else the first Hugging Face submodule's."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is not None:
+        backbone.enable_activation_checkpointing()
+        return
+    for module in model.modules():
+        if hasattr(module, "gradient_checkpointing_enable") and module is not model:
+            module.gradient_checkpointing_enable()
+            break
 
 
 class EmbeddingTrainer(Trainer):

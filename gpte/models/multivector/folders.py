@@ -78,7 +78,7 @@ def load_multivector_encoder(
     query_length: int | None = None,
     document_length: int | None = None,
     query_expansion: QueryExpansion | dict[str, Any] | None = None,
-    skiplist: list[str] | None = None,
+    skiplist: list[str] | str | None = None,
     prompts: dict[str, str] | None = None,
     similarity: str | None = None,
     device: str | torch.device | None = None,
@@ -90,7 +90,8 @@ def load_multivector_encoder(
     Args:
         dimension: the token vector length of a new projection (default 128); a saved model keeps its own.
         max_seq_length, query_length, document_length, query_expansion, skiplist, prompts, similarity: override
-            what the folder says (for a new model: ColBERT's settings are not implied; pass them).
+            what the folder says (for a new model: ColBERT's settings are not implied; pass them). ``skiplist`` is a
+            list of tokens or ``"punctuation"`` (``string.punctuation``, ColBERT's).
 
     Raises:
         ModelLoadError: the model cannot be found or read as a multi-vector model.
@@ -103,6 +104,10 @@ def load_multivector_encoder(
         settings = _saved_settings(folder, modules, st_config, dtype)
     else:
         settings = _new_settings(source, folder, dimension, dtype)
+    if isinstance(skiplist, str):
+        if skiplist != "punctuation":
+            raise ValueError(f"skiplist must be a list of tokens or 'punctuation', got {skiplist!r}")
+        skiplist = list(string.punctuation)
     given = {
         "max_seq_length": max_seq_length,
         "query_length": query_length,

@@ -5,7 +5,9 @@
 
 Each loss is one module; wrappers (``matryoshka``, ``matryoshka_2d``, ``gradcache``) are keys of the same
 section and apply in that order (GradCache outermost). The sparse losses (``splade``, ``csr``) take their
-ranking loss as a nested section: ``{"name": "splade", "loss": {"name": "margin_mse"}, ...}``.
+ranking loss as a nested section: ``{"name": "splade", "loss": {"name": "margin_mse"}, ...}``. A multi-vector
+(ColBERT) model trains with the ``colbert_*`` losses (``gpte.train.losses.multivector``) and only those; a loss
+given the wrong kind of model raises TypeError.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from gpte.train.losses.gradcache import CachedLoss
 from gpte.train.losses.infonce import InfoNCELoss
 from gpte.train.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
 from gpte.train.losses.mntp import MNTPLoss
+from gpte.train.losses.multivector import (
+    MULTIVECTOR_LOSSES,
+    ColBERTInfoNCELoss,
+    ColBERTKLDistillationLoss,
+    ColBERTMarginMSELoss,
+    MultiVectorLoss,
+)
+from gpte.train.losses.multivector.base import MULTIVECTOR_KIND
 from gpte.train.losses.ranking import AnglELoss, CoSENTLoss, CosineMSELoss
 from gpte.train.losses.simcse import SimCSELoss
 from gpte.train.losses.sparse import CSRLoss, SpladeLoss
@@ -42,6 +52,9 @@ LOSSES: dict[str, type[EmbeddingLoss]] = {
         MNTPLoss,
         SpladeLoss,
         CSRLoss,
+        ColBERTInfoNCELoss,
+        ColBERTKLDistillationLoss,
+        ColBERTMarginMSELoss,
     )
 }
 WRAPPERS = ("matryoshka", "matryoshka_2d", "gradcache")
@@ -57,12 +70,14 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
 
     Raises:
         ValueError: an unknown loss name or option (the message lists the allowed ones), or bad option values.
+        TypeError: a loss for another kind of model (a ``colbert_*`` loss for a single-vector model, or the reverse).
     """
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
     wrappers = {key: spec.pop(key) for key in WRAPPERS if key in spec}
+    _check_model_kind(LOSSES[name], name, model)
     if name == "gist":
         if guide is None:
             raise ValueError("loss 'gist' needs a guide model (recipe: guide: MODEL)")
@@ -72,6 +87,11 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
         raise ValueError(f"loss {name!r} works on tokens, not embeddings: {', '.join(wrappers)} cannot wrap it")
     if wrappers and getattr(loss, "needs_model_outputs", False):
         raise ValueError(f"loss {name!r} reads the model's intermediate outputs: {', '.join(wrappers)} cannot wrap it")
+    refused = [key for key in wrappers if key not in getattr(loss, "wrappers", WRAPPERS)]
+    if refused:
+        raise ValueError(
+            f"{', '.join(refused)} cannot wrap loss {name!r}; it takes: {', '.join(getattr(loss, 'wrappers', ()))}"
+        )
     if "matryoshka" in wrappers and "matryoshka_2d" in wrappers:
         raise ValueError("choose one of matryoshka and matryoshka_2d (2D includes the dimension nesting)")
     if "matryoshka" in wrappers:
@@ -81,6 +101,16 @@ def build_loss(spec: str | dict[str, Any], model: nn.Module, guide: Any = None) 
     if "gradcache" in wrappers:
         loss = _construct(CachedLoss, "gradcache", loss, wrappers["gradcache"])
     return loss
+
+
+def _check_model_kind(cls: type, name: str, model: nn.Module) -> None:
+    """Raise TypeError if ``model`` is a multi-vector model and ``cls`` is not one of its losses (the reverse is
+    checked by ``MultiVectorLoss`` itself)."""
+    if getattr(model, "output_kind", None) == MULTIVECTOR_KIND and not issubclass(cls, MultiVectorLoss):
+        raise TypeError(
+            f"loss {name!r} trains one vector per text; a multi-vector model (output_kind 'multivector') trains with "
+            f"one of: {', '.join(loss.name for loss in MULTIVECTOR_LOSSES)}"
+        )
 
 
 def _construct(cls: type, name: str, first: Any, options: Any) -> Any:
@@ -111,4 +141,4 @@ __all__ = [
     "build_loss",
     *[cls.__name__ for cls in LOSSES.values()],
 ]
-__all__ += ["MatryoshkaLoss", "Matryoshka2dLoss", "CachedLoss"]
+__all__ += ["MatryoshkaLoss", "Matryoshka2dLoss", "CachedLoss", "MultiVectorLoss"]

@@ -8,7 +8,10 @@ the loss and gradients of a large batch with the activation memory of a mini-bat
    state, same dropout) and backpropagate the cached embedding gradients through it.
 
 The result equals the full-batch gradient of the base loss (up to float rounding). The base loss is any
-``EmbeddingLoss``; its ``compute`` is reused unchanged. Not combined with DDP gradient synchronisation
+``EmbeddingLoss``; its ``compute`` is reused unchanged. A multi-vector model's columns are ``(token vectors, mask)``
+(``gpte.train.losses.multivector.tokens``): each mini-batch is cut to its own width, the cached vectors are
+zero-padded to the widest and the mask is carried along (around ``colbert_infonce`` this is sentence-transformers'
+CachedMultiVectorMultipleNegativesRankingLoss). Not combined with DDP gradient synchronisation
 (the replay happens outside DDP's forward); 2D Matryoshka needs per-layer passes and is not supported.
 """
 
@@ -21,8 +24,13 @@ from functools import partial
 import torch
 from torch import Tensor
 
+from gpte.models.multivector import MultiVectorBatch
 from gpte.models.tokenization import TokenBatch
 from gpte.train.losses.base import EmbeddingLoss, TrainingBatch
+from gpte.train.losses.multivector.tokens import TokenColumn, cat_rows, select_rows
+
+Features = TokenBatch | MultiVectorBatch
+Output = Tensor | TokenColumn  # a column's embeddings: (rows, dim), or (rows, tokens, dim) vectors and their mask
 
 
 class CachedLoss(EmbeddingLoss):
@@ -46,23 +54,23 @@ class CachedLoss(EmbeddingLoss):
         leaves = []
         with torch.no_grad():
             for column in chunks:
-                column_states, vectors = [], []
+                column_states, outputs = [], []
                 for chunk in column:
-                    column_states.append(_RngState.capture(chunk.input_ids.device))
-                    vectors.append(self.model(chunk))
+                    column_states.append(_RngState.capture(_input_ids(chunk).device))
+                    outputs.append(self.model(chunk))
                 states.append(column_states)
-                leaves.append(torch.cat(vectors).detach().requires_grad_())
+                leaves.append(_leaf(outputs))
         with torch.enable_grad():
             loss = self.base.compute(leaves, batch)
             loss.backward()
-        gradients = [leaf.grad for leaf in leaves]
+        gradients = [_vectors(leaf).grad for leaf in leaves]
         output = loss.detach().requires_grad_()
         output.register_hook(partial(self._replay, chunks, states, gradients))
         return output
 
     def _replay(
         self,
-        chunks: list[list[TokenBatch]],
+        chunks: list[list[Features]],
         states: list[list[_RngState]],
         gradients: list[Tensor],
         grad_output: Tensor,
@@ -72,17 +80,35 @@ class CachedLoss(EmbeddingLoss):
             for column, column_states, gradient in zip(chunks, states, gradients):
                 start = 0
                 for chunk, state in zip(column, column_states):
-                    rows = chunk.input_ids.shape[0]
                     with state.restored():
-                        vectors = self.model(chunk)
-                    vectors.backward(gradient[start : start + rows] * grad_output)
+                        vectors = _vectors(self.model(chunk))
+                    rows, width = vectors.shape[0], vectors.shape[1]  # token vectors: the chunk's own width
+                    vectors.backward(gradient[start : start + rows, :width] * grad_output)
                     start += rows
 
 
-def _split(features: TokenBatch, size: int) -> Iterator[TokenBatch]:
+def _split(features: Features, size: int) -> Iterator[Features]:
     """``features`` in consecutive row slices of at most ``size`` rows, each without unused padding."""
-    for start in range(0, features.input_ids.shape[0], size):
-        yield features.select(slice(start, start + size))
+    for start in range(0, _input_ids(features).shape[0], size):
+        rows = slice(start, start + size)
+        yield select_rows(features, rows) if isinstance(features, MultiVectorBatch) else features.select(rows)
+
+
+def _input_ids(features: Features) -> Tensor:
+    return features.tokens.input_ids if isinstance(features, MultiVectorBatch) else features.input_ids
+
+
+def _leaf(outputs: list[Output]) -> Output:
+    """The mini-batches' outputs joined, detached, as a leaf that collects the loss's gradient."""
+    if isinstance(outputs[0], tuple):
+        vectors, mask = cat_rows(outputs)
+        return vectors.detach().requires_grad_(), mask
+    return torch.cat(outputs).detach().requires_grad_()
+
+
+def _vectors(output: Output) -> Tensor:
+    """The differentiable part of a column's output."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 class _RngState:
