@@ -14,14 +14,22 @@ def register(verbs: Any) -> None:
     evaluate = verbs.add_parser("evaluate", help="score a model on MTEB-style task folders")
     options.add_model(
         evaluate,
-        "a sparse model folder (SPLADE) or promptreps is evaluated as a sparse model, a reranker folder or llm as a "
-        "reranker",
+        "a sparse model folder (SPLADE) or promptreps is evaluated as a sparse model, a multi-vector folder "
+        "(ColBERT) as a multi-vector model, a reranker folder or llm as a reranker",
     )
-    evaluate.add_argument(
+    kind = evaluate.add_mutually_exclusive_group()
+    kind.add_argument(
         "--sparse",
         action="store_true",
         help="evaluate --model as a sparse model: a plain encoder folder becomes SPLADE with a new masked-LM head "
         "(a sparse model folder and promptreps are sparse without it)",
+    )
+    kind.add_argument(
+        "--multivector",
+        action="store_true",
+        help="evaluate --model as a multi-vector model (ColBERT, scored by MaxSim on Retrieval, Reranking, STS, "
+        "PairClassification, BitextMining, Summarization): a plain encoder folder gets a new 128-d token projection "
+        "(a MultiVectorEncoder or PyLate folder is multi-vector without it)",
     )
     evaluate.add_argument(
         "--data", required=True, help="a task folder, or a folder whose task folders (with meta.json) are found"
@@ -95,16 +103,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     """The evaluated model and its first stage: a reranker folder (``is_reranker_folder``) or ``llm`` (the packaged
     SmolLM2 yes/no reranker) loads as a reranker with ``--first-stage`` (None without it); a sparse model folder,
-    ``promptreps`` or any model with ``--sparse`` as a sparse model; anything else as a dense model (those two refuse
+    ``promptreps`` or any model with ``--sparse`` as a sparse model; a multi-vector folder or any model with
+    ``--multivector`` as a multi-vector model; anything else as a dense model (the last three refuse
     ``--first-stage`` and ``--top-k``)."""
     from gpte.models.loading import is_reranker_folder, load_reranker
 
     reranker = args.model == "llm" or is_reranker_folder(args.model)
-    if args.sparse and reranker:
-        raise ValueError(
-            f"--sparse loads an encoder as a sparse model (SPLADE); {args.model} is a reranker (a cross-encoder or "
-            "the llm yes/no reranker), evaluated as one without --sparse"
-        )
+    for flag, kind in (("sparse", "a sparse model (SPLADE)"), ("multivector", "a multi-vector model (ColBERT)")):
+        if getattr(args, flag) and reranker:
+            raise ValueError(
+                f"--{flag} loads an encoder as {kind}; {args.model} is a reranker (a cross-encoder or the llm yes/no "
+                f"reranker), evaluated as one without --{flag}"
+            )
     if not reranker:
         for name, value in (("--first-stage", args.first_stage), ("--top-k", args.top_k)):
             if value is not None:
@@ -121,22 +131,28 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
         from gpte.search.lexical import BM25FirstStage
 
         return model, BM25FirstStage()
-    return model, _encoder(argparse.Namespace(**{**vars(args), "sparse": False}), args.first_stage)
+    first_stage_args = argparse.Namespace(**{**vars(args), "sparse": False, "multivector": False})
+    return model, _encoder(first_stage_args, args.first_stage)
 
 
 def _encoder(args: argparse.Namespace, name: str | None) -> Any:
-    """The model ``name`` as a sparse model (``--sparse``, a sparse model folder or ``promptreps``) on ``--device``,
-    else as a dense one with ``--backend`` and the LLM options."""
-    from gpte.models.loading import is_sparse_folder
+    """The model ``name`` on ``--device`` as a sparse model (``--sparse``, a sparse model folder or ``promptreps``)
+    or a multi-vector model (``--multivector`` or a multi-vector folder), else as a dense one with ``--backend`` and
+    the LLM options (which the other two refuse)."""
+    from gpte.models.loading import is_multivector_folder, is_sparse_folder
 
     args = argparse.Namespace(**{**vars(args), "model": name})
-    if not (args.sparse or name == "promptreps" or is_sparse_folder(name)):
+    if args.sparse or name == "promptreps" or is_sparse_folder(name):
+        kind, load = "a sparse model", options.load_sparse_model
+    elif args.multivector or is_multivector_folder(name):
+        kind, load = "a multi-vector model", options.load_multivector_model
+    else:
         return options.load_dense_model(args)
     dense_only = [f"--{option}" for option in options.llm_options(args)]
     dense_only += [f"--backend {args.backend}"] if args.backend != "torch" else []
     if dense_only:
-        raise ValueError(f"{', '.join(dense_only)} apply to dense models; {name} is evaluated as a sparse model")
-    return options.load_sparse_model(args)
+        raise ValueError(f"{', '.join(dense_only)} apply to dense models; {name} is evaluated as {kind}")
+    return load(args)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -8,6 +8,10 @@ A sparse model (``gpte.models.sparse.SparseEncoder``: SPLADE, PromptReps) is eva
 product of its sparse vectors, each result with their mean active dimensions (``gpte.evaluate.sparse``):
 ``evaluate(load_sparse_encoder(folder), tasks)``.
 
+A multi-vector model (``gpte.models.multivector.MultiVectorEncoder``: ColBERT) is evaluated by its own MaxSim on
+Retrieval, Reranking, STS, PairClassification, BitextMining and Summarization, each result with the mean token vectors
+stored per text (``gpte.evaluate.multivector``): ``evaluate(load_multivector_encoder(folder), tasks)``.
+
 A reranker (``gpte.models.protocol.PairScorer``) is evaluated on Reranking tasks, and on Retrieval tasks reranking a
 first stage's top-k: ``evaluate(CrossEncoder.load(folder), tasks, first_stage=Embedder.load(), top_k=100)``.
 """

@@ -2,7 +2,8 @@
 tasks, and a bar chart of the per-type averages (PNG, with matplotlib).
 
 A sparse model's score is followed by the mean active dimensions of its vectors (its result's ``sparsity``):
-``38.17 (q 24.1/d 180.3)`` for queries and documents, ``82.03 (35.2)`` for texts without a role."""
+``38.17 (q 24.1/d 180.3)`` for queries and documents, ``82.03 (35.2)`` for texts without a role; a multi-vector
+model's by the mean token vectors stored per text (its result's ``tokens``): ``38.17 (q 32.0/d 180.3 tokens)``."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def type_averages(results: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 SPARSITY_LEGEND = "(q/d: mean active dimensions of query/document vectors; (n): of the texts without a role)"
+TOKENS_LEGEND = "(q/d tokens: mean token vectors stored per query/document; (n tokens): per text without a role)"
 
 
 def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -58,22 +60,35 @@ def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
             f"{title:<{width}}  "
             + "  ".join(f"{100 * c:{column}.2f}" if c is not None else f"{'-':>{column}}" for c in cells)
         )
-    if any(result.get("sparsity") for results in table.values() for result in results.values()):
-        lines.append(SPARSITY_LEGEND)
+    for key, legend in (("sparsity", SPARSITY_LEGEND), ("tokens", TOKENS_LEGEND)):
+        if any(result.get(key) for results in table.values() for result in results.values()):
+            lines.append(legend)
     return "\n".join(lines)
 
 
 def sparsity_note(sparsity: dict[str, float] | None) -> str:
     """A sparse result's active dimensions, short: ``q 24.1/d 180.3``, or ``35.2`` for texts without a role; "" for
     a dense result."""
-    names = {"query_active_dims": "q ", "document_active_dims": "d ", "active_dims": ""}
-    return "/".join(f"{short}{sparsity[name]:.1f}" for name, short in names.items() if name in (sparsity or {}))
+    return _role_note(sparsity, ("query_active_dims", "document_active_dims", "active_dims"))
+
+
+def tokens_note(tokens: dict[str, float] | None) -> str:
+    """A multi-vector result's mean stored token vectors, short: ``q 32.0/d 180.3 tokens``, or ``35.2 tokens`` for
+    texts without a role; "" for other results."""
+    note = _role_note(tokens, ("query_tokens", "document_tokens", "tokens"))
+    return f"{note} tokens" if note else ""
+
+
+def _role_note(figures: dict[str, float] | None, names: tuple[str, str, str]) -> str:
+    """``q {query}/d {document}`` or ``{no role}`` of the ``names`` (query, document, no role) in ``figures``."""
+    shorts = dict(zip(names, ("q ", "d ", "")))
+    return "/".join(f"{short}{figures[name]:.1f}" for name, short in shorts.items() if name in (figures or {}))
 
 
 def _cell(result: dict[str, Any] | None) -> str:
     if result is None:
         return "-"
-    note = sparsity_note(result.get("sparsity"))
+    note = sparsity_note(result.get("sparsity")) or tokens_note(result.get("tokens"))
     return f"{100 * result['main_score_value']:.2f}" + (f" ({note})" if note else "")
 
 

@@ -64,9 +64,10 @@ class FirstStage:
     """The candidates a reranker reranks on a Retrieval task: each query's ``top_k`` documents by ``model``.
 
     Args:
-        model: a dense model (``gpte.models.protocol.VectorEncoder``, or any object with ``encode(texts, role=...)``)
-            or a sparse one (``gpte.models.protocol.SparseModel``), searched as the Retrieval task type searches; or
-            a ``LexicalRetriever``.
+        model: a dense model (``gpte.models.protocol.VectorEncoder``, or any object with ``encode(texts, role=...)``),
+            a sparse one (``gpte.models.protocol.SparseModel``) or a multi-vector one
+            (``gpte.models.protocol.MultiVectorModel``), searched as the Retrieval task type searches; or a
+            ``LexicalRetriever``.
         batch_size: passed to the model's encode.
         cache: a folder of vectors kept across runs for a model with a fingerprint (``TaskEncoder``).
     """
@@ -173,9 +174,13 @@ class RerankerScoring:
         candidates = {query: {doc: beir.corpus[doc] for doc in docs} for query, docs in top.items()}
         return retrieval_scores(beir.qrels, self.rerank(task, queries, candidates))
 
-    def sparsity(self, task: Task) -> dict[str, float] | None:
-        """None: a reranker's scores come from no vectors (a sparse first stage's are not reported)."""
-        return None
+    def main_score(self, task: Task) -> str:
+        return task.main_score
+
+    def figures(self, task: Task) -> dict[str, dict[str, float]]:
+        """Nothing: a reranker's scores come from no vectors (a sparse or multi-vector first stage's are not
+        reported)."""
+        return {}
 
     def provenance(self, task: Task) -> dict[str, Any]:
         """The first stage of a Retrieval task (name, fingerprint, top_k); nothing for the other types."""

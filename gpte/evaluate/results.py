@@ -13,6 +13,11 @@ dimensions of its vectors, over the distinct texts the task encoded, per role: "
 query-document dot product, SPLADE's FLOPS), {"active_dims"} for the tasks that encode texts without a role. Dense
 results have no "sparsity".
 
+A multi-vector model's result (``gpte.evaluate.multivector``) adds, after "scores", the mean number of token vectors
+stored per distinct text, per role: "tokens": {"query_tokens", "document_tokens"} (Retrieval, Reranking), {"tokens"}
+for texts without a role; its STS and Summarization "main_score" is "spearman" (its own MaxSim's), as it has no
+vector per text for cosine.
+
 Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``).
 """
 

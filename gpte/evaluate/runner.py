@@ -1,7 +1,8 @@
-"""Run tasks on a model (dense, sparse: ``gpte.evaluate.sparse``, or a reranker: ``gpte.evaluate.reranker``): each
-distinct text encoded once per (role, prompt) across all tasks, one result file per task, resumable (a task whose
-result file exists is read, not recomputed, unless ``overwrite``), and a failure in one task never loses the others'
-results. A sparse model's result adds ``sparsity``: the mean active dimensions of its vectors per role."""
+"""Run tasks on a model (dense, sparse: ``gpte.evaluate.sparse``, multi-vector: ``gpte.evaluate.multivector``, or a
+reranker: ``gpte.evaluate.reranker``): each distinct text encoded once per (role, prompt) across all tasks, one result
+file per task, resumable (a task whose result file exists is read, not recomputed, unless ``overwrite``), and a failure
+in one task never loses the others' results. A sparse model's result adds ``sparsity``: the mean active dimensions of
+its vectors per role; a multi-vector model's adds ``tokens``: the mean token vectors stored per text per role."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpte._version import __version__
+from gpte.evaluate import multivector
 from gpte.evaluate.encoder import TaskEncoder, as_vector_encoder
 from gpte.evaluate.reranker import DEFAULT_TOP_K, RerankerScoring, is_pair_scorer
 from gpte.evaluate.results import folder_sha256, read_result, result_path, write_result
@@ -22,6 +24,7 @@ from gpte.evaluate.tasktypes import EVALUATORS
 from gpte.models.protocol import VectorEncoder
 
 logger = logging.getLogger(__name__)
+FIGURES = ("sparsity", "tokens")  # what a result may add about its vectors (``TaskEncoder.figures``)
 
 
 @dataclass
@@ -48,17 +51,20 @@ def evaluate(
     Args:
         model: a gpte model (``gpte.models.protocol.VectorEncoder``); a sparse model
             (``gpte.models.protocol.SparseModel``: ``output_kind`` ``"sparse"``), evaluated on every task type by the
-            dot product of its sparse vectors (``gpte.evaluate.sparse``); any object with ``encode(texts, role=...)``;
-            or a reranker (``gpte.models.protocol.PairScorer``: ``output_kind`` ``"pair_score"``), evaluated on
-            Reranking and Retrieval tasks as mteb evaluates a cross-encoder (``gpte.evaluate.reranker``).
+            dot product of its sparse vectors (``gpte.evaluate.sparse``); a multi-vector model
+            (``gpte.models.protocol.MultiVectorModel``: ``output_kind`` ``"multivector"``, ColBERT), evaluated by its
+            own MaxSim on the types of ``gpte.evaluate.multivector.MULTIVECTOR_TYPES``; any object with
+            ``encode(texts, role=...)``; or a reranker (``gpte.models.protocol.PairScorer``: ``output_kind``
+            ``"pair_score"``), evaluated on Reranking and Retrieval tasks as mteb evaluates a cross-encoder
+            (``gpte.evaluate.reranker``).
         tasks: from ``discover_tasks``/``load_task``.
         output: folder for result files (None: keep results in memory only).
         model_name: the name results are filed under (default: the model's ``name`` attribute).
         overwrite: recompute tasks whose result file exists.
         batch_size: passed to the model's encode (or predict) when it takes one.
         cache: a folder for vectors kept across runs (``gpte.runtime.vector_store``); None: this run only.
-        first_stage: for a reranker on Retrieval tasks, what retrieves the documents it reranks: a dense or sparse
-            model or a ``gpte.evaluate.reranker.LexicalRetriever`` (BM25).
+        first_stage: for a reranker on Retrieval tasks, what retrieves the documents it reranks: a dense, sparse or
+            multi-vector model or a ``gpte.evaluate.reranker.LexicalRetriever`` (BM25).
         top_k: for a reranker on Retrieval tasks, how many first-stage documents per query it reranks.
 
     Raises:
@@ -85,16 +91,18 @@ def evaluate(
         run.results[task.name] = result
         if path:
             write_result(path, result)
-        sparsity = "".join(f", {name} {value:.1f}" for name, value in result.get("sparsity", {}).items())
+        figures = "".join(f", {name} {value:.1f}" for key in FIGURES for name, value in result.get(key, {}).items())
         logger.info(
-            f"[{number}/{len(tasks)}] {task.name}: {task.main_score} = {100 * result['main_score_value']:.2f}{sparsity}"
+            f"[{number}/{len(tasks)}] {task.name}: {result['main_score']} = {100 * result['main_score_value']:.2f}"
+            f"{figures}"
         )
     return run
 
 
 class _Scoring(Protocol):
-    """How a run scores tasks with one model: ``scores(task)``, the model time so far, provenance to add, and the
-    sparsity of the vectors the last ``scores(task)`` made (None: not a sparse model)."""
+    """How a run scores tasks with one model: ``scores(task)``, the name of its main score, the model time so far,
+    provenance to add, and figures about the vectors the last ``scores(task)`` made (``FIGURES``; none for a dense
+    model or a reranker)."""
 
     model: Any
     name: str
@@ -103,13 +111,16 @@ class _Scoring(Protocol):
 
     def scores(self, task: Task) -> dict[str, float]: ...
 
+    def main_score(self, task: Task) -> str: ...
+
     def provenance(self, task: Task) -> dict[str, Any]: ...
 
-    def sparsity(self, task: Task) -> dict[str, float] | None: ...
+    def figures(self, task: Task) -> dict[str, dict[str, float]]: ...
 
 
 class _VectorScoring:
-    """Tasks scored by their type's evaluator (``EVALUATORS``) on a vector encoder's vectors, dense or sparse."""
+    """Tasks scored by their type's evaluator (``EVALUATORS``) on a vector encoder's vectors: dense, sparse, or token
+    vectors (a multi-vector model: the types of ``multivector.MULTIVECTOR_TYPES`` only)."""
 
     def __init__(self, model: Any, batch_size: int, cache: str | Path | None, model_name: str | None) -> None:
         self.model = as_vector_encoder(model)
@@ -122,14 +133,25 @@ class _VectorScoring:
         return self.encoder.seconds
 
     def scores(self, task: Task) -> dict[str, float]:
-        self.encoder.forget_sparsity(task)
+        """The scores of ``task``'s type.
+
+        Raises:
+            ValueError: a multi-vector model on a type it is not evaluated on (the allowed types named).
+        """
+        if self.encoder.multivector:
+            multivector.check_task_type(task.type, task.name)
+        self.encoder.forget_figures(task)
         return EVALUATORS[task.type](task, self.encoder)
+
+    def main_score(self, task: Task) -> str:
+        """The task's main score, or for a multi-vector model its stand-in (``multivector.main_score``)."""
+        return multivector.main_score(task.type, task.main_score) if self.encoder.multivector else task.main_score
 
     def provenance(self, task: Task) -> dict[str, Any]:
         return {}
 
-    def sparsity(self, task: Task) -> dict[str, float] | None:
-        return self.encoder.sparsity(task)
+    def figures(self, task: Task) -> dict[str, dict[str, float]]:
+        return self.encoder.figures(task)
 
 
 def _scoring(
@@ -159,16 +181,16 @@ def _cache_key(model: VectorEncoder, fingerprint: str | None, model_name: str | 
 def _run_task(task: Task, scoring: _Scoring, model_name: str, batch_size: int) -> dict[str, Any]:
     started, encode_before = time.perf_counter(), scoring.seconds
     scores = scoring.scores(task)
-    sparsity = scoring.sparsity(task)
+    main = scoring.main_score(task)
     return {
         "task": task.name,
         "task_type": task.type,
         "split": task.split,
         "language": task.language,
-        "main_score": task.main_score,
-        "main_score_value": scores[task.main_score],
+        "main_score": main,
+        "main_score_value": scores[main],
         "scores": scores,
-        **({"sparsity": sparsity} if sparsity is not None else {}),
+        **scoring.figures(task),
         "provenance": {
             "gpte_version": __version__,
             "model": model_name,

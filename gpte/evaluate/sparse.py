@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.preprocessing import normalize
 
+from gpte.evaluate.figures import DistinctTexts, role_means
 from gpte.similarity import check_similarity
 from gpte.similarity import pairwise_similarity as dense_pairwise
 from gpte.similarity import similarity as dense_matrix
@@ -98,46 +99,39 @@ def predict_in_chunks(model: Any, matrix: Any, columns: np.ndarray) -> np.ndarra
     return np.concatenate(parts)
 
 
-class SparsityCounter:
+class SparsityCounter(DistinctTexts):
     """The active dimensions of the vectors a task encoded for one role, each distinct text counted once.
 
     Attributes:
         texts: distinct texts counted.
-        active: their non-zero weights in all.
+        total: their non-zero weights in all.
         columns: per vocabulary column, how many of them have a weight there.
     """
 
     def __init__(self, dimension: int) -> None:
-        self.seen: set[str] = set()
-        self.texts = 0
-        self.active = 0
+        super().__init__()
         self.columns = np.zeros(dimension, dtype=np.int64)
 
     def add(self, texts: list[str], vectors: Any) -> None:
         """Count the rows of ``vectors`` (CSR, one per text) whose text was not counted yet."""
-        new = [i for i, text in enumerate(texts) if not (text in self.seen or self.seen.add(text))]
+        new = self.new(texts)
         if not new:
             return
         rows = vectors[new]
-        self.texts += len(new)
-        self.active += int(rows.nnz)
+        self.total += int(rows.nnz)
         self.columns += np.bincount(rows.indices, minlength=len(self.columns))[: len(self.columns)]
 
     @property
     def mean_active(self) -> float:
         """The mean number of non-zero weights per vector (``gpte.models.sparse.active_dimensions``)."""
-        return self.active / self.texts if self.texts else 0.0
+        return self.mean
 
 
 def sparsity_figures(counters: dict[str | None, SparsityCounter]) -> dict[str, float]:
     """The sparsity of a task's result: ``{role}_active_dims`` per role the task encoded (``active_dims`` for texts
     without a role), and, when it encoded queries and documents, ``flops``: the expected number of multiplications
     of a query-document dot product, sum over columns of P(query active) * P(document active) (SPLADE's FLOPS)."""
-    figures = {
-        (f"{role}_active_dims" if role else "active_dims"): counters[role].mean_active
-        for role in ("query", "document", None)
-        if role in counters and counters[role].texts
-    }
+    figures = role_means(counters, "active_dims")
     query, document = counters.get("query"), counters.get("document")
     if query is not None and document is not None and query.texts and document.texts:
         figures["flops"] = float(

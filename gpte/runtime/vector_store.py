@@ -12,8 +12,9 @@ folder of one (model fingerprint, role, prompt), so a changed model never reads 
 
 Sparse vectors (``SparseVectorStore``, a sparse model's rows over its vocabulary, kept as rows, never densified) go
 in ``FOLDER/sparse-part-<uuid>.npz`` parts (``keys``, and the CSR arrays ``indptr``, ``indices``, ``data``,
-``shape``): a dense store never reads a sparse part nor a sparse store a dense one, so the two kinds cannot mix even
-in one folder.
+``shape``), and a multi-vector model's token vectors (``TokenVectorStore``, each text's (tokens, dimension) matrix,
+kept ragged) in ``FOLDER/token-part-<uuid>.npz`` parts (``keys``, ``offsets``, ``data``): each kind of store reads its
+own parts only, so the kinds cannot mix even in one folder.
 
 Streaming (``gpte.runtime.streaming``) resumes by position instead: its unit is a chunk of an input file written at
 its offset, byte-identical to an uninterrupted run, with memory flat in the input's size, which a store that looks
@@ -78,9 +79,7 @@ class VectorStore:
         keys = [text_key(text) for text in texts]
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.folder is not None:
-            key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-            with atomic_path(self.folder / f"part-{uuid.uuid4().hex}.npz") as temporary, open(temporary, "wb") as out:
-                np.savez(out, keys=key_array, vectors=vectors)
+            _write_part(self.folder, "part", keys, {"vectors": vectors})
         with self._lock:
             self._loaded().update(zip(keys, vectors))
 
@@ -111,79 +110,61 @@ class VectorStore:
     def _loaded(self) -> dict[bytes, np.ndarray]:
         if self._vectors is None:
             stored: dict[bytes, np.ndarray] = {}
-            parts = sorted(self.folder.glob("part-*.npz")) if self.folder is not None and self.folder.exists() else []
-            for part in parts:
+            for part in _parts(self.folder, "part"):
                 with np.load(part) as arrays:
-                    stored.update(zip((row.tobytes() for row in arrays["keys"]), arrays["vectors"]))
+                    stored.update(zip(_keys(arrays), arrays["vectors"]))
             self._vectors = stored
         return self._vectors
 
 
-SparseRow = tuple[np.ndarray, np.ndarray]  # (column indices int32, weights float32) of one vector, indices sorted
+class _RowStore:
+    """What the stores of rows of unequal size share (``SparseVectorStore``, ``TokenVectorStore``): one row per text
+    by its key, parts ``FOLDER/{PREFIX}-<uuid>.npz`` (``keys`` and the subclass's arrays), rows of one dimension.
 
-
-class SparseVectorStore:
-    """``VectorStore`` for sparse vectors: CSR rows by text for one model and one way of encoding.
+    A subclass says how vectors become part arrays and rows (``_pack``), how a part's arrays become rows again
+    (``_unpack``) and how rows become the vectors ``vectors`` returns (``_assemble``).
 
     Args:
         folder: where parts are kept (None: memory only); read when first used, created when first written.
-        dimension: the vectors' length (a sparse model's vocabulary size); parts of another length are refused.
+        dimension: the vectors' length; vectors or parts of another length are refused (None: the first seen).
     """
+
+    PREFIX = ""  # the parts' file name prefix
+    KIND = ""  # how errors name the vectors
 
     def __init__(self, folder: str | Path | None = None, dimension: int | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
         self.dimension = dimension
-        self._rows: dict[bytes, SparseRow] | None = None
+        self._rows: dict[bytes, Any] | None = None
         self._lock = threading.Lock()
 
     def add(self, texts: Sequence[str], vectors: Any) -> None:
-        """Keep the rows of ``vectors`` (n, dimension) for ``texts``; on disk as one new part.
+        """Keep the rows of ``vectors`` for ``texts``; on disk as one new part.
 
         Raises:
             ValueError: ``vectors`` has another number of rows than ``texts`` or another dimension than the store.
         """
-        import scipy.sparse  # scipy comes with the eval extra; dense stores never need it
-
         if not len(texts):
             return
-        matrix = scipy.sparse.csr_matrix(vectors, dtype=np.float32, copy=True)
-        if matrix.shape[0] != len(texts):
-            raise ValueError(f"{matrix.shape[0]} sparse vectors for {len(texts)} texts")
-        self._check_dimension(matrix.shape[1], "vectors")
-        matrix.sum_duplicates()  # canonical: sorted indices, no repeats
+        arrays, rows, dimension = self._pack(vectors)
+        if len(rows) != len(texts):
+            raise ValueError(f"{len(rows)} {self.KIND} vectors for {len(texts)} texts")
+        self._check_dimension(dimension, "vectors")
         keys = [text_key(text) for text in texts]
         if self.folder is not None:
-            key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-            name = f"sparse-part-{uuid.uuid4().hex}.npz"
-            with atomic_path(self.folder / name) as temporary, open(temporary, "wb") as out:
-                np.savez(
-                    out,
-                    keys=key_array,
-                    indptr=matrix.indptr.astype(np.int64),
-                    indices=matrix.indices.astype(np.int32),
-                    data=matrix.data,
-                    shape=np.array(matrix.shape, dtype=np.int64),
-                )
-        rows = _split_rows(matrix)
+            _write_part(self.folder, self.PREFIX, keys, arrays)
         with self._lock:
             self._loaded().update(zip(keys, rows))
 
     def vectors(self, texts: Sequence[str], encode: Callable[[list[str]], Any]) -> Any:
-        """``scipy.sparse.csr_matrix`` (n, dimension) float32 of ``texts`` in order: stored rows looked up, the
-        others (each distinct text once) made by ``encode`` (a sparse matrix) and kept."""
-        import scipy.sparse
-
+        """The vectors of ``texts`` in order (``_assemble``): stored rows looked up, the others (each distinct text
+        once) made by ``encode`` and kept."""
         distinct = list(dict.fromkeys(texts))
         stored = self._loaded()
         missing = [text for text in distinct if text_key(text) not in stored]
         if missing:
             self.add(missing, encode(missing))
-        rows = [stored[text_key(text)] for text in texts]
-        lengths = np.array([len(indices) for indices, _ in rows], dtype=np.int64)
-        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
-        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
-        return scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(rows), self.dimension or 0))
+        return self._assemble([stored[text_key(text)] for text in texts])
 
     def clear(self) -> None:
         """Forget every vector and delete the folder."""
@@ -195,33 +176,139 @@ class SparseVectorStore:
     def __len__(self) -> int:
         return len(self._loaded())
 
+    def _pack(self, vectors: Any) -> tuple[dict[str, np.ndarray], list[Any], int]:
+        """``vectors`` as (the arrays of a part, one row per text, the dimension)."""
+        raise NotImplementedError
+
+    def _unpack(self, arrays: Any) -> tuple[list[Any], int]:
+        """A part's arrays as (one row per key, the dimension)."""
+        raise NotImplementedError
+
+    def _assemble(self, rows: list[Any]) -> Any:
+        """Rows (of the store's dimension) as the vectors ``vectors`` returns."""
+        raise NotImplementedError
+
     def _check_dimension(self, dimension: int, what: str) -> None:
         if self.dimension is None:
             self.dimension = dimension
         elif dimension != self.dimension:
-            raise ValueError(f"{what} have {dimension} dimensions, the sparse store {self.dimension}")
+            raise ValueError(f"{what} have {dimension} dimensions, the {self.KIND} store {self.dimension}")
 
-    def _loaded(self) -> dict[bytes, SparseRow]:
+    def _loaded(self) -> dict[bytes, Any]:
         if self._rows is None:
-            import scipy.sparse
-
-            stored: dict[bytes, SparseRow] = {}
-            parts = (
-                sorted(self.folder.glob("sparse-part-*.npz"))
-                if self.folder is not None and self.folder.exists()
-                else []
-            )
-            for part in parts:
+            stored: dict[bytes, Any] = {}
+            for part in _parts(self.folder, self.PREFIX):
                 with np.load(part) as arrays:
-                    shape = tuple(int(n) for n in arrays["shape"])
-                    self._check_dimension(shape[1], f"the vectors of {part}")
-                    matrix = scipy.sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
-                    stored.update(zip((row.tobytes() for row in arrays["keys"]), _split_rows(matrix)))
+                    rows, dimension = self._unpack(arrays)
+                    self._check_dimension(dimension, f"the vectors of {part}")
+                    stored.update(zip(_keys(arrays), rows))
             self._rows = stored
         return self._rows
+
+
+SparseRow = tuple[np.ndarray, np.ndarray]  # (column indices int32, weights float32) of one vector, indices sorted
+
+
+class SparseVectorStore(_RowStore):
+    """``VectorStore`` for sparse vectors: CSR rows by text for one model and one way of encoding.
+
+    ``add`` takes a sparse matrix (n, dimension) (or anything ``scipy.sparse.csr_matrix`` takes); ``vectors`` gives
+    a ``scipy.sparse.csr_matrix`` (n, dimension) float32 (sorted indices, no repeats). Parts: ``sparse-part-*.npz``
+    with the CSR arrays ``indptr``, ``indices``, ``data``, ``shape``.
+
+    Args:
+        folder: where parts are kept (None: memory only); read when first used, created when first written.
+        dimension: the vectors' length (a sparse model's vocabulary size); parts of another length are refused.
+    """
+
+    PREFIX, KIND = "sparse-part", "sparse"
+
+    def _pack(self, vectors: Any) -> tuple[dict[str, np.ndarray], list[SparseRow], int]:
+        import scipy.sparse  # scipy comes with the eval extra; dense stores never need it
+
+        matrix = scipy.sparse.csr_matrix(vectors, dtype=np.float32, copy=True)
+        matrix.sum_duplicates()  # canonical: sorted indices, no repeats
+        arrays = {
+            "indptr": matrix.indptr.astype(np.int64),
+            "indices": matrix.indices.astype(np.int32),
+            "data": matrix.data,
+            "shape": np.array(matrix.shape, dtype=np.int64),
+        }
+        return arrays, _split_rows(matrix), matrix.shape[1]
+
+    def _unpack(self, arrays: Any) -> tuple[list[SparseRow], int]:
+        import scipy.sparse
+
+        shape = tuple(int(n) for n in arrays["shape"])
+        matrix = scipy.sparse.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        return _split_rows(matrix), shape[1]
+
+    def _assemble(self, rows: list[SparseRow]) -> Any:
+        import scipy.sparse
+
+        lengths = np.array([len(indices) for indices, _ in rows], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
+        data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, dtype=np.float32)
+        return scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(rows), self.dimension or 0))
+
+
+class TokenVectorStore(_RowStore):
+    """``VectorStore`` for a multi-vector model's token vectors: each text's (tokens, dimension) float32 matrix, kept
+    ragged (a text of no token keeps an empty matrix).
+
+    ``add`` takes ``gpte.models.multivector.TokenVectors`` (or one (tokens, dimension) array per text); ``vectors``
+    gives ``TokenVectors``. Parts: ``token-part-*.npz`` with ``offsets`` (texts + 1,) int64 and ``data`` (tokens,
+    dimension) float32, text i's rows ``offsets[i]:offsets[i + 1]`` (the layout of ``TokenVectors``). Memory: 4 bytes
+    x dimension per stored token.
+
+    Args:
+        folder: where parts are kept (None: memory only); read when first used, created when first written.
+        dimension: the token vectors' length; vectors or parts of another length are refused.
+    """
+
+    PREFIX, KIND = "token-part", "token"
+
+    def _pack(self, vectors: Any) -> tuple[dict[str, np.ndarray], list[np.ndarray], int]:
+        from gpte.models.multivector.vectors import TokenVectors
+
+        tokens = vectors if isinstance(vectors, TokenVectors) else TokenVectors.from_list(list(vectors))
+        data = np.ascontiguousarray(tokens.data, dtype=np.float32)
+        return {"offsets": tokens.offsets, "data": data}, _split_ragged(data, tokens.offsets), tokens.dim
+
+    def _unpack(self, arrays: Any) -> tuple[list[np.ndarray], int]:
+        data = arrays["data"]
+        return _split_ragged(data, arrays["offsets"]), int(data.shape[1])
+
+    def _assemble(self, rows: list[np.ndarray]) -> Any:
+        from gpte.models.multivector.vectors import TokenVectors
+
+        return TokenVectors.from_list(rows, self.dimension)
+
+
+def _write_part(folder: Path, prefix: str, keys: list[bytes], arrays: dict[str, np.ndarray]) -> None:
+    """One new part ``folder/{prefix}-<uuid>.npz`` holding ``keys`` ((n, 32) uint8) and ``arrays``, written under a
+    temporary name and renamed when complete."""
+    key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+    with atomic_path(folder / f"{prefix}-{uuid.uuid4().hex}.npz") as temporary, open(temporary, "wb") as out:
+        np.savez(out, keys=key_array, **arrays)
+
+
+def _parts(folder: Path | None, prefix: str) -> list[Path]:
+    """The parts ``folder/{prefix}-*.npz``, sorted (none when there is no folder)."""
+    return sorted(folder.glob(f"{prefix}-*.npz")) if folder is not None and folder.exists() else []
+
+
+def _keys(arrays: Any) -> list[bytes]:
+    return [row.tobytes() for row in arrays["keys"]]
 
 
 def _split_rows(matrix: Any) -> list[SparseRow]:
     """Each row's (indices int32, data float32): views of one copy of ``matrix``'s arrays."""
     indices, data, bounds = matrix.indices.astype(np.int32), matrix.data.astype(np.float32), matrix.indptr
     return [(indices[bounds[i] : bounds[i + 1]], data[bounds[i] : bounds[i + 1]]) for i in range(len(bounds) - 1)]
+
+
+def _split_ragged(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """Each text's rows ``data[offsets[i]:offsets[i + 1]]`` (views)."""
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]

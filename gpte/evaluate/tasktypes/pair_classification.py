@@ -5,7 +5,9 @@ similar), dot product — the best accuracy and best F1 over all thresholds (a t
 tied scores), the precision/recall at the best F1, and average precision (scikit-learn). ``max_*`` is
 the best over the five scores. Main score: ``max_ap``.
 
-A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``).
+A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``). A
+multi-vector model has no vector per text: only its own score of each pair (MaxSim, sentence1 the query side) is
+thresholded, so ``max_*`` are its ``similarity_*`` (``gpte.evaluate.multivector``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     rows = read_rows(task.path / f"{task.split}.jsonl", ("sentence1", "sentence2", "label"))
     first = encoder.encode([row["sentence1"] for row in rows], task)
     second = encoder.encode([row["sentence2"] for row in rows], task)
-    return pair_classification_scores(
-        first, second, np.array([int(row["label"]) for row in rows]), encoder.similarity_name
-    )
+    labels = np.array([int(row["label"]) for row in rows])
+    if encoder.multivector:
+        return threshold_scores([("similarity", encoder.pairwise_similarity(first, second), True)], labels)
+    return pair_classification_scores(first, second, labels, encoder.similarity_name)
 
 
 def pair_classification_scores(
@@ -45,6 +48,12 @@ def pair_classification_scores(
         ("euclidean", paired_euclidean_distances(first, second), False),
         ("dot", dot, True),
     ]
+    return threshold_scores(candidates, labels)
+
+
+def threshold_scores(candidates: list[tuple[str, Any, bool]], labels: np.ndarray) -> dict[str, float]:
+    """``{name}_{metric}`` (``threshold_metrics``) of each candidate (name, one score per pair, whether higher means
+    more similar), and ``max_{metric}``: the best over the candidates."""
     scores: dict[str, float] = {}
     for name, values, higher_is_similar in candidates:
         for metric, value in threshold_metrics(np.asarray(values, dtype=np.float64), labels, higher_is_similar).items():

@@ -12,13 +12,16 @@ Reranking rows ``{query, positive[], negative[]}`` become one query each (rows w
 a negative are dropped), its candidates the documents (relevance 1/0), named as mteb names them so
 ties break alike. Main score: ``map_at_1000``.
 
-A sparse model's vectors stay sparse: queries and documents are compared by sparse products
-(``gpte.evaluate.sparse.similarity``), chunk by chunk as dense ones are.
+Queries and documents are compared by the model's similarity (``TaskEncoder.similarity``), the corpus chunk by
+chunk: a sparse model's vectors stay sparse (sparse products, ``gpte.evaluate.sparse.similarity``); a multi-vector
+model's token vectors are scored by its own MaxSim (``gpte.evaluate.multivector``; on Reranking each query against
+its own candidates, as mteb's MultiVectorWrapper scores them).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +30,17 @@ import pytrec_eval
 import torch
 
 from gpte.data.mteb_folders import RetrievalData, read_beir, read_rows
-from gpte.evaluate import sparse
 from gpte.evaluate.encoder import TaskEncoder
+from gpte.evaluate.multivector import row_count
 from gpte.evaluate.tasks import Task
-from gpte.similarity import pairwise_similarity, similarity
+from gpte.similarity import pairwise_similarity
 
 K_VALUES = (1, 3, 5, 10, 20, 100, 1000)
 CORPUS_CHUNK = 50_000  # documents encoded and searched at a time: memory stays flat on large corpora
 
 Run = dict[str, dict[str, float]]  # query id -> document id -> score
 Qrels = dict[str, dict[str, int]]
+Scorer = Callable[[Any, Any], np.ndarray]  # (queries' vectors, documents' vectors) -> (queries, documents) scores
 
 
 @dataclass
@@ -84,7 +88,7 @@ def dense_run(
         list(queries),
         corpus,
         lambda texts: encoder.encode(texts, task, role="document"),
-        encoder.similarity_name,
+        encoder.similarity,
         top_k,
     )
 
@@ -98,12 +102,12 @@ def evaluate_reranking(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     run: Run = {}
     for index, (query_id, docs) in enumerate(data.candidates.items()):
         doc_vectors = encoder.encode(list(docs.values()), task, role="document")
-        if sparse.is_sparse(query_vectors):
-            scores = sparse.similarity(query_vectors[index], doc_vectors, encoder.similarity_name)[0]
-        else:
+        if isinstance(query_vectors, np.ndarray):
             scores = pairwise_similarity(
                 np.repeat(query_vectors[index][None], len(docs), axis=0), doc_vectors, encoder.similarity_name
             )
+        else:  # sparse rows, token vectors: the query (one row) against its candidates
+            scores = encoder.similarity(query_vectors[index : index + 1], doc_vectors)[0]
         run[query_id] = dict(zip(docs, scores.tolist()))
     return retrieval_scores(data.qrels, run)
 
@@ -112,24 +116,26 @@ def search(
     queries: Any,
     query_ids: list[str],
     corpus: dict[str, str],
-    encode_documents,
-    similarity_name: str,
+    encode_documents: Callable[[list[str]], Any],
+    score: Scorer,
     top_k: int = max(K_VALUES),
 ) -> Run:
-    """The ``top_k`` documents of each query, encoding and scoring the corpus ``CORPUS_CHUNK`` documents at a time.
+    """The ``top_k`` documents of each query, encoding and scoring the corpus ``CORPUS_CHUNK`` documents at a time:
+    memory holds one chunk's (queries, chunk) scores and each query's best ``top_k`` so far.
 
-    ``queries``: an (n, d) array, or a sparse matrix (then ``encode_documents`` gives sparse matrices too)."""
-    query_tensor = None if sparse.is_sparse(queries) else torch.from_numpy(queries)
+    Args:
+        queries: the queries' vectors (an (n, d) array, a sparse matrix or ``TokenVectors``, one per query id).
+        encode_documents: texts -> their vectors, of the kind of ``queries``.
+        score: (queries, documents) -> their (n, documents) scores (``TaskEncoder.similarity``).
+    """
+    if row_count(queries) != len(query_ids):
+        raise ValueError(f"{row_count(queries)} query vectors for {len(query_ids)} query ids")
     doc_ids = list(corpus)
     best_scores = torch.empty((len(query_ids), 0))
     best_docs = torch.empty((len(query_ids), 0), dtype=torch.long)
     for start in range(0, len(doc_ids), CORPUS_CHUNK):
         chunk = doc_ids[start : start + CORPUS_CHUNK]
-        documents = encode_documents([corpus[d] for d in chunk])
-        if query_tensor is None:
-            scores = torch.from_numpy(sparse.similarity(queries, documents, similarity_name))
-        else:
-            scores = similarity(query_tensor, torch.from_numpy(documents), similarity_name)
+        scores = torch.from_numpy(np.asarray(score(queries, encode_documents([corpus[d] for d in chunk]))))
         merged_scores = torch.cat([best_scores, scores], dim=1)
         merged_docs = torch.cat([best_docs, torch.arange(start, start + len(chunk)).expand(len(query_ids), -1)], dim=1)
         keep = min(top_k, merged_scores.size(1))
@@ -146,6 +152,8 @@ def retrieval_scores(qrels: Qrels, run: Run, k_values: tuple[int, ...] = K_VALUE
     ks = ",".join(str(k) for k in k_values)
     measures = {f"map_cut.{ks}", f"ndcg_cut.{ks}", f"recall.{ks}", f"P.{ks}", f"success.{ks}"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+    if not per_query:
+        raise ValueError("no query of the run has qrels: nothing to score (every query was dropped or unjudged)")
     names = {
         "ndcg_at": "ndcg_cut",
         "map_at": "map_cut",

@@ -4,7 +4,9 @@ Scores: Pearson and Spearman of cosine, negative Manhattan and negative Euclidea
 the model's own similarity (``pearson``/``spearman``); gold scores are first mapped to [0, 1] with the
 task's ``score_range``. Main score: ``cosine_spearman``.
 
-A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``).
+A sparse model's vectors stay sparse (scikit-learn's paired distances take them; ``gpte.evaluate.sparse``). A
+multi-vector model has no vector per text: its own score of each pair (MaxSim, sentence1 the query side) gives
+``pearson``/``spearman`` only, and ``spearman`` is its main score (``gpte.evaluate.multivector``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
     second = encoder.encode([row["sentence2"] for row in rows], task)
     low, high = task.metadata.get("score_range", (0, 5))
     gold = [(float(row["score"]) - low) / (high - low) for row in rows]
+    if encoder.multivector:
+        return correlations(gold, {"": encoder.pairwise_similarity(first, second)})
     return sts_scores(first, second, gold, encoder.similarity_name)
 
 
@@ -38,6 +42,12 @@ def sts_scores(first: Any, second: Any, gold: list[float], similarity: str = "co
         "euclidean": -paired_euclidean_distances(first, second),
         "": pairwise_similarity(first, second, similarity),
     }
+    return correlations(gold, predictions)
+
+
+def correlations(gold: list[float], predictions: dict[str, Any]) -> dict[str, float]:
+    """``{name}_pearson`` and ``{name}_spearman`` (``pearson``, ``spearman`` for the name "") of ``gold`` with each
+    of ``predictions`` (name -> one predicted score per pair)."""
     scores = {}
     for name, predicted in predictions.items():
         prefix = f"{name}_" if name else ""

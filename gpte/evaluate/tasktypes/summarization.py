@@ -6,11 +6,16 @@ summary's predicted score is its highest similarity to the text's human summarie
 the model's own). Per text, Spearman and Pearson between predicted and human scores; texts where
 either is constant are skipped. Scores are means over texts. Main score: ``cosine_spearman``.
 
-A sparse model's vectors stay sparse: similarities by sparse products (``gpte.evaluate.sparse``).
+A sparse model's vectors stay sparse: similarities by sparse products (``gpte.evaluate.sparse``). A multi-vector
+model has no vector per text: a machine summary's score is its highest MaxSim against the human summaries (the
+machine summary the query side), giving ``spearman``/``pearson`` only; texts where those scores are constant are
+skipped, and ``spearman`` is its main score (``gpte.evaluate.multivector``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,8 @@ def evaluate(task: Task, encoder: TaskEncoder) -> dict[str, float]:
         machine = encoder.encode(row["machine_summaries"], task)
         gold = [(float(score) - low) / (high - low) for score in row["relevance"]]
         samples.append((human, machine, gold))
+    if encoder.multivector:
+        return summary_correlations(samples, {"": encoder.similarity}, constant_skips=("",))
     return summarization_scores(samples, encoder.similarity_name)
 
 
@@ -41,25 +48,38 @@ def summarization_scores(
 ) -> dict[str, float]:
     """``samples``: per text, human summary vectors, machine summary vectors (arrays, or sparse matrices), human
     scores of the machine ones."""
+    scorers = {
+        "cosine": partial(similarity, name="cosine"),
+        "dot": partial(similarity, name="dot"),
+        "": partial(similarity, name=similarity_name),
+    }
+    return summary_correlations(samples, scorers, constant_skips=("dot", "cosine"))
+
+
+def summary_correlations(
+    samples: list[tuple[Any, Any, list[float]]],
+    scorers: dict[str, Callable[[Any, Any], np.ndarray]],
+    constant_skips: tuple[str, ...],
+) -> dict[str, float]:
+    """Means over texts of ``{name}_spearman``/``{name}_pearson`` (``spearman``/``pearson`` for the name "")
+    between human scores and each scorer's predictions: per machine summary, its highest score (scorer(machine,
+    human): (machines, humans)) against the text's human summaries. A text is skipped when its human scores, or the
+    predictions of a scorer in ``constant_skips`` (mteb: dot and cosine), are constant.
+
+    Raises:
+        ValueError: every text is skipped.
+    """
     correlations: dict[str, list[float]] = {
-        name: [] for name in ("cosine_spearman", "cosine_pearson", "dot_spearman", "dot_pearson", "spearman", "pearson")
+        f"{name}_{measure}" if name else measure: [] for name in scorers for measure in ("spearman", "pearson")
     }
     for human, machine, gold in samples:
-        predicted = {
-            "cosine": similarity(machine, human, "cosine").max(axis=1),
-            "dot": similarity(machine, human, "dot").max(axis=1),
-            "": similarity(machine, human, similarity_name).max(axis=1),
-        }
-        if (
-            len(set(gold)) == 1
-            or len(set(predicted["dot"].tolist())) == 1
-            or len(set(predicted["cosine"].tolist())) == 1
-        ):
+        predicted = {name: np.asarray(score(machine, human)).max(axis=1) for name, score in scorers.items()}
+        if len(set(gold)) == 1 or any(len(set(predicted[name].tolist())) == 1 for name in constant_skips):
             continue
         for name, values in predicted.items():
             prefix = f"{name}_" if name else ""
             correlations[f"{prefix}spearman"].append(float(spearmanr(gold, values).statistic))
             correlations[f"{prefix}pearson"].append(float(pearsonr(gold, values).statistic))
-    if not correlations["cosine_spearman"]:
+    if not next(iter(correlations.values())):
         raise ValueError("every text has constant human or predicted scores; nothing to correlate")
     return {name: float(np.mean(values)) for name, values in correlations.items()}

@@ -21,6 +21,7 @@ from gpte.models.multivector.vectors import TokenVectors
 SIMILARITIES = ("maxsim", "meanmaxsim")
 EMPTY_DOCUMENT_SCORE = -1e9
 SCORE_BUDGET = 50_000_000  # query tokens x document tokens scored at once by maxsim_matrix
+QUERY_GROUP = 64  # queries scored together by maxsim_matrix
 
 
 def check_similarity(name: str) -> str:
@@ -56,18 +57,22 @@ def maxsim_pairwise(
 
 
 def maxsim_matrix(queries: TokenVectors, documents: TokenVectors, similarity: str = "maxsim") -> np.ndarray:
-    """Scores (len(queries), len(documents)) float32, documents taken in blocks so that a block's token scores stay
-    under ``SCORE_BUDGET`` (and sorted by length within, so padding stays small)."""
+    """Scores (len(queries), len(documents)) float32: queries in groups of ``QUERY_GROUP`` and documents in blocks so
+    that a block's token scores stay under ``SCORE_BUDGET``, each sorted by length so that padding stays small."""
     check_similarity(similarity)
     scores = np.zeros((len(queries), len(documents)), dtype=np.float32)
     if not len(queries) or not len(documents):
         return scores
-    query_tensor, query_mask = queries.padded()
     order = np.argsort(documents.lengths, kind="stable")
+    by_length = np.argsort(queries.lengths, kind="stable")
     with torch.inference_mode():
-        for rows in _blocks(order, documents.lengths[order], query_mask.numel()):
-            block, block_mask = documents.padded(rows)
-            scores[:, rows] = maxsim(query_tensor, query_mask, block, block_mask, similarity == "meanmaxsim").numpy()
+        for start in range(0, len(queries), QUERY_GROUP):  # queries of similar length together: little padding
+            query_rows = by_length[start : start + QUERY_GROUP]
+            query_tensor, query_mask = queries.padded(query_rows)
+            for rows in _blocks(order, documents.lengths[order], query_mask.numel()):
+                block, block_mask = documents.padded(rows)
+                part = maxsim(query_tensor, query_mask, block, block_mask, similarity == "meanmaxsim").numpy()
+                scores[np.ix_(query_rows, rows)] = part
     return scores
 
 
