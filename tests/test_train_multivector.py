@@ -380,3 +380,22 @@ def test_the_example_recipe_is_valid():
     options = _multivector_options(stage.model_options)
     assert options["dimension"] == 128 and options["skiplist"] == list(string.punctuation)
     assert options["prompts"] == PROMPTS and options["query_expansion"]["length"] == 32
+
+
+def test_evaluation_during_training_scores_by_maxsim_and_keeps_the_best_checkpoint(tiny_models, shared_data, tmp_path):
+    from gpte.evaluate import evaluate
+    from gpte.evaluate.tasks import load_task
+
+    data = read_training_data(shared_data / "sts/stsb-en/train.jsonl", columns=["sentence1", "sentence2"], limit=32)
+    model = load_multivector_encoder(tiny_models["bert"], dimension=16, device="cpu", **COLBERT)
+    task = load_task(shared_data / "sts/stsb-en")
+    config = TrainingConfig(max_steps=4, batch_size=8, learning_rate=5e-3, eval_steps=2, warmup_ratio=0)
+    result = train(model, build_loss("colbert_infonce", model), [data], config, tmp_path / "run", eval_tasks=[task])
+    assert len(result.eval_history) == 2 and result.best_score == max(e["eval_score"] for e in result.eval_history)
+    best = load_multivector_encoder(result.best_checkpoint, device="cpu")
+    run = evaluate(best, [task])
+    (final,) = run.results.values()
+    assert final["main_score"] == "spearman"  # of MaxSim scores: a multi-vector model has no cosine
+    assert 100 * final["main_score_value"] == pytest.approx(
+        result.best_score, abs=1e-4
+    )  # the score of the kept checkpoint
