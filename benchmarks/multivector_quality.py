@@ -25,13 +25,9 @@ import argparse
 import time
 from pathlib import Path
 
-from reranker_quality import CRANFIELD_NEGATIVES, split_cranfield
-from sparse_quality import cpu_line, ndcg10, rankings_from_scores, report, train
+from sparse_quality import cpu_line, cranfield_training, ndcg10, rankings_from_scores, report, train
 
 from gpte import Embedder
-from gpte.data.mteb_folders import read_beir
-from gpte.datagen.mining import mine_hard_negatives
-from gpte.datagen.negatives import NegativeRules
 from gpte.evaluate.tasktypes.retrieval import judged_queries
 from gpte.models.multivector import TokenVectors, load_multivector_encoder
 from gpte.models.multivector.token_pooling import HierarchicalTokenPooling
@@ -54,20 +50,7 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(cpu_line())
-    odd, even = split_cranfield(out)
-    mined = out / "cranfield-odd-negatives.jsonl"
-    if not mined.exists():
-        mine_hard_negatives(
-            odd,
-            odd / "corpus.jsonl",
-            mined,
-            embedder=Embedder.load(device="cpu"),
-            rules=NegativeRules(num_negatives=CRANFIELD_NEGATIVES, range_min=10, range_max=50, sampling="random"),
-            split="test",
-            show_progress=False,
-        )
-    data = [{"path": str(mined), "columns": ["query", "positive"], "negatives": "negatives"}]
-    test = read_beir(even, "test")
+    data, test = cranfield_training(out, Embedder.load(device="cpu"))
     queries = judged_queries(test)
     query_ids, query_texts = list(queries), list(queries.values())
     doc_ids, doc_texts = list(test.corpus), list(test.corpus.values())

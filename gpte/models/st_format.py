@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpte._version import __version__
 from gpte.errors import ModelLoadError
 
 GPTE_CONFIG = "gpte_config.json"
@@ -216,3 +217,27 @@ def read_json(path: Path) -> Any:
 def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def st_model_config(model_type: str, prompts: Any, similarity: str, **extra: Any) -> dict[str, Any]:
+    """A ``config_sentence_transformers.json`` for a model of ``model_type`` (``SparseEncoder``,
+    ``MultiVectorEncoder``) written by gpte: its prompts (``gpte.prompts.Prompts`` or None) as sentence-transformers
+    prefixes (a template that is not ``prefix + {text}`` as it is), the default prompt, the similarity and ``extra``
+    keys, sorted as sentence-transformers sorts them."""
+    import torch
+
+    strings = {"query": "", "document": ""}
+    if prompts is not None:
+        strings |= {
+            name: template.prefix if template.prefix is not None else template.template
+            for name, template in prompts.templates.items()
+        }
+    config = {
+        "__version__": {"gpte": __version__, "pytorch": torch.__version__},
+        "default_prompt_name": prompts.default if prompts is not None else None,
+        "model_type": model_type,
+        "prompts": strings,
+        "similarity_fn_name": similarity,
+        **extra,
+    }
+    return dict(sorted(config.items()))

@@ -32,7 +32,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AddedToken
 
-from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import Backbone, resolve_device
@@ -40,7 +39,7 @@ from gpte.models.loading import is_multivector_folder
 from gpte.models.model_card import CARD_FILE, model_card
 from gpte.models.multivector.encoder import MultiVectorEncoder, QueryExpansion
 from gpte.models.sources import resolve_model
-from gpte.models.st_format import read_json, read_layout, write_json
+from gpte.models.st_format import read_json, read_layout, st_model_config, write_json
 from gpte.models.tokenization import tokenizer_limit
 from gpte.prompts import Prompts
 
@@ -356,17 +355,4 @@ def _write_layout(model: MultiVectorEncoder, folder: Path) -> None:
             for i, (kind, path) in enumerate(zip(kinds, paths))
         ],
     )
-    prompts = {"query": "", "document": ""} | {
-        name: template.prefix if template.prefix is not None else template.template
-        for name, template in model.prompts.templates.items()
-    }
-    write_json(
-        folder / ST_CONFIG,
-        {
-            "__version__": {"gpte": __version__, "pytorch": torch.__version__},
-            "default_prompt_name": model.prompts.default,
-            "model_type": "MultiVectorEncoder",
-            "prompts": prompts,
-            "similarity_fn_name": model.similarity_name,
-        },
-    )
+    write_json(folder / ST_CONFIG, st_model_config("MultiVectorEncoder", model.prompts, model.similarity_name))

@@ -29,12 +29,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from gpte._version import __version__
 from gpte.errors import ModelLoadError
 from gpte.models.embedder import POOLER_WEIGHTS, Embedder, load_pooler_weights
 from gpte.models.sources import resolve_model
 from gpte.models.sparse.heads import SparseHead
-from gpte.models.st_format import GPTE_CONFIG, read_json, write_json
+from gpte.models.st_format import GPTE_CONFIG, read_json, st_model_config, write_json
 from gpte.models.tokenization import TextTokenizer, TokenBatch, TokenizedTexts
 from gpte.prompts import PromptTemplate
 
@@ -520,22 +519,9 @@ def _dense_embedder(folder: Path, modules: list[dict[str, Any]], dtype: Any, tru
 
 
 def _st_config(model: Any, head: CSRHead) -> dict[str, Any]:
-    prompts = getattr(model, "prompts", None)
-    strings = {"query": "", "document": ""}
-    if prompts is not None:
-        strings |= {
-            name: template.prefix if template.prefix is not None else template.template
-            for name, template in prompts.templates.items()
-        }
     top_k = getattr(model, "top_k", None)
-    return {
-        "__version__": {"gpte": __version__, "pytorch": torch.__version__},
-        "default_prompt_name": prompts.default if prompts is not None else None,
-        "max_active_dims": top_k if top_k is not None else head.autoencoder.k,
-        "model_type": "SparseEncoder",
-        "prompts": strings,
-        "similarity_fn_name": "dot",
-    }
+    max_active_dims = top_k if top_k is not None else head.autoencoder.k
+    return st_model_config("SparseEncoder", getattr(model, "prompts", None), "dot", max_active_dims=max_active_dims)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:

@@ -25,7 +25,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from gpte._version import __version__
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import parse_dtype, resolve_device
@@ -36,7 +35,7 @@ from gpte.models.sources import resolve_model
 from gpte.models.sparse.csr import CSRHead, is_csr_modules, read_csr, write_csr
 from gpte.models.sparse.encoder import SparseEncoder
 from gpte.models.sparse.heads import PromptRepsHead, SpladeHead, StaticQueryHead
-from gpte.models.st_format import read_json, write_json
+from gpte.models.st_format import read_json, st_model_config, write_json
 from gpte.models.tokenization import tokenizer_limit
 from gpte.prompts import Prompts
 
@@ -268,21 +267,8 @@ def _write_st_layout(model: SparseEncoder, folder: Path) -> None:
         write_json(folder / ROUTER_CONFIG, router)
         modules = [_module(0, "", "router")]
     write_json(folder / "modules.json", modules)
-    prompts = {"query": "", "document": ""} | {
-        name: template.prefix if template.prefix is not None else template.template
-        for name, template in model.prompts.templates.items()
-    }
-    write_json(
-        folder / ST_CONFIG,
-        {
-            "__version__": {"gpte": __version__, "pytorch": torch.__version__},
-            "default_prompt_name": model.prompts.default,
-            "max_active_dims": model.top_k,
-            "model_type": "SparseEncoder",
-            "prompts": prompts,
-            "similarity_fn_name": "dot",
-        },
-    )
+    config = st_model_config("SparseEncoder", model.prompts, "dot", max_active_dims=model.top_k)
+    write_json(folder / ST_CONFIG, config)
 
 
 def _write_transformer(model: SparseEncoder, folder: Path) -> None:
