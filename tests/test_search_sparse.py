@@ -24,6 +24,8 @@ from gpte.search.query import SEARCH_MODES, mode_retrievers
 from gpte.search.ranking import DocumentLayout
 from gpte.search.sparse import SparseSearcher, load_postings
 
+WITHOUT_TOKENS = tuple(mode for mode in SEARCH_MODES if "multivector" not in mode_retrievers(mode))
+
 TEXTS = {
     "a.txt": "Wings stall when the angle of attack is too high for the airflow to follow the surface.",
     "b.txt": "The boundary layer thickens downstream along a flat plate in laminar flow.",
@@ -244,7 +246,7 @@ def sparse_brute_force(model, index, query, allowed_docs=None):
 def test_sparse_search_in_the_index_ranks_documents_by_their_best_chunk(built, hashing):
     report, index, _ = built
     assert (report.documents, report.sparse_encoded) == (5, len(set(index.snapshot.chunks.texts)))
-    assert index.modes == SEARCH_MODES  # dense, sparse and BM25: every mode
+    assert index.modes == WITHOUT_TOKENS  # dense, sparse and BM25: every mode without token vectors
     assert index.snapshot.manifest["sparse_model_key"] == hashing.fingerprint
     assert (index.snapshot.folder / "sparse" / "format.json").is_file()
     for query in ("why does a wing stall", "hypersonic stagnation heat", "shock pressure"):
@@ -259,7 +261,7 @@ def test_sparse_search_in_the_index_ranks_documents_by_their_best_chunk(built, h
 
 def test_filters_work_in_every_mode(built, hashing):
     _, index, _ = built
-    for mode in SEARCH_MODES:
+    for mode in WITHOUT_TOKENS:
         hits = index.search(
             "wing stall hypersonic shock boundary", k=5, mode=mode, filters={"source": ["b.txt", "d.txt"]}
         )
@@ -470,5 +472,5 @@ def test_sparse_only_index_with_the_tiny_splade_reopens_its_model_by_name(tiny_m
         index.search(query, mode="dense")
     with pytest.raises(ValueError, match="built without a dense model; open it without an embedder"):
         Index.open(tmp_path / "index", embedder=splade)
-    with pytest.raises(ValueError, match="an index needs a dense model or a sparse model"):
+    with pytest.raises(ValueError, match="an index needs a dense, sparse or multi-vector model"):
         build_index(tmp_path / "none", source, dense=False, show_progress=False)

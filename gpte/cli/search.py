@@ -35,7 +35,14 @@ def register(verbs: Any) -> None:
         help="also index a sparse model's vectors (a SparseEncoder folder, promptreps, or an encoder as SPLADE); "
         "an existing index keeps its own",
     )
-    index.add_argument("--no-dense", action="store_true", help="no dense vectors (needs --sparse)")
+    index.add_argument(
+        "--multivector",
+        default=None,
+        metavar="MODEL",
+        help="also index a multi-vector model's token vectors (a MultiVectorEncoder or PyLate folder: ColBERT), "
+        "searched with --mode multivector; an existing index keeps its own",
+    )
+    index.add_argument("--no-dense", action="store_true", help="no dense vectors (needs --sparse or --multivector)")
     index.add_argument("--no-lexical", action="store_true", help="no BM25")
     options.add_batch_size(index)
     options.add_index_location(index)
@@ -70,8 +77,9 @@ def register(verbs: Any) -> None:
     search.add_argument(
         "--mode",
         default=None,
-        help="dense, sparse, lexical, hybrid (dense+lexical), or retrievers joined by + in that order "
-        "(dense+sparse, sparse+lexical, dense+sparse+lexical); default: dense, or sparse for an index without dense",
+        help="dense, sparse, multivector, lexical, hybrid (dense+lexical), or retrievers joined by + in that order "
+        "(dense+sparse, sparse+lexical, dense+multivector, dense+sparse+multivector+lexical, ...); default: the "
+        "first of dense, sparse, multivector the index has",
     )
     search.add_argument(
         "--dense-mode",
@@ -116,21 +124,28 @@ def _index(args: argparse.Namespace) -> int:
         "vectors_from": args.vectors_from,
         "sparse_model": args.sparse,
     }
-    if args.milvus and (args.no_dense or args.no_lexical):
-        raise ValueError("--no-dense and --no-lexical apply to on-disk indexes (--root), not to --milvus")
+    if args.milvus and (args.no_dense or args.no_lexical or args.multivector):
+        raise ValueError(
+            "--no-dense, --no-lexical and --multivector apply to on-disk indexes (--root), not to --milvus"
+        )
     if args.milvus:
         where = f"Milvus {args.milvus}"
         report = build_milvus_index(args.milvus, args.name, args.source, **build_options)
     else:
         where = index_path(args.name, args.root)
         retrievers = {"dense": False if args.no_dense else None, "lexical": False if args.no_lexical else None}
-        report = build_index(where, args.source, **build_options, **retrievers)
+        report = build_index(where, args.source, **build_options, **retrievers, multivector_model=args.multivector)
     print(
         f"index {args.name} ({where}): {report.documents} documents ({report.added} added, {report.changed} changed, "
         f"{report.removed} removed, {report.unchanged} unchanged), {report.chunks} chunks; embedded {report.embedded}, "
         f"kept {report.resumed} from an interrupted run, took {report.ready} ready-made, {report.truncated} truncated "
         f"by the model; {report.seconds:.1f} s"
         + (f"; sparse: encoded {report.sparse_encoded}, {report.sparse_truncated} truncated" if args.sparse else "")
+        + (
+            f"; multi-vector: encoded {report.multivector_encoded}, {report.multivector_truncated} truncated"
+            if args.multivector
+            else ""
+        )
     )
     return 0
 

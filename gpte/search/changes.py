@@ -1,10 +1,13 @@
 """What a build has to do, shared by every index back-end (``gpte.search.index`` on disk,
 ``gpte.search.milvus`` in a Milvus server): the model and settings an index is built with, which documents
 changed since the last build, and the vectors of their new chunks (kept in pending parts, so a killed build
-resumes without embedding them again), and the same for a sparse model's vectors (``gpte.search.sparse``)."""
+resumes without embedding them again), and the same for a sparse model's vectors (``gpte.search.sparse``) and a
+multi-vector model's token vectors (``gpte.search.multivector``)."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,17 +17,29 @@ from tqdm.auto import tqdm
 
 from gpte.data.documents import Document
 from gpte.models.loading import load_model
-from gpte.models.protocol import DenseModel, SparseModel, TextModel, require_dense, require_sparse
-from gpte.runtime.vector_store import VectorStore
+from gpte.models.protocol import (
+    DenseModel,
+    MultiVectorModel,
+    SparseModel,
+    TextModel,
+    require_dense,
+    require_multivector,
+    require_sparse,
+)
+from gpte.runtime.vector_store import TokenVectorStore, VectorStore
 from gpte.search.chunking import chunk_spans, resolve_chunk_tokens, resolve_overlap
 from gpte.search.sparse import SparsePending, stack_rows
 from gpte.search.store import pending_folder, text_hash
 
 SAVE_EVERY = 4096  # chunks embedded per pending part (the most a killed build loses)
 SETTINGS_CHECKED = ("model_key", "chunk_tokens", "overlap")
-INDEX_SETTINGS_CHECKED = (*SETTINGS_CHECKED, "sparse_model_key")  # an index that may hold sparse vectors
-SETTING_NAMES = {"model_key": "model", "sparse_model_key": "sparse model"}
-SPARSE_LOAD_OPTIONS = ("max_seq_length", "top_k", "threshold", "dtype")  # recorded, to load the same sparse model
+# an index that may hold sparse and token vectors
+INDEX_SETTINGS_CHECKED = (*SETTINGS_CHECKED, "sparse_model_key", "multivector_model_key")
+SETTING_NAMES = {
+    "model_key": "model",
+    "sparse_model_key": "sparse model",
+    "multivector_model_key": "multi-vector model",
+}
 
 
 @dataclass
@@ -46,6 +61,9 @@ class BuildReport:
     sparse_encoded: int = 0  # distinct chunks the sparse model encoded now (an index with one)
     sparse_resumed: int = 0  # sparse vectors taken from an interrupted build's pending parts
     sparse_truncated: int = 0  # chunks encoded now that the sparse model cut (chunks are sized for the dense model)
+    multivector_encoded: int = 0  # distinct chunks the multi-vector model encoded now (an index with one)
+    multivector_resumed: int = 0  # token vectors taken from an interrupted build's pending parts
+    multivector_truncated: int = 0  # chunks encoded now that the multi-vector model cut
 
 
 @dataclass
@@ -184,64 +202,126 @@ def embed_new_chunks(
     return NewVectors(done, resumed, len(ready_hashes), pending, truncated)
 
 
-# ----------------------------------------------------------------- sparse vectors
+# ----------------------------------------------------------------- sparse and multi-vector models
 
 
-def load_build_sparse(
-    given: SparseModel | str | Path | None, previous: dict[str, Any] | None
-) -> tuple[SparseModel | None, str | None]:
-    """The sparse model of a build and the name recorded for it: ``given`` (a model, or a name or folder loaded with
-    ``gpte.models.sparse.load_sparse_encoder``), else the one the existing index was built with (``previous``, its
-    manifest), else none."""
+@dataclass(frozen=True)
+class ModelKind:
+    """A kind of model an index may hold beside (or instead of) the dense one, and how the index records it: the
+    manifest keys ``{name}_model`` (the name it loads by), ``{name}_model_key`` (its fingerprint), ``size_key`` and
+    ``{name}_options`` (the loading options found in its ``info()`` that shape its vectors).
+
+    Attributes:
+        name: ``sparse`` or ``multivector``.
+        label: how messages name the model.
+        vectors: how messages name its vectors.
+        argument: the build/open argument that gives it.
+        size_key, size_attribute: the manifest key of its vector size and the model attribute holding it.
+        load_options: the ``info()`` keys recorded to load the same model again.
+        loader: ``module:function`` loading it by name with those options.
+        require: the protocol check (``gpte.models.protocol.require_*``).
+    """
+
+    name: str
+    label: str
+    vectors: str
+    argument: str
+    size_key: str
+    size_attribute: str
+    load_options: tuple[str, ...]
+    loader: str
+    require: Callable[[Any, str], Any]
+
+    def load(self, name: str | Path, **options: Any) -> Any:
+        module, function = self.loader.split(":")
+        return getattr(importlib.import_module(module), function)(name, **options)
+
+
+SPARSE = ModelKind(
+    "sparse",
+    "sparse model",
+    "sparse vectors",
+    "sparse_model",
+    "sparse_vocab_size",
+    "vocab_size",
+    ("max_seq_length", "top_k", "threshold", "dtype"),
+    "gpte.models.sparse:load_sparse_encoder",
+    require_sparse,
+)
+MULTIVECTOR = ModelKind(
+    "multivector",
+    "multi-vector model",
+    "token vectors",
+    "multivector_model",
+    "multivector_dimension",
+    "dimension",
+    (
+        "dimension",
+        "max_seq_length",
+        "query_length",
+        "document_length",
+        "query_expansion",
+        "skiplist",
+        "similarity",
+        "dtype",
+    ),
+    "gpte.models.multivector:load_multivector_encoder",
+    require_multivector,
+)
+
+
+def load_build_kind_model(kind: ModelKind, given: Any, previous: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """The ``kind`` model of a build and the name recorded for it: ``given`` (a model, or a name or folder loaded with
+    ``kind.loader``), else the one the existing index was built with (``previous``, its manifest), else none."""
     if given is None:
-        if not previous or not previous.get("sparse_model_key"):
+        if not previous or not previous.get(f"{kind.name}_model_key"):
             return None, None
-        return _load_sparse(previous), previous.get("sparse_model")
+        return _load_kind_model(kind, previous), previous.get(f"{kind.name}_model")
     if isinstance(given, (str, Path)):
-        from gpte.models.sparse import load_sparse_encoder
-
-        return load_sparse_encoder(given), str(given)
-    return require_sparse(given, "a search index"), getattr(given, "name", None)
+        return kind.load(given), str(given)
+    return kind.require(given, "a search index"), getattr(given, "name", None)
 
 
-def open_sparse_model(given: SparseModel | None, settings: dict[str, Any], where: str) -> SparseModel | None:
-    """The sparse model to search the index ``where`` with: ``given``, else the one it was built with (loaded by the
-    recorded name and options); None for an index without sparse vectors. Another model is refused."""
-    if not settings.get("sparse_model_key"):
+def open_kind_model(kind: ModelKind, given: Any, settings: dict[str, Any], where: str) -> Any:
+    """The ``kind`` model to search the index ``where`` with: ``given``, else the one it was built with (loaded by the
+    recorded name and options); None for an index without its vectors. Another model is refused."""
+    if not settings.get(f"{kind.name}_model_key"):
         if given is not None:
-            raise ValueError(f"{where} has no sparse vectors; build it with a sparse_model to search it with one")
+            raise ValueError(f"{where} has no {kind.vectors}; build it with a {kind.argument} to search it with one")
         return None
-    model = _load_sparse(settings) if given is None else require_sparse(given, "a search index")
-    if model.fingerprint != settings["sparse_model_key"]:
+    model = _load_kind_model(kind, settings) if given is None else kind.require(given, "a search index")
+    if model.fingerprint != settings[f"{kind.name}_model_key"]:
         raise ValueError(
-            f"{where} was built with another sparse model ({settings.get('sparse_model')!r}); open it with that model"
+            f"{where} was built with another {kind.label} ({settings.get(f'{kind.name}_model')!r}); open it with that "
+            "model"
         )
     return model
 
 
-def _load_sparse(settings: dict[str, Any]) -> SparseModel:
-    from gpte.models.sparse import load_sparse_encoder
-
-    if not settings.get("sparse_model"):
+def _load_kind_model(kind: ModelKind, settings: dict[str, Any]) -> Any:
+    if not settings.get(f"{kind.name}_model"):
         raise ValueError(
-            "the index's sparse model was given as an object without a name to load it by; pass it again (sparse_model=)"
+            f"the index's {kind.label} was given as an object without a name to load it by; pass it again "
+            f"({kind.argument}=)"
         )
-    options = {key: value for key, value in (settings.get("sparse_options") or {}).items() if value is not None}
-    return load_sparse_encoder(settings["sparse_model"], **options)
+    options = {key: value for key, value in (settings.get(f"{kind.name}_options") or {}).items() if value is not None}
+    return kind.load(settings[f"{kind.name}_model"], **options)
 
 
-def sparse_settings(model: SparseModel | None, name: str | None) -> dict[str, Any]:
-    """What an index records of its sparse model (all None without one): name, fingerprint, vocabulary size and the
-    loading options that shape its vectors (``SPARSE_LOAD_OPTIONS`` found in its ``info()``)."""
+def kind_settings(kind: ModelKind, model: Any, name: str | None) -> dict[str, Any]:
+    """What an index records of its ``kind`` model (all None without one): name, fingerprint, vector size and the
+    loading options that shape its vectors (``kind.load_options`` found in its ``info()``)."""
+    keys = (f"{kind.name}_model", f"{kind.name}_model_key", kind.size_key, f"{kind.name}_options")
     if model is None:
-        return {"sparse_model": None, "sparse_model_key": None, "sparse_vocab_size": None, "sparse_options": None}
+        return dict.fromkeys(keys)
     info = model.info() if callable(getattr(model, "info", None)) else {}
-    return {
-        "sparse_model": name,
-        "sparse_model_key": model.fingerprint,
-        "sparse_vocab_size": int(model.vocab_size),
-        "sparse_options": {key: info[key] for key in SPARSE_LOAD_OPTIONS if key in info},
-    }
+    values = (
+        name,
+        model.fingerprint,
+        int(getattr(model, kind.size_attribute)),
+        {key: info[key] for key in kind.load_options if key in info},
+    )
+    return dict(zip(keys, values))
 
 
 def chunk_settings(model: TextModel, chunk_tokens: int | None, overlap: int | None) -> dict[str, Any]:
@@ -299,3 +379,45 @@ def encode_new_sparse(
             bar.update(len(part))
     matrix = stack_rows([done[h] for h in hashes], vocab_size)
     return NewSparse(matrix, {h: row for row, h in enumerate(hashes)}, resumed, len(todo), truncated, pending)
+
+
+@dataclass
+class NewTokens:
+    """The token vectors of a build's distinct new chunks: ``vectors`` (one text per distinct chunk), ``rows`` (text
+    hash -> its position there); how many came from an interrupted build's pending parts, how many were encoded now
+    and cut by the model; the pending store (cleared by the caller once the build is live)."""
+
+    vectors: Any
+    rows: dict[str, int]
+    resumed: int
+    encoded: int
+    truncated: int
+    pending: TokenVectorStore
+
+
+def encode_new_tokens(
+    texts: list[str], model: MultiVectorModel, pending_root: Path, batch_size: int, show_progress: bool
+) -> NewTokens:
+    """Token vectors (``role="document"``) of the distinct ``texts``: those an interrupted build left pending under
+    ``pending_root`` (``pending-multivector-<key>``), the others encoded SAVE_EVERY at a time and kept as pending
+    parts."""
+    from gpte.models.multivector import TokenVectors
+
+    pending = TokenVectorStore(pending_folder(pending_root, model.fingerprint, "multivector"), model.dimension)
+    distinct = list(dict.fromkeys(texts))
+    counts = {"encoded": 0, "truncated": 0}
+
+    def encode(part: list[str]) -> Any:
+        result = model.encode_with_report(part, role="document", batch_size=batch_size, show_progress=False)
+        counts["encoded"] += len(part)
+        counts["truncated"] += result.report.n_truncated
+        return result.vectors
+
+    parts = []
+    with tqdm(total=len(distinct), desc="multivector", unit="chunk", disable=not show_progress) as bar:
+        for start in range(0, len(distinct), SAVE_EVERY):
+            parts.append(pending.vectors(distinct[start : start + SAVE_EVERY], encode))
+            bar.update(len(parts[-1]))
+    vectors = TokenVectors.concat(parts) if parts else TokenVectors.from_list([], model.dimension)
+    rows = {text_hash(text): row for row, text in enumerate(distinct)}
+    return NewTokens(vectors, rows, len(distinct) - counts["encoded"], counts["encoded"], counts["truncated"], pending)

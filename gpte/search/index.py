@@ -7,14 +7,16 @@
     build_index("splade-index", "docs/", sparse_model="naver/splade-v3")          # dense + sparse + BM25
     build_index("sparse-only", "docs/", sparse_model=splade, dense=False, lexical=False)
     Index.open("splade-index").search("wing stall", mode="dense+sparse+lexical")
+    build_index("colbert-index", "docs/", multivector_model="colbert-folder/")  # dense + ColBERT + BM25
 
-An index holds up to three retrievers over the same chunks: a dense model's vectors (the default), a sparse model's
-vectors (``sparse_model``: SPLADE and the other ``gpte.models.protocol.SparseModel`` kinds) and BM25 (``lexical``);
-at least one model. Search modes name one retriever or several joined by "+", fused (``gpte.search.query.SEARCH_MODES``).
+An index holds up to four retrievers over the same chunks: a dense model's vectors (the default), a sparse model's
+vectors (``sparse_model``: SPLADE and the other ``gpte.models.protocol.SparseModel`` kinds), a multi-vector model's
+token vectors (``multivector_model``: ColBERT, searched by ``gpte.search.multivector``) and BM25 (``lexical``); at
+least one model. Search modes name one retriever or several joined by "+", fused (``gpte.search.query.SEARCH_MODES``).
 
 Documents come from ``gpte.data.documents``, chunks from ``gpte.search.chunking``, snapshots are stored by
 ``gpte.search.store``, dense search is ``gpte.search.dense``, sparse search ``gpte.search.sparse`` and lexical
-search ``gpte.search.lexical``; this module ties them together.
+search ``gpte.search.lexical``, multi-vector search ``gpte.search.multivector``; this module ties them together.
 """
 
 from __future__ import annotations
@@ -30,26 +32,32 @@ import numpy as np
 import scipy.sparse
 
 from gpte.data.documents import read_documents
-from gpte.models.protocol import DenseModel, SparseModel
+from gpte.models.multivector import TokenVectors
+from gpte.models.protocol import DenseModel, MultiVectorModel, SparseModel
 from gpte.search import dense as dense_search
 from gpte.search import lexical as lexical_search
+from gpte.search import multivector as multivector_search
 from gpte.search import sparse as sparse_search
 from gpte.search.changes import (
     INDEX_SETTINGS_CHECKED,
+    MULTIVECTOR,
+    SPARSE,
     BuildReport,
     NewSparse,
+    NewTokens,
     Plan,
     build_settings,
     check_same_settings,
     chunk_settings,
     embed_new_chunks,
     encode_new_sparse,
+    encode_new_tokens,
+    kind_settings,
+    load_build_kind_model,
     load_build_model,
-    load_build_sparse,
+    open_kind_model,
     open_model,
-    open_sparse_model,
     plan_changes,
-    sparse_settings,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
@@ -69,6 +77,7 @@ from gpte.search.store import ChunkTable, Snapshot, current_generation, read_sna
 
 ANN_KINDS = ("hnsw", None)
 MASK_CACHE = 64  # filter masks kept per opened index
+TOKENS_FOLDER = "multivector"  # a generation's multi-vector index (gpte.search.multivector)
 INDEX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -104,6 +113,7 @@ def build_index(
     sparse_model: SparseModel | str | Path | None = None,
     dense: bool | None = None,
     lexical: bool | None = None,
+    multivector_model: MultiVectorModel | str | Path | None = None,
 ) -> BuildReport:
     """Build the index at ``path`` from ``source``, or bring an existing one up to date.
 
@@ -124,8 +134,12 @@ def build_index(
             (``gpte.models.sparse.load_sparse_encoder``) whose chunk vectors the index also holds, searched with
             ``mode="sparse"`` and fused in the "+" modes. None: the existing index's, else none. Chunks are sized
             for the dense model when there is one (the sparse model may cut a longer chunk: ``sparse_truncated``).
+        multivector_model: a multi-vector model (``gpte.models.protocol.MultiVectorModel``: ColBERT) or its name or
+            folder (``gpte.models.multivector.load_multivector_encoder``) whose chunk token vectors the index also
+            holds (``gpte.search.multivector``), searched with ``mode="multivector"`` and fused in the "+" modes. None:
+            the existing index's, else none.
         dense: whether the index holds dense vectors (None: the existing index's, else True); False needs a
-            ``sparse_model``, whose tokenizer then sizes the chunks.
+            ``sparse_model`` or ``multivector_model``, whose tokenizer then sizes the chunks.
         lexical: whether the index holds BM25 (None: the existing index's, else True).
 
     Unchanged documents (same text and metadata) keep their vectors, dense and sparse; new and changed ones are
@@ -144,9 +158,13 @@ def build_index(
     manifest = previous.manifest if previous else None
     dense = _wants_dense(dense, embedder, model, vectors_from, manifest)
     lexical = (manifest.get("lexical", True) if manifest else True) if lexical is None else bool(lexical)
-    sparse, sparse_name = load_build_sparse(sparse_model, manifest)
-    if not dense and sparse is None:
-        raise ValueError("an index needs a dense model or a sparse model; give sparse_model= with dense=False")
+    sparse, sparse_name = load_build_kind_model(SPARSE, sparse_model, manifest)
+    tokens_model, tokens_name = load_build_kind_model(MULTIVECTOR, multivector_model, manifest)
+    if not dense and sparse is None and tokens_model is None:
+        raise ValueError(
+            "an index needs a dense, sparse or multi-vector model; give sparse_model= or multivector_model= with "
+            "dense=False"
+        )
     if dense:
         embedder, model = load_build_model(
             embedder,
@@ -157,21 +175,23 @@ def build_index(
     if manifest is not None:  # unset chunking: the existing index's
         chunk_tokens = manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
         overlap = manifest["overlap"] if overlap is None else overlap
+    chunker = embedder if dense else (sparse if sparse is not None else tokens_model)
     settings = (
         build_settings(embedder, model, chunk_tokens, overlap)
         if dense
-        else chunk_settings(sparse, chunk_tokens, overlap)
+        else chunk_settings(chunker, chunk_tokens, overlap)
     )
-    settings.update(sparse_settings(sparse, sparse_name))
+    settings.update(kind_settings(SPARSE, sparse, sparse_name))
+    settings.update(kind_settings(MULTIVECTOR, tokens_model, tokens_name))
     if manifest is not None:
-        _check_same_retrievers(str(root), manifest, dense, sparse is not None)
+        _check_same_retrievers(str(root), manifest, dense, sparse is not None, tokens_model is not None)
         check_same_settings(str(root), manifest, settings, keys=INDEX_SETTINGS_CHECKED)
     ann = ann if dense else None
     documents = read_documents(source, text_field)
     plan = plan_changes(
         documents,
         {d: v[0] for d, v in previous.documents.items()} if previous else {},
-        embedder if dense else sparse,
+        chunker,
         settings["chunk_tokens"],
         settings["overlap"],
     )
@@ -204,6 +224,11 @@ def build_index(
     new_sparse = (
         encode_new_sparse(plan.new_texts, sparse, root, batch_size, show_progress) if sparse is not None else None
     )
+    new_tokens = (
+        encode_new_tokens(plan.new_texts, tokens_model, root, batch_size, show_progress)
+        if tokens_model is not None
+        else None
+    )
     chunks, hashes, rows = _assemble(plan, previous)
     vectors = _dense_vectors(rows, previous, new.by_hash, embedder.dimension) if dense else None
     extras: dict[str, Any] = {}
@@ -218,6 +243,11 @@ def build_index(
     if sparse is not None:
         postings = _sparse_vectors(rows, previous, new_sparse, int(sparse.vocab_size)).T.tocsr()
         extras[sparse_search.POSTINGS] = lambda folder: sparse_search.save_postings(postings, folder)
+    if tokens_model is not None:
+        token_vectors = _token_vectors(rows, previous, new_tokens)
+        extras[TOKENS_FOLDER] = lambda folder: multivector_search.MultiVectorSearcher.from_vectors(
+            token_vectors, similarity=tokens_model.similarity_name
+        ).save(folder)
     manifest = {
         **settings,
         "ann": ann,
@@ -231,7 +261,10 @@ def build_index(
         new.pending.clear()
     if new_sparse is not None:
         new_sparse.pending.clear()
-    embedded = distinct - new.resumed - new.ready if new is not None else new_sparse.encoded
+    if new_tokens is not None:
+        new_tokens.pending.clear()
+    first = new_sparse if new_sparse is not None else new_tokens
+    embedded = distinct - new.resumed - new.ready if new is not None else first.encoded
     return BuildReport(
         generation.name,
         len(documents),
@@ -241,13 +274,16 @@ def build_index(
         len(plan.unchanged),
         len(chunks),
         embedded,
-        new.resumed if new is not None else new_sparse.resumed,
+        new.resumed if new is not None else first.resumed,
         time.perf_counter() - started,
         new.ready if new is not None else 0,
-        new.truncated if new is not None else new_sparse.truncated,
+        new.truncated if new is not None else first.truncated,
         new_sparse.encoded if new_sparse is not None else 0,
         new_sparse.resumed if new_sparse is not None else 0,
         new_sparse.truncated if new_sparse is not None else 0,
+        new_tokens.encoded if new_tokens is not None else 0,
+        new_tokens.resumed if new_tokens is not None else 0,
+        new_tokens.truncated if new_tokens is not None else 0,
     )
 
 
@@ -272,11 +308,12 @@ def _wants_dense(
     return manifest.get("model_key") is not None
 
 
-def _check_same_retrievers(where: str, manifest: dict[str, Any], dense: bool, sparse: bool) -> None:
-    """Refuse an update that adds or drops the dense or the sparse vectors (every chunk would need embedding)."""
+def _check_same_retrievers(where: str, manifest: dict[str, Any], dense: bool, sparse: bool, tokens: bool) -> None:
+    """Refuse an update that adds or drops the dense, sparse or token vectors (every chunk would need embedding)."""
     for what, had, has in (
         ("a dense model", manifest.get("model_key") is not None, dense),
         ("a sparse model", manifest.get("sparse_model_key") is not None, sparse),
+        ("a multi-vector model", manifest.get("multivector_model_key") is not None, tokens),
     ):
         if had != has:
             raise ValueError(
@@ -357,17 +394,35 @@ def _sparse_vectors(rows: list[tuple[bool, Any]], previous: Snapshot | None, new
     return scipy.sparse.csr_matrix(combined[order], shape=(len(rows), vocab_size))
 
 
+def _token_vectors(rows: list[tuple[bool, Any]], previous: Snapshot | None, new: NewTokens) -> TokenVectors:
+    """The chunk rows' token vectors: kept rows from the previous generation's multi-vector index (its float vectors,
+    memory-mapped), new ones from this build's."""
+    parts = [new.vectors]
+    if any(old for old, _ in rows):
+        kept = multivector_search.MultiVectorSearcher.load(previous.folder / TOKENS_FOLDER)
+        parts.insert(0, TokenVectors(kept.vectors, kept.offsets))
+    offset = len(parts[0]) if len(parts) > 1 else 0
+    order = [source if old else offset + new.rows[source] for old, source in rows]
+    return TokenVectors.concat(parts).take(order)
+
+
 class Index:
-    """An opened index: search it with dense, sparse, lexical or fused retrieval, filters and reranking."""
+    """An opened index: search it with dense, sparse, multi-vector, lexical or fused retrieval, filters and
+    reranking."""
 
     def __init__(
-        self, snapshot: Snapshot, embedder: DenseModel | None, sparse_model: SparseModel | None = None
+        self,
+        snapshot: Snapshot,
+        embedder: DenseModel | None,
+        sparse_model: SparseModel | None = None,
+        multivector_model: MultiVectorModel | None = None,
     ) -> None:
-        """``embedder``: the dense model (None for an index without dense vectors); ``sparse_model``: the sparse
-        model of an index with sparse vectors (None: sparse search is refused)."""
+        """``embedder``: the dense model (None for an index without dense vectors); ``sparse_model``,
+        ``multivector_model``: the models of an index with sparse or token vectors (None: that search is refused)."""
         self.snapshot = snapshot
         self.embedder = embedder
         self.sparse_model = sparse_model
+        self.multivector_model = multivector_model
         self.doc_ids = list(snapshot.documents)  # document positions, in chunk-row order
         counts = np.array([snapshot.documents[d][2] for d in self.doc_ids], dtype=np.int64)
         firsts = np.array([snapshot.documents[d][1] for d in self.doc_ids], dtype=np.int64)
@@ -386,9 +441,12 @@ class Index:
             )
         postings = folder / sparse_search.POSTINGS
         self.sparse = sparse_search.SparseSearcher.load(postings, self.layout) if postings.is_dir() else None
+        tokens = folder / TOKENS_FOLDER
+        self.multivector = multivector_search.MultiVectorSearcher.load(tokens, self.layout) if tokens.is_dir() else None
         retrievers = {"lexical"} if (folder / "bm25").is_dir() else set()
         retrievers |= {"dense"} if self.dense is not None and embedder is not None else set()
         retrievers |= {"sparse"} if self.sparse is not None and sparse_model is not None else set()
+        retrievers |= {"multivector"} if self.multivector is not None and multivector_model is not None else set()
         self.modes = available_modes(retrievers)  # the search modes this index can run
         self._bm25: Any = None  # loaded on the first lexical search (dense-only users never pay for it)
         self._bm25_lock = threading.Lock()
@@ -398,11 +456,15 @@ class Index:
 
     @classmethod
     def open(
-        cls, path: str | Path, embedder: DenseModel | None = None, sparse_model: SparseModel | None = None
+        cls,
+        path: str | Path,
+        embedder: DenseModel | None = None,
+        sparse_model: SparseModel | None = None,
+        multivector_model: MultiVectorModel | None = None,
     ) -> Index:
-        """Open the live generation at ``path``; ``embedder`` and ``sparse_model`` default to the models the index
-        was built with (the sparse one loaded with ``gpte.models.sparse.load_sparse_encoder`` by its recorded name),
-        and a different model is refused (its vectors would not match the index's)."""
+        """Open the live generation at ``path``; ``embedder``, ``sparse_model`` and ``multivector_model`` default to
+        the models the index was built with (loaded by their recorded names), and a different model is refused (its
+        vectors would not match the index's)."""
         root = Path(path)
         folder = current_generation(root) if root.is_dir() else None
         if folder is None:
@@ -414,15 +476,21 @@ class Index:
         if manifest.get("model_key") is None and embedder is not None:
             raise ValueError(f"{root} was built without a dense model; open it without an embedder")
         dense_model = open_model(embedder, manifest, str(root)) if manifest.get("model_key") is not None else None
-        return cls(snapshot, dense_model, open_sparse_model(sparse_model, manifest, str(root)))
+        return cls(
+            snapshot,
+            dense_model,
+            open_kind_model(SPARSE, sparse_model, manifest, str(root)),
+            open_kind_model(MULTIVECTOR, multivector_model, manifest, str(root)),
+        )
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)
 
     @property
     def default_mode(self) -> str:
-        """The mode of a search that names none: "dense", or "sparse" for an index without dense vectors."""
-        return "dense" if "dense" in self.modes or "sparse" not in self.modes else "sparse"
+        """The mode of a search that names none: "dense", else "sparse", else "multivector" (the first retriever the
+        index has)."""
+        return next((mode for mode in ("dense", "sparse", "multivector") if mode in self.modes), "dense")
 
     @property
     def bm25(self) -> Any:
@@ -448,6 +516,7 @@ class Index:
         batch_size: int = 32,
         query_vectors: np.ndarray | None = None,
         sparse_query_vectors: Any = None,
+        multivector_query_vectors: TokenVectors | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Rank the index's documents for each query.
 
@@ -467,6 +536,7 @@ class Index:
             query_vectors: the queries' dense vectors (``role="query"``) when the caller has embedded them already
                 (the server batches them across requests); default: embedded here.
             sparse_query_vectors: the same for the sparse model (a (queries, vocab_size) sparse matrix).
+            multivector_query_vectors: the same for the multi-vector model (``TokenVectors``, one text per query).
 
         Raises:
             ValueError: an empty query, unknown mode (the allowed ones named), a mode the index was built without,
@@ -497,6 +567,7 @@ class Index:
             batch_size,
             query_vectors,
             sparse_query_vectors,
+            multivector_query_vectors,
         )
         results = [rerank_hits(query, self._hits(ranking), k, reranker) for query, ranking in zip(query_list, rankings)]
         return results[0] if single else results
@@ -547,6 +618,7 @@ class Index:
         batch_size: int,
         query_vectors: np.ndarray | None,
         sparse_query_vectors: Any,
+        multivector_query_vectors: TokenVectors | None,
     ) -> list[Ranking]:
         """Each query's ranking: the one retriever's, or the retrievers' fused (``gpte.search.fusion.fuse``)."""
         per_retriever = []
@@ -557,6 +629,9 @@ class Index:
             elif retriever == "sparse":
                 vectors = self._sparse_queries(queries, sparse_query_vectors, batch_size)
                 per_retriever.append(self.sparse.search(vectors, depth, allowed))
+            elif retriever == "multivector":
+                vectors = self._token_queries(queries, multivector_query_vectors, batch_size)
+                per_retriever.append(self.multivector.search(vectors, depth, allowed))
             else:
                 per_retriever.append([self._lexical(query, depth, allowed) for query in queries])
         if len(per_retriever) == 1:
@@ -569,6 +644,16 @@ class Index:
         given = sparse_search.as_csr(given, self.sparse.vocab_size, "sparse_query_vectors")
         if given.shape[0] != len(queries):
             raise ValueError(f"sparse_query_vectors has {given.shape[0]} rows for {len(queries)} queries")
+        return given
+
+    def _token_queries(self, queries: list[str], given: TokenVectors | None, batch_size: int) -> TokenVectors:
+        if given is None:
+            return self.multivector_model.encode(queries, role="query", batch_size=batch_size, show_progress=False)
+        if len(given) != len(queries) or given.dim != self.multivector.dim:
+            raise ValueError(
+                f"multivector_query_vectors holds {len(given)} texts of {given.dim}-d tokens; expected {len(queries)} "
+                f"of {self.multivector.dim}-d"
+            )
         return given
 
     def _lexical(self, query: str, depth: int, allowed: np.ndarray | None) -> Ranking:

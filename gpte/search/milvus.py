@@ -40,25 +40,26 @@ from gpte.errors import extra_needed
 from gpte.models.protocol import DenseModel, SparseModel
 from gpte.search.changes import (
     INDEX_SETTINGS_CHECKED,
+    SPARSE,
     BuildReport,
     Plan,
     build_settings,
     check_same_settings,
     embed_new_chunks,
     encode_new_sparse,
+    kind_settings,
+    load_build_kind_model,
     load_build_model,
-    load_build_sparse,
+    open_kind_model,
     open_model,
-    open_sparse_model,
     plan_changes,
-    sparse_settings,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
 from gpte.search.query import (
-    SEARCH_MODES,
     Hit,
     Reranker,
+    available_modes,
     check_search,
     mode_retrievers,
     normalize_filters,
@@ -147,10 +148,10 @@ def build_milvus_index(
     if previous is not None:  # unset chunking: the collection's
         chunk_tokens = previous["chunk_tokens"] if chunk_tokens is None else chunk_tokens
         overlap = previous["overlap"] if overlap is None else overlap
-    sparse, sparse_name = load_build_sparse(sparse_model, previous)
+    sparse, sparse_name = load_build_kind_model(SPARSE, sparse_model, previous)
     settings = build_settings(embedder, model, chunk_tokens, overlap)
     if sparse is not None:
-        settings.update(sparse_settings(sparse, sparse_name))
+        settings.update(kind_settings(SPARSE, sparse, sparse_name))
     if previous is not None:
         check_same_settings(f"Milvus collection {name!r}", previous, settings, keys=INDEX_SETTINGS_CHECKED)
     else:
@@ -356,7 +357,7 @@ class MilvusIndex:
         self.embedder = embedder
         self.sparse_model = sparse_model
         # without sparse vectors, the modes Milvus indexes always had (an unknown mode names these)
-        self.modes = SEARCH_MODES if sparse_model is not None else ("dense", "lexical", "hybrid")
+        self.modes = available_modes({"dense", "lexical"} | ({"sparse"} if sparse_model is not None else set()))
 
     @classmethod
     def open(
@@ -377,7 +378,7 @@ class MilvusIndex:
             )
         where = f"Milvus collection {name!r}"
         embedder = open_model(embedder, settings, where)
-        sparse = open_sparse_model(sparse_model, settings, where)
+        sparse = open_kind_model(SPARSE, sparse_model, settings, where)
         client.load_collection(name)
         return cls(client, name, settings, embedder, sparse)
 

@@ -3,6 +3,7 @@ the reranking of the candidates."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -11,7 +12,8 @@ import numpy as np
 from gpte.models.protocol import DenseModel, best_first
 from gpte.search.fusion import FUSIONS
 
-RETRIEVERS = ("dense", "sparse", "lexical")  # the model's dense vectors, a sparse model's vectors, BM25
+RETRIEVERS = ("dense", "sparse", "multivector", "lexical")  # dense vectors, sparse vectors, token vectors, BM25
+RETRIEVER_NEEDS = {"dense": "a dense model", "sparse": "a sparse model", "multivector": "a multi-vector model"}
 # A mode names one retriever or several joined by "+" (always in RETRIEVERS' order), fused with
 # ``gpte.search.fusion.fuse``; "hybrid" is "dense+lexical". Fusion weights follow the retrievers' order in the mode.
 SEARCH_MODES = (
@@ -23,6 +25,12 @@ SEARCH_MODES = (
     "dense+sparse",
     "sparse+lexical",
     "dense+sparse+lexical",
+    *(
+        "+".join(combination)
+        for size in range(1, len(RETRIEVERS) + 1)
+        for combination in itertools.combinations(RETRIEVERS, size)
+        if "multivector" in combination
+    ),
 )
 
 
@@ -86,7 +94,7 @@ def check_search(
 def _missing(mode: str, available: tuple[str, ...]) -> str:
     have = {retriever for name in available for retriever in mode_retrievers(name)}
     missing = [retriever for retriever in mode_retrievers(mode) if retriever not in have]
-    return " and ".join({"dense": "a dense model", "sparse": "a sparse model", "lexical": "BM25"}[r] for r in missing)
+    return " and ".join(RETRIEVER_NEEDS.get(retriever, "BM25") for retriever in missing)
 
 
 def available_modes(retrievers: set[str]) -> tuple[str, ...]:

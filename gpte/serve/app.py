@@ -140,6 +140,11 @@ def create_app(
         for name, index in indexes.items()
         if getattr(index, "sparse_model", None) is not None
     }
+    token_query_batchers = {  # /search queries of a multi-vector model, batched the same way
+        name: RoleBatcher(index.multivector_model)
+        for name, index in indexes.items()
+        if getattr(index, "multivector_model", None) is not None
+    }
     rerank_batchers = {name: RerankBatcher(reranker) for name, reranker in rerankers.items()}
     sparse_batchers = {name: RoleBatcher(sparse_model) for name, sparse_model in sparse_models.items()}
     multivector_batchers = {name: RoleBatcher(model) for name, model in multivector_models.items()}
@@ -151,6 +156,7 @@ def create_app(
             *batchers.values(),
             *query_batchers.values(),
             *sparse_query_batchers.values(),
+            *token_query_batchers.values(),
             *rerank_batchers.values(),
             *sparse_batchers.values(),
             *multivector_batchers.values(),
@@ -269,6 +275,8 @@ def create_app(
                 options["query_vectors"] = await query_batchers[name].embed([request.query], role="query")
             if "sparse" in retrievers and name in sparse_query_batchers and request.query.strip():
                 options["sparse_query_vectors"] = await sparse_query_batchers[name].embed([request.query], "query")
+            if "multivector" in retrievers and name in token_query_batchers and request.query.strip():
+                options["multivector_query_vectors"] = await token_query_batchers[name].embed([request.query], "query")
             hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
