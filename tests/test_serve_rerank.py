@@ -135,7 +135,9 @@ def test_a_server_of_rerankers_only(cross_encoder, embedder):
         assert client.post("/rerank", json={"query": "q", "texts": ["a"]}).status_code == 200
         response = client.post("/v1/embeddings", json={"input": "a", "model": "tiny"})
         assert response.status_code == 404 and "served models: none" in response.text
-    with pytest.raises(ValueError, match="serve at least one model, reranker, sparse model, multi-vector model or index"):
+    with pytest.raises(
+        ValueError, match="serve at least one model, reranker, sparse model, multi-vector model or index"
+    ):
         create_app({})
     with pytest.raises(TypeError, match="takes a reranker"):
         create_app({}, rerankers={"dense": embedder})
