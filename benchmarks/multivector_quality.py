@@ -28,6 +28,7 @@ from pathlib import Path
 from sparse_quality import cpu_line, cranfield_training, ndcg10, rankings_from_scores, report, train
 
 from gpte import Embedder
+from gpte.data.mteb_folders import read_beir
 from gpte.evaluate.tasktypes.retrieval import judged_queries
 from gpte.models.multivector import TokenVectors, load_multivector_encoder
 from gpte.models.multivector.token_pooling import HierarchicalTokenPooling
@@ -50,7 +51,8 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(cpu_line())
-    data, test = cranfield_training(out, Embedder.load(device="cpu"))
+    data, even = cranfield_training(out, Embedder.load(device="cpu"))
+    test = read_beir(even, "test")
     queries = judged_queries(test)
     query_ids, query_texts = list(queries), list(queries.values())
     doc_ids, doc_texts = list(test.corpus), list(test.corpus.values())

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +41,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from sparse_search import cpu_description
 
 from gpte.models.multivector.maxsim import maxsim_matrix
 from gpte.models.multivector.vectors import TokenVectors
@@ -56,22 +55,6 @@ from gpte.search.multivector import (
 
 DIM = 128
 TOP = 10
-
-
-def cpu_description() -> str:
-    """The CPU model, core count and its AVX2/AVX-512/AMX flags (from /proc/cpuinfo)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
-        flags = sorted(
-            flag
-            for flag in re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split()
-            if flag == "avx2" or flag.startswith(("avx512", "amx"))
-        )
-    except (OSError, AttributeError):
-        pass
-    return f"CPU: {model}; {os.cpu_count()} logical cores; flags: {' '.join(flags) or 'none of avx2/avx512*/amx*'}"
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

@@ -130,12 +130,13 @@ def split_cranfield(out: Path) -> tuple[Path, Path]:
     return halves[0], halves[1]
 
 
-def cranfield(out: Path, epochs: float, learning_rate: float, loss: str, top_k: int, bi_encoder: Embedder) -> None:
-    print(f"\n2. Cranfield odd queries + mined negatives -> cross-encoder ({loss}); rerank dense top-{top_k} of even")
+def cranfield_training(out: Path, bi_encoder: Embedder) -> tuple[list[dict], Path]:
+    """The split under ``out``: the odd queries' training rows (query, positive, ``CRANFIELD_NEGATIVES`` negatives
+    mined with ``bi_encoder`` from ranks 10-50, mined once) as a recipe's data section, and the even half's folder."""
     odd, even = split_cranfield(out)
     mined = out / "cranfield-odd-negatives.jsonl"
     if not mined.exists():
-        report = mine_hard_negatives(
+        mine_hard_negatives(
             odd,
             odd / "corpus.jsonl",
             mined,
@@ -144,8 +145,13 @@ def cranfield(out: Path, epochs: float, learning_rate: float, loss: str, top_k: 
             split="test",
             show_progress=False,
         )
-        print(f"  mined: {report.written} (query, positive) rows with {CRANFIELD_NEGATIVES} negatives each")
     data = [{"path": str(mined), "columns": ["query", "positive"], "negatives": "negatives"}]
+    return data, even
+
+
+def cranfield(out: Path, epochs: float, learning_rate: float, loss: str, top_k: int, bi_encoder: Embedder) -> None:
+    print(f"\n2. Cranfield odd queries + mined negatives -> cross-encoder ({loss}); rerank dense top-{top_k} of even")
+    data, even = cranfield_training(out, bi_encoder)
     name = f"cranfield-{loss}-lr{learning_rate:g}-e{epochs:g}"
     folder = train_reranker(out, name, data, loss, epochs, learning_rate, ", max_seq_length: 128")
     cross = CrossEncoder.load(folder)  # 128 tokens a pair, as trained (CPU time)

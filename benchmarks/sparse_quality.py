@@ -25,15 +25,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from reranker_quality import CRANFIELD_NEGATIVES, split_cranfield
+from reranker_quality import cranfield_training
 
 from gpte import Embedder
 from gpte.data.mteb_folders import read_beir
-from gpte.datagen.mining import mine_hard_negatives
-from gpte.datagen.negatives import NegativeRules
 from gpte.evaluate.tasktypes.retrieval import judged_queries, retrieval_scores
 from gpte.models.sparse import active_dimensions, load_sparse_encoder
 from gpte.search.fusion import fuse
@@ -79,25 +76,6 @@ def train(
     return folder
 
 
-def cranfield_training(out: Path, bi_encoder: Embedder) -> tuple[list[dict], Any]:
-    """The split under ``out``: the odd queries' training rows (query, positive, ``CRANFIELD_NEGATIVES`` negatives
-    mined with ``bi_encoder`` from ranks 10-50, mined once) as a recipe's data section, and the even half's task."""
-    odd, even = split_cranfield(out)
-    mined = out / "cranfield-odd-negatives.jsonl"
-    if not mined.exists():
-        mine_hard_negatives(
-            odd,
-            odd / "corpus.jsonl",
-            mined,
-            embedder=bi_encoder,
-            rules=NegativeRules(num_negatives=CRANFIELD_NEGATIVES, range_min=10, range_max=50, sampling="random"),
-            split="test",
-            show_progress=False,
-        )
-    data = [{"path": str(mined), "columns": ["query", "positive"], "negatives": "negatives"}]
-    return data, read_beir(even, "test")
-
-
 def rankings_from_scores(scores: np.ndarray) -> list[Ranking]:
     """One ``Ranking`` (top ``TOP`` documents) per row of a (queries, documents) score matrix."""
     result = []
@@ -137,7 +115,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print(cpu_line())
     bi_encoder = Embedder.load(device="cpu")
-    data, test = cranfield_training(out, bi_encoder)
+    data, even = cranfield_training(out, bi_encoder)
+    test = read_beir(even, "test")
     queries = judged_queries(test)
     query_ids, query_texts = list(queries), list(queries.values())
     doc_ids, doc_texts = list(test.corpus), list(test.corpus.values())
