@@ -101,7 +101,7 @@ def test_default_chunks_fit_minilm_and_none_is_truncated(shared_data, tmp_path):
     import json
 
     from gpte.data.documents import read_documents
-    from gpte.search.chunking import chunk_spans
+    from gpte.models.chunking import chunk_spans
 
     embedder = Embedder.load(device="cpu")
     documents = read_documents(shared_data / "retrieval/cranfield/corpus.jsonl")

@@ -5,7 +5,8 @@
     {"task_type": "STS", "language": "en", "main_score": "cosine_spearman", "score_range": [0, 5],
      "split": "test", "prompts": {"query": "..."}}
 
-``task_type`` is one of ``TASK_TYPES``; ``split`` defaults to ``test``; ``prompts`` (optional) maps a role
+``task_type`` is one of ``TASK_TYPES``; ``main_score`` is the type's (``TASK_TYPES``) except where a Retrieval task
+names another of its cut-offs (``MAIN_SCORE_CHOICES``: LongEmbed's tasks rank by ``ndcg_at_1``); ``split`` defaults to ``test``; ``prompts`` (optional) maps a role
 (``query``, ``document``) to a prompt name or template for the model; ``instruction`` (optional, default
 ``DEFAULT_INSTRUCTIONS`` of the type) is the task instruction given to instruction-following models; ``score_range`` is used by STS and
 Summarization. A folder without ``meta.json`` that has ``corpus.jsonl`` and ``queries.jsonl`` is read as a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ TASK_TYPES = {
     "BitextMining": "f1",
     "Summarization": "cosine_spearman",
 }
+# task type -> the main scores a meta.json may choose instead of the type's own
+MAIN_SCORE_CHOICES = {"Retrieval": re.compile(r"(ndcg|map|recall|precision|mrr|hit_rate)_at_(1|3|5|10|20|100|1000)")}
 META_FILE = "meta.json"
 # task type -> the instruction an instruction-following model gets when meta.json names none (the generic
 # instructions of E5-mistral, Wang et al. 2024, arXiv:2401.00368, Table 13 style)
@@ -116,11 +120,19 @@ def load_task(folder: str | Path, name: str | None = None) -> Task:
         path=folder,
         split=meta.get("split", "test"),
         language=meta.get("language"),
-        main_score=TASK_TYPES[task_type],
+        main_score=_main_score(task_type, meta.get("main_score")),
         prompts=dict(meta.get("prompts") or {}),
         instruction=meta.get("instruction") or DEFAULT_INSTRUCTIONS[task_type],
         metadata=meta,
         hf_dataset=meta.get("hf_dataset"),
+    )
+
+
+def _main_score(task_type: str, named: Any) -> str:
+    """``named`` where the type lets a task choose its main score and it is one of the choices, else the type's."""
+    choices = MAIN_SCORE_CHOICES.get(task_type)
+    return (
+        named if choices is not None and isinstance(named, str) and choices.fullmatch(named) else TASK_TYPES[task_type]
     )
 
 

@@ -55,6 +55,7 @@ class Pooler(nn.Module):
     """Base class. Subclasses set ``name`` and implement :meth:`reduce`."""
 
     name: ClassVar[str]
+    reduces_span: ClassVar[bool] = True  # pools any set of tokens (late chunking); False: reads one fixed token
     needs_layers: ClassVar[bool] = False
     needs_dimension: ClassVar[bool] = False  # takes ``dimension``; the Embedder fills in its backbone's
 
@@ -94,6 +95,14 @@ class Pooler(nn.Module):
     def forward(self, states: TokenStates) -> Tensor:
         return self.reduce(states.hidden, self.selection(states), states)
 
+    def pool_within(self, states: TokenStates, within: Tensor) -> Tensor:
+        """Pool only the tokens where ``within`` (batch, length) is 1, as if the others were padding: the vector of
+        a span of a longer text (late chunking). ``within`` all ones gives ``forward``'s vectors; positions
+        (weighted_mean) count from the span's first token."""
+        within = within.to(states.attention_mask.dtype)
+        restricted = TokenStates(states.hidden, states.attention_mask * within, states.layers, states.segments)
+        return self.reduce(states.hidden, self.selection(restricted) * within.to(states.hidden.dtype), restricted)
+
     def reduce(self, hidden: Tensor, mask: Tensor, states: TokenStates) -> Tensor:
         raise NotImplementedError
 
@@ -115,6 +124,7 @@ def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
 
 class ClsPooler(Pooler):
     name = "cls"
+    reduces_span = False
 
     def reduce(self, hidden: Tensor, mask: Tensor, states: TokenStates) -> Tensor:
         return _gather_position(hidden, mask, mask.argmax(dim=1))
@@ -124,6 +134,7 @@ class LastTokenPooler(Pooler):
     """The last selected token; ``append_eos=True`` appends the tokenizer's EOS token to every text."""
 
     name = "last"
+    reduces_span = False
 
     def __init__(self, include_prompt: bool = True, append_eos: bool = False) -> None:
         super().__init__(include_prompt)
@@ -246,6 +257,10 @@ class MultiLayerPooler(Pooler):
     def needs_segments(self) -> bool:
         return self.token_pooling.needs_segments
 
+    @property
+    def reduces_span(self) -> bool:  # type: ignore[override]
+        return self.token_pooling.reduces_span
+
     def config(self) -> dict[str, Any]:
         return {"layers": self.layers, "token_pooling": self.token_pooling.name, **self.token_pooling.config()}
 
@@ -259,11 +274,18 @@ class MultiLayerPooler(Pooler):
         self.token_pooling.check_segments(segments, template, texts)
 
     def forward(self, states: TokenStates) -> Tensor:
+        return self.token_pooling(self._averaged(states))
+
+    def pool_within(self, states: TokenStates, within: Tensor) -> Tensor:
+        return self.token_pooling.pool_within(self._averaged(states), within)
+
+    def _averaged(self, states: TokenStates) -> TokenStates:
+        """The states with the mean of the top ``layers`` layers as hidden states."""
         available = len(states.layers) - 1
         if self.layers > available:
             raise ValueError(f"multi_layer asks for the top {self.layers} layers but the model has {available}")
         averaged = torch.stack(states.layers[-self.layers :]).mean(dim=0)
-        return self.token_pooling(TokenStates(averaged, states.attention_mask, segments=states.segments))
+        return TokenStates(averaged, states.attention_mask, segments=states.segments)
 
 
 class LatentAttentionPooler(Pooler):

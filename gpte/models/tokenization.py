@@ -147,7 +147,7 @@ class TextTokenizer:
         input_ids, segments = [], [] if with_segments else None
         for text_index, row in enumerate(first_rows):
             ids = list(encoded["input_ids"][row])
-            labels = _segment_labels(encoded, row, formatted[text_index]) if with_segments else None
+            labels = segment_labels(encoded, row, formatted[text_index]) if with_segments else None
             if suffix_ids and (not ids or ids[-1] != suffix_ids[-1]):
                 ids += suffix_ids
                 labels = labels + [SPECIAL] * len(suffix_ids) if labels is not None else None
@@ -163,13 +163,13 @@ class TextTokenizer:
         texts = [text.lower() for text in texts] if self.lowercase else list(texts)
         if not texts:  # the fast tokenizer fails on an empty batch
             return []
-        encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+        encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character ``(start, end)`` of each token of ``text`` on its own, without special tokens."""
         encoded = self.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+            text, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False, verbose=False
         )
         return [tuple(pair) for pair in encoded["offset_mapping"]]
 
@@ -226,7 +226,7 @@ def _first_row_per_text(sample_mapping: list[int], n_texts: int) -> tuple[list[i
     return first_rows, [count > 1 for count in counts]
 
 
-def _segment_labels(encoded, row: int, formatted: FormattedText) -> list[int]:
+def segment_labels(encoded, row: int, formatted: FormattedText) -> list[int]:
     """Label each token of one row: text copy number (1-based), PROMPT or SPECIAL."""
     labels = []
     for (start, end), special in zip(encoded["offset_mapping"][row], encoded["special_tokens_mask"][row]):

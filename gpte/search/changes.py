@@ -27,7 +27,7 @@ from gpte.models.protocol import (
     require_sparse,
 )
 from gpte.runtime.vector_store import TokenVectorStore, VectorStore
-from gpte.search.chunking import chunk_spans, resolve_chunk_tokens, resolve_overlap
+from gpte.models.chunking import chunk_spans, resolve_chunk_tokens, resolve_overlap
 from gpte.search.sparse import SparsePending, stack_rows
 from gpte.search.store import pending_folder, text_hash
 
@@ -106,7 +106,7 @@ def build_settings(
     embedder: DenseModel, model: str | None, chunk_tokens: int | None, overlap: int | None
 ) -> dict[str, Any]:
     """The settings an index records and checks on every later build: model (name and fingerprint),
-    chunking (``chunk_tokens`` None: the model's own size, ``gpte.search.chunking.resolve_chunk_tokens``; overlap
+    chunking (``chunk_tokens`` None: the model's own size, ``gpte.models.chunking.resolve_chunk_tokens``; overlap
     None: an eighth of it), similarity and dimension."""
     chunk_tokens = resolve_chunk_tokens(embedder, chunk_tokens)
     overlap = resolve_overlap(chunk_tokens, overlap)

@@ -29,7 +29,7 @@ from gpte.data.documents import document_files, file_documents
 from gpte.errors import extra_needed
 from gpte.models.loading import load_model
 from gpte.search.changes import build_settings, check_same_settings
-from gpte.search.chunking import chunk_spans
+from gpte.models.chunking import chunk_spans
 from gpte.search.store import text_hash
 
 VECTORS_MANIFEST = "_gpte-vectors.json"  # a leading "_": Parquet dataset readers skip it

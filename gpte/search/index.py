@@ -14,7 +14,7 @@ vectors (``sparse_model``: SPLADE and the other ``gpte.models.protocol.SparseMod
 token vectors (``multivector_model``: ColBERT, searched by ``gpte.search.multivector``) and BM25 (``lexical``); at
 least one model. Search modes name one retriever or several joined by "+", fused (``gpte.search.query.SEARCH_MODES``).
 
-Documents come from ``gpte.data.documents``, chunks from ``gpte.search.chunking``, snapshots are stored by
+Documents come from ``gpte.data.documents``, chunks from ``gpte.models.chunking``, snapshots are stored by
 ``gpte.search.store``, dense search is ``gpte.search.dense``, sparse search ``gpte.search.sparse`` and lexical
 search ``gpte.search.lexical``, multi-vector search ``gpte.search.multivector``; this module ties them together.
 """
@@ -124,7 +124,7 @@ def build_index(
         model: the model's name or folder, recorded so that ``Index.open`` loads it again.
         chunk_tokens, overlap: chunk size and overlap in tokens. None: the existing index's, else for the chunk size
             the model's (at most 256, and never more than fits the model with its document prompt and special
-            tokens: ``gpte.search.chunking.resolve_chunk_tokens``) and for the overlap an eighth of the chunk size;
+            tokens: ``gpte.models.chunking.resolve_chunk_tokens``) and for the overlap an eighth of the chunk size;
             chunk size 0: whole documents, truncated by the model (counted on the report).
         ann: "hnsw" builds an approximate graph beside the exact vectors; None builds none.
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
