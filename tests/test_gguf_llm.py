@@ -85,3 +85,20 @@ def test_smollm2_echo_span_and_instruction_mask_cover_exactly_the_text(smollm2):
     out = tokenizer.tokenize([text], instruct, with_segments=True)
     prompt_ids = [i for i, label in zip(out.input_ids[0], out.segments[0]) if label == PROMPT]
     assert tokenizer.tokenizer.decode(prompt_ids) == "Instruct: Retrieve semantically similar text.\nQuery:"
+
+
+def test_smollm2_chunks_fit_its_budget_and_late_chunking_of_one_chunk_is_the_plain_vector(smollm2):
+    from gpte.models.chunking import ChunkSpan, chunk_spans
+    from gpte.models.late_chunking import encode_late_chunks
+
+    model = Embedder(smollm2.backbone, build_pooler("mean"), prompts={"document": "Passage: "}, max_seq_length=96)
+    text = " ".join(SENTENCES * 12) + " naïve café — déjà vu, 3.5×10⁻⁴ m²/s!"
+    budget = model.text_token_budget(role="document")
+    for boundary in ("token", "sentence"):
+        spans = chunk_spans(text, model, budget, 8, boundary)
+        chunks = [text[s.start : s.end] for s in spans]
+        assert len(spans) > 3 and max(model.count_tokens(chunks)) <= budget
+        assert model.encode_with_report(chunks, role="document").report.n_truncated == 0
+    short = [text[:200], text[200:330]]
+    late = encode_late_chunks(model, short, [[ChunkSpan(0, len(t))] for t in short], role="document")
+    np.testing.assert_allclose(np.stack([v[0] for v in late]), model.encode(short, role="document"), atol=1e-5, rtol=0)

@@ -21,6 +21,8 @@ LABELS = (
     "answer",
     "output",
     "task",
+    "one-line summary",
+    "summary",
 )
 LABEL = re.compile(
     r"^\s*(?:[-*•]\s*|\d+[.)]\s*)?(?:\*\*)?(?:(?:" + "|".join(LABELS) + r")\s*:)?(?:\*\*)?\s*", re.IGNORECASE
