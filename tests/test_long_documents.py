@@ -203,3 +203,13 @@ def test_chunked_documents_run_through_retrieval_evaluation_with_a_chosen_main_s
     result = run.results["long"]
     assert not run.failures and result["main_score"] == "ndcg_at_1"
     assert result["tokens"]["document_tokens"] > 1  # chunks per document
+
+
+def test_empty_blank_and_huge_documents(tiny_models):
+    model = _load(tiny_models, "bert", pooling="mean", max_seq_length=32, normalize=True)
+    for late in (False, True):
+        chunked = ChunkedEncoder(model, chunk_tokens=8, overlap=1, late=late)
+        vectors = chunked.encode(["", "   ", "wing " * 6_000], role="document")
+        assert vectors.lengths.tolist()[:2] == [1, 1] and vectors.lengths[2] == len(chunked.spans("wing " * 6_000))
+        np.testing.assert_allclose(vectors.data[:2], model.encode(["", "   "]), atol=1e-5, rtol=0)
+        assert np.isfinite(vectors.data).all() and np.allclose(np.linalg.norm(vectors.data, axis=1), 1, atol=1e-5)

@@ -40,11 +40,18 @@ POOL_BUDGET = 1 << 24  # state values (chunks x tokens x dimension) pooled at a 
 
 @dataclass
 class _Document:
-    """One document tokenized in its prompt: ids, segment labels, and per chunk which tokens it pools (chunks, L)."""
+    """One document tokenized in its prompt: ids, segment labels, and per token the first and last chunk it belongs
+    to (``first > last``: none); chunk c pools the tokens with ``first <= c <= last``."""
 
     input_ids: list[int]
     segments: list[int]
-    members: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    n_chunks: int
+
+    def members(self, chunk: int) -> np.ndarray:
+        """(L,) bool: the tokens chunk ``chunk`` pools."""
+        return (self.first <= chunk) & (self.last >= chunk)
 
 
 def encode_late_chunks(
@@ -146,23 +153,26 @@ def _tokenized(model: Embedder, text: str, spans: list[ChunkSpan], template: Pro
         ids, labels = [model.tokenizer.empty_fallback_id], [SPECIAL]
         offsets = np.zeros((1, 2), dtype=np.int64)
     copy_starts = np.asarray([0] + [start for start, _ in formatted.text_spans], dtype=np.int64)
-    return _Document(ids, labels, _members(np.asarray(labels), offsets, copy_starts, spans))
+    return _Document(ids, labels, *_chunk_ranges(np.asarray(labels), offsets, copy_starts, spans), len(spans))
 
 
-def _members(labels: np.ndarray, offsets: np.ndarray, copy_starts: np.ndarray, spans: list[ChunkSpan]) -> np.ndarray:
-    """(chunks, tokens) bool: a text token belongs to the chunks whose span its characters overlap (in its copy of the
-    text); any other token to the chunks of the text token before it, or to the first chunk if none is before it."""
+def _chunk_ranges(
+    labels: np.ndarray, offsets: np.ndarray, copy_starts: np.ndarray, spans: list[ChunkSpan]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per token, the first and last chunk it belongs to: a text token, the chunks whose span its characters overlap
+    (in its copy of the text; spans are in order, so they are consecutive); any other token, those of the text token
+    before it, or the first chunk if none is before it. O(tokens) memory, whatever the number of chunks."""
     is_text = labels >= 1
     relative = offsets - copy_starts[np.where(is_text, labels, 0)][:, None]
-    starts = np.asarray([s.start for s in spans])[:, None]
-    ends = np.asarray([s.end for s in spans])[:, None]
-    members = is_text[None, :] & (relative[None, :, 0] < ends) & (relative[None, :, 1] > starts)
+    starts = np.asarray([s.start for s in spans])
+    ends = np.asarray([s.end for s in spans])
+    first = np.searchsorted(ends, relative[:, 0], side="right")  # the first chunk ending after the token starts
+    last = np.searchsorted(starts, relative[:, 1], side="left") - 1  # the last chunk starting before it ends
     previous_text = np.maximum.accumulate(np.where(is_text, np.arange(len(labels)), -1))
+    anchor = np.maximum(previous_text, 0)
     leading = previous_text < 0
-    borrowed = members[:, np.maximum(previous_text, 0)]
-    borrowed[:, leading] = False
-    borrowed[0, leading] = True
-    return np.where(is_text[None, :], members, borrowed)
+    first, last = np.where(leading, 0, first[anchor]), np.where(leading, 0, last[anchor])
+    return first.astype(np.int64), last.astype(np.int64)
 
 
 def _batch_states(model: Embedder, input_ids: list[list[int]], segments: list[list[int]]) -> list[TokenStates]:
@@ -237,32 +247,48 @@ def _windowed_states(model: Embedder, doc: _Document, window_overlap: int | None
 
 
 def _chunk_vectors(model: Embedder, states: TokenStates, doc: _Document, normalize: bool) -> np.ndarray:
-    """Pool each chunk's member tokens of one document's states, then project and normalize: (chunks, dimension)."""
-    members = torch.from_numpy(doc.members)
-    bounds = [(int(row.nonzero()[0]), int(row.nonzero()[-1]) + 1) if row.any() else (0, 1) for row in members]
-    pooled = []
-    group: list[int] = []
-    for chunk in range(len(bounds)):
-        group.append(chunk)
-        widest = max(bounds[c][1] - bounds[c][0] for c in group)
-        if len(group) * widest * states.hidden.size(-1) >= POOL_BUDGET or chunk == len(bounds) - 1:
-            pooled.append(_pool_group(model, states, members, bounds, group))
+    """Pool each chunk's member tokens of one document's states, then project and normalize: (chunks, dimension).
+    Chunks are pooled a group at a time, each as the slice of tokens from its first to its last member."""
+    pieces = [_ChunkSlice.of(doc, chunk) for chunk in range(doc.n_chunks)]
+    pooled, group = [], []
+    for piece in pieces:
+        group.append(piece)
+        if len(group) * max(p.width for p in group) * states.hidden.size(-1) >= POOL_BUDGET or piece is pieces[-1]:
+            pooled.append(_pool_group(model, states, group))
             group = []
     vectors = model._project(torch.cat(pooled).to(model.device))
     return truncate_and_normalize(vectors.float().cpu(), None, normalize).numpy()
 
 
-def _pool_group(
-    model: Embedder, states: TokenStates, members: torch.Tensor, bounds: list[tuple[int, int]], group: list[int]
-) -> torch.Tensor:
-    """The pooled vectors of the chunks in ``group``: each chunk's token range cut from the states, padded."""
-    width = max(bounds[c][1] - bounds[c][0] for c in group)
+@dataclass
+class _ChunkSlice:
+    """Tokens ``start:stop`` of a document, the slice holding one chunk's members, and which of them it pools."""
+
+    start: int
+    stop: int
+    within: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+    @classmethod
+    def of(cls, doc: _Document, chunk: int) -> _ChunkSlice:
+        members = doc.members(chunk)
+        found = np.flatnonzero(members)
+        start, stop = (int(found[0]), int(found[-1]) + 1) if len(found) else (0, 1)
+        return cls(start, stop, torch.from_numpy(members[start:stop]))
+
+
+def _pool_group(model: Embedder, states: TokenStates, group: list[_ChunkSlice]) -> torch.Tensor:
+    """The pooled vectors of the chunks in ``group``: each chunk's slice cut from the states, padded to the widest."""
+    width = max(piece.width for piece in group)
 
     def padded(values: torch.Tensor, fill: float) -> torch.Tensor:
         rows = []
-        for _, (start, stop) in _bounds(bounds, group):
-            piece = values[0, start:stop]
-            rows.append(functional.pad(piece, (0, 0) * (piece.dim() - 1) + (0, width - (stop - start)), value=fill))
+        for piece in group:
+            part = values[0, piece.start : piece.stop]
+            rows.append(functional.pad(part, (0, 0) * (part.dim() - 1) + (0, width - piece.width), value=fill))
         return torch.stack(rows)
 
     cut = TokenStates(
@@ -271,14 +297,5 @@ def _pool_group(
         None if states.layers is None else tuple(padded(layer, 0.0) for layer in states.layers),
         padded(states.segments, PAD),
     )
-    within = torch.stack(
-        [
-            functional.pad(members[c, start:stop], (0, width - (stop - start)))
-            for c, (start, stop) in _bounds(bounds, group)
-        ]
-    )
+    within = torch.stack([functional.pad(piece.within, (0, width - piece.width)) for piece in group])
     return model.pooler.pool_within(cut, within.to(cut.attention_mask.device))
-
-
-def _bounds(bounds: list[tuple[int, int]], group: list[int]) -> list[tuple[int, tuple[int, int]]]:
-    return [(c, bounds[c]) for c in group]
