@@ -22,7 +22,8 @@ def register(verbs: Any) -> None:
     options.add_output(
         encode,
         f"vectors: {', '.join(VECTOR_FORMATS)}; sparse vectors: .npz, .jsonl (token: weight); token vectors "
-        "(--kind multivector): a folder of tokens.npy + offsets.npy",
+        "(--kind multivector): a folder of tokens.npy + offsets.npy; chunk vectors (--chunk): a folder of tokens.npy "
+        "+ offsets.npy + spans.npy",
     )
     options.add_model(encode)
     encode.add_argument(
@@ -48,11 +49,21 @@ def register(verbs: Any) -> None:
         "--ranges", default=None, help="int8/uint8 calibration ranges (.npy from gpte.runtime.quantization.save_ranges)"
     )
     encode.add_argument(
-        "--chunk-size", type=int, default=CHUNK_TEXTS, help="texts per chunk written (and resumed) at a time"
+        "--chunk-size",
+        type=int,
+        default=CHUNK_TEXTS,
+        help="texts per chunk written (and resumed) at a time (not --chunk's chunks of a text)",
     )
     encode.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     options.add_no_progress(encode)
     options.add_llm_options(encode)
+    options.add_chunking(
+        encode,
+        "one vector per chunk of each text (dense models): OUTPUT is a folder of tokens.npy (the chunk vectors, "
+        "float32, as the model normalizes them), offsets.npy (text i's chunks are rows offsets[i]:offsets[i+1]) "
+        "and spans.npy (each chunk's characters start, end in its text); not with --precision, --truncate-dim, "
+        "--normalize or --ranges",
+    )
     encode.set_defaults(run=_encode)
 
     distill = verbs.add_parser("distill-static", help="distil a static (model2vec-style) token table from a model")
@@ -81,6 +92,8 @@ def _encode(args: argparse.Namespace) -> int:
         return _encode_multivector(args)
     if args.top_k is not None or args.threshold is not None:
         raise ValueError("--top-k and --threshold apply to sparse models (--kind sparse)")
+    if options.chunking_options(args):
+        return _encode_chunked(args)
     output = check_output(args.output, args.overwrite)
     embedder = options.load_dense_model(args)
     encode_options = {"role": args.role, "normalize": args.normalize}
@@ -169,12 +182,66 @@ def _encode_multivector(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode_chunked(args: argparse.Namespace) -> int:
+    """``gpte encode --chunk``: the chunk vectors of a dense model (``ChunkedEncoder.encode_chunks``) written by the
+    resumable token writer with each chunk's character span (``gpte.runtime.token_output.CHUNK_VECTORS``).
+
+    Raises:
+        ValueError: an option that shapes one vector per text (--precision other than float32, --truncate-dim,
+            --normalize, --ranges), or one ``options.chunked_model`` refuses.
+    """
+    from gpte.runtime.token_output import CHUNK_VECTORS, SPANS_FILE, encode_tokens_to
+
+    given = _vector_options(args)
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} apply to one vector per text, not to chunk vectors (--chunk writes the model's own "
+            "vectors: float32, all dimensions, normalized as the model does); leave them out"
+        )
+    model = options.chunked_model(options.load_dense_model(args), args)
+    report = encode_tokens_to(
+        model,
+        args.input,
+        args.output,
+        field=args.field,
+        chunk_size=args.chunk_size,
+        overwrite=args.overwrite,
+        show_progress=not args.no_progress,
+        encoding=CHUNK_VECTORS,
+        role=args.role,
+        prompt=args.prompt,
+        task=args.task,
+        batch_size=args.batch_size,
+    )
+    resumed = (
+        f", {report.n_resumed_chunks} chunks of texts kept from an interrupted run" if report.n_resumed_chunks else ""
+    )
+    late = "late " if model.late else ""
+    size = f"at most {model.chunk_tokens} tokens" if model.chunk_tokens else "whole texts"
+    print(
+        f"wrote {report.n_tokens} {late}chunk vectors ({size}) of {report.dimension} float32 values for "
+        f"{report.n_texts} texts ({report.n_tokens / max(report.n_texts, 1):.1f} per text) to {args.output}/tokens.npy, "
+        f"offsets.npy and {SPANS_FILE} ({report.n_truncated} chunks truncated to the model's maximum length{resumed}, "
+        f"{report.seconds:.1f} s)"
+    )
+    return 0
+
+
+def _vector_options(args: argparse.Namespace) -> list[str]:
+    """The options given that shape one dense vector per text: --truncate-dim, --normalize, --ranges, and
+    --precision other than float32."""
+    shaping = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
+    given = [name for name, value in shaping.items() if value is not None]
+    return given + ([f"--precision {args.precision}"] if args.precision != "float32" else [])
+
+
 def _refuse_dense_options(args: argparse.Namespace, kind: str) -> None:
-    """ValueError naming the dense-only options given to a ``--kind`` ``kind`` encode."""
-    dense_only = {"--truncate-dim": args.truncate_dim, "--normalize": args.normalize, "--ranges": args.ranges}
-    given = [name for name, value in dense_only.items() if value is not None]
-    if given or args.precision != "float32" or args.backend != "torch":
-        raise ValueError(f"{', '.join(given) or '--precision/--backend'} apply to dense models, not --kind {kind}")
+    """ValueError naming the dense-only options (the vector options, --backend, the chunk options) given to a
+    ``--kind`` ``kind`` encode."""
+    given = _vector_options(args) + ([f"--backend {args.backend}"] if args.backend != "torch" else [])
+    given += options.chunking_options(args)
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to dense models, not --kind {kind}")
 
 
 def _distill_static(args: argparse.Namespace) -> int:

@@ -67,6 +67,13 @@ def register(verbs: Any) -> None:
         default=None,
         help="with a reranker --model and --first-stage: first-stage documents reranked per query (default: 100)",
     )
+    options.add_chunking(
+        evaluate,
+        "dense models: score each document by its chunks' vectors, the max or mean (--chunk-aggregate) of the "
+        "query's similarities to them (queries are not chunked); on the task types a multi-vector model is "
+        "evaluated on (Retrieval, Reranking, STS, ...)",
+        aggregate=True,
+    )
     evaluate.set_defaults(run=_evaluate)
 
     report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
@@ -95,8 +102,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if run.results:
         print(format_table({model.name: run.results}))
-    for name, error in run.failures.items():
-        print(f"gpte: task {name} failed: {error}", file=sys.stderr)
+    for task, error in run.failures.items():
+        print(f"gpte: task {task} failed: {error}", file=sys.stderr)
     return 1 if run.failures else 0
 
 
@@ -109,6 +116,11 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
     from gpte.models.loading import is_reranker_folder, load_reranker
 
     reranker = args.model == "llm" or is_reranker_folder(args.model)
+    if reranker and options.chunking_options(args):
+        raise ValueError(
+            f"{', '.join(options.chunking_options(args))} apply to a dense --model; {args.model} is a reranker "
+            "(a cross-encoder or the llm yes/no reranker), which reads each document whole"
+        )
     for flag, kind in (("sparse", "a sparse model (SPLADE)"), ("multivector", "a multi-vector model (ColBERT)")):
         if getattr(args, flag) and reranker:
             raise ValueError(
@@ -138,7 +150,7 @@ def _models(args: argparse.Namespace) -> tuple[Any, Any]:
 def _encoder(args: argparse.Namespace, name: str | None) -> Any:
     """The model ``name`` on ``--device`` as a sparse model (``--sparse``, a sparse model folder or ``promptreps``)
     or a multi-vector model (``--multivector`` or a multi-vector folder), else as a dense one with ``--backend`` and
-    the LLM options (which the other two refuse)."""
+    the LLM options, wrapped in a ``ChunkedEncoder`` when chunk options are given (the other two refuse all these)."""
     from gpte.models.loading import is_multivector_folder, is_sparse_folder
 
     args = argparse.Namespace(**{**vars(args), "model": name})
@@ -147,9 +159,11 @@ def _encoder(args: argparse.Namespace, name: str | None) -> Any:
     elif args.multivector or is_multivector_folder(name):
         kind, load = "a multi-vector model", options.load_multivector_model
     else:
-        return options.load_dense_model(args)
+        model = options.load_dense_model(args)
+        return options.chunked_model(model, args) if options.chunking_options(args) else model
     dense_only = [f"--{option}" for option in options.llm_options(args)]
     dense_only += [f"--backend {args.backend}"] if args.backend != "torch" else []
+    dense_only += options.chunking_options(args)
     if dense_only:
         raise ValueError(f"{', '.join(dense_only)} apply to dense models; {name} is evaluated as {kind}")
     return load(args)

@@ -1,15 +1,19 @@
 """Options shared by several verbs, spelled once: every verb that takes ``--model``, ``--device``, ``--backend``,
 ``--batch-size``, ``-o/--output`` or ``--no-progress`` adds it here, so the flags, help and defaults agree
 (tests/test_cli.py walks the parsers to hold them to it). Also the helpers those options feed: loading the model
-a verb runs, the decoder-LLM options, and opening a named index on disk or in Milvus."""
+a verb runs, the decoder-LLM options, the long-document (chunking) options of encode and evaluate, and opening a
+named index on disk or in Milvus."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 from typing import Any
 
 from gpte.models.backends import BACKENDS
+from gpte.models.chunked import AGGREGATES, ChunkedEncoder
+from gpte.models.chunking import BOUNDARIES
 
 MODEL_HELP = "model name, folder, .gguf file or hub id (default: all-MiniLM-L6-v2)"
 DEVICE_HELP = "cpu, cuda, ... (default: cuda when available)"
@@ -20,6 +24,16 @@ BATCH_SIZE_HELP = f"texts per batch (default: {BATCH_SIZE})"
 NO_PROGRESS_HELP = "hide the progress bar"
 MILVUS_HELP = "keep the index in Milvus: http://host:19530 (a server or cluster) or a Milvus Lite path ending in .db"
 ROOT_HELP = "folder of indexes (default: $GPTE_INDEXES or ~/.cache/gpte/indexes)"
+CHUNKED_DEFAULTS = {name: p.default for name, p in inspect.signature(ChunkedEncoder).parameters.items()}
+CHUNK_FLAGS = {  # the long-document options: their dest and flag
+    "chunk": "--chunk",
+    "chunk_tokens": "--chunk-tokens",
+    "chunk_overlap": "--chunk-overlap",
+    "chunk_boundary": "--chunk-boundary",
+    "late_chunking": "--late-chunking",
+    "window_overlap": "--window-overlap",
+    "chunk_aggregate": "--chunk-aggregate",
+}
 
 
 def add_model(parser: argparse.ArgumentParser, note: str | None = None, repeatable: bool = False) -> None:
@@ -66,6 +80,93 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
 def llm_options(args: argparse.Namespace) -> dict[str, str]:
     """The decoder-LLM options given on the command line (none when the verb has no such options)."""
     return {name: getattr(args, name) for name in ("attention", "extraction") if getattr(args, name, None)}
+
+
+def add_chunking(parser: argparse.ArgumentParser, chunked: str, aggregate: bool = False) -> None:
+    """The long-document options (``gpte.models.chunked.ChunkedEncoder``, dense models only): ``--chunk``,
+    ``--chunk-tokens``, ``--chunk-overlap``, ``--chunk-boundary``, ``--late-chunking``, ``--window-overlap``, and with
+    ``aggregate`` ``--chunk-aggregate``; ``chunked`` says what ``--chunk`` does in this verb."""
+    group = parser.add_argument_group("long documents (dense models; see gpte.models.chunked)")
+    group.add_argument("--chunk", action="store_true", help=chunked)
+    group.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="text tokens per chunk, implies --chunk (default: as many as fit the model, at most 256; 0: whole texts)",
+    )
+    group.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tokens shared by consecutive chunks (default: an eighth of the chunk)",
+    )
+    group.add_argument(
+        "--chunk-boundary",
+        default=None,
+        choices=BOUNDARIES,
+        help="token: a chunk every N - overlap tokens; sentence: chunks end after a sentence (default: "
+        f"{CHUNKED_DEFAULTS['boundary']})",
+    )
+    group.add_argument(
+        "--late-chunking",
+        action="store_true",
+        help="encode each text whole and pool each chunk's tokens (late chunking; implies --chunk; needs a pooling "
+        "over tokens: mean, max, weighted_mean, ...)",
+    )
+    group.add_argument(
+        "--window-overlap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --late-chunking: tokens shared by the windows of a text longer than the model (default: a quarter "
+        "of a window)",
+    )
+    if aggregate:
+        group.add_argument(
+            "--chunk-aggregate",
+            default=None,
+            choices=AGGREGATES,
+            help=f"a document's score from its chunks' scores (default: {CHUNKED_DEFAULTS['aggregate']})",
+        )
+
+
+def chunking_options(args: argparse.Namespace) -> list[str]:
+    """The long-document flags given on the command line (none when the verb has no such options)."""
+    given = {dest: getattr(args, dest, None) for dest in CHUNK_FLAGS}
+    return [CHUNK_FLAGS[dest] for dest, value in given.items() if value is not None and value is not False]
+
+
+def chunked_model(model: Any, args: argparse.Namespace) -> Any:
+    """``model`` (a dense transformer model) as a ``ChunkedEncoder`` with the verb's long-document options.
+
+    Raises:
+        ValueError: chunk options without chunking asked for (``--chunk``, ``--chunk-tokens`` or ``--late-chunking``),
+            ``--window-overlap`` without ``--late-chunking``, a static model, or a value ``ChunkedEncoder`` refuses
+            (a bad size, overlap, or a pooling late chunking cannot use; the allowed values named).
+    """
+    if not (args.chunk or args.chunk_tokens is not None or args.late_chunking):
+        raise ValueError(
+            f"{', '.join(chunking_options(args))} shape chunks; ask for chunking with --chunk, --chunk-tokens N or "
+            "--late-chunking"
+        )
+    if args.window_overlap is not None and not args.late_chunking:
+        raise ValueError("--window-overlap applies to --late-chunking (the windows of a text longer than the model)")
+    if is_static_model(model):
+        raise ValueError(
+            f"chunking fits chunks to a transformer's maximum length; {model.name} is a static model, which has none "
+            "(encode its texts whole, without the chunk options)"
+        )
+    chosen = {"boundary": args.chunk_boundary, "aggregate": getattr(args, "chunk_aggregate", None)}
+    return ChunkedEncoder(
+        model,
+        args.chunk_tokens,
+        args.chunk_overlap,
+        late=args.late_chunking,
+        window_overlap=args.window_overlap,
+        **{name: value for name, value in chosen.items() if value is not None},  # else ChunkedEncoder's defaults
+    )
 
 
 def load_dense_model(args: argparse.Namespace) -> Any:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gpte.cli import options
+from gpte.models.chunking import BOUNDARIES
 
 DOCUMENTS_HELP = "a document file or folder (txt, md, jsonl, csv, tsv, parquet)"
 FIELD_HELP = "text field/column of jsonl, csv, tsv, parquet rows"
@@ -14,6 +15,19 @@ CHUNK_TOKENS_HELP = (
     "tokens per chunk (default: an existing index's, else as many as fit the model, at most 256; 0: whole documents)"
 )
 OVERLAP_HELP = "tokens shared by consecutive chunks (default: an existing index's, else an eighth of the chunk)"
+CHUNK_BOUNDARY_HELP = (
+    "where chunks end: token (every --chunk-tokens tokens) or sentence (after the last sentence ending in a chunk's "
+    "second half); default: an existing index's, else token"
+)
+LATE_CHUNKING_HELP = (
+    "late chunking: run each whole document through the model (in overlapping windows beyond its context) and pool "
+    "each chunk's tokens, so a chunk's vector sees its document (needs a pooling that reduces a span: mean, max, ...; "
+    "not cls or last); default: an existing index's, else off"
+)
+WINDOW_OVERLAP_HELP = (
+    "with --late-chunking: tokens shared by the windows of a document longer than the model's context (default: an "
+    "existing index's, else a quarter of a window)"
+)
 
 
 def register(verbs: Any) -> None:
@@ -26,6 +40,7 @@ def register(verbs: Any) -> None:
     index.add_argument("--field", default="text", help=FIELD_HELP)
     index.add_argument("--chunk-tokens", type=int, default=None, help=CHUNK_TOKENS_HELP)
     index.add_argument("--overlap", type=int, default=None, help=OVERLAP_HELP)
+    _add_late_chunking(index)
     index.add_argument("--no-ann", action="store_true", help="no HNSW graph (exact and binary search only)")
     index.add_argument("--rebuild", action="store_true", help="re-embed everything instead of updating")
     index.add_argument(
@@ -62,6 +77,7 @@ def register(verbs: Any) -> None:
     corpus.add_argument("--field", default="text", help=FIELD_HELP)
     corpus.add_argument("--chunk-tokens", type=int, default=None, help=CHUNK_TOKENS_HELP + "; as the index's")
     corpus.add_argument("--overlap", type=int, default=None, help=OVERLAP_HELP + "; as the index's")
+    _add_late_chunking(corpus, "; as the index's")
     options.add_batch_size(corpus)
     corpus.add_argument("--concurrency", type=int, default=1, help="embedding actors")
     corpus.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per actor")
@@ -104,6 +120,26 @@ def register(verbs: Any) -> None:
     search.set_defaults(run=_search)
 
 
+def _add_late_chunking(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """``--chunk-boundary``, ``--late-chunking``/``--no-late-chunking`` and ``--window-overlap`` (unset: None)."""
+    parser.add_argument("--chunk-boundary", choices=BOUNDARIES, default=None, help=CHUNK_BOUNDARY_HELP + note)
+    parser.add_argument(
+        "--late-chunking", action=argparse.BooleanOptionalAction, default=None, help=LATE_CHUNKING_HELP + note
+    )
+    parser.add_argument("--window-overlap", type=int, default=None, metavar="N", help=WINDOW_OVERLAP_HELP + note)
+
+
+def _chunking(args: argparse.Namespace) -> dict[str, Any]:
+    """The chunking options given (None where unset)."""
+    return {
+        "chunk_tokens": args.chunk_tokens,
+        "overlap": args.overlap,
+        "chunk_boundary": args.chunk_boundary,
+        "late_chunking": args.late_chunking,
+        "window_overlap": args.window_overlap,
+    }
+
+
 def _index(args: argparse.Namespace) -> int:
     from gpte.search.index import build_index, index_path
     from gpte.search.milvus import build_milvus_index
@@ -114,8 +150,7 @@ def _index(args: argparse.Namespace) -> int:
     build_options = {
         "embedder": options.load_dense_model(args) if chosen else None,
         "model": args.model,
-        "chunk_tokens": args.chunk_tokens,
-        "overlap": args.overlap,
+        **_chunking(args),
         "ann": None if args.no_ann else "hnsw",
         "text_field": args.field,
         "batch_size": args.batch_size,
@@ -161,8 +196,7 @@ def _embed_corpus(args: argparse.Namespace) -> int:
         args.source,
         args.output,
         model=args.model,
-        chunk_tokens=args.chunk_tokens,
-        overlap=args.overlap,
+        **{key: value for key, value in _chunking(args).items() if value is not None},  # unset: embed_corpus_ray's
         text_field=args.field,
         batch_size=args.batch_size,
         concurrency=args.concurrency,

@@ -92,6 +92,17 @@ class ChunkedEncoder:
         context: Mapping[str, str] | None = None,
         window_overlap: int | None = None,
     ) -> None:
+        if not isinstance(model, Embedder):
+            raise TypeError(
+                f"ChunkedEncoder takes a transformer Embedder (it reads token offsets and, for late chunking, token "
+                f"states), got {type(model).__name__}"
+            )
+        if window_overlap is not None and not (
+            isinstance(window_overlap, int) and 0 <= window_overlap < model.max_seq_length
+        ):
+            raise ValueError(
+                f"window_overlap must be a whole number in [0, {model.max_seq_length}), got {window_overlap!r}"
+            )
         if boundary not in BOUNDARIES:
             raise ValueError(f"unknown chunk boundary {boundary!r}; choose one of: {', '.join(BOUNDARIES)}")
         if aggregate not in AGGREGATES:
@@ -109,7 +120,9 @@ class ChunkedEncoder:
         self.boundary, self.late, self.aggregate = boundary, bool(late), aggregate
         self.context = dict(context) if context is not None else None
         self.window_overlap = window_overlap
-        self.name = f"{model.name}+{'late' if late else 'context' if context else 'plain'}-chunks"
+        way = "late" if late else "context" if context else "plain"
+        window = f"-w{window_overlap}" if window_overlap is not None else ""
+        self.name = f"{model.name}+{way}-chunks-{self.chunk_tokens}t-{self.overlap}o-{boundary}-{aggregate}{window}"
         self.similarity_name = f"chunk_{aggregate}"
 
     # ----------------------------------------------------------------- the model contract

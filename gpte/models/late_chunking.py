@@ -250,12 +250,13 @@ def _chunk_vectors(model: Embedder, states: TokenStates, doc: _Document, normali
     """Pool each chunk's member tokens of one document's states, then project and normalize: (chunks, dimension).
     Chunks are pooled a group at a time, each as the slice of tokens from its first to its last member."""
     pieces = [_ChunkSlice.of(doc, chunk) for chunk in range(doc.n_chunks)]
-    pooled, group = [], []
+    pooled, group, widest = [], [], 0
     for piece in pieces:
         group.append(piece)
-        if len(group) * max(p.width for p in group) * states.hidden.size(-1) >= POOL_BUDGET or piece is pieces[-1]:
+        widest = max(widest, piece.width)
+        if len(group) * widest * states.hidden.size(-1) >= POOL_BUDGET or piece is pieces[-1]:
             pooled.append(_pool_group(model, states, group))
-            group = []
+            group, widest = [], 0
     vectors = model._project(torch.cat(pooled).to(model.device))
     return truncate_and_normalize(vectors.float().cpu(), None, normalize).numpy()
 

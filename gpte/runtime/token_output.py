@@ -1,14 +1,18 @@
-"""Token vector files: what ``gpte encode --kind multivector`` writes, chunk by chunk and resumable.
+"""Token vector files: what ``gpte encode --kind multivector`` (and ``--chunk``) writes, chunk by chunk and resumable.
 
 The output is a folder (``gpte.models.multivector.TokenVectors.save``'s layout): ``tokens.npy`` (every text's token
 vectors end to end, (total tokens, dimension) float32) and ``offsets.npy`` ((texts + 1,) int64: text i's vectors are
-rows ``offsets[i]:offsets[i+1]``); ``TokenVectors.load(folder, mmap=True)`` reads it without loading the tokens.
+rows ``offsets[i]:offsets[i+1]``); ``TokenVectors.load(folder, mmap=True)`` reads it without loading the tokens. An
+encoding may add arrays with one row per vector (``ExtraArray``), each its own ``NAME.npy``: chunk vectors
+(``CHUNK_VECTORS``, a ``gpte.models.chunked.ChunkedEncoder``: ``tokens.npy`` holds one vector per chunk of each text)
+add ``spans.npy``, (total chunks, 2) int64, each chunk's characters ``start:end`` in its text, so that row r of text
+i is the vector of ``texts[i][start:end]``.
 
 Texts are encoded ``chunk_size`` at a time into a hidden ``.NAME.partial/`` folder beside the output, each chunk a
-finished ``TokenVectors`` folder (written under a temporary name, then renamed), with ``state.json`` naming the job
-(input, model, options, chunk size). A run killed midway resumes from its finished chunks when it is started again
-with the same job; a different job starts over. Once every chunk is there they are joined into the output folder,
-which appears only complete; the partial folder is then removed.
+finished folder of the same layout (written under a temporary name, then renamed), with ``state.json`` naming the job
+(input, model, options, chunk size, extra arrays). A run killed midway resumes from its finished chunks when it is
+started again with the same job; a different job starts over. Once every chunk is there they are joined into the
+output folder, which appears only complete; the partial folder is then removed.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ from gpte.runtime.streaming import CHUNK_TEXTS, TextSource
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
+SPANS_FILE = "spans.npy"
 
 
 @dataclass
@@ -45,6 +51,54 @@ class TokenReport:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ExtraArray:
+    """An array written beside ``tokens.npy`` with one row per vector: ``name``.npy, rows of ``shape``, ``dtype``."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.npy"
+
+
+@dataclass
+class EncodedTexts:
+    """One chunk of texts encoded: its vectors grouped by text, the texts truncated, and the extra arrays by name
+    (row r of each goes with ``vectors.data[r]``)."""
+
+    vectors: TokenVectors
+    n_truncated: int
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenEncoding:
+    """How a chunk of texts is encoded: ``encode(model, texts, **encode_options) -> EncodedTexts``, and the extra
+    arrays it gives (``extras``)."""
+
+    encode: Callable[..., EncodedTexts]
+    extras: tuple[ExtraArray, ...] = ()
+
+
+def _token_vectors(model: MultiVectorModel, texts: list[str], **encode_options: Any) -> EncodedTexts:
+    """``model.encode_with_report``'s token vectors (no extra arrays)."""
+    result = model.encode_with_report(texts, show_progress=False, **encode_options)
+    return EncodedTexts(result.vectors, result.report.n_truncated)
+
+
+def _chunk_vectors(model: Any, texts: list[str], **encode_options: Any) -> EncodedTexts:
+    """A ``ChunkedEncoder``'s chunk vectors (``encode_chunks``), with each chunk's character span (``spans``)."""
+    chunks, report = model.encode_chunks(texts, show_progress=False, **encode_options)
+    return EncodedTexts(chunks.token_vectors(len(texts)), report.n_truncated, {"spans": chunks.spans})
+
+
+TOKEN_VECTORS = TokenEncoding(_token_vectors)
+CHUNK_VECTORS = TokenEncoding(_chunk_vectors, (ExtraArray("spans", (2,), "int64"),))
+
+
 def encode_tokens_to(
     model: MultiVectorModel,
     texts: Any,
@@ -54,16 +108,23 @@ def encode_tokens_to(
     chunk_size: int = CHUNK_TEXTS,
     overwrite: bool = False,
     show_progress: bool = True,
+    encoding: TokenEncoding = TOKEN_VECTORS,
     **encode_options: Any,
 ) -> TokenReport:
     """Encode ``texts`` (strings, or a txt/md/jsonl/csv/tsv/parquet path with ``field``) into the folder ``output``.
 
     Args:
-        encode_options: role, prompt, task, batch_size (``MultiVectorEncoder.encode``).
+        model: a multi-vector model (``TOKEN_VECTORS``), or a ``ChunkedEncoder`` with ``encoding=CHUNK_VECTORS``.
+        chunk_size: texts encoded (and kept for a resumed run) at a time.
+        encoding: how a chunk of texts is encoded and which extra arrays are written (see the module docstring).
+        encode_options: role, prompt, task, batch_size (``MultiVectorEncoder.encode``, ``ChunkedEncoder.encode_chunks``).
+
+    Returns:
+        A ``TokenReport`` (``n_tokens``: the rows of ``tokens.npy``, chunk vectors for ``CHUNK_VECTORS``).
 
     Raises:
         FileExistsError: ``output`` exists and ``overwrite`` is False.
-        ValueError: a bad ``chunk_size``.
+        ValueError: a bad ``chunk_size``; an extra array whose rows, shape or dtype differ from its declaration.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -71,14 +132,16 @@ def encode_tokens_to(
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     source = TextSource(texts, field)
-    state = {
+    job = {
         "version": STATE_VERSION,
         "input_sha256": source.fingerprint,
         "n": source.count,
         "chunk_size": chunk_size,
         "model": model.fingerprint,
-        "options": json.loads(json.dumps(encode_options, default=str)),
+        "options": encode_options,
+        "extras": [asdict(extra) for extra in encoding.extras],
     }
+    state = json.loads(json.dumps(job, default=str))  # as state.json reads back (tuples as lists)
     partial = _partial_folder(output, state)
     done = sum(1 for _ in partial.glob("chunk-*"))
     n_truncated = 0
@@ -90,12 +153,12 @@ def encode_tokens_to(
         desc="encode",
     ) as bar:
         for number, chunk in enumerate(source.chunks(chunk_size, skip=done), start=done):
-            result = model.encode_with_report(chunk, show_progress=False, **encode_options)
-            result.vectors.save(partial / f"chunk-{number:06d}")
-            n_truncated += result.report.n_truncated
+            encoded = encoding.encode(model, chunk, **encode_options)
+            _save_chunk(encoded, encoding.extras, partial / f"chunk-{number:06d}")
+            n_truncated += encoded.n_truncated
             bar.update(len(chunk))
     n_chunks = -(-source.count // chunk_size)
-    n_tokens = _join_chunks(partial, n_chunks, model.dimension, output, overwrite)
+    n_tokens = _join_chunks(partial, n_chunks, model.dimension, encoding.extras, output, overwrite)
     shutil.rmtree(partial)
     seconds = time.perf_counter() - started
     return TokenReport(source.count, n_tokens, model.dimension, n_chunks - done, done, n_truncated, seconds)
@@ -114,21 +177,53 @@ def _partial_folder(output: Path, state: dict[str, Any]) -> Path:
     return partial
 
 
-def _join_chunks(partial: Path, n_chunks: int, dimension: int, output: Path, overwrite: bool) -> int:
-    """Write the chunks one after another into ``output`` (a ``TokenVectors`` folder); returns the token count."""
-    chunks = [TokenVectors.load(partial / f"chunk-{number:06d}", mmap=True) for number in range(n_chunks)]
+def _save_chunk(encoded: EncodedTexts, extras: tuple[ExtraArray, ...], folder: Path) -> None:
+    """Write one chunk's vectors and extra arrays into ``folder``, which appears only complete.
+
+    Raises:
+        ValueError: an extra array missing, unexpected, or not of ``(rows, *shape)`` and ``dtype`` (both named).
+    """
+    rows = len(encoded.vectors.data)
+    if set(encoded.extras) != {extra.name for extra in extras}:
+        raise ValueError(
+            f"the encoding gave extra arrays {sorted(encoded.extras)}; it declares {sorted(e.name for e in extras)}"
+        )
+    with atomic_path(folder) as temporary:
+        encoded.vectors.save(temporary)
+        for extra in extras:
+            values = encoded.extras[extra.name]
+            if values.shape != (rows, *extra.shape) or values.dtype != np.dtype(extra.dtype):
+                raise ValueError(
+                    f"extra array {extra.name!r} is {values.dtype} {values.shape}; expected {extra.dtype} "
+                    f"{(rows, *extra.shape)} (one row per vector)"
+                )
+            np.save(temporary / extra.file, values)
+
+
+def _join_chunks(
+    partial: Path, n_chunks: int, dimension: int, extras: tuple[ExtraArray, ...], output: Path, overwrite: bool
+) -> int:
+    """Write the chunks one after another into ``output`` (a ``TokenVectors`` folder and the extra arrays); returns
+    the token count."""
+    folders = [partial / f"chunk-{number:06d}" for number in range(n_chunks)]
+    chunks = [TokenVectors.load(folder, mmap=True) for folder in folders]
     n_tokens = sum(len(chunk.data) for chunk in chunks)
+    layouts = {TOKENS_FILE: ((dimension,), np.dtype(np.float32))}
+    layouts |= {extra.file: (extra.shape, np.dtype(extra.dtype)) for extra in extras}
     with atomic_path(output, overwrite) as temporary:
         temporary.mkdir()
-        tokens = np.lib.format.open_memmap(
-            temporary / TOKENS_FILE, mode="w+", dtype=np.float32, shape=(n_tokens, dimension)
-        )
+        arrays = {
+            file: np.lib.format.open_memmap(temporary / file, mode="w+", dtype=dtype, shape=(n_tokens, *shape))
+            for file, (shape, dtype) in layouts.items()
+        }
         offsets, row = [np.zeros(1, dtype=np.int64)], 0
-        for chunk in chunks:
-            tokens[row : row + len(chunk.data)] = chunk.data
+        for folder, chunk in zip(folders, chunks):
+            for file, array in arrays.items():
+                array[row : row + len(chunk.data)] = np.load(folder / file, mmap_mode="r")
             offsets.append(chunk.offsets[1:] + row)
             row += len(chunk.data)
-        tokens.flush()
-        del tokens
+        for array in arrays.values():
+            array.flush()
+        del arrays, array  # the memory maps closed before the folder moves into place
         np.save(temporary / OFFSETS_FILE, np.concatenate(offsets))
     return n_tokens

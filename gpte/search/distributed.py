@@ -8,7 +8,9 @@ index's), documents are chunked and embedded by ``concurrency`` actors that each
 each with ``num_gpus``), and the chunks are written as Parquet shards: doc_id, text_hash, text, start, end,
 metadata (JSON), vector. The shards are written under a temporary name and renamed when complete, with
 ``_gpte-vectors.json`` (model key, chunking) beside them; an index build reads them as ready-made vectors of its
-chunks (by text hash), so its own pass embeds only what the shards lack.
+chunks (by ``text_hash``: the hash of the chunk's dense id, ``gpte.search.changes.dense_ids``, which is its text
+unless late chunking), so its own pass embeds only what the shards lack. With ``late_chunking`` an actor encodes its
+documents whole and pools each chunk (``gpte.search.changes.late_chunk_vectors``), as the index build does.
 
 Ray is started locally when no cluster is connected (``ray.init()``); connect to a cluster first
 (``ray.init(address=...)``) to run it there.
@@ -27,9 +29,9 @@ import pyarrow.parquet as pq
 
 from gpte.data.documents import document_files, file_documents
 from gpte.errors import extra_needed
+from gpte.models.chunking import ChunkSpan, chunk_spans
 from gpte.models.loading import load_model
-from gpte.search.changes import build_settings, check_same_settings
-from gpte.models.chunking import chunk_spans
+from gpte.search.changes import build_settings, check_same_settings, dense_ids, late_chunk_vectors
 from gpte.search.store import text_hash
 
 VECTORS_MANIFEST = "_gpte-vectors.json"  # a leading "_": Parquet dataset readers skip it
@@ -48,13 +50,17 @@ def embed_corpus_ray(
     num_gpus: float = 0.0,
     model_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    chunk_boundary: str = "token",
+    late_chunking: bool = False,
+    window_overlap: int | None = None,
 ) -> int:
     """Embed the chunks of every document in ``source`` (file or folder) with Ray Data; write Parquet shards to
     ``output``. Returns the number of chunks.
 
     Args:
         model, model_options: the model (``gpte.models.loading.load_model(model, **model_options)`` in every actor).
-        chunk_tokens, overlap: as ``build_index`` (they must match the index the vectors are for).
+        chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap: as ``build_index`` (they must match
+            the index the vectors are for; unset values are not taken from an index here).
         batch_size: documents per actor call (the model encodes their chunks in batches of the same size).
         concurrency, num_cpus, num_gpus: embedding actors, and the CPUs and GPUs each one holds (leave a CPU
             free for the tasks that read the files).
@@ -69,7 +75,9 @@ def embed_corpus_ray(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     options = dict(model_options or {})
-    settings = build_settings(load_model(model, **options), model, chunk_tokens, overlap)  # checks chunking, keys it
+    settings = build_settings(  # checks chunking and late chunking, keys them
+        load_model(model, **options), model, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap
+    )
     files = document_files(source)
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -82,8 +90,7 @@ def embed_corpus_ray(
         fn_constructor_kwargs={
             "model": model,
             "options": options,
-            "chunk_tokens": settings["chunk_tokens"],
-            "overlap": settings["overlap"],
+            "chunking": {key: settings[key] for key in _ChunkEmbedder.CHUNKING},
             "batch_size": batch_size,
         },
         batch_size=batch_size,
@@ -109,13 +116,14 @@ def _read_file(item: dict[str, str], text_field: str) -> list[dict[str, Any]]:
 
 
 class _ChunkEmbedder:
-    """A Ray actor: chunks documents and embeds the chunks with its own copy of the model."""
+    """A Ray actor: chunks documents and embeds the chunks (each on its own, or late-chunked from its whole document)
+    with its own copy of the model."""
 
-    def __init__(
-        self, model: str | None, options: dict[str, Any], chunk_tokens: int, overlap: int, batch_size: int
-    ) -> None:
+    CHUNKING = ("chunk_tokens", "overlap", "chunk_boundary", "late_chunking", "window_overlap")  # settings it uses
+
+    def __init__(self, model: str | None, options: dict[str, Any], chunking: dict[str, Any], batch_size: int) -> None:
         self.embedder = load_model(model, **options)
-        self.chunk_tokens, self.overlap, self.batch_size = chunk_tokens, overlap, batch_size
+        self.chunking, self.batch_size = chunking, batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         columns: dict[str, list[Any]] = {
@@ -126,26 +134,38 @@ class _ChunkEmbedder:
             "end": [],
             "metadata": [],
         }
-        for doc_id, text, metadata in zip(
-            batch["doc_id"].to_pylist(), batch["text"].to_pylist(), batch["metadata"].to_pylist()
-        ):
-            for span in chunk_spans(text, self.embedder, self.chunk_tokens, self.overlap):
+        chunking = self.chunking
+        texts, spans = batch["text"].to_pylist(), []
+        for doc_id, text, metadata in zip(batch["doc_id"].to_pylist(), texts, batch["metadata"].to_pylist()):
+            spans.append(
+                chunk_spans(
+                    text, self.embedder, chunking["chunk_tokens"], chunking["overlap"], chunking["chunk_boundary"]
+                )
+            )
+            ids = dense_ids(text, spans[-1], chunking["late_chunking"], chunking["window_overlap"])
+            for span, key in zip(spans[-1], ids):
                 chunk = text[span.start : span.end]
-                for key, value in zip(columns, (doc_id, text_hash(chunk), chunk, span.start, span.end, metadata)):
-                    columns[key].append(value)
-        vectors = np.asarray(
-            self.embedder.encode(columns["text"], role="document", batch_size=self.batch_size, show_progress=False),
-            dtype=np.float32,
-        )
+                for column, value in zip(columns, (doc_id, text_hash(key), chunk, span.start, span.end, metadata)):
+                    columns[column].append(value)
+        vectors = self._vectors(texts, spans, columns["text"])
         vector_column = pa.FixedSizeListArray.from_arrays(
             pa.array(vectors.reshape(-1)), self.embedder.dimension
         )  # plain Parquet, any reader
         return pa.table({**columns, "vector": vector_column})
 
+    def _vectors(self, texts: list[str], spans: list[list[ChunkSpan]], chunks: list[str]) -> np.ndarray:
+        """The chunks' vectors: late-chunked from the documents ``texts`` (their ``spans``), or ``chunks`` encoded."""
+        if self.chunking["late_chunking"]:
+            return late_chunk_vectors(self.embedder, texts, spans, self.chunking["window_overlap"], self.batch_size)
+        return np.asarray(
+            self.embedder.encode(chunks, role="document", batch_size=self.batch_size, show_progress=False),
+            dtype=np.float32,
+        )
+
 
 def read_vectors(folder: str | Path, settings: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Chunk-text hash -> vector from ``embed_corpus_ray``'s shards in ``folder``, checked against the settings
-    of the index being built (same model and chunking).
+    """Dense-id hash (the chunk text's, without late chunking) -> vector from ``embed_corpus_ray``'s shards in
+    ``folder``, checked against the settings of the index being built (same model, chunking and late chunking).
 
     Raises:
         FileNotFoundError: no complete shards in ``folder``.

@@ -8,6 +8,7 @@
     build_index("sparse-only", "docs/", sparse_model=splade, dense=False, lexical=False)
     Index.open("splade-index").search("wing stall", mode="dense+sparse+lexical")
     build_index("colbert-index", "docs/", multivector_model="colbert-folder/")  # dense + ColBERT + BM25
+    build_index("late-index", "docs/", late_chunking=True)  # chunk vectors pooled from their whole documents
 
 An index holds up to four retrievers over the same chunks: a dense model's vectors (the default), a sparse model's
 vectors (``sparse_model``: SPLADE and the other ``gpte.models.protocol.SparseModel`` kinds), a multi-vector model's
@@ -49,7 +50,7 @@ from gpte.search.changes import (
     build_settings,
     check_same_settings,
     chunk_settings,
-    embed_new_chunks,
+    embed_plan,
     encode_new_sparse,
     encode_new_tokens,
     kind_settings,
@@ -58,6 +59,7 @@ from gpte.search.changes import (
     open_kind_model,
     open_model,
     plan_changes,
+    requested_chunking,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
@@ -114,6 +116,9 @@ def build_index(
     dense: bool | None = None,
     lexical: bool | None = None,
     multivector_model: MultiVectorModel | str | Path | None = None,
+    late_chunking: bool | None = None,
+    window_overlap: int | None = None,
+    chunk_boundary: str | None = None,
 ) -> BuildReport:
     """Build the index at ``path`` from ``source``, or bring an existing one up to date.
 
@@ -126,6 +131,15 @@ def build_index(
             the model's (at most 256, and never more than fits the model with its document prompt and special
             tokens: ``gpte.models.chunking.resolve_chunk_tokens``) and for the overlap an eighth of the chunk size;
             chunk size 0: whole documents, truncated by the model (counted on the report).
+        chunk_boundary: where chunks end, "token" (every chunk size) or "sentence" (after a sentence:
+            ``gpte.models.chunking.chunk_spans``). None: the existing index's, else "token".
+        late_chunking: embed each chunk in its document's context (``gpte.models.late_chunking``, Günther et al.
+            2024): every new or changed document runs whole through the model (in overlapping windows beyond its
+            context) and each chunk's tokens are pooled, so a chunk's vector depends on its whole document; needs a
+            pooling that reduces a span (mean, max, ...; not cls or last). Chunk texts, offsets and the sparse,
+            multi-vector and BM25 retrievers are as without it. None: the existing index's, else False.
+        window_overlap: with late chunking, tokens shared by the windows of a document longer than the model's
+            ``max_seq_length``. None: the existing index's, else a quarter of a window.
         ann: "hnsw" builds an approximate graph beside the exact vectors; None builds none.
         rebuild: start from nothing instead of reusing the existing index's unchanged documents.
         vectors_from: ready-made chunk vectors (``gpte.search.distributed.embed_corpus_ray``'s folder, same
@@ -147,8 +161,10 @@ def build_index(
     are kept in parts while embedding, so a killed build resumes; the new generation becomes live only when complete.
 
     Raises:
-        ValueError: bad chunking or ann settings, an index built with another model, sparse model, chunking or
-            without dense vectors (use ``rebuild``), no model at all, duplicate document ids, no documents.
+        ValueError: bad chunking or ann settings, an index built with another model, sparse model, chunking,
+            chunk boundary, late chunking or window overlap, or without dense vectors (use ``rebuild``), no model at
+            all, late chunking with a pooling that reads one token or without a dense model, duplicate document ids,
+            no documents.
     """
     started = time.perf_counter()
     root = Path(path)
@@ -172,15 +188,9 @@ def build_index(
             manifest["model"] if manifest else None,
             (manifest.get("backend") or "torch") if manifest else "torch",
         )
-    if manifest is not None:  # unset chunking: the existing index's
-        chunk_tokens = manifest["chunk_tokens"] if chunk_tokens is None else chunk_tokens
-        overlap = manifest["overlap"] if overlap is None else overlap
+    chunking = requested_chunking(manifest, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap)
     chunker = embedder if dense else (sparse if sparse is not None else tokens_model)
-    settings = (
-        build_settings(embedder, model, chunk_tokens, overlap)
-        if dense
-        else chunk_settings(chunker, chunk_tokens, overlap)
-    )
+    settings = build_settings(embedder, model, **chunking) if dense else chunk_settings(chunker, **chunking)
     settings.update(kind_settings(SPARSE, sparse, sparse_name))
     settings.update(kind_settings(MULTIVECTOR, tokens_model, tokens_name))
     if manifest is not None:
@@ -194,6 +204,9 @@ def build_index(
         chunker,
         settings["chunk_tokens"],
         settings["overlap"],
+        settings["chunk_boundary"],
+        settings["late_chunking"],
+        settings["window_overlap"],
     )
     if _nothing_to_do(plan, previous, ann, lexical):
         return BuildReport(
@@ -209,8 +222,8 @@ def build_index(
             time.perf_counter() - started,
         )
     new = (
-        embed_new_chunks(
-            plan.new_texts,
+        embed_plan(
+            plan,
             embedder,
             root,
             settings["model_key"],
@@ -256,7 +269,6 @@ def build_index(
         "chunks": len(chunks),
     }
     generation = write_generation(root, manifest, vectors, chunks, hashes, extras)
-    distinct = len(set(plan.new_texts))
     if new is not None:
         new.pending.clear()
     if new_sparse is not None:
@@ -264,7 +276,7 @@ def build_index(
     if new_tokens is not None:
         new_tokens.pending.clear()
     first = new_sparse if new_sparse is not None else new_tokens
-    embedded = distinct - new.resumed - new.ready if new is not None else first.encoded
+    embedded = new.embedded if new is not None else first.encoded
     return BuildReport(
         generation.name,
         len(documents),
@@ -341,8 +353,9 @@ def _open_snapshot(root: Path) -> Snapshot | None:
 
 def _assemble(plan: Plan, previous: Snapshot | None) -> tuple[ChunkTable, dict[str, str], list[tuple[bool, Any]]]:
     """The new generation's chunks (documents in source order, each one's chunks contiguous), content hashes, and
-    where each chunk row's vectors come from: ``(True, previous row)`` for a kept chunk, ``(False, text hash)`` for
-    a new one."""
+    where each chunk row's vectors come from: ``(True, previous row)`` for a kept chunk, ``(False, (text hash, dense
+    key))`` for a new one (its sparse and token vectors are keyed by its text, its dense vector by
+    ``Plan.dense_key``)."""
     tables, rows = [], []
     for doc in plan.documents:
         if doc.id in plan.unchanged:
@@ -360,14 +373,14 @@ def _assemble(plan: Plan, previous: Snapshot | None) -> tuple[ChunkTable, dict[s
                 [doc.metadata] * len(chunks),
             )
         )
-        rows.extend((False, text_hash(text)) for text, _, _ in chunks)
+        rows.extend((False, (text_hash(text), plan.dense_key(doc.id, n))) for n, (text, _, _) in enumerate(chunks))
     return ChunkTable.concat(tables), {doc.id: doc.content_hash() for doc in plan.documents}, rows
 
 
 def _dense_vectors(
     rows: list[tuple[bool, Any]], previous: Snapshot | None, by_hash: dict[str, np.ndarray], dimension: int
 ) -> np.ndarray:
-    """The chunk rows' dense vectors: kept rows read from the previous generation, new ones by text hash."""
+    """The chunk rows' dense vectors: kept rows read from the previous generation, new ones by dense key."""
     vectors = np.empty((len(rows), dimension), dtype=np.float32)
     kept = [(at, source) for at, (old, source) in enumerate(rows) if old]
     if kept:
@@ -376,7 +389,7 @@ def _dense_vectors(
         vectors[positions] = np.asarray(previous.vectors[sources], dtype=np.float32)
     for at, (old, source) in enumerate(rows):
         if not old:
-            vectors[at] = by_hash[source]
+            vectors[at] = by_hash[source[1]]
     return vectors
 
 
@@ -389,7 +402,7 @@ def _sparse_vectors(rows: list[tuple[bool, Any]], previous: Snapshot | None, new
         blocks.append(sparse_search.SparseSearcher.load(previous.folder / sparse_search.POSTINGS).vectors())
     offset = blocks[0].shape[0] if blocks else 0
     blocks.append(new.matrix)
-    order = np.array([source if old else offset + new.rows[source] for old, source in rows], dtype=np.int64)
+    order = np.array([source if old else offset + new.rows[source[0]] for old, source in rows], dtype=np.int64)
     combined = scipy.sparse.vstack(blocks, format="csr") if len(blocks) > 1 else blocks[0]
     return scipy.sparse.csr_matrix(combined[order], shape=(len(rows), vocab_size))
 
@@ -402,7 +415,7 @@ def _token_vectors(rows: list[tuple[bool, Any]], previous: Snapshot | None, new:
         kept = multivector_search.MultiVectorSearcher.load(previous.folder / TOKENS_FOLDER)
         parts.insert(0, TokenVectors(kept.vectors, kept.offsets))
     offset = len(parts[0]) if len(parts) > 1 else 0
-    order = [source if old else offset + new.rows[source] for old, source in rows]
+    order = [source if old else offset + new.rows[source[0]] for old, source in rows]
     return TokenVectors.concat(parts).take(order)
 
 

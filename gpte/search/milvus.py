@@ -9,7 +9,8 @@ One collection per index, one row per chunk: ``pk`` (document-id hash, content h
 doc_hash, n_chunks, text, start, end, metadata (JSON), vector, and a BM25 sparse vector that Milvus computes
 from the text (its BM25 function); with a ``sparse_model`` (SPLADE, ...), also ``splade``: the chunk's learned
 sparse vector (a SPARSE_FLOAT_VECTOR field, SPARSE_INVERTED_INDEX, inner product). The build settings (model,
-sparse model, chunking) are a collection property, checked on every update as the on-disk index does.
+sparse model, chunking, late chunking) are a collection property, checked on every update as the on-disk index
+does; with late chunking (``late_chunking=True``) each chunk's vector is pooled from its whole document, as there.
 
 Updates are crash-safe without generations: new and changed documents' chunks are inserted first under new
 primary keys, then the stale rows (deleted documents, old versions) are deleted. A killed build leaves every
@@ -45,7 +46,7 @@ from gpte.search.changes import (
     Plan,
     build_settings,
     check_same_settings,
-    embed_new_chunks,
+    embed_plan,
     encode_new_sparse,
     kind_settings,
     load_build_kind_model,
@@ -53,6 +54,7 @@ from gpte.search.changes import (
     open_kind_model,
     open_model,
     plan_changes,
+    requested_chunking,
 )
 from gpte.search.distributed import read_vectors
 from gpte.search.fusion import fuse
@@ -117,17 +119,22 @@ def build_milvus_index(
     token: str | None = None,
     work_dir: str | Path | None = None,
     sparse_model: SparseModel | str | Path | None = None,
+    late_chunking: bool | None = None,
+    window_overlap: int | None = None,
+    chunk_boundary: str | None = None,
 ) -> BuildReport:
     """Build the Milvus collection ``name`` at ``uri`` from ``source``, or bring it up to date.
 
     Args mirror ``gpte.search.index.build_index``; ``ann`` picks the collection's vector index ("hnsw", or
     None for FLAT = exact search); ``work_dir`` keeps the pending vectors of an unfinished build (default
     ``$GPTE_INDEXES/milvus-pending/NAME`` or ``~/.cache/gpte/indexes/milvus-pending/NAME``); ``sparse_model``
-    (a sparse model or its name; None: the collection's) adds its chunk vectors in the ``splade`` field.
+    (a sparse model or its name; None: the collection's) adds its chunk vectors in the ``splade`` field;
+    ``late_chunking``, ``window_overlap`` and ``chunk_boundary`` as there (None: the collection's).
 
     Raises:
-        ValueError: a bad URI, chunking or ann, an existing collection built with another model, sparse model or
-            chunking (use ``rebuild``) or not built by gpte, duplicate document ids, a chunk over 65,535 bytes.
+        ValueError: a bad URI, chunking or ann, an existing collection built with another model, sparse model,
+            chunking or late chunking (use ``rebuild``) or not built by gpte, late chunking with a pooling that reads
+            one token, duplicate document ids, a chunk over 65,535 bytes.
     """
     from gpte.search.index import check_index_name, index_path
 
@@ -145,11 +152,9 @@ def build_milvus_index(
         previous["model"] if previous else None,
         previous.get("backend", "torch") if previous else "torch",
     )
-    if previous is not None:  # unset chunking: the collection's
-        chunk_tokens = previous["chunk_tokens"] if chunk_tokens is None else chunk_tokens
-        overlap = previous["overlap"] if overlap is None else overlap
     sparse, sparse_name = load_build_kind_model(SPARSE, sparse_model, previous)
-    settings = build_settings(embedder, model, chunk_tokens, overlap)
+    chunking = requested_chunking(previous, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap)
+    settings = build_settings(embedder, model, **chunking)
     if sparse is not None:
         settings.update(kind_settings(SPARSE, sparse, sparse_name))
     if previous is not None:
@@ -159,11 +164,18 @@ def build_milvus_index(
     documents = read_documents(source, text_field)
     indexed, rows_by_doc = _indexed_documents(client, name)
     plan = plan_changes(
-        documents, _old_hashes(documents, indexed), embedder, settings["chunk_tokens"], settings["overlap"]
+        documents,
+        _old_hashes(documents, indexed),
+        embedder,
+        settings["chunk_tokens"],
+        settings["overlap"],
+        settings["chunk_boundary"],
+        settings["late_chunking"],
+        settings["window_overlap"],
     )
     pending_root = Path(work_dir) if work_dir else index_path("milvus-pending") / name
-    new = embed_new_chunks(
-        plan.new_texts,
+    new = embed_plan(
+        plan,
         embedder,
         pending_root,
         settings["model_key"],
@@ -193,7 +205,7 @@ def build_milvus_index(
         plan.removed,
         len(plan.unchanged),
         chunks,
-        len(set(plan.new_texts)) - new.resumed - new.ready,
+        new.embedded,
         new.resumed,
         time.perf_counter() - started,
         new.ready,
@@ -296,7 +308,8 @@ def _primary_key(doc_id: str, doc_hash: str, chunk: int) -> str:
 def _insert_new(
     client: MilvusClient, name: str, plan: Plan, vectors_by_hash: dict[str, np.ndarray], sparse: Any = None
 ) -> None:
-    """Insert the new chunks' rows (``sparse``: the build's ``NewSparse``, for the ``splade`` field)."""
+    """Insert the new chunks' rows: dense vectors by ``Plan.dense_key``, ``sparse`` (the build's ``NewSparse``, for
+    the ``splade`` field) by text hash."""
     rows = []
     for doc in plan.documents:
         chunks = plan.new_chunks.get(doc.id, [])
@@ -317,7 +330,7 @@ def _insert_new(
                     "start": start,
                     "end": end,
                     "metadata": doc.metadata,
-                    "vector": vectors_by_hash[text_hash(text)].tolist(),
+                    "vector": vectors_by_hash[plan.dense_key(doc.id, number)].tolist(),
                 }
             )
             if sparse is not None:
