@@ -171,8 +171,8 @@ def test_an_index_reopens_its_model_with_the_backend_it_was_built_with(tiny_mode
 
 
 def test_empty_and_huge_inputs(bert, static_folder, tmp_path):
-    from gpte.runtime.vector_store import VectorStore
     from gpte.models.chunking import chunk_spans
+    from gpte.runtime.vector_store import VectorStore
 
     static = load_model(static_folder)
     assert static.encode([]).shape == (0, 8) and static.encode_with_report([]).report.n_texts == 0

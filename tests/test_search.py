@@ -12,8 +12,8 @@ import torch
 from gpte import Embedder
 from gpte.cli import main
 from gpte.data.documents import read_documents
-from gpte.search import changes as changes_module
 from gpte.models.chunking import chunk_spans
+from gpte.search import changes as changes_module
 from gpte.search.fusion import fuse
 from gpte.search.index import Index, build_index, index_path
 from gpte.search.ranking import Ranking

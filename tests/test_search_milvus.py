@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from gpte.search import changes as changes_module
 from gpte.models.chunking import chunk_spans
+from gpte.search import changes as changes_module
 from gpte.search.index import Index, build_index
 from gpte.search.milvus import MilvusIndex, build_milvus_index, filter_expression, fuse_hits
 from gpte.search.query import Hit
