@@ -5,17 +5,22 @@ gpte [-v | -q] VERB ...   (-v: debug messages and other libraries' logs; -q: war
 gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
             [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
             [--device DEV] [--backend B] [--ranges R.npy] [--chunk-size N] [--overwrite] [--no-progress]
+            [--chunk [--chunk-tokens N] [--chunk-overlap N] [--chunk-boundary token|sentence] [--late-chunking]
+             [--window-overlap N]]   (one vector per chunk: OUTPUT/tokens.npy, offsets.npy, spans.npy)
 gpte distill-static -o FOLDER [--model M] [--pca-dims 256] [--sif 1e-4]
 gpte info [MODEL]
 gpte evaluate --data DIR [--model M] [--backend B] [--tasks T ... | --suite S] [-o results] [--overwrite] [--cache DIR]
               [--first-stage MODEL|bm25] [--top-k 100]   (a reranker --model: Reranking, or Retrieval's first-stage top-k)
+              [--chunk-tokens N] [--chunk-overlap N] [--chunk-boundary B] [--late-chunking] [--window-overlap N]
+              [--chunk-aggregate max|mean]   (long documents: a document scores as its best or mean chunk)
 gpte report RESULTS_DIR... [--plot chart.png]
 gpte train RECIPE.yaml [--restart]
 gpte merge MODEL MODEL... -o OUT [--method average|slerp|task_arithmetic] [--weights W...] [--t T]
            [--base MODEL] [--scale S] [--overwrite]
 gpte whiten CORPUS -o OUT [--model M] [--field F] [--dims K] [--overwrite]
 gpte index SOURCE --name NAME [--model M] [--backend B] [--device DEV] [--chunk-tokens N] [--overlap N] [--no-ann]
-           [--rebuild] [--root DIR | --milvus URI] [--vectors-from DIR]
+           [--rebuild] [--root DIR | --milvus URI] [--vectors-from DIR] [--chunk-boundary token|sentence]
+           [--late-chunking [--window-overlap N]]
 gpte embed-corpus SOURCE -o DIR [--model M] [--chunk-tokens N] [--overlap N] [--concurrency N] [--num-gpus G]
                   [--ray-address ADDR] [--overwrite]
 gpte search NAME "query" [-k 10] [--mode dense|lexical|hybrid] [--dense-mode exact|hnsw|binary|int8] [--filter F=V]
