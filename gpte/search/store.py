@@ -12,7 +12,8 @@ Layout of an index folder::
         bm25/, hnsw.faiss   lexical and approximate indexes of this generation (each optional)
         binary.npy          sign bits of the vectors (binary search), 1/32 of vectors.npy
         sparse/             the sparse model's chunk vectors as an inverted index (``gpte.search.sparse``)
-    pending-<model key>/    vectors embedded by an unfinished build, in parts keyed by chunk-text hash
+    pending-<model key>/    vectors embedded by an unfinished build, in parts keyed by chunk-text hash (late chunking: by
+                            document text, span and window overlap; gpte.search.changes.Plan.dense_key)
     pending-sparse-<key>/   the same for the sparse model's vectors
 
 A build writes a new generation under a temporary name, renames it, then points CURRENT at it; an
