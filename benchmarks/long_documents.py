@@ -100,8 +100,9 @@ def longembed(args: argparse.Namespace, work: Path, minilm: Embedder) -> None:
         for variant in args.llm_variants:
             extraction, attention = LLM_VARIANTS[variant]
             model = Embedder.load(LLM, extraction=extraction, attention=attention, device="cpu")
-            copies = 2 if extraction == "echo" else 1
-            fitting = [length for length in llm_lengths if copies * length + 64 <= model.max_seq_length]
+            # echo repeats the text: it runs where both copies fit; PromptEOL runs every length (a document a few
+            # tokens over the context in SmolLM2's tokens is truncated, and counted)
+            fitting = [n for n in llm_lengths if extraction != "echo" or 2 * n + 64 <= model.max_seq_length]
             print(row(f"SmolLM2-135M-Instruct, {variant}", model, llm_tasks, args.lengths, fitting), flush=True)
 
 
