@@ -90,8 +90,10 @@ def test_smollm2_echo_span_and_instruction_mask_cover_exactly_the_text(smollm2):
 def test_smollm2_chunks_fit_its_budget_and_late_chunking_of_one_chunk_is_the_plain_vector(smollm2):
     from gpte.models.chunking import ChunkSpan, chunk_spans
     from gpte.models.late_chunking import encode_late_chunks
+    from gpte.prompts import Prompts
 
-    model = Embedder(smollm2.backbone, build_pooler("mean"), prompts={"document": "Passage: "}, max_seq_length=96)
+    prompts = Prompts.from_strings({"document": "Passage: "}, None)
+    model = Embedder(smollm2.backbone, build_pooler("mean"), prompts=prompts, max_seq_length=96)
     text = " ".join(SENTENCES * 12) + " naïve café — déjà vu, 3.5×10⁻⁴ m²/s!"
     budget = model.text_token_budget(role="document")
     for boundary in ("token", "sentence"):
