@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--llm-variants", nargs="*", default=list(LLM_VARIANTS), choices=list(LLM_VARIANTS))
     parser.add_argument("--llm-max-length", type=int, default=8192, help="longest length the SmolLM2 rows run")
     parser.add_argument("--no-minilm-rows", action="store_true", help="LongEmbed: only the SmolLM2 rows")
+    parser.add_argument("--kinds", nargs="+", default=["passkey", "needle"], choices=["passkey", "needle"])
     args = parser.parse_args()
     work = args.work.resolve()
     print(cpu_line(), flush=True)
@@ -82,7 +83,7 @@ def longembed(args: argparse.Namespace, work: Path, minilm: Embedder) -> None:
         "all-MiniLM-L6-v2, chunks (best chunk)": ChunkedEncoder(minilm),
         "all-MiniLM-L6-v2, late chunking (best chunk)": ChunkedEncoder(minilm, late=True),
     }
-    for kind in ("passkey", "needle"):
+    for kind in args.kinds:
         tasks = (
             {}
             if args.no_minilm_rows
