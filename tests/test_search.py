@@ -186,13 +186,15 @@ def test_incremental_update_embeds_only_changes(built, embedder, tmp_path):
         _, first, count = updated.snapshot.documents[doc]
         assert np.array_equal(updated.snapshot.vectors[first : first + count], before[doc])
     assert "e.txt" not in updated.snapshot.documents
-    assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
+    generations = sorted(g.name for g in (tmp_path / "index").glob("gen-*"))
+    assert generations == ["gen-000001", "gen-000002"]  # the fixture's index still reads generation 1
+    index.snapshot.lease.release()
     again = build_index(tmp_path / "index", source, embedder=embedder, chunk_tokens=8, overlap=2, show_progress=False)
     assert (again.generation, again.unchanged, again.embedded) == (
         "gen-000002",
         5,
         0,
-    )  # nothing changed: nothing written
+    )  # nothing changed: nothing written, and generation 1, read by no one now, deleted
     assert [g.name for g in (tmp_path / "index").glob("gen-*")] == ["gen-000002"]
 
 

@@ -22,10 +22,12 @@ search ``gpte.search.lexical``, multi-vector search ``gpte.search.multivector``;
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 import scipy.sparse
 
 from gpte.data.documents import read_documents
+from gpte.locking import exclusive_output
 from gpte.models.multivector import TokenVectors
 from gpte.models.protocol import DenseModel, MultiVectorModel, SparseModel
 from gpte.search import dense as dense_search
@@ -75,7 +78,15 @@ from gpte.search.query import (
     search_depth,
 )
 from gpte.search.ranking import DocumentLayout, Ranking, rank_chunk_scores
-from gpte.search.store import ChunkTable, Snapshot, current_generation, read_snapshot, text_hash, write_generation
+from gpte.search.store import (
+    ChunkTable,
+    Snapshot,
+    collect_generations,
+    current_name,
+    open_live_snapshot,
+    text_hash,
+    write_generation,
+)
 
 ANN_KINDS = ("hnsw", None)
 MASK_CACHE = 64  # filter masks kept per opened index
@@ -99,6 +110,19 @@ def check_index_name(name: str) -> None:
         )
 
 
+def _one_build_at_a_time(build: Callable[..., BuildReport]) -> Callable[..., BuildReport]:
+    """``build`` run while holding the index's write lock (``gpte.locking``): a second build of the same index, from
+    another process, fails at once naming the running one instead of writing beside it."""
+
+    @functools.wraps(build)
+    def locked(path: str | Path, *args: Any, **kwargs: Any) -> BuildReport:
+        with exclusive_output(Path(path), "index"):
+            return build(path, *args, **kwargs)
+
+    return locked
+
+
+@_one_build_at_a_time
 def build_index(
     path: str | Path,
     source: str | Path,
@@ -165,6 +189,10 @@ def build_index(
             chunk boundary, late chunking or window overlap, or without dense vectors (use ``rebuild``), no model at
             all, late chunking with a pooling that reads one token or without a dense model, duplicate document ids,
             no documents.
+        gpte.locking.OutputLockedError: another process is building the same index.
+
+    Open indexes keep reading the generation they opened (``gpte.search.store``: leases); the generations no reader
+    holds are deleted at the end of the build.
     """
     started = time.perf_counter()
     root = Path(path)
@@ -209,6 +237,7 @@ def build_index(
         settings["window_overlap"],
     )
     if _nothing_to_do(plan, previous, ann, lexical):
+        _collect_after(previous, root)
         return BuildReport(
             previous.folder.name,
             len(documents),
@@ -269,6 +298,7 @@ def build_index(
         "chunks": len(chunks),
     }
     generation = write_generation(root, manifest, vectors, chunks, hashes, extras)
+    _collect_after(previous, root)
     if new is not None:
         new.pending.clear()
     if new_sparse is not None:
@@ -346,9 +376,16 @@ def _nothing_to_do(plan: Plan, previous: Snapshot | None, ann: str | None, lexic
     )
 
 
+def _collect_after(previous: Snapshot | None, root: Path) -> None:
+    """Release the build's lease on the generation it started from, then delete the generations no reader holds."""
+    if previous is not None and previous.lease is not None:
+        previous.lease.release()
+    collect_generations(root)
+
+
 def _open_snapshot(root: Path) -> Snapshot | None:
-    folder = current_generation(root) if root.is_dir() else None
-    return read_snapshot(folder) if folder else None
+    """The live generation of the index at ``root``, leased (None: no index there yet)."""
+    return open_live_snapshot(root) if root.is_dir() else None
 
 
 def _assemble(plan: Plan, previous: Snapshot | None) -> tuple[ChunkTable, dict[str, str], list[tuple[bool, Any]]]:
@@ -479,12 +516,11 @@ class Index:
         the models the index was built with (loaded by their recorded names), and a different model is refused (its
         vectors would not match the index's)."""
         root = Path(path)
-        folder = current_generation(root) if root.is_dir() else None
-        if folder is None:
+        snapshot = _open_snapshot(root)
+        if snapshot is None:
             raise FileNotFoundError(
                 f"no index at {root}; build one with gpte index SOURCE --name NAME (or build_index)"
             )
-        snapshot = read_snapshot(folder)
         manifest = snapshot.manifest
         if manifest.get("model_key") is None and embedder is not None:
             raise ValueError(f"{root} was built without a dense model; open it without an embedder")
@@ -495,6 +531,15 @@ class Index:
             open_kind_model(SPARSE, sparse_model, manifest, str(root)),
             open_kind_model(MULTIVECTOR, multivector_model, manifest, str(root)),
         )
+
+    def latest(self) -> Index:
+        """This index when its generation is still the live one, else the live generation opened with the same models
+        (after a build): what a long-running reader calls to follow updates. This one stays usable (its generation
+        is kept on disk while it is alive)."""
+        root = self.snapshot.folder.parent
+        if current_name(root) == self.snapshot.folder.name:
+            return self
+        return Index.open(root, self.embedder, self.sparse_model, self.multivector_model)
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)

@@ -18,15 +18,23 @@ Layout of an index folder::
 
 A build writes a new generation under a temporary name, renames it, then points CURRENT at it; an
 interrupted build leaves CURRENT and its generation untouched, and the next build reuses the pending parts.
+
+Readers lease the generation they open: ``open_live_snapshot`` holds a shared ``flock`` on ``.gen-N.lease`` for as
+long as the ``Snapshot`` lives (the kernel drops it when the process dies, so a killed reader never pins a
+generation). A build deletes an older generation only when it can take that file's exclusive lock without waiting
+(``collect_generations``), so an index update never removes files an open index still reads; a generation still
+read is deleted by a later build. fcntl's flock is used directly: ``filelock`` (gpte.locking) has no shared locks.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,23 +90,80 @@ class Snapshot:
     vectors: np.ndarray | None  # None: an index without a dense model
     chunks: ChunkTable
     documents: dict[str, tuple[str, int, int]]  # doc_id -> (content hash, first chunk row, chunk count)
+    lease: Lease | None = field(default=None, repr=False)  # held while the snapshot is alive
+
+
+class Lease:
+    """A shared lock on a generation's lease file: while any lease is held, no build deletes the generation.
+
+    Released by ``release()`` or when the object is garbage-collected (``weakref.finalize``), whichever is first.
+    """
+
+    def __init__(self, root: Path, generation: str) -> None:
+        self.path = lease_path(root, generation)
+        descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits only while a build is deleting this generation
+        self._finalizer = weakref.finalize(self, os.close, descriptor)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def lease_path(root: Path, generation: str) -> Path:
+    """The lease file of ``generation`` (a folder name such as ``gen-000003``) in the index at ``root``."""
+    return root / f".{generation}.lease"
 
 
 def current_generation(root: Path) -> Path | None:
-    """The live generation folder of the index at ``root``, or None when it has none yet."""
-    pointer = root / CURRENT
-    if not pointer.is_file():
+    """The live generation folder of the index at ``root`` (not leased: see ``open_live_snapshot``), or None when it
+    has none yet.
+
+    Raises:
+        FileNotFoundError: CURRENT names a generation that is missing or incomplete.
+    """
+    name = current_name(root)
+    if name is None:
         return None
-    folder = root / pointer.read_text(encoding="utf-8").strip()
+    folder = root / name
     if not (folder / MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{root}: CURRENT names {folder.name}, which is missing or incomplete; rebuild the index"
-        )
+        raise FileNotFoundError(f"{root}: CURRENT names {name}, which is missing or incomplete; rebuild the index")
     return folder
 
 
-def read_snapshot(folder: Path) -> Snapshot:
-    """Open the generation at ``folder``."""
+def current_name(root: Path) -> str | None:
+    """The name CURRENT gives for the live generation of the index at ``root`` (None: no CURRENT), unchecked: what a
+    reader compares with the generation it has open to see whether a build has made another one live."""
+    try:
+        return (root / CURRENT).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def open_live_snapshot(root: Path) -> Snapshot | None:
+    """Open and lease the live generation of the index at ``root`` (None when it has none): the returned snapshot's
+    files stay on disk while it is alive, whatever builds do meanwhile.
+
+    A build may make a newer generation live and delete this one between reading CURRENT and taking the lease;
+    then CURRENT is read again.
+
+    Raises:
+        FileNotFoundError: CURRENT names a generation that is missing or incomplete (and no build replaced it).
+    """
+    name = current_name(root)
+    while name is not None:
+        lease = Lease(root, name)
+        if (root / name / MANIFEST).is_file():
+            return read_snapshot(root / name, lease)
+        lease.release()
+        now = current_name(root)
+        if now == name:
+            raise FileNotFoundError(f"{root}: CURRENT names {name}, which is missing or incomplete; rebuild the index")
+        name = now
+    return None
+
+
+def read_snapshot(folder: Path, lease: Lease | None = None) -> Snapshot:
+    """Open the generation at ``folder``; ``lease``: the lease the snapshot keeps (``open_live_snapshot``)."""
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
@@ -111,7 +176,7 @@ def read_snapshot(folder: Path) -> Snapshot:
     )
     docs = pq.read_table(folder / "documents.parquet").to_pydict()
     documents = {d: (h, f, n) for d, h, f, n in zip(docs["doc_id"], docs["hash"], docs["first_row"], docs["n_chunks"])}
-    return Snapshot(folder, manifest, vectors, chunks, documents)
+    return Snapshot(folder, manifest, vectors, chunks, documents, lease)
 
 
 def write_generation(
@@ -123,10 +188,10 @@ def write_generation(
     extras: dict[str, Any],
 ) -> Path:
     """Write a new generation (vectors unless None, chunks, documents, manifest and ``extras``: name -> writer
-    called with the file path), make it CURRENT, and delete older generations. Returns its folder."""
-    previous = current_generation(root)
-    number = int(previous.name.split("-")[1]) + 1 if previous else 1
-    final = root / f"gen-{number:06d}"
+    called with the file path) and make it CURRENT. Returns its folder; older generations stay until
+    ``collect_generations``."""
+    numbers = [int(folder.name.split("-")[1]) for folder in root.glob("gen-*") if folder.name[4:].isdigit()]
+    final = root / f"gen-{max(numbers, default=0) + 1:06d}"
     with atomic_path(final, overwrite=True) as folder:
         folder.mkdir()
         if vectors is not None:
@@ -139,10 +204,32 @@ def write_generation(
             json.dumps({**manifest, "format_version": FORMAT_VERSION}, indent=2), encoding="utf-8"
         )
     _point_current(root, final.name)
-    for old in root.glob("gen-*"):
-        if old.name != final.name:
-            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def collect_generations(root: Path) -> list[str]:
+    """Delete the generations of the index at ``root`` that are not live and that no reader holds a lease on (each
+    one's lease file locked exclusively without waiting); returns the names deleted. Generations still read stay for
+    a later call."""
+    live = current_name(root)
+    deleted = []
+    for old in sorted(root.glob("gen-*")):
+        if old.name == live:
+            continue
+        path = lease_path(root, old.name)
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a reader holds it
+            os.close(descriptor)
+            continue
+        try:
+            shutil.rmtree(old, ignore_errors=True)
+            path.unlink(missing_ok=True)  # a reader that opened it meanwhile finds no manifest and rereads CURRENT
+            deleted.append(old.name)
+        finally:
+            os.close(descriptor)
+    return deleted
 
 
 def _write_chunks(path: Path, chunks: ChunkTable) -> None:
