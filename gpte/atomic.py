@@ -17,6 +17,33 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
 
 
+def check_destination(path: str | Path, overwrite: bool, folder: bool = False) -> Path:
+    """Check, before any work, that an output can be written at ``path``: its folder exists and is writable, and
+    ``path`` is not taken (unless ``overwrite``) nor of the other kind (``folder``: the output is a folder, else a
+    file). Returns ``path`` as a Path.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: the folder meant to hold ``path`` is missing or is a file.
+        PermissionError: that folder is not writable.
+        IsADirectoryError, NotADirectoryError: ``path`` is a folder where a file is written, or the reverse.
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"the folder of output {path} does not exist: create {parent} first")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"the folder of output {path} is not a folder: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write output {path}: the folder {parent} is not writable")
+    if path.exists() and path.is_dir() != folder:
+        kind, wanted = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        error = IsADirectoryError if path.is_dir() else NotADirectoryError
+        raise error(f"output {path} is {kind}; this output is {wanted}: give another name")
+    refuse_existing(path, overwrite)
+    return path
+
+
 @contextmanager
 def atomic_path(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success move it to ``final``, on error delete it.

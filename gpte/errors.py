@@ -24,6 +24,10 @@ class BackendUnavailableError(GpteError, RuntimeError):
     the message names what to install or the backend to use instead."""
 
 
+class NonFiniteVectorsError(GpteError, RuntimeError):
+    """A model produced NaN or infinite values (corrupt or overflowing weights); the message names the model."""
+
+
 class MissingExtraError(GpteError, ModuleNotFoundError):
     """A module of an optional extra is not installed; the message names the pip line that installs it and
     ``name`` the missing module (as on ``ModuleNotFoundError``)."""

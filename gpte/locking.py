@@ -2,16 +2,23 @@
 but fails at once naming the process that holds it.
 
 The lock is ``filelock.FileLock`` (the lock Hugging Face's libraries use for their caches: an OS lock on a file,
-released by the kernel when its process dies, so a killed run never leaves a stale lock). It is taken on a hidden
-``.NAME.lock`` file beside the output, and the holder writes its pid and command line into ``.NAME.lock.owner`` so the
-refusal can say who is writing.
+released by the kernel when its process dies, so a killed run never leaves a stale lock). Its file lives in a
+per-user folder of the system's temporary directory (``$GPTE_LOCKS`` overrides it), named by the hash of the output's
+absolute path, so output folders get no lock files; the holder writes its pid and command line beside it so a refusal
+can say who is writing. Processes on one machine are excluded; writers on two machines sharing a network folder are
+not.
 """
 
 from __future__ import annotations
 
+import functools
+import getpass
+import hashlib
+import inspect
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,29 +26,37 @@ from filelock import FileLock, Timeout
 
 from gpte.errors import GpteError
 
+Writer = Callable[..., object]
+
 
 class OutputLockedError(GpteError, RuntimeError):
     """Another process is writing the same output; the message names it and the lock file."""
 
 
 def lock_file(output: str | Path) -> Path:
-    """The lock file of ``output``: ``.NAME.lock`` in the output's folder."""
-    output = Path(output)
-    return output.with_name(f".{output.name}.lock")
+    """The lock file of ``output``: ``<locks folder>/<sha256 of its absolute path>.lock``."""
+    folder = Path(os.environ.get("GPTE_LOCKS") or Path(tempfile.gettempdir()) / f"gpte-locks-{_user()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(Path(output).resolve()).encode("utf-8", "surrogateescape")).hexdigest()
+    return folder / f"{key[:32]}.lock"
+
+
+def _user() -> str:
+    """This user's id (a folder per user: another user's lock files could not be opened for writing)."""
+    return str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
 
 
 @contextmanager
 def exclusive_output(output: str | Path, what: str = "output") -> Iterator[None]:
     """Hold the write lock of ``output`` (``what``: how the refusal calls it, e.g. "index") for the block.
 
-    The output's folder is created when missing (the lock file lives there). Within one process the lock is
-    reentrant (a writer that calls another writer of the same output does not lock itself out).
+    Within one process the lock is reentrant (a writer that calls another writer of the same output does not lock
+    itself out).
 
     Raises:
         OutputLockedError: another process holds the lock; names its pid and command line when it recorded them.
     """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     path = lock_file(output)
     lock = FileLock(path, timeout=0, thread_local=False, is_singleton=True)
     try:
@@ -61,6 +76,26 @@ def exclusive_output(output: str | Path, what: str = "output") -> Iterator[None]
         if first:
             owner.unlink(missing_ok=True)
         lock.release()
+
+
+def one_writer(parameter: str, what: str = "output") -> Callable[[Writer], Writer]:
+    """Decorator: the function runs holding the write lock (``exclusive_output``) of its argument ``parameter``, the
+    path it writes (``what``: how a refusal calls it); a None argument takes no lock."""
+
+    def decorate(function: Writer) -> Writer:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def locked(*args: object, **kwargs: object) -> object:
+            output = signature.bind(*args, **kwargs).arguments.get(parameter)
+            if output is None:
+                return function(*args, **kwargs)
+            with exclusive_output(Path(output), what):
+                return function(*args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 def _owner(path: Path) -> str:

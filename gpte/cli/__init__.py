@@ -44,6 +44,7 @@ One module per group of verbs, each holding its verbs' parser beside their handl
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,17 +53,30 @@ from gpte.cli.logs import cli_logging
 from gpte.errors import GpteError
 
 VERB_MODULES = (encode, evaluate, train, search, rerank, datagen, analyze, serve)
-USER_ERRORS = (GpteError, ValueError, TypeError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (
+    GpteError,
+    ValueError,
+    TypeError,
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 __all__ = ["USER_ERRORS", "VERB_MODULES", "build_parser", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 success, 1 a reported error, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 success, 1 a reported error, 130 interrupted, 141 stdout closed early, as
+    by ``gpte search ... | head``: quietly, like a command killed by SIGPIPE)."""
     args = build_parser().parse_args(argv)
     with cli_logging(args.log_level):
         try:
             return args.run(args)
+        except BrokenPipeError:
+            _silence_stdout()
+            return 141
         except USER_ERRORS as error:
             print(f"gpte: error: {error}", file=sys.stderr)
             return 1
@@ -72,6 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of a closed pipe raises nothing (Python's
+    documented recipe for SIGPIPE: https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gpte.atomic import refuse_existing
+from gpte.atomic import check_destination, refuse_existing
 from gpte.cli import options
 from gpte.data.readers import TEXT_FORMATS
+from gpte.locking import exclusive_output
 from gpte.models.postprocess import PRECISIONS
 from gpte.runtime.output import VECTOR_FORMATS, check_output
 from gpte.runtime.quantization import load_ranges
@@ -132,18 +133,19 @@ def _encode_sparse(args: argparse.Namespace) -> int:
 
     _refuse_dense_options(args, "sparse")
     output = check_sparse_output(args.output, args.overwrite)
-    model = options.load_sparse_model(args)
-    result = model.encode_with_report(
-        read_texts(args.input, args.field),
-        role=args.role,
-        prompt=args.prompt,
-        task=args.task,
-        batch_size=args.batch_size,
-        top_k=args.top_k,
-        threshold=args.threshold,
-        show_progress=not args.no_progress,
-    )
-    write_sparse_vectors(result.vectors, output, model.decode, args.overwrite)
+    with exclusive_output(output):  # a second run writing OUTPUT fails at once, not after its encoding
+        model = options.load_sparse_model(args)
+        result = model.encode_with_report(
+            read_texts(args.input, args.field),
+            role=args.role,
+            prompt=args.prompt,
+            task=args.task,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+            threshold=args.threshold,
+            show_progress=not args.no_progress,
+        )
+        write_sparse_vectors(result.vectors, output, model.decode, args.overwrite)
     report = result.report
     print(
         f"wrote {report.n_texts} sparse vectors ({active_dimensions(result.vectors):.1f} active of "
@@ -159,6 +161,7 @@ def _encode_multivector(args: argparse.Namespace) -> int:
     _refuse_dense_options(args, "multivector")
     if args.top_k is not None or args.threshold is not None:
         raise ValueError("--top-k and --threshold apply to sparse models (--kind sparse)")
+    check_destination(args.output, args.overwrite, folder=True)  # before the model loads
     model = options.load_multivector_model(args)
     report = encode_tokens_to(
         model,
@@ -198,6 +201,7 @@ def _encode_chunked(args: argparse.Namespace) -> int:
             f"{', '.join(given)} apply to one vector per text, not to chunk vectors (--chunk writes the model's own "
             "vectors: float32, all dimensions, normalized as the model does); leave them out"
         )
+    check_destination(args.output, args.overwrite, folder=True)  # before the model loads
     model = options.chunked_model(options.load_dense_model(args), args)
     report = encode_tokens_to(
         model,

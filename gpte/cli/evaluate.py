@@ -47,7 +47,13 @@ def register(verbs: Any) -> None:
     options.add_batch_size(evaluate)
     options.add_device(evaluate)
     options.add_backend(evaluate)
-    evaluate.add_argument("--overwrite", action="store_true", help="recompute tasks that already have a result file")
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute every task, even one whose result file could be kept (without it, a result file is kept "
+        "only when it was computed by the same model weights and settings on the same task data; others are "
+        "recomputed and the log says why)",
+    )
     evaluate.add_argument(
         "--cache",
         default=None,
@@ -83,6 +89,9 @@ def register(verbs: Any) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """Evaluate the model on the tasks into ``--output``: each task's line in the log says whether its result was
+    kept or (re)computed and why; another ``gpte evaluate`` of the same model into the same folder is refused
+    (``gpte.locking.OutputLockedError``, naming it)."""
     from gpte.evaluate import discover_tasks, evaluate, select_tasks
     from gpte.evaluate.report import format_table
     from gpte.evaluate.reranker import DEFAULT_TOP_K

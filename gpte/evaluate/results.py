@@ -18,7 +18,9 @@ stored per distinct text, per role: "tokens": {"query_tokens", "document_tokens"
 for texts without a role; its STS and Summarization "main_score" is "spearman" (its own MaxSim's), as it has no
 vector per text for cosine.
 
-Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``).
+Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``). "model_sha256" (the
+model's fingerprint, None for a model that has none) and "dataset_sha256" (``dataset_sha256``) are what a resumed run
+compares before it keeps a result (``gpte.evaluate.runner``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from typing import Any
 from gpte.atomic import atomic_path
 
 
+def model_folder(output: Path, model_name: str) -> Path:
+    """The folder of one model's result files in ``output``."""
+    return Path(output) / _slug(model_name)
+
+
 def result_path(output: Path, model_name: str, task_name: str) -> Path:
-    return output / _slug(model_name) / f"{_slug(task_name)}.json"
+    return model_folder(output, model_name) / f"{_slug(task_name)}.json"
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
@@ -57,6 +64,19 @@ def folder_sha256(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def dataset_sha256(task_folder: Path, data_folder: Path) -> str:
+    """The hash a result records of the data it was computed on ("dataset_sha256"), so that a resumed run can tell
+    whether a task's data changed since: ``folder_sha256`` of a local task's folder (its meta.json and every data file
+    in it, in path order); for a task whose data lies elsewhere (a Hugging Face dataset fetched by
+    ``gpte.evaluate.tasks.fetch_data``), sha256 over the task folder's hash (its meta.json: split, prompts, revision)
+    and the data folder's."""
+    task_folder, data_folder = Path(task_folder), Path(data_folder)
+    if task_folder.resolve() == data_folder.resolve():
+        return folder_sha256(data_folder)
+    both = f"task:{folder_sha256(task_folder)}\ndata:{folder_sha256(data_folder)}"
+    return hashlib.sha256(both.encode()).hexdigest()
 
 
 def _slug(name: str) -> str:

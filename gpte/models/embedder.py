@@ -30,7 +30,14 @@ from gpte.models.extraction import get_extraction
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CARD_FILE, CardNotes, model_card
 from gpte.models.pooling import POOLERS, Pooler, TokenStates, build_pooler
-from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
+from gpte.models.postprocess import (
+    check_encode_options,
+    check_texts,
+    convert,
+    non_finite_count,
+    require_finite,
+    truncate_and_normalize,
+)
 from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.sources import resolve_model
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
@@ -319,6 +326,7 @@ class Embedder(nn.Module):
             "model_type": config.model_type,
             "kind": self.backbone.kind,
             "parameters": sum(p.numel() for p in self.parameters()),
+            "non_finite_parameters": non_finite_count(self.parameters()),
             "layers": getattr(config, "num_hidden_layers", None),
             "hidden_size": self.backbone.hidden_size,
             "dimension": self.dimension,
@@ -407,6 +415,7 @@ class Embedder(nn.Module):
         pooled /= len(templates)
         use_normalize = self.normalize if normalize is None else bool(normalize)
         vectors = truncate_and_normalize(pooled, truncate_dim, use_normalize)[torch.from_numpy(inverse)]
+        require_finite(vectors, self.name)
         report = EncodeReport(len(text_list), len(unique), np.flatnonzero(truncated[inverse]).tolist(), n_tokens)
         if report.n_truncated:
             warnings.warn(

@@ -9,12 +9,14 @@ int8; binary/ubinary pack the sign bits (x > 0) eight per byte, minus 128 for bi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from gpte.errors import NonFiniteVectorsError
 
 PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CONVERT_TO = ("numpy", "torch")
@@ -53,6 +55,24 @@ def check_encode_options(
     check_precision(precision)
     if convert_to not in CONVERT_TO:
         raise ValueError(f"unknown convert_to {convert_to!r}; choose one of: {', '.join(CONVERT_TO)}")
+
+
+def require_finite(vectors: torch.Tensor, model_name: str) -> None:
+    """Raise NonFiniteVectorsError naming ``model_name`` and the first text whose vector (a row of ``vectors``) holds
+    NaN or inf: such vectors would silently break every similarity computed from them."""
+    bad = ~torch.isfinite(vectors).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten()
+        raise NonFiniteVectorsError(
+            f"model {model_name} produced NaN or infinite values for {len(rows)} of {len(vectors)} texts (the first: "
+            f"text {int(rows[0])}); its weights may be corrupt or overflow: gpte info {model_name} counts non-finite "
+            "weights"
+        )
+
+
+def non_finite_count(parameters: Iterable[torch.Tensor]) -> int:
+    """How many values of ``parameters`` (a model's weights) are NaN or infinite (``gpte info``)."""
+    return sum(int((~torch.isfinite(p.detach())).sum()) for p in parameters if p.is_floating_point())
 
 
 def check_precision(precision: str) -> None:

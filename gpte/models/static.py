@@ -30,7 +30,13 @@ from transformers import AutoTokenizer
 from gpte.atomic import atomic_path
 from gpte.models.fingerprint import model_fingerprint
 from gpte.models.model_card import CARD_FILE, CardNotes, model_card
-from gpte.models.postprocess import check_encode_options, check_texts, convert, truncate_and_normalize
+from gpte.models.postprocess import (
+    check_encode_options,
+    check_texts,
+    convert,
+    require_finite,
+    truncate_and_normalize,
+)
 from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.tokenization import TokenizedTexts
 from gpte.similarity import similarity
@@ -184,6 +190,7 @@ class StaticEmbedder:
             "backend": self.backend,
             "vocabulary": len(self.table),
             "dimension": self.dimension,
+            "non_finite_parameters": int((~np.isfinite(self.table)).sum()),
             **self.config,
         }
 
@@ -252,9 +259,9 @@ class StaticEmbedder:
         for start in range(0, len(text_list), batch_size):
             vectors[start : start + batch_size] = self._mean_rows(text_list[start : start + batch_size])
         use_normalize = self.normalize if normalize is None else bool(normalize)
-        output = convert(
-            truncate_and_normalize(torch.from_numpy(vectors), truncate_dim, use_normalize), precision, convert_to
-        )
+        pooled = truncate_and_normalize(torch.from_numpy(vectors), truncate_dim, use_normalize)
+        require_finite(pooled, self.name)
+        output = convert(pooled, precision, convert_to)
         report = EncodeReport(len(text_list), len(text_list), seconds=time.perf_counter() - started)
         return EncodeResult(output[0] if single else output, report)
 

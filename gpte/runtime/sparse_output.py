@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gpte.atomic import atomic_path, refuse_existing
+from gpte.atomic import atomic_path, check_destination
 from gpte.errors import extra_needed
 
 with extra_needed("sparse"):
@@ -24,14 +24,14 @@ SPARSE_FORMATS = (".npz", ".jsonl")
 
 
 def check_sparse_output(path: str | Path, overwrite: bool) -> Path:
-    """Validate a sparse output path before any work: a supported extension, not existing unless ``overwrite``."""
+    """Validate a sparse output path before any work: a supported extension, a writable folder, not existing unless
+    ``overwrite`` (``gpte.atomic.check_destination``)."""
     path = Path(path)
     if path.suffix.lower() not in SPARSE_FORMATS:
         raise ValueError(
             f"{path}: unsupported sparse output format {path.suffix!r}; use one of {', '.join(SPARSE_FORMATS)}"
         )
-    refuse_existing(path, overwrite)
-    return path
+    return check_destination(path, overwrite)
 
 
 def write_sparse_vectors(

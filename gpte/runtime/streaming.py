@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from gpte.atomic import atomic_path
 from gpte.data.readers import iter_texts
 from gpte.errors import extra_needed
+from gpte.locking import one_writer
 from gpte.models.fingerprint import file_sha256
 from gpte.models.postprocess import check_precision, quantize, vector_ranges
 from gpte.models.protocol import DenseModel
@@ -51,6 +53,7 @@ class StreamReport:
     seconds: float
 
 
+@one_writer("output")  # two runs writing one output: the second fails at once, naming the first
 def encode_to(
     embedder: DenseModel,
     texts: Sequence[str] | str | Path,
@@ -112,6 +115,9 @@ def encode_to(
         disable=not show_progress,
         desc="encode",
     ) as bar:
+        if source.count == 0:  # the file still gets the model's columns, as encode([]) does: (0, dimension)
+            vectors, _ = _encode_chunk(embedder, [], encode_options)
+            partial.write_chunk(0, quantize(vectors, precision, ranges) if precision != "float32" else vectors)
         for number, chunk in enumerate(source.chunks(chunk_size, skip=done), start=done):
             vectors, truncated = _encode_chunk(embedder, chunk, encode_options)
             n_truncated += truncated
@@ -178,8 +184,15 @@ class TextSource:
         self.path = Path(texts) if isinstance(texts, (str, Path)) else None
         if self.path is not None:
             self.field = field
-            self.count = sum(1 for _ in iter_texts(self.path, field))
+            blank = [not text.strip() for text in iter_texts(self.path, field)]
+            self.count = len(blank)
             self.fingerprint = f"{file_sha256(self.path)}:{field}"
+            if any(blank):
+                warnings.warn(
+                    f"{self.path}: {sum(blank)} of {self.count} texts are empty or blank (the first is text "
+                    f"{blank.index(True)}); each still gets a vector, in its place",
+                    stacklevel=3,
+                )
         else:
             if not isinstance(texts, Sequence):
                 raise TypeError(f"texts must be a sequence of strings or a file path, got {type(texts).__name__}")

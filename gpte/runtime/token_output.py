@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpte.atomic import atomic_path, refuse_existing
+from gpte.atomic import atomic_path, check_destination
+from gpte.locking import one_writer
 from gpte.models.multivector.vectors import OFFSETS_FILE, TOKENS_FILE, TokenVectors
 from gpte.models.protocol import MultiVectorModel
 from gpte.runtime.streaming import CHUNK_TEXTS, TextSource
@@ -99,6 +100,7 @@ TOKEN_VECTORS = TokenEncoding(_token_vectors)
 CHUNK_VECTORS = TokenEncoding(_chunk_vectors, (ExtraArray("spans", (2,), "int64"),))
 
 
+@one_writer("output")  # two runs writing one output: the second fails at once, naming the first
 def encode_tokens_to(
     model: MultiVectorModel,
     texts: Any,
@@ -128,7 +130,7 @@ def encode_tokens_to(
     """
     started = time.perf_counter()
     output = Path(output)
-    refuse_existing(output, overwrite)
+    check_destination(output, overwrite, folder=True)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     source = TextSource(texts, field)

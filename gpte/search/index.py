@@ -22,12 +22,10 @@ search ``gpte.search.lexical``, multi-vector search ``gpte.search.multivector``;
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ import numpy as np
 import scipy.sparse
 
 from gpte.data.documents import read_documents
-from gpte.locking import exclusive_output
+from gpte.locking import one_writer
 from gpte.models.multivector import TokenVectors
 from gpte.models.protocol import DenseModel, MultiVectorModel, SparseModel
 from gpte.search import dense as dense_search
@@ -110,19 +108,7 @@ def check_index_name(name: str) -> None:
         )
 
 
-def _one_build_at_a_time(build: Callable[..., BuildReport]) -> Callable[..., BuildReport]:
-    """``build`` run while holding the index's write lock (``gpte.locking``): a second build of the same index, from
-    another process, fails at once naming the running one instead of writing beside it."""
-
-    @functools.wraps(build)
-    def locked(path: str | Path, *args: Any, **kwargs: Any) -> BuildReport:
-        with exclusive_output(Path(path), "index"):
-            return build(path, *args, **kwargs)
-
-    return locked
-
-
-@_one_build_at_a_time
+@one_writer("path", "index")  # a second build of one index fails at once, naming the first
 def build_index(
     path: str | Path,
     source: str | Path,

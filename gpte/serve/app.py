@@ -11,8 +11,17 @@ Prometheus metrics.
                            -> [[[float]]] one list of token vectors per input (TEI's /embed_all shape)
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "sparse" | "lexical" | "hybrid" |
                            "dense+sparse" | ... (gpte.search.query.SEARCH_MODES; default: the index's), "filters": {...}}
-    GET  /health          served models, rerankers and indexes
-    GET  /metrics         Prometheus text format
+    GET  /health          served models, rerankers and indexes (public even with an API key)
+    GET  /metrics         Prometheus text format: gpte_requests_total{route, status} counts every response (401,
+                          413 and 500 included; a path that is no route counts as route="<unmatched>"),
+                          gpte_request_seconds{route}, gpte_embedded_texts, gpte_reranked_pairs
+    GET  /docs, /redoc, /openapi.json  the OpenAPI pages (behind the API key unless ``public_docs``)
+
+/v1/embeddings answers in OpenAI's shape. Its ``usage`` counts the tokens embedded: each input's tokens as OpenAI
+counts them (no prompt or special tokens), at most the tokens the model reads of one input (``text_token_budget``),
+since a longer input is cut to fit. When inputs were cut, the response header ``X-Truncated-Inputs`` lists their
+indices, comma-separated (``X-Truncated-Inputs: 0,3``); it is absent when none was. Tokens are counted with the
+batch in its worker thread, never on the event loop.
 
 /rerank and /embed_sparse speak Hugging Face text-embeddings-inference's API: ``raw_scores`` false applies the reranker's activation
 (sigmoid: scores in (0, 1)), true gives the raw logit; with ``truncate`` false a (query, text) pair longer than the
@@ -21,11 +30,21 @@ and /embed_multivector likewise refuse (413) an input longer than the model read
 /embed_multivector answers in the shape of TEI's /embed_all (token vectors per input): a ColBERT model's unit vector
 per scored token (a query's expansion tokens included, a document's skiplisted punctuation left out).
 
-Errors: 400 empty input or query, empty string or bad option, 401 missing or wrong API key
-(``Authorization: Bearer KEY``), 404 unknown model, reranker or index (the served ones listed), 413 request body
-over ``max_request_bytes``, more inputs than ``max_inputs`` or a pair too long to rerank untruncated, 422 malformed
-JSON or fields. The app holds no logic of its own: it calls the model's ``encode`` and the reranker's ``predict``
-(through ``gpte.serve.batching``) and ``Index.search``.
+Every request first passes one ASGI middleware (``_Gate``): the API key is checked before a byte of the body is
+read (every path but /health, and the OpenAPI pages when ``public_docs``), then the body is limited as it streams: a
+Content-Length over ``max_request_bytes`` is refused unread, a chunked body is counted as it arrives and refused once
+over the limit, so at most the limit and one chunk is ever read; a response sent before the body was read whole
+closes the connection (``Connection: close``) rather than drain the rest. An exception in a route is a 500
+``{"detail": "internal error: <ExceptionType>: <first line of its message>"}``; the traceback goes to the log
+(logger ``gpte.serve.app``), never to the client, and the keep-alive connection stays usable.
+
+Errors: 400 empty input or query, empty string, text that is not valid Unicode (a lone surrogate, which has no UTF-8
+form) or bad option, 401 missing or wrong API key (``Authorization: Bearer KEY``), 404 unknown model, reranker or
+index (the served ones listed), 413 request body over ``max_request_bytes``, more inputs than ``max_inputs`` or a
+pair too long to rerank untruncated, 422 malformed JSON or fields, 500 a failure in the server. Error bodies are
+``{"detail": ...}`` in ASCII JSON (a lone surrogate echoed from the request is escaped, never a failure to encode).
+A request that fails fails alone, never the requests batched with it. The app holds no logic of its own: it calls
+the model's ``encode`` and the reranker's ``predict`` (through ``gpte.serve.batching``) and ``Index.search``.
 """
 
 from __future__ import annotations
@@ -33,15 +52,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
+import logging
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.utils import is_body_allowed_for_status_code
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpte.models.protocol import (
     DenseModel,
@@ -62,6 +90,9 @@ if TYPE_CHECKING:  # annotations only: a server without indexes needs neither ba
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request
+UNMATCHED_ROUTE = "<unmatched>"  # the metrics label of a path that is no route (a client cannot grow the label set)
+
+logger = logging.getLogger(__name__)
 
 
 class EmbeddingRequest(BaseModel):
@@ -109,13 +140,16 @@ def create_app(
     rerankers: dict[str, PairScorer] | None = None,
     sparse_models: dict[str, SparseModel] | None = None,
     multivector_models: dict[str, MultiVectorModel] | None = None,
+    public_docs: bool = False,
 ) -> FastAPI:
     """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
     ``gpte.search.index.Index``) on /search, ``rerankers`` (name -> any one-score pair scorer) on /rerank and
     ``sparse_models`` (name -> any sparse model) on /embed_sparse and ``multivector_models`` (name -> any
     multi-vector model) on /embed_multivector.
 
-    ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``.
+    ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``, checked before the
+    body is read; ``public_docs``: /docs, /redoc and /openapi.json need no key even then.
+    ``max_request_bytes``: the largest request body read (413 beyond, declared or streamed).
 
     Raises:
         ValueError: nothing to serve, or a reranker with several scores per pair.
@@ -168,8 +202,17 @@ def create_app(
 
     app = FastAPI(title="gpte", lifespan=lifespan)
     app.state.batchers, app.state.query_batchers, app.state.rerank_batchers = batchers, query_batchers, rerank_batchers
-    app.middleware("http")(_limit_and_count(max_request_bytes, metrics))
-    authorized = _authorization(api_key)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    docs = [app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url]
+    app.add_middleware(
+        _Gate,
+        api_key=api_key,
+        public_paths={"/health", *(path for path in docs if public_docs and path)},
+        max_request_bytes=max_request_bytes,
+        metrics=metrics,
+        routes=app.router.routes,
+    )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -182,12 +225,12 @@ def create_app(
             "indexes": list(indexes),
         }
 
-    @app.get("/metrics", dependencies=[Depends(authorized)])
+    @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
-    async def embeddings(request: EmbeddingRequest) -> dict[str, Any]:
+    @app.post("/v1/embeddings")
+    async def embeddings(request: EmbeddingRequest, response: Response) -> dict[str, Any]:
         texts = [request.input] if isinstance(request.input, str) else request.input
         _check_texts(texts, max_inputs)
         if request.model not in models:
@@ -199,12 +242,14 @@ def create_app(
             raise HTTPException(
                 400, f"dimensions must be at most {model.dimension} for {request.model}, got {request.dimensions}"
             )
-        vectors = await batchers[request.model].embed(texts, request.dimensions)
+        counted = await batchers[request.model].embed_counted(texts, request.dimensions)
         metrics.texts.inc(len(texts))
-        tokens = sum(model.count_tokens(texts))  # the input's tokens, as OpenAI counts them (no prompt or specials)
+        tokens = sum(counted.embedded_tokens)  # as OpenAI counts them (no prompt or specials), cut ones at the budget
+        if counted.truncated:
+            response.headers["X-Truncated-Inputs"] = ",".join(map(str, counted.truncated))
         data = [
             {"object": "embedding", "index": i, "embedding": _encode_vector(v, request.encoding_format)}
-            for i, v in enumerate(vectors)
+            for i, v in enumerate(counted.vectors)
         ]
         return {
             "object": "list",
@@ -213,10 +258,11 @@ def create_app(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    @app.post("/rerank", dependencies=[Depends(authorized)])
+    @app.post("/rerank")
     async def rerank(request: RerankRequest) -> list[dict[str, Any]]:
         if not request.query:
             raise HTTPException(400, "query is an empty string; give the query to rank the texts for")
+        _check_unicode([request.query], "query", numbered=False)
         _check_texts(request.texts, max_inputs, field="texts", item="text")
         name = request.model or next(iter(rerankers), None)
         if name not in rerankers:
@@ -224,7 +270,8 @@ def create_app(
                 404, f"reranker {request.model!r} is not served; served rerankers: {', '.join(rerankers) or 'none'}"
             )
         if not request.truncate:
-            _check_pair_lengths(rerankers[name], name, request.query, request.texts)
+            # tokenizing long texts is slow: off the event loop
+            await asyncio.to_thread(_check_pair_lengths, rerankers[name], name, request.query, request.texts)
         try:
             scores = await rerank_batchers[name].score(request.query, request.texts, activation=not request.raw_scores)
         except ValueError as error:
@@ -232,12 +279,12 @@ def create_app(
         metrics.pairs.inc(len(request.texts))
         return _ranking(scores, request.texts if request.return_text else None)
 
-    @app.post("/embed_sparse", dependencies=[Depends(authorized)])
+    @app.post("/embed_sparse")
     async def embed_sparse(request: RoleRequest) -> list[list[dict[str, Any]]]:
         vectors = await _embed_by_role(request, sparse_models, sparse_batchers, "sparse model")
         return [_sparse_entries(vectors[row]) for row in range(vectors.shape[0])]
 
-    @app.post("/embed_multivector", dependencies=[Depends(authorized)])
+    @app.post("/embed_multivector")
     async def embed_multivector(request: RoleRequest) -> list[list[list[float]]]:
         vectors = await _embed_by_role(request, multivector_models, multivector_batchers, "multi-vector model")
         return [vectors[row].tolist() for row in range(len(vectors))]
@@ -254,15 +301,18 @@ def create_app(
             )
         try:
             if not request.truncate:
-                _check_text_lengths(served[name], f"{what} {name!r}", texts, request.prompt_name)
+                await asyncio.to_thread(  # tokenizing long texts is slow: off the event loop
+                    _check_text_lengths, served[name], f"{what} {name!r}", texts, request.prompt_name
+                )
             vectors = await role_batchers[name].embed(texts, request.prompt_name)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         metrics.texts.inc(len(texts))
         return vectors
 
-    @app.post("/search", dependencies=[Depends(authorized)])
+    @app.post("/search")
     async def search(request: SearchRequest) -> dict[str, Any]:
+        _check_unicode([request.query], "query", numbered=False)
         name = request.index or next(iter(indexes), None)
         if name not in indexes:
             raise HTTPException(
@@ -286,8 +336,8 @@ def create_app(
 
 
 def _check_texts(texts: list[str], max_inputs: int, field: str = "input", item: str = "input") -> None:
-    """400 for no texts or an empty one, 413 for more than ``max_inputs``; ``field`` is the request's field and
-    ``item`` what one of its texts is called in the messages."""
+    """400 for no texts, an empty one or one that is not valid Unicode, 413 for more than ``max_inputs``; ``field``
+    is the request's field and ``item`` what one of its texts is called in the messages."""
     if not texts:
         raise HTTPException(400, f"{field} is empty; give a non-empty list of strings")
     if len(texts) > max_inputs:
@@ -295,12 +345,19 @@ def _check_texts(texts: list[str], max_inputs: int, field: str = "input", item: 
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
         raise HTTPException(400, f"{item} {empty[0]} is an empty string; every {item} must be non-empty")
+    _check_unicode(texts, item)
+
+
+def _check_unicode(texts: Sequence[str], item: str, numbered: bool = True) -> None:
+    """400 naming the first text that has no UTF-8 form (a lone surrogate, which JSON's ``\\ud800`` escape can
+    carry): refused before it reaches a model, whose tokenizer would fail on it (and fail its batch)."""
     for i, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
+            which = f"{item} {i}" if numbered else item
             raise HTTPException(
-                400, f"{item} {i} is not valid Unicode text: {error.reason} at character {error.start}"
+                400, f"{which} is not valid Unicode text: {error.reason} at character {error.start}"
             ) from None
 
 
@@ -365,22 +422,6 @@ def _encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | st
     return np.asarray(vector, dtype=np.float32).tolist()
 
 
-def _authorization(api_key: str | None):
-    async def check(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise HTTPException(
-                401,
-                "missing or wrong API key; send Authorization: Bearer <key>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-
-    return check
-
-
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -390,24 +431,126 @@ class _Metrics:
         self.pairs = Counter("gpte_reranked_pairs", "(query, text) pairs scored", registry=self.registry)
 
 
-def _limit_and_count(max_request_bytes: int, metrics: _Metrics):
-    """Middleware: 413 for a body over the limit (declared or streamed), then count and time the request."""
+def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
+    """``{"detail": detail}`` as ASCII JSON: text echoed from the request (a lone surrogate) cannot fail to encode."""
+    body = json.dumps({"detail": detail}, ensure_ascii=True, separators=(",", ":"))
+    return Response(body, status, headers, media_type="application/json")
 
-    async def middleware(request: Request, call_next):
+
+async def _http_error(_: Request, error: StarletteHTTPException) -> Response:
+    if not is_body_allowed_for_status_code(error.status_code):
+        return Response(status_code=error.status_code, headers=error.headers)
+    return _error(error.status_code, error.detail, error.headers)
+
+
+async def _validation_error(_: Request, error: RequestValidationError) -> Response:
+    return _error(422, jsonable_encoder(error.errors()))
+
+
+def _too_large(limit: int) -> Response:
+    return _error(413, f"request body over the limit of {limit} bytes")
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` once the body passes the limit: FastAPI lets an HTTPException through its body
+    reading, so it becomes the 413 response."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the limit of {limit} bytes")
+
+
+class _Gate:
+    """Pure ASGI middleware in front of every route, in this order: the API key (401 before any of the body is
+    read), the body limit (413 for a Content-Length over ``max_request_bytes`` unread; a streamed body counted as it
+    arrives and refused once over the limit, so at most the limit and one chunk is read), the route (an exception
+    becomes a clean JSON 500, its traceback logged), and the metrics of whatever status was sent.
+
+    Args:
+        api_key: the key every path but ``public_paths`` needs (None: no key).
+        public_paths: paths served without the key.
+        max_request_bytes: the largest body read.
+        metrics: where requests are counted and timed.
+        routes: the app's routes; a path that is none of theirs is counted as ``UNMATCHED_ROUTE``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        public_paths: set[str],
+        max_request_bytes: int,
+        metrics: _Metrics,
+        routes: Sequence[Any],
+    ) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.public_paths = public_paths
+        self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_request_bytes:
-            response = _too_large(max_request_bytes)
-        else:
-            body = await request.body()
-            response = _too_large(max_request_bytes) if len(body) > max_request_bytes else await call_next(request)
-        route = request.url.path
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
+        headers = Headers(scope=scope)
+        path = scope["path"]
+        route = path if any(getattr(one, "path", None) == path for one in self.routes) else UNMATCHED_ROUTE
+        status: int | None = None
+        received = 0
+        body_read = headers.get("transfer-encoding") is None and headers.get("content-length", "0") in ("", "0")
 
-    return middleware
+        async def limited_receive() -> Message:
+            nonlocal received, body_read
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_request_bytes:  # this chunk is dropped and no further one is asked for
+                    raise _BodyTooLarge(self.max_request_bytes)
+                body_read = not message.get("more_body", False)
+            return message
 
+        async def counted_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if not body_read:  # the rest of the body will not be read: close rather than drain it
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request body over the limit of {limit} bytes"}, status_code=413)
+        try:
+            refusal = self._refusal(path, headers)
+            if refusal is not None:
+                await refusal(scope, receive, counted_send)
+                return
+            try:
+                await self.app(scope, limited_receive, counted_send)
+            except _BodyTooLarge:
+                if status is not None:
+                    raise
+                await _too_large(self.max_request_bytes)(scope, receive, counted_send)
+            except Exception as error:
+                logger.exception("%s %s failed", scope["method"], path)
+                if status is not None:  # a response half sent: the connection can only be closed
+                    raise
+                message = (str(error).splitlines() or [""])[0]
+                detail = f"internal error: {type(error).__name__}" + (f": {message}" if message else "")
+                await _error(500, detail)(scope, receive, counted_send)
+        finally:
+            if status is not None:
+                self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    def _refusal(self, path: str, headers: Headers) -> Response | None:
+        """The 401 or 413 answered before the body is read; None: the request goes on."""
+        if self.api_key is not None and path not in self.public_paths:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_key.encode()):
+                return _error(
+                    401, "missing or wrong API key; send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
+                )
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
+            return _too_large(self.max_request_bytes)
+        return None

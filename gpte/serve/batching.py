@@ -2,9 +2,9 @@
 seconds) run together in one model call, in a worker thread so the event loop keeps accepting requests.
 
 ``MicroBatcher`` holds the queue, the collection of a batch and the split of its results; ``EmbeddingBatcher``
-(texts -> vectors with ``encode``), ``RoleBatcher`` (texts -> sparse vectors or token vectors) and ``RerankBatcher`` ((query, text)
-pairs -> scores with ``predict``) say only what the model call is. A batch whose call fails is run again request by request, so an error reaches only the
-requests that cause it.
+(texts -> vectors with ``encode``, and their tokens when asked), ``RoleBatcher`` (texts -> sparse vectors or token
+vectors) and ``RerankBatcher`` ((query, text) pairs -> scores with ``predict``) say only what the model call is. A batch whose call fails is run again request by
+request, so an error reaches only the requests that cause it; the worker outlives any error.
 """
 
 from __future__ import annotations
@@ -79,7 +79,13 @@ class MicroBatcher(ABC):
         while True:
             requests = await self._collect()
             for options in dict.fromkeys(request.options for request in requests):
-                await self._run_group([request for request in requests if request.options == options])
+                group = [request for request in requests if request.options == options]
+                try:
+                    await self._run_group(group)
+                except Exception as error:  # outputs that do not split: these requests fail, the worker lives on
+                    for request in group:
+                        if not request.future.done():
+                            request.future.set_exception(error)
 
     async def _collect(self) -> list[_Request]:
         """The next request, and those arriving within ``max_wait`` up to ``max_batch_items`` inputs."""
@@ -121,8 +127,34 @@ class MicroBatcher(ABC):
             start += len(request.items)
 
 
+@dataclass
+class CountedVectors:
+    """Vectors of texts with each text's tokens as ``count_tokens`` counts them (no prompt, no special tokens) and
+    the most text tokens the model reads (``text_token_budget``; None: no limit); sliced by rows like the vectors."""
+
+    vectors: np.ndarray
+    tokens: np.ndarray
+    budget: int | None
+
+    def __getitem__(self, rows: slice) -> CountedVectors:
+        return CountedVectors(self.vectors[rows], self.tokens[rows], self.budget)
+
+    @property
+    def embedded_tokens(self) -> list[int]:
+        """The tokens of each text that were embedded: its tokens, at most the budget."""
+        if self.budget is None:
+            return self.tokens.tolist()
+        return np.minimum(self.tokens, self.budget).tolist()
+
+    @property
+    def truncated(self) -> list[int]:
+        """Indices of the texts longer than the budget, which the model cut."""
+        return [] if self.budget is None else np.flatnonzero(self.tokens > self.budget).tolist()
+
+
 class EmbeddingBatcher(MicroBatcher):
-    """Embeds concurrent requests with equal options (truncate_dim, role) in one ``encode`` call."""
+    """Embeds concurrent requests with equal options (truncate_dim, role, whether tokens are counted) in one
+    ``encode`` call; tokens, when asked for, are counted in the same worker-thread call, off the event loop."""
 
     def __init__(
         self, embedder: DenseModel, max_batch_texts: int = 256, max_wait: float = 0.002, batch_size: int = 32
@@ -133,13 +165,24 @@ class EmbeddingBatcher(MicroBatcher):
     async def embed(self, texts: list[str], truncate_dim: int | None = None, role: str | None = None) -> np.ndarray:
         """The vectors of ``texts`` (as ``embedder.encode(texts, truncate_dim=..., role=...)``), embedded with
         the other pending requests that ask for the same options."""
-        return await self.submit(texts, (truncate_dim, role))
+        return await self.submit(texts, (truncate_dim, role, False))
 
-    def _model_call(self, texts: list[str], options: Hashable) -> np.ndarray:
-        truncate_dim, role = options
-        return self.embedder.encode(
+    async def embed_counted(
+        self, texts: list[str], truncate_dim: int | None = None, role: str | None = None
+    ) -> CountedVectors:
+        """``embed``'s vectors with the tokens of each text and the model's budget for ``role`` (what usage and
+        truncation are reported from), counted in the worker thread with the batch."""
+        return await self.submit(texts, (truncate_dim, role, True))
+
+    def _model_call(self, texts: list[str], options: Hashable) -> np.ndarray | CountedVectors:
+        truncate_dim, role, counted = options
+        vectors = self.embedder.encode(
             texts, batch_size=self.batch_size, truncate_dim=truncate_dim, role=role, show_progress=False
         )
+        if not counted:
+            return vectors
+        tokens = np.asarray(self.embedder.count_tokens(texts), dtype=np.int64)
+        return CountedVectors(vectors, tokens, self.embedder.text_token_budget(role))
 
 
 class RerankBatcher(MicroBatcher):

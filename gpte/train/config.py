@@ -63,9 +63,11 @@ class TrainingConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None, where: str = "training") -> TrainingConfig:
         """Build from a recipe mapping. Raises ValueError for unknown keys (the known ones listed) or bad values."""
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a mapping of settings, got {values!r:.80}")
         values = dict(values or {})
         known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted({str(name) for name in values} - set(known))
         if unknown:
             raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
         config = cls(**values)

@@ -36,9 +36,11 @@ PyLate folder or any transformer (all-MiniLM-L6-v2's gets a new projection); the
 ``query_expansion``, ``skiplist``: a list of tokens or ``punctuation``, lengths, ``similarity``).
 
 Relative paths are relative to the recipe file. The whole recipe (keys, loss names and options, every
-row of every data source) is checked before the first training step. A stage whose model folder exists
-is kept, and an interrupted stage resumes from its last complete checkpoint, so re-running the same
-command continues where it stopped. Each stage's model is saved in the sentence-transformers layout
+row of every data source) is checked before the first training step; a file that is not YAML (or gives a key
+twice) is refused naming its line and column. A stage whose model folder exists
+is kept, and an interrupted stage resumes from its last complete checkpoint (and says which), so re-running the
+same command continues where it stopped. A run holds the write lock of its output folder: a second run with the
+same output fails at once, naming the first. Each stage's model is saved in the sentence-transformers layout
 with a model card (README.md: base model, data, loss, settings, scores).
 """
 
@@ -69,7 +71,7 @@ from gpte.train.config import TrainingConfig
 from gpte.train.losses import build_loss
 from gpte.train.losses.distributed import world
 from gpte.train.losses.reranker import build_reranker_loss
-from gpte.train.trainer import TrainableModel, TrainResult, check_training_data, train
+from gpte.train.trainer import TrainableModel, TrainResult, check_training_data, is_main_process, output_lock, train
 
 logger = logging.getLogger(__name__)
 
@@ -136,19 +138,30 @@ def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe file (structure and values; data is read by ``prepare``).
 
     Raises:
-        FileNotFoundError: no such file. ValueError: unknown keys, missing stages/data/loss, bad settings.
+        FileNotFoundError: no such file. ValueError: text that is not YAML (one line naming its line and column),
+            a key given twice, a section of the wrong shape, unknown keys, missing stages/data/loss, bad settings.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path)
     where = str(path)
+    if raw is None:
+        raw = {}
     _check_keys(raw, RECIPE_KEYS, where)
     if not raw.get("stages"):
         raise ValueError(f"{where}: the recipe has no stages")
+    if not isinstance(raw["stages"], list):
+        raise ValueError(f"{where}: stages must be a list of stages (mappings with keys {', '.join(STAGE_KEYS)})")
     kind = raw.get("kind", "dense")
     if kind not in KINDS:
         raise ValueError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    model = raw.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValueError(f"{where}: model must be a model name, folder or hub id, got {model!r:.80}")
+    output = raw.get("output", "gpte-runs")
+    if not isinstance(output, str) or not output:
+        raise ValueError(f"{where}: output must be a folder, got {output!r:.80}")
     base = path.parent
     names: list[str] = []
     stages = []
@@ -156,8 +169,69 @@ def load_recipe(path: str | Path) -> Recipe:
         stage = _stage(spec, number, base, names, where, kind)
         names.append(stage.name)
         stages.append(stage)
-    model = raw.get("model")
-    return Recipe(_resolve(model, base) if model else None, base / raw.get("output", "gpte-runs"), stages, kind)
+    return Recipe(_resolve(model, base) if model else None, base / output, stages, kind)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, with duplicate keys refused.
+
+    Raises:
+        ValueError: text that is not UTF-8 or not YAML, one line naming the file, and the line and column (1-based)
+            of the problem.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: {_yaml_problem(error, text)}") from error
+
+
+def _yaml_problem(error: yaml.YAMLError, text: str) -> str:
+    """``error`` on one line: "line L, column C: invalid YAML: problem (context at line L, column C)"."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark, problem = error.problem_mark, error.problem or error.context or "syntax error"
+        message = f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {problem}"
+        if error.problem and error.context:
+            message += f" ({error.context}"
+            if error.context_mark is not None:
+                message += f" at line {error.context_mark.line + 1}, column {error.context_mark.column + 1}"
+            message += ")"
+    elif isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow, found by position
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        character = f"#x{error.character:04x}" if isinstance(error.character, int) else repr(error.character)
+        message = f"line {line}, column {column}: invalid YAML: unacceptable character {character}: {error.reason}"
+    else:
+        message = f"invalid YAML: {error}"
+    return " ".join(message.split())
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *anchor; explicit keys may override it
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
 
 
 def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str, kind: str) -> Stage:
@@ -172,23 +246,37 @@ def _stage(spec: Any, number: int, base: Path, earlier: list[str], where: str, k
         raise ValueError(f"{here}: no data (data: [{{path: ...}}])")
     if "loss" not in spec:
         raise ValueError(f"{here}: no loss (loss: {{name: ...}})")
+    if not isinstance(spec["data"], list):
+        raise ValueError(f"{here}: data must be a list of sources (data: [{{path: ...}}]), got {spec['data']!r:.80}")
     data = []
     for item in spec["data"]:
+        if not isinstance(item, (str, dict)):
+            raise ValueError(
+                f"{here} data: each source is a path or a mapping with keys {', '.join(DATA_KEYS)}, got {item!r:.80}"
+            )
         item = {"path": item} if isinstance(item, str) else dict(item)
         _check_keys(item, DATA_KEYS, f"{here} data")
         if "path" not in item:
             raise ValueError(f"{here} data: each source needs a path")
-        item["path"] = item["path"] if str(item["path"]).startswith("hf:") else str(base / item["path"])
+        path = str(item["path"])
+        item["path"] = path if path.startswith("hf:") else str(base / path)
         data.append(item)
-    training = dict(spec.get("training") or {})
-    training["eval_tasks"] = [str(base / task) for task in training.get("eval_tasks", [])]
+    training = spec.get("training") or {}
+    if not isinstance(training, dict):
+        raise ValueError(f"{here} training: expected a mapping of settings, got {training!r:.80}")
+    training = dict(training)
+    tasks = training.get("eval_tasks", [])
+    if not isinstance(tasks, list):
+        raise ValueError(f"{here} training: eval_tasks must be a list of task folders, got {tasks!r:.80}")
+    training["eval_tasks"] = [str(base / str(task)) for task in tasks]
     start = spec.get("from")
     if start is not None and start not in earlier:
         start = _resolve(start, base)
     loss = spec["loss"] if isinstance(spec["loss"], dict) else {"name": spec["loss"]}
     guide = _resolve(spec["guide"], base) if spec.get("guide") else None
-    model_options = dict(spec.get("model_options") or {})
+    model_options = spec.get("model_options") or {}
     _check_keys(model_options, OPTION_KEYS[kind], f"{here} model_options")
+    model_options = dict(model_options)
     if kind != "dense" and spec.get("guide"):
         raise ValueError(f"{here}: guide (GIST) applies to dense models, not to {kind} models")
     config = TrainingConfig.from_dict(training, f"{here} training")
@@ -210,7 +298,16 @@ def prepare(recipe: Recipe) -> None:
 
 
 def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
-    """Check, then run the stages in order; returns each stage's model folder."""
+    """Check, then run the stages in order; returns each stage's model folder.
+
+    Raises:
+        OutputLockedError: another process is running a recipe with the same output (before anything is read).
+    """
+    with output_lock(recipe.output):
+        return _run_stages(recipe, resume)
+
+
+def _run_stages(recipe: Recipe, resume: bool) -> list[Path]:
     prepare(recipe)
     folders: list[Path] = []
     for stage in recipe.stages:
@@ -226,7 +323,12 @@ def run_recipe(recipe: Recipe, resume: bool = True) -> list[Path]:
 
 
 def _run_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool, kind: str) -> None:
-    if not resume and world()[0] == 0:  # a restart must not later resume from an older run's checkpoints
+    with output_lock(stage_dir):  # also what train() writes it in: from clearing a restart to the saved model
+        _train_stage(stage, start, stage_dir, folder, resume, kind)
+
+
+def _train_stage(stage: Stage, start: str | None, stage_dir: Path, folder: Path, resume: bool, kind: str) -> None:
+    if not resume and is_main_process():  # a restart must not later resume from an older run's checkpoints
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
         (stage_dir / "logs.csv").unlink(missing_ok=True)
     model = _load_model(start, stage, kind)
@@ -323,7 +425,7 @@ def card_notes(model: TrainableModel, stage: Stage, result: TrainResult, scores:
 def _check_keys(mapping: Any, allowed: tuple[str, ...], where: str) -> None:
     if not isinstance(mapping, dict):
         raise ValueError(f"{where}: expected a mapping with keys {', '.join(allowed)}, got {mapping!r:.80}")
-    unknown = sorted(set(mapping) - set(allowed))
+    unknown = sorted({str(key) for key in mapping} - set(allowed))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
 

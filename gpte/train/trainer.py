@@ -9,12 +9,18 @@ collator (prompts, instructions; a reranker's losses tokenize their pairs themse
 evaluation on ``gpte.evaluate`` tasks with best-checkpoint selection and early stopping, and a CSV log.
 
 A checkpoint counts as complete once its ``trainer_state.json`` exists (the Trainer writes it last);
-resuming uses the newest complete one, so a run interrupted while saving resumes from the one before.
+resuming uses the newest complete one, so a run interrupted while saving resumes from the one before, and says
+which one ("resuming from OUTPUT/checkpoints/checkpoint-40 (step 40 of 100)"). A run holds the write lock of its
+output folder (``gpte.locking``): a second run with the same output fails at once, naming the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ from transformers.integrations import is_tensorboard_available
 
 from gpte.data.training import TrainingData
 from gpte.evaluate import Task, evaluate
+from gpte.locking import exclusive_output
 from gpte.models.cross_encoder import CrossEncoder
 from gpte.models.embedder import Embedder, load_pooler_weights
 from gpte.models.multivector import MultiVectorEncoder
@@ -36,6 +43,8 @@ from gpte.train.config import TrainingConfig
 from gpte.train.losses import EmbeddingLoss
 from gpte.train.losses.reranker import PairScoreLoss
 from gpte.train.samplers import MultiDatasetBatchSampler, NoDuplicatesBatchSampler
+
+logger = logging.getLogger(__name__)
 
 TrainableModel = Embedder | CrossEncoder | SparseEncoder | MultiVectorEncoder
 # model kinds trained by full fine-tuning only (no LoRA, no attention-dropout override), named for errors
@@ -52,13 +61,15 @@ COMPLETE_MARKER = "trainer_state.json"
 
 @dataclass
 class TrainResult:
-    """What a training run did: steps, final training loss, best evaluation score and where it was."""
+    """What a training run did: steps, final training loss, best evaluation score and where it was, and the
+    checkpoint it resumed from (None for a run from the start)."""
 
     global_step: int
     training_loss: float
     best_score: float | None
     best_checkpoint: str | None
     eval_history: list[dict[str, float]]
+    resumed_from: str | None = None
 
 
 def train(
@@ -79,19 +90,48 @@ def train(
         config: hyper-parameters and run settings.
         output: folder for ``checkpoints/``, ``logs.csv`` and ``tensorboard/``.
         eval_tasks: tasks scored every ``eval_steps``; their mean main score picks the best checkpoint.
-        resume: continue from the newest complete checkpoint under ``output`` if there is one.
+        resume: continue from the newest complete checkpoint under ``output`` if there is one (logged: which
+            checkpoint, at which step).
 
     Raises:
         ValueError: data that does not fit the loss, an empty source, or a batch larger than a source --
             all before the first step.
+        OutputLockedError: another process is training into ``output`` (before anything is changed or written).
     """
     check_training_data(loss, data, config)
     if config.early_stopping_patience is not None and not eval_tasks:
         raise ValueError("early_stopping_patience needs eval tasks (training: eval_tasks) to measure improvement")
+    output = Path(output)
+    with output_lock(output):
+        return _train(model, loss, data, config, output, eval_tasks, resume)
+
+
+def output_lock(output: Path) -> contextlib.AbstractContextManager[None]:
+    """The write lock of a training ``output`` folder, held by the main process of a run (under DDP its other
+    processes write nothing there and must not lock their own run out)."""
+    return exclusive_output(output, "training output") if is_main_process() else contextlib.nullcontext()
+
+
+def is_main_process() -> bool:
+    """Whether this is the main process of a run: rank 0 of a DDP run (``RANK`` as torchrun and accelerate set it
+    before the process group exists), or a run that is not distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _train(
+    model: TrainableModel,
+    loss: Loss,
+    data: list[TrainingData],
+    config: TrainingConfig,
+    output: Path,
+    eval_tasks: list[Task] | None,
+    resume: bool,
+) -> TrainResult:
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     _prepare_model(model, config)
-    output = Path(output)
     trainer = EmbeddingTrainer(
         model=model,
         args=_arguments(config, output, model.device, bool(eval_tasks)),
@@ -104,6 +144,8 @@ def train(
         config=config,
     )
     checkpoint = last_complete_checkpoint(output / "checkpoints") if resume else None
+    if checkpoint is not None and trainer.is_world_process_zero():
+        logger.info(f"resuming from {checkpoint} ({_progress(checkpoint)})")
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.eval()  # the Trainer leaves train mode (dropout) on; the model is now for inference
     history = [entry for entry in trainer.state.log_history if "eval_score" in entry]
@@ -113,7 +155,21 @@ def train(
         trainer.state.best_metric,
         trainer.state.best_model_checkpoint,
         history,
+        str(checkpoint) if checkpoint else None,
     )
+
+
+def _progress(checkpoint: Path) -> str:
+    """ "step S of N" for a complete checkpoint (its trainer state's step and planned steps; the step in its name
+    when the state does not say)."""
+    try:
+        state = json.loads((checkpoint / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        state = {}
+    state = state if isinstance(state, dict) else {}
+    step = state.get("global_step", int(checkpoint.name[len(CHECKPOINT_PREFIX) :]))
+    total = state.get("max_steps")
+    return f"step {step} of {total}" if total else f"step {step}"
 
 
 def _collator(model: TrainableModel) -> TrainingCollator | PairCollator | RoleCollator:

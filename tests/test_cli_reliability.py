@@ -1,0 +1,145 @@
+"""Hostile but honest CLI use: two runs writing one output, empty and blank inputs, bad output paths found before
+the model loads, NaN weights, and stdout closed early. Each test reproduces a defect of the reliability catalogue."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from gpte import Embedder
+from gpte.cli import main, options
+from gpte.locking import OutputLockedError
+from gpte.runtime.streaming import encode_to
+
+
+def _hold_lock(path: Path) -> subprocess.Popen:
+    """A process holding the write lock of ``path`` (as a running ``gpte encode -o path`` does) until killed."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom gpte.locking import exclusive_output\n"
+            f"with exclusive_output({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _encode(tiny_models, source: Path, output: Path, *more: str) -> int:
+    return main(["encode", str(source), "-o", str(output), "--model", str(tiny_models["bert"]), "--no-progress", *more])
+
+
+@pytest.mark.parametrize("kind", [[], ["--kind", "multivector"], ["--chunk"]])
+def test_a_second_encode_into_one_output_fails_at_once_naming_the_first(tiny_models, tmp_path, capsys, kind):
+    source = tmp_path / "texts.txt"
+    source.write_text("a wing\nheat transfer\n", encoding="utf-8")
+    output = tmp_path / ("out" if kind else "out.npy")
+    holder = _hold_lock(output)
+    try:
+        assert _encode(tiny_models, source, output, *kind) == 1
+        error = capsys.readouterr().err
+        assert f"output {output} is being written by another process (pid {holder.pid}:" in error
+        assert not output.exists() and not list(tmp_path.glob(".out*partial*"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _encode(tiny_models, source, output, *kind) == 0  # the holder died: its lock went with it
+
+
+def test_encode_to_refuses_an_output_another_process_writes(embedder, tmp_path):
+    holder = _hold_lock(tmp_path / "v.npy")
+    try:
+        with pytest.raises(OutputLockedError, match="is being written by another process"):
+            encode_to(embedder, ["a", "b"], tmp_path / "v.npy", show_progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_empty_input_gives_zero_rows_of_the_models_width_and_blank_lines_warn(tiny_models, tmp_path):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text("\n  \nwings\n\n", encoding="utf-8")
+    assert _encode(tiny_models, tmp_path / "empty.txt", tmp_path / "empty.npy") == 0
+    assert np.load(tmp_path / "empty.npy").shape == (0, 32)  # as Embedder.encode([]), not (0, 0)
+    assert _encode(tiny_models, tmp_path / "empty.txt", tmp_path / "empty8.npy", "--precision", "ubinary") == 0
+    assert np.load(tmp_path / "empty8.npy").shape == (0, 4)
+    with pytest.warns(UserWarning, match=r"blank.txt: 3 of 4 texts are empty or blank \(the first is text 0\)"):
+        assert _encode(tiny_models, tmp_path / "blank.txt", tmp_path / "blank.npy") == 0
+    assert np.load(tmp_path / "blank.npy").shape == (4, 32)
+
+
+@pytest.mark.parametrize(
+    ("output", "kind", "message"),
+    [
+        ("missing/x.npy", [], "the folder of output {tmp}/missing/x.npy does not exist: create {tmp}/missing first"),
+        ("texts.txt/x.npy", [], "is not a folder: {tmp}/texts.txt is a file"),
+        ("folder.npy", [], "output {tmp}/folder.npy is a folder; this output is a file: give another name"),
+        ("texts.txt", ["--kind", "multivector"], "output {tmp}/texts.txt is a file; this output is a folder"),
+        ("missing/chunks", ["--chunk"], "the folder of output {tmp}/missing/chunks does not exist"),
+    ],
+)
+def test_bad_output_paths_fail_in_one_line_before_the_model_loads(
+    tiny_models, tmp_path, capsys, monkeypatch, output, kind, message
+):
+    (tmp_path / "texts.txt").write_text("a wing\n", encoding="utf-8")
+    (tmp_path / "folder.npy").mkdir()
+
+    def no_loading(*_, **__):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    for loader in ("load_dense_model", "load_multivector_model"):
+        monkeypatch.setattr(options, loader, no_loading)
+    assert _encode(tiny_models, tmp_path / "texts.txt", tmp_path / output, *kind) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message.format(tmp=tmp_path) in error
+
+
+def test_unwritable_output_folder_is_refused_before_the_model_loads(tiny_models, tmp_path, capsys):
+    if sys.platform == "win32" or __import__("os").geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    (tmp_path / "texts.txt").write_text("a wing\n", encoding="utf-8")
+    assert _encode(tiny_models, tmp_path / "texts.txt", locked / "x.npy") == 1
+    assert f"the folder {locked} is not writable" in capsys.readouterr().err
+
+
+def test_nan_weights_fail_encode_naming_the_model_and_info_counts_them(tiny_models, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_models["bert"], folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(key for key in weights if key.endswith("attention.output.dense.weight"))
+    weights[name][0, :3] = torch.tensor([float("nan"), float("inf"), float("nan")])
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "texts.txt").write_text("a wing\nheat\n", encoding="utf-8")
+    code = main(["encode", str(tmp_path / "texts.txt"), "-o", str(tmp_path / "v.npy"), "--model", str(folder)])
+    error = capsys.readouterr().err
+    assert code == 1 and "produced NaN or infinite values for 2 of 2 texts (the first: text 0)" in error
+    assert "broken" in error and not (tmp_path / "v.npy").exists()
+    assert Embedder.load(folder).info()["non_finite_parameters"] == 3
+    assert main(["info", str(folder)]) == 0
+    assert any(
+        line.split() == ["non_finite_parameters", "3"] for line in capsys.readouterr().out.splitlines()
+    )  # gpte info reports them
+
+
+def test_stdout_closed_early_exits_quietly(tiny_models):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpte", "info", str(tiny_models["bert"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # as `| head` does once it has read what it wants
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
