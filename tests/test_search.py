@@ -145,6 +145,23 @@ def test_filters_lexical_and_hybrid(built):
     assert hybrid[0].doc_id == "c.txt" and len(hybrid) == 5
 
 
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"source": {"$in": ["b.txt"]}}, "filter 'source': {'$in': ['b.txt']} is not allowed; a filter value is a string"),
+        ({"source": [["b.txt"]]}, "filter 'source': [['b.txt']] is not allowed"),
+        ({"year": 1960}, "no document has the metadata field 'year'; the fields are: source"),
+        ({"year": 1, "lang": "en"}, "no document has the metadata fields 'year', 'lang'; the fields are: source"),
+    ],
+)
+def test_bad_filters_are_refused_naming_the_field(built, filters, message):
+    _, index, _ = built
+    for mode in ("dense", "lexical", "hybrid"):
+        with pytest.raises(ValueError) as error:
+            index.search("wing", k=3, mode=mode, filters=filters)
+        assert message in str(error.value)
+
+
 def test_fusion_formulas():
     dense = Ranking(np.array([0, 1, 2]), np.array([0.9, 0.5, 0.1], np.float32), np.array([10, 11, 12]))
     lexical = Ranking(np.array([2, 3]), np.array([7.0, 1.0], np.float32), np.array([22, 23]))
@@ -295,6 +312,8 @@ def test_cli_index_and_search(tmp_path, tiny_models, capsys):
     assert "e.txt" in out and "a.txt" not in out
     assert main(["search", "demo", "wing", "--mode", "fuzzy", "--root", str(root)]) == 1
     assert "unknown search mode 'fuzzy'" in capsys.readouterr().err
+    assert main(["search", "demo", "wing", "--filter", "year=1960", "--root", str(root)]) == 1
+    assert "no document has the metadata field 'year'; the fields are: source" in capsys.readouterr().err
 
 
 def test_killed_gpte_index_process_keeps_the_old_index_and_the_next_run_resumes(tmp_path, tiny_models):

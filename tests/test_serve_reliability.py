@@ -311,3 +311,70 @@ def test_tokens_are_counted_off_the_event_loop(embedder, monkeypatch):
     assert [r.status_code for r in responses] == [200] * 6
     assert calls  # usage was counted ...
     assert all(thread is not threading.main_thread() and not on_loop for thread, on_loop in calls)  # ... off the loop
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"source": {"$in": ["a.txt"]}}, "filter 'source': {'$in': ['a.txt']} is not allowed"),
+        ({"source": [["a.txt"], "b.txt"]}, "filter 'source': [['a.txt'], 'b.txt'] is not allowed"),
+        ({"year": 1960}, "no document has the metadata field 'year'; the fields are: source"),
+    ],
+)
+def test_bad_search_filters_are_client_errors(embedder, index, filters, message):
+    with TestClient(create_app({"tiny": embedder}, {"docs": index})) as client:
+        for mode in ("dense", "lexical", "hybrid"):
+            response = client.post("/search", json={"query": "wings", "mode": mode, "filters": filters})
+            assert response.status_code == 400 and message in response.json()["detail"]
+        assert client.post("/search", json={"query": "wings", "filters": {"source": "a.txt"}}).status_code == 200
+
+
+def _write_generation_docs(folder, version: int) -> set[tuple[str, str]]:
+    """The documents of index update ``version``; returns their (doc id, text) pairs."""
+    pairs = set()
+    for i, topic in enumerate(["wings stall at high angles", "hypersonic heat transfer", "shock waves"]):
+        text = f"{topic} in report {version} number {i}."
+        (folder / f"d{i}.txt").write_text(text, encoding="utf-8")
+        pairs.add((f"d{i}.txt", text))
+    return pairs
+
+
+@pytest.mark.parametrize("refresh", [0.0, None])
+def test_searches_during_five_index_updates_never_fail_and_follow_the_update(embedder, tmp_path, refresh):
+    docs, root = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    versions = [_write_generation_docs(docs, 0)]
+    build_index(root, docs, embedder=embedder, show_progress=False)
+    app = create_app({}, {"docs": Index.open(root, embedder=embedder)}, index_refresh_seconds=refresh)
+
+    def update_five_times() -> None:
+        for version in range(1, 6):
+            versions.append(_write_generation_docs(docs, version))
+            build_index(root, docs, embedder=embedder, show_progress=False)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as http,
+        ):
+            updates = asyncio.ensure_future(asyncio.to_thread(update_five_times))
+            responses = []
+            while not updates.done():
+                for mode in ("dense", "lexical", "hybrid"):
+                    responses.append(await http.post("/search", json={"query": "heat and wings", "mode": mode}))
+            await updates
+            reloaded = (await http.post("/admin/reload")).json()
+            last = await http.post("/search", json={"query": "heat and wings", "mode": "lexical"})
+            return responses, reloaded, last
+
+    responses, reloaded, last = asyncio.run(scenario())
+    assert len(responses) >= 3 and [r.status_code for r in responses if r.status_code != 200] == []
+    seen = {(hit["doc_id"], hit["text"]) for r in responses for hit in r.json()["hits"]}
+    assert seen <= set().union(*versions)  # every hit is a document of some generation, never a mix or an error
+    assert reloaded == {"indexes": {"docs": "gen-000006"}}
+    assert {(hit["doc_id"], hit["text"]) for hit in last.json()["hits"]} <= versions[-1]
+    if refresh == 0.0:
+        assert seen & set().union(*versions[1:])  # followed the updates while they ran, without a reload
+    else:
+        assert seen <= versions[0]  # no refresh: the first generation until the reload

@@ -53,6 +53,15 @@ def register(verbs: Any) -> None:
         "--api-key", default=None, help="require Authorization: Bearer KEY (default: $GPTE_API_KEY if set)"
     )
     serve.add_argument("--max-request-bytes", type=int, default=1 << 20)
+    serve.add_argument("--public-docs", action="store_true", help="serve /docs and /openapi.json without the API key")
+    serve.add_argument(
+        "--index-refresh",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="check a searched index for a newer generation (a gpte index update) this often; 0: every search "
+        "(POST /admin/reload checks now)",
+    )
     options.add_index_location(serve, " (for every --index)")
     serve.set_defaults(run=_serve)
 
@@ -82,6 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         rerankers=rerankers,
         sparse_models=sparse_models,
         multivector_models=multivector_models,
+        public_docs=args.public_docs,
+        index_refresh_seconds=args.index_refresh,
     )
     print(
         f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'}, sparse models "

@@ -489,6 +489,7 @@ class Index:
         self._masks: dict[tuple, np.ndarray] = {}
         self._masks_lock = threading.Lock()
         self._positions: dict[str, int] | None = None  # document id -> position, made on first use
+        self._fields: list[str] | None = None  # the metadata fields of the documents, found on the first filter
 
     @classmethod
     def open(
@@ -715,6 +716,7 @@ class Index:
         wanted = normalize_filters(filters)
         if not wanted:
             return None
+        self._check_filter_fields(wanted)
         key = tuple(sorted((name, tuple(sorted(map(repr, values)))) for name, values in wanted.items()))
         with self._masks_lock:  # the server searches from several threads
             if key not in self._masks:
@@ -728,6 +730,17 @@ class Index:
                     dtype=bool,
                 )
             return self._masks[key]
+
+    def _check_filter_fields(self, wanted: dict[str, set[Any]]) -> None:
+        """ValueError naming the filtered fields that no document's metadata has, and the fields there are."""
+        if self._fields is None:
+            self._fields = sorted({name for meta in self.snapshot.chunks.metadata for name in meta})
+        unknown = [name for name in wanted if name not in self._fields]
+        if unknown:
+            raise ValueError(
+                f"no document has the metadata field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                f"the fields are: {', '.join(self._fields) or 'none (the documents have no metadata)'}"
+            )
 
     def _hits(self, ranking: Ranking) -> list[Hit]:
         chunks = self.snapshot.chunks

@@ -119,13 +119,25 @@ def query_embeddings(embedder: DenseModel, queries: list[str], given: np.ndarray
     return given
 
 
+FILTER_SCALARS = (str, int, float, bool, type(None))  # what metadata equality filters compare
+
+
 def normalize_filters(filters: dict[str, Any] | None) -> dict[str, set[Any]]:
     """Metadata equality filters ``{field: value or [allowed values]}`` as ``{field: allowed set}``."""
     if not filters:
         return {}
     if not isinstance(filters, dict):
         raise ValueError(f"filters must be a mapping {{field: value or [values]}}, got {type(filters).__name__}")
-    return {key: set(value) if isinstance(value, (list, tuple, set)) else {value} for key, value in filters.items()}
+    wanted = {}
+    for key, value in filters.items():
+        values = list(value) if isinstance(value, (list, tuple, set)) else [value]
+        if not isinstance(key, str) or not all(isinstance(one, FILTER_SCALARS) for one in values):
+            raise ValueError(
+                f"filter {key!r}: {value!r} is not allowed; a filter value is a string, number, boolean or null, or a "
+                "list of them"
+            )
+        wanted[key] = set(values)
+    return wanted
 
 
 def rerank_hits(query: str, hits: list[Hit], k: int, reranker: Reranker | None) -> list[Hit]:

@@ -11,6 +11,9 @@ Prometheus metrics.
                            -> [[[float]]] one list of token vectors per input (TEI's /embed_all shape)
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "sparse" | "lexical" | "hybrid" |
                            "dense+sparse" | ... (gpte.search.query.SEARCH_MODES; default: the index's), "filters": {...}}
+    POST /admin/reload    {} -> {"indexes": {NAME: generation}}: serve each index's live generation now (it is also
+                          checked every ``index_refresh_seconds`` as it is searched: a ``gpte index`` update of a
+                          served index is picked up without a restart; running searches finish on their generation)
     GET  /health          served models, rerankers and indexes (public even with an API key)
     GET  /metrics         Prometheus text format: gpte_requests_total{route, status} counts every response (401,
                           413 and 500 included; a path that is no route counts as route="<unmatched>"),
@@ -83,6 +86,7 @@ from gpte.models.protocol import (
 )
 from gpte.search.query import mode_retrievers
 from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, RoleBatcher
+from gpte.serve.live_indexes import LiveIndexes
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
     from gpte.search.index import Index
@@ -141,6 +145,7 @@ def create_app(
     sparse_models: dict[str, SparseModel] | None = None,
     multivector_models: dict[str, MultiVectorModel] | None = None,
     public_docs: bool = False,
+    index_refresh_seconds: float | None = 1.0,
 ) -> FastAPI:
     """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
     ``gpte.search.index.Index``) on /search, ``rerankers`` (name -> any one-score pair scorer) on /rerank and
@@ -150,6 +155,8 @@ def create_app(
     ``api_key``: when set, every route but /health needs ``Authorization: Bearer <api_key>``, checked before the
     body is read; ``public_docs``: /docs, /redoc and /openapi.json need no key even then.
     ``max_request_bytes``: the largest request body read (413 beyond, declared or streamed).
+    ``index_refresh_seconds``: how often a searched index is checked for a newer generation made live by a build
+    (``gpte.serve.live_indexes``); None: only on ``POST /admin/reload``.
 
     Raises:
         ValueError: nothing to serve, or a reranker with several scores per pair.
@@ -200,6 +207,7 @@ def create_app(
         yield
         await asyncio.gather(*(batcher.stop() for batcher in every))
 
+    live = LiveIndexes(indexes, index_refresh_seconds)
     app = FastAPI(title="gpte", lifespan=lifespan)
     app.state.batchers, app.state.query_batchers, app.state.rerank_batchers = batchers, query_batchers, rerank_batchers
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -224,6 +232,10 @@ def create_app(
             "multivector_models": list(multivector_models),
             "indexes": list(indexes),
         }
+
+    @app.post("/admin/reload")
+    async def reload() -> dict[str, Any]:
+        return {"indexes": await live.reload()}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -320,14 +332,15 @@ def create_app(
             )
         options = request.model_dump(exclude={"query", "index"}, exclude_none=True)
         try:
-            retrievers = mode_retrievers(request.mode or getattr(indexes[name], "default_mode", "dense"))
+            index = await live.get(name)
+            retrievers = mode_retrievers(request.mode or getattr(index, "default_mode", "dense"))
             if "dense" in retrievers and name in query_batchers and request.query.strip():  # search refuses ""
                 options["query_vectors"] = await query_batchers[name].embed([request.query], role="query")
             if "sparse" in retrievers and name in sparse_query_batchers and request.query.strip():
                 options["sparse_query_vectors"] = await sparse_query_batchers[name].embed([request.query], "query")
             if "multivector" in retrievers and name in token_query_batchers and request.query.strip():
                 options["multivector_query_vectors"] = await token_query_batchers[name].embed([request.query], "query")
-            hits = await asyncio.to_thread(indexes[name].search, request.query, **options)
+            hits = await asyncio.to_thread(index.search, request.query, **options)
         except ValueError as error:
             raise HTTPException(400, str(error)) from None
         return {"index": name, "hits": [hit.__dict__ for hit in hits]}
