@@ -4,9 +4,13 @@ encodes all texts in turn, so drifts in machine speed touch every runner alike; 
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -26,3 +30,19 @@ def measure(
             vectors[name] = np.asarray(encode(texts))
             rates[name].append(len(texts) / (time.perf_counter() - start))
     return {name: statistics.median(values) for name, values in rates.items()}, vectors
+
+
+def cpu_description() -> str:
+    """The CPU model, core count and its AVX2/AVX-512/AMX flags (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or "unknown", []
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
+        flags = sorted(
+            flag
+            for flag in re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split()
+            if flag == "avx2" or flag.startswith(("avx512", "amx"))
+        )
+    except (OSError, AttributeError):
+        pass
+    return f"CPU: {model}; {os.cpu_count()} logical cores; flags: {' '.join(flags) or 'none of avx2/avx512*/amx*'}"

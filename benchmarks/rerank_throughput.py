@@ -23,21 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from interleaved_timing import measure
+from interleaved_timing import cpu_description, measure
 
 from gpte.models.batching import length_sorted_batches
 from gpte.models.cross_encoder import CrossEncoder
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SIMD = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-
-
-def cpu_summary() -> str:
-    """The CPU model and which of ``SIMD`` it has (Linux /proc/cpuinfo)."""
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(info.split())
-    return f"{model}; flags: {' '.join(flag for flag in SIMD if flag in flags) or 'none of ' + ', '.join(SIMD)}"
 
 
 def trecqa_pairs() -> list[tuple[str, str]]:
@@ -95,7 +86,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from sentence_transformers import CrossEncoder as STCrossEncoder
 
-    print(f"CPU: {cpu_summary()}; torch threads: {torch.get_num_threads()}")
+    print(f"{cpu_description()}; torch threads: {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as folder:
         model_folder = args.model
         if model_folder is None:

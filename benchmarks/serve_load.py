@@ -7,6 +7,14 @@ in one process, each with its own httpx connection. Requests: ``POST /v1/embeddi
 ``--inputs`` STS-B sentences each (OpenAI format), or ``POST /search`` with a Cranfield query.
 
     python benchmarks/serve_load.py [--clients 200] [--seconds 30] [--inputs 1] [--search] [--port 8765]
+    python benchmarks/serve_load.py --soak [--clients 200] [--seconds 60] [--poisoned 0.01]
+
+``--soak``: the reliability soak. Clients mix /v1/embeddings (one sentence) and hybrid /search; a ``--poisoned``
+share of requests carries a lone surrogate (no UTF-8 form) and must get 400 alone; during the load, ``gpte index``
+updates the served index (the last 100 Cranfield documents added; it starts ``--update-at`` seconds in and, under
+the load, takes tens of seconds to go live). Printed: failures among valid requests, the
+largest difference of a served vector from the same sentence embedded alone, the poisoned requests' statuses, the
+generations searches saw, and the server's RSS before and after.
 
 Not a test: run it by hand and record the figures in the README. Client and server share the machine.
 """
@@ -26,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from interleaved_timing import cpu_description
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -90,6 +99,121 @@ async def run_load(port: int, clients: int, seconds: float, make_request) -> tup
     return latencies, failures, elapsed
 
 
+POISONED_EMBEDDING = '{"model": "all-MiniLM-L6-v2", "input": "bad \\ud800 text"}'
+POISONED_SEARCH = '{"query": "bad \\ud800 query", "index": "cranfield", "mode": "hybrid"}'
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build_cranfield_index(root: str, corpus: Path) -> None:
+    command = [sys.executable, "-m", "gpte.cli", "index", str(corpus), "--name", "cranfield", "--root", root]
+    subprocess.run(command + ["--chunk-tokens", "0", "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+
+
+async def soak_client(port: int, stop_at: float, share: float, rng: random.Random, texts, queries, seen) -> None:
+    """One soak client: requests one after the other until ``stop_at``; a ``share`` of them poisoned. ``seen``
+    collects (kind, status, payload) per request."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+        while time.monotonic() < stop_at:
+            search = rng.random() < 0.5
+            if rng.random() < share:
+                content = POISONED_SEARCH if search else POISONED_EMBEDDING
+                headers = {"content-type": "application/json"}
+                try:
+                    response = await http.post(
+                        "/search" if search else "/v1/embeddings", content=content, headers=headers
+                    )
+                    seen.append(("poisoned", response.status_code, None))
+                except httpx.HTTPError as error:
+                    seen.append(("poisoned", type(error).__name__, None))
+                continue
+            try:
+                if search:
+                    body = {"query": rng.choice(queries), "index": "cranfield", "k": 5, "mode": "hybrid"}
+                    response = await http.post("/search", json=body)
+                    payload = (
+                        [hit["doc_id"] for hit in response.json()["hits"]] if response.status_code == 200 else None
+                    )
+                    seen.append(("search", response.status_code, payload))
+                else:
+                    text = rng.choice(texts)
+                    response = await http.post("/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": [text]})
+                    ok = response.status_code == 200
+                    seen.append(
+                        (
+                            "embed",
+                            response.status_code,
+                            (text, response.json()["data"][0]["embedding"]) if ok else response.text[:200],
+                        )
+                    )
+            except httpx.HTTPError as error:
+                seen.append(("search" if search else "embed", type(error).__name__, None))
+
+
+def soak(args: argparse.Namespace) -> None:
+    """The reliability soak (see the module docstring)."""
+    from gpte import Embedder
+
+    texts, queries = sentences()[:500], cranfield_queries()
+    corpus = [json.loads(line) for line in (SHARED / "retrieval/cranfield/corpus.jsonl").open(encoding="utf-8")]
+    reference = Embedder.load(None, device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "cranfield.jsonl"  # one path: the update changes documents, not their source
+        source.write_text("".join(json.dumps(row) + "\n" for row in corpus[:-100]), encoding="utf-8")
+        build_cranfield_index(folder, source)
+        server = start_server(args.port, Path(folder))
+        try:
+            rss_before = rss_mib(server.pid)
+            seen: list = []
+
+            async def run() -> None:
+                stop_at = time.monotonic() + args.seconds
+                clients = [
+                    soak_client(args.port, stop_at, args.poisoned, random.Random(i), texts, queries, seen)
+                    for i in range(args.clients)
+                ]
+                update = asyncio.to_thread(_update_during_load, folder, source, corpus, args.update_at)
+                await asyncio.gather(update, *clients)
+
+            asyncio.run(run())
+            rss_after = rss_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    valid = [entry for entry in seen if entry[0] != "poisoned"]
+    failed = [entry for entry in valid if entry[1] != 200]
+    embedded = [entry[2] for entry in valid if entry[0] == "embed" and entry[1] == 200]
+    alone = reference.encode(sorted({text for text, _ in embedded}))
+    row = {text: i for i, text in enumerate(sorted({text for text, _ in embedded}))}
+    worst = max((float(np.abs(np.array(v, np.float32) - alone[row[t]]).max()) for t, v in embedded), default=0.0)
+    new_ids = {str(row_["_id"]) for row_ in corpus[-100:]}
+    after_update = sum(1 for entry in valid if entry[0] == "search" and entry[2] and new_ids & set(entry[2]))
+    poisoned = [entry[1] for entry in seen if entry[0] == "poisoned"]
+    print(
+        f"soak: {args.clients} clients for {args.seconds:.0f} s, {args.poisoned:.0%} poisoned, index update during the load"
+    )
+    print(f"  valid requests {len(valid):,}: failed {len(failed):,}" + (f" (first: {failed[0][:2]})" if failed else ""))
+    print(f"  vectors: {len(embedded):,} checked, max |served - alone| {worst:.2e}")
+    print(f"  searches that returned a document added by the update: {after_update:,}")
+    print(f"  poisoned requests {len(poisoned):,}: statuses {sorted(set(map(str, poisoned)))}")
+    print(f"  server RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB after ({rss_after - rss_before:+.0f} MiB)")
+
+
+def _update_during_load(folder: str, source: Path, corpus: list[dict], wait: float) -> None:
+    """After ``wait`` seconds, add the held-back documents to ``source`` and run ``gpte index`` on it."""
+    started = time.monotonic()
+    time.sleep(wait)
+    source.write_text("".join(json.dumps(row) + "\n" for row in corpus), encoding="utf-8")
+    build_cranfield_index(folder, source)
+    print(f"  (index update started at {wait:.0f} s, live at {time.monotonic() - started:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
@@ -99,7 +223,16 @@ def main() -> None:
         "--search", action="store_true", help="POST /search on a Cranfield index instead of /v1/embeddings"
     )
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--soak", action="store_true", help="the reliability soak (embeddings, search, poison, update)")
+    parser.add_argument("--poisoned", type=float, default=0.01, help="--soak: share of poisoned requests")
+    parser.add_argument(
+        "--update-at", type=float, default=10, help="--soak: seconds into the load when the index update starts"
+    )
     args = parser.parse_args()
+    print(cpu_description())
+    if args.soak:
+        soak(args)
+        return
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as folder:
         index_root = None

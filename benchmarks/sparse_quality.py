@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from interleaved_timing import cpu_description
 from reranker_quality import cranfield_training
 
 from gpte import Embedder
@@ -39,14 +40,6 @@ from gpte.search.ranking import Ranking
 from gpte.train.recipe import load_recipe, run_recipe
 
 TOP = 100
-
-
-def cpu_line() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = sorted(f for f in flags if f == "avx2" or f.startswith(("avx512", "amx")))
-    return f"CPU: {model}; flags: {' '.join(wanted)}"
 
 
 def train(
@@ -113,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    print(cpu_line())
+    print(cpu_description())
     bi_encoder = Embedder.load(device="cpu")
     data, even = cranfield_training(out, bi_encoder)
     test = read_beir(even, "test")

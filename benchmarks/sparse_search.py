@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
-import re
 import tempfile
 import time
 import warnings
@@ -48,24 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse
+from interleaved_timing import cpu_description
 
 from gpte.search.sparse import SparseSearcher, save_postings
-
-
-def cpu_description() -> str:
-    """The CPU model, core count and its AVX2/AVX-512/AMX flags (from /proc/cpuinfo)."""
-    model, flags = platform.processor() or "unknown", []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
-        flags = sorted(
-            flag
-            for flag in re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split()
-            if flag == "avx2" or flag.startswith(("avx512", "amx"))
-        )
-    except (OSError, AttributeError):
-        pass
-    return f"CPU: {model}; {os.cpu_count()} logical cores; flags: {' '.join(flags) or 'none of avx2/avx512*/amx*'}"
 
 
 def folder_bytes(folder: Path) -> int:

@@ -144,7 +144,7 @@ def test_an_interrupted_chunk_encode_resumes_to_the_same_files(tiny_models, text
     monkeypatch.setattr(ChunkedEncoder, "encode_chunks", failing_third_chunk)
     capsys.readouterr()
     assert main(_encode(tiny_models, texts_file, output, *options)) == 130
-    assert "interrupted; no output was written" in capsys.readouterr().err
+    assert "interrupted; nothing was written under the output's final name" in capsys.readouterr().err
     partial = tmp_path / ".resumed.partial"
     assert not output.exists() and sorted(p.name for p in partial.glob("chunk-*")) == ["chunk-000000", "chunk-000001"]
     assert sorted(p.name for p in (partial / "chunk-000001").iterdir()) == sorted(FILES)

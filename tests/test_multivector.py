@@ -252,7 +252,7 @@ def test_encode_cli_writes_token_vectors_and_resumes(colbert, tmp_path, capsys, 
 
     monkeypatch.setattr(MultiVectorEncoder, "encode_with_report", failing_third_chunk)
     assert main(arguments) != 0
-    assert "interrupted; no output was written" in capsys.readouterr().err
+    assert "interrupted; nothing was written under the output's final name" in capsys.readouterr().err
     assert not output.exists() and (tmp_path / ".tokens.partial").is_dir()
     monkeypatch.setattr(MultiVectorEncoder, "encode_with_report", real)
     assert main(arguments) == 0

@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from gpte.analysis import bias
-from gpte.analysis.efficiency import matryoshka_curve, matryoshka_dimensions, precision_curve, score_transforms
+from gpte.analysis.efficiency import (
+    check_scored,
+    matryoshka_curve,
+    matryoshka_dimensions,
+    precision_curve,
+    score_transforms,
+)
 from gpte.analysis.geometry import describe
 from gpte.analysis.interpret import explain_similarity, lm_head_tokens
 from gpte.analysis.inversion import InversionProbe, InversionScores, ProbeConfig, inversion_scores, run_probe
@@ -44,9 +50,10 @@ from gpte.analysis.views import (
     truncate,
 )
 from gpte.analysis.whitening import add_whitening, fit_whitening
-from gpte.atomic import atomic_path
+from gpte.atomic import atomic_path, check_destination
 from gpte.evaluate.runner import evaluate
 from gpte.evaluate.tasks import Task, discover_tasks, select_tasks
+from gpte.locking import exclusive_output
 from gpte.models.protocol import DenseModel
 from gpte.runtime.quantization import calibrate
 from gpte.similarity import pairwise_similarity
@@ -111,11 +118,16 @@ class Analysis:
         Raises:
             ValueError: an unknown section name (the names listed), or a section to reuse that another model
                 or other inputs made.
+            FileNotFoundError, NotADirectoryError: the folder's parent is missing or a file, or the folder is a file
+                (``gpte.atomic.check_destination``).
+            OutputLockedError: another process is writing the folder.
         """
-        names = list(sections or SECTIONS)
-        unknown = [name for name in names if name not in SECTIONS]
-        if unknown:
-            raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
+        names = check_sections(sections)
+        check_destination(self.folder, overwrite=True, folder=True)  # an existing folder is resumed
+        with exclusive_output(self.folder, "report folder"):  # a second run on the folder fails at once
+            return self._run(names, overwrite)
+
+    def _run(self, names: list[str], overwrite: bool) -> Path:
         for number, name in enumerate(names, 1):
             path = self._path(name)
             if path.exists() and not overwrite:
@@ -177,8 +189,10 @@ def whitening_section(analysis: Analysis) -> Section:
     whitening = fit_whitening(raw, inputs.whiten_dims)
     before = analysis.scores({"model": identity}).get("model", {})
     whitened = add_whitening(model, whitening)  # a new model sharing the weights: the caller's is unchanged
-    after = evaluate(whitened, inputs.tasks).results if inputs.tasks else {}
-    after_scores = {task: result["main_score_value"] for task, result in after.items()}
+    after = evaluate(whitened, inputs.tasks) if inputs.tasks else None
+    if after is not None:
+        check_scored("whitened", after.failures)
+    after_scores = {task: result["main_score_value"] for task, result in (after.results if after else {}).items()}
     if inputs.save_whitened:
         whitened.card_notes = replace(whitened.card_notes, results=after_scores)
         whitened.save(inputs.save_whitened, overwrite=True)
@@ -419,6 +433,19 @@ SECTIONS: dict[str, Callable[[Analysis], Section]] = {
 
 
 # ----------------------------------------------------------------- helpers
+
+
+def check_sections(sections: Sequence[str] | None) -> list[str]:
+    """The section names to run: ``sections``, or all of ``SECTIONS`` for None.
+
+    Raises:
+        ValueError: an unknown name (the known ones listed).
+    """
+    names = list(sections or SECTIONS)
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(unknown)}; choose from: {', '.join(SECTIONS)}")
+    return names
 
 
 def _run_key(model: DenseModel, inputs: AnalysisInputs) -> str:

@@ -9,11 +9,22 @@ from collections.abc import Sequence
 import numpy as np
 
 from gpte.analysis.views import CachedEncoder, Transform, VectorView, precision, truncate
+from gpte.errors import GpteError
 from gpte.evaluate.runner import evaluate
 from gpte.evaluate.tasks import Task
 
 CURVE_PRECISIONS = ("float32", "int8", "binary")
 SMALLEST_DIMENSION = 16
+
+
+class TaskFailedError(GpteError, RuntimeError):
+    """A task could not be scored (unreadable rows, a metric that failed); the message names the task and its error."""
+
+
+def check_scored(name: str, failures: dict[str, object]) -> None:
+    """Raise ``TaskFailedError`` naming each failed task of the run ``name`` (``EvaluationRun.failures``), if any."""
+    if failures:
+        raise TaskFailedError(f"{name}: " + "; ".join(f"{task}: {error}" for task, error in failures.items()))
 
 
 def matryoshka_dimensions(dimension: int) -> list[int]:
@@ -32,13 +43,12 @@ def score_transforms(
     """Main score (mteb's, as a fraction) of each task for each named transform: ``{transform: {task: score}}``.
 
     Raises:
-        RuntimeError: a task failed (its error is named).
+        TaskFailedError: a task failed (its error is named).
     """
     scores: dict[str, dict[str, float]] = {}
     for name, transform in transforms.items():
         run = evaluate(VectorView(encoder, transform, f"{encoder.name} [{name}]"), list(tasks))
-        if run.failures:
-            raise RuntimeError(f"{name}: " + "; ".join(f"{task}: {error}" for task, error in run.failures.items()))
+        check_scored(name, run.failures)
         scores[name] = {task: result["main_score_value"] for task, result in run.results.items()}
     return scores
 

@@ -82,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             print(
-                "gpte: interrupted; no output was written (encode, mine and synth resume from their last finished chunk)",
+                "gpte: interrupted; nothing was written under the output's final name (run it again: encode, index, "
+                "mine and synth resume from their last finished chunk, train from its last checkpoint, evaluate from "
+                "its last finished task)",
                 file=sys.stderr,
             )
             return 130

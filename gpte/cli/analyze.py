@@ -53,11 +53,21 @@ def register(verbs: Any) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from gpte.analysis.analyze import Analysis, inputs_from_tasks
+    """``gpte analyze``: the options, task rows and output folders are checked, and the report folder locked, before
+    the model loads."""
+    from gpte.analysis.analyze import Analysis, check_sections, inputs_from_tasks
     from gpte.analysis.inversion import ProbeConfig
+    from gpte.atomic import check_destination
+    from gpte.locking import exclusive_output
     from gpte.models.embedder import Embedder
 
-    probe = ProbeConfig(**({"epochs": args.probe_epochs} if args.probe_epochs else {}))
+    check_sections(args.sections)
+    probe = ProbeConfig(**({"epochs": args.probe_epochs} if args.probe_epochs is not None else {}))
+    probe.check()
+    output = check_destination(args.output, overwrite=True, folder=True)  # an existing report folder is resumed
+    save_whitened = Path(args.save_whitened) if args.save_whitened else None
+    if save_whitened:
+        check_destination(save_whitened, overwrite=True, folder=True)
     inputs = inputs_from_tasks(
         args.data,
         args.corpus,
@@ -70,9 +80,10 @@ def _analyze(args: argparse.Namespace) -> int:
         whiten_dims=args.whiten_dims,
         probe=probe,
         adaptive_probe=args.adaptive_probe,
-        save_whitened=Path(args.save_whitened) if args.save_whitened else None,
+        save_whitened=save_whitened,
     )
-    embedder = Embedder.load(args.model, device=args.device, **options.llm_options(args))
-    report = Analysis(embedder, inputs, args.output, args.batch_size).run(args.sections, args.overwrite)
+    with exclusive_output(output, "report folder"):  # a second run on OUTPUT fails at once, not after the model loads
+        embedder = Embedder.load(args.model, device=args.device, **options.llm_options(args))
+        report = Analysis(embedder, inputs, output, args.batch_size).run(args.sections, args.overwrite)
     print(f"wrote {report}")
     return 0

@@ -1,8 +1,9 @@
 """``gpte rerank``: order each row's candidates by a reranker's score of (query, candidate).
 
 Input: rows ``{"query": str, "candidates": [str | {"id": ..., "text": str}], ...}``, one JSON object a line of a
-jsonl file (or the rows of a parquet file: ``gpte.data.readers.iter_records``); a bad row is refused, its line named,
-before the model loads. The model is ``gpte.models.loading.load_reranker``'s, and the pairs of every row are scored in
+jsonl file (or the rows of a parquet file: ``gpte.data.readers.iter_records``); a bad row (a malformed line, a file
+that is not UTF-8, a text with a lone surrogate) is refused, its line named, and a bad output path, before the model
+loads. The model is ``gpte.models.loading.load_reranker``'s, and the pairs of every row are scored in
 one ``predict_with_report`` call.
 Output: the same rows (every field kept) with ``"ranking": [{"index" | "id", "score"}]`` added, best first: a
 candidate given as an object with an ``id`` is named by it, any other by its position in ``candidates``.
@@ -18,9 +19,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from gpte.atomic import atomic_path, refuse_existing
+from gpte.atomic import atomic_path, check_destination
 from gpte.cli import options
 from gpte.data.readers import iter_records
+from gpte.locking import exclusive_output
 from gpte.models.protocol import best_first
 
 
@@ -45,14 +47,21 @@ def register(verbs: Any) -> None:
 
 
 def _rerank(args: argparse.Namespace) -> int:
-    from gpte.models.loading import load_reranker
-
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k must be a positive integer, got {args.top_k}")
-    to_stdout = args.output == "-"
-    if not to_stdout:
-        refuse_existing(Path(args.output), args.overwrite)
-    rows = [(row, _read_candidates(row, where)) for where, row in iter_records(args.input)]
+    if args.output == "-":
+        return _rerank_into(args, None)
+    output = check_destination(args.output, args.overwrite)  # before the model loads
+    with exclusive_output(output):  # a second run writing OUTPUT fails at once, not after its scoring
+        return _rerank_into(args, output)
+
+
+def _rerank_into(args: argparse.Namespace, output: Path | None) -> int:
+    """Read and check the rows, load the reranker, score, and write the ranked rows to ``output`` (atomically) or
+    to stdout (None)."""
+    from gpte.models.loading import load_reranker
+
+    rows = _read_rows(Path(args.input))
     reranker = load_reranker(args.model)
     labels = getattr(reranker, "num_labels", 1)
     if labels != 1:
@@ -60,13 +69,36 @@ def _rerank(args: argparse.Namespace) -> int:
     pairs = [(row["query"], text) for row, candidates in rows for _, text in candidates]
     result = reranker.predict_with_report(pairs, batch_size=args.batch_size, activation=not args.raw_scores)
     ranked = _add_rankings(rows, result.scores, args.top_k)
-    if to_stdout:
+    if output is None:
         _write_rows(ranked, sys.stdout)
     else:
-        with atomic_path(args.output, args.overwrite) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        with atomic_path(output, args.overwrite) as temporary, temporary.open("w", encoding="utf-8") as handle:
             _write_rows(ranked, handle)
     summary = f"reranked {len(rows)} rows, {len(pairs)} pairs ({result.report.n_truncated} cut to fit the reranker)"
-    print(summary if to_stdout else f"{summary} -> {args.output}", file=sys.stderr if to_stdout else sys.stdout)
+    print(summary if output is None else f"{summary} -> {output}", file=sys.stderr if output is None else sys.stdout)
+    return 0
+
+
+def _read_rows(path: Path) -> list[tuple[dict[str, Any], list[tuple[dict[str, Any], str]]]]:
+    """Each row of ``path`` with its candidates (``_read_candidates``).
+
+    Raises:
+        ValueError: naming the file and line, a malformed or bad row, or a line that is not UTF-8 text.
+    """
+    try:
+        return [(row, _read_candidates(row, where)) for where, row in iter_records(path)]
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}:{_undecodable_line(path)}: not UTF-8 text; save the file as UTF-8") from None
+
+
+def _undecodable_line(path: Path) -> int:
+    """The number of the first line of ``path`` that is not UTF-8 (0 if none is)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
     return 0
 
 
@@ -75,11 +107,13 @@ def _read_candidates(row: dict[str, Any], where: str) -> list[tuple[dict[str, An
 
     Raises:
         ValueError: naming ``where`` (the file and line), for a missing or empty query, candidates that are not a
-            list, or a candidate that is neither a string nor an object with a string ``text``.
+            list, a candidate that is neither a string nor an object with a string ``text``, or a text with a lone
+            surrogate (a JSON ``\\ud800`` escape: no Unicode character, so no tokenizer takes it).
     """
     query, candidates = row.get("query"), row.get("candidates")
     if not isinstance(query, str) or not query:
         raise ValueError(f"{where}: query must be a non-empty string, got {query!r:.80}")
+    _check_unicode(query, where, "query")
     if not isinstance(candidates, list):
         raise ValueError(
             f"{where}: candidates must be a list of strings or {{'id', 'text'}} objects, got {candidates!r:.80}"
@@ -89,12 +123,25 @@ def _read_candidates(row: dict[str, Any], where: str) -> list[tuple[dict[str, An
 
 def _candidate(candidate: Any, index: int, where: str) -> tuple[dict[str, Any], str]:
     if isinstance(candidate, str):
-        return {"index": index}, candidate
+        return {"index": index}, _check_unicode(candidate, where, f"candidate {index}")
     if isinstance(candidate, dict) and isinstance(candidate.get("text"), str):
-        return ({"id": candidate["id"]} if "id" in candidate else {"index": index}), candidate["text"]
+        text = _check_unicode(candidate["text"], where, f"candidate {index}")
+        return ({"id": candidate["id"]} if "id" in candidate else {"index": index}), text
     raise ValueError(
         f"{where}: candidate {index} must be a string or an object with a string text field, got {candidate!r:.80}"
     )
+
+
+def _check_unicode(text: str, where: str, what: str) -> str:
+    """``text`` if it has a UTF-8 form, else ValueError naming ``where`` and ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{where}: {what} is not valid Unicode text: a lone surrogate {text[error.start]!r} at character "
+            f"{error.start + 1} (a JSON \\u escape of half a UTF-16 pair)"
+        ) from None
+    return text
 
 
 def _add_rankings(

@@ -25,17 +25,22 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from gpte.atomic import check_destination
 from gpte.data.mteb_folders import read_qrels, read_rows
 from gpte.data.readers import iter_records
 from gpte.datagen.corpus_index import corpus_texts, open_corpus_index
+from gpte.datagen.inputs import check_text, named_input_errors
 from gpte.datagen.negatives import NegativeRules, select_negatives
 from gpte.datagen.resumable import ResumableJsonl
+from gpte.locking import one_writer
 from gpte.models.protocol import DenseModel
 from gpte.search.index import Index
-from gpte.search.query import SEARCH_MODES, Reranker
+from gpte.search.query import Reranker
 
 CHUNK_QUERIES = 1000  # queries mined (and resumed) at a time
 POSITIVE_FIELDS = ("positive_id", "positive_ids", "positive")
+MINING_MODES = ("dense", "lexical", "hybrid")  # the retrievals of a corpus index built with a dense model
+Pair = tuple[str, str | None, str, str]  # (where, query id, query text, positive id or text)
 
 
 @dataclass
@@ -78,12 +83,37 @@ def read_mining_pairs(
 
     Returns:
         (queries in first-seen order, each pair's description whose positive is missing from the corpus).
+
+    Raises:
+        ValueError: ``source`` has no pairs, or a pair that cannot be read (see ``read_pairs``).
     """
+    return match_pairs(read_pairs(source, split), corpus)
+
+
+def read_pairs(source: str | Path, split: str = "train") -> list[Pair]:
+    """(where, query id, query text, positive id or text) of every pair of ``source`` (see ``read_mining_pairs``),
+    read before any model loads.
+
+    Raises:
+        ValueError: no pairs; or, naming the file and line, a malformed line, a file that is not UTF-8, a query
+            that is not a non-empty text, no positive field, or a positive of another type than an id (text or
+            whole number; for ``positive_ids`` a list of them) or a text (``positive``).
+    """
+    with named_input_errors(source):
+        pairs = list(_pairs(Path(source), split))
+    if not pairs:
+        raise ValueError(f"{source}: no pairs (an empty file, or no qrels with a grade above 0)")
+    return pairs
+
+
+def match_pairs(pairs: list[Pair], corpus: dict[str, str]) -> tuple[list[MiningQuery], list[str]]:
+    """The queries of ``pairs`` (``read_pairs``) with their positives found in ``corpus`` (document id -> text),
+    and the descriptions of the pairs whose positive is not."""
     by_text = {text: doc_id for doc_id, text in corpus.items()}
     queries: dict[str, MiningQuery] = {}
     missing = []
-    for where, query_id, text, positive in _pairs(Path(source), split):
-        doc_id = positive if positive in corpus else by_text.get(positive) if positive is not None else None
+    for where, query_id, text, positive in pairs:
+        doc_id = positive if positive in corpus else by_text.get(positive)
         if doc_id is None:
             missing.append(f"{where}: {positive!r:.60}")
             continue
@@ -93,10 +123,13 @@ def read_mining_pairs(
     return list(queries.values()), missing
 
 
-def _pairs(source: Path, split: str) -> Iterator[tuple[str, str | None, str, str | None]]:
+def _pairs(source: Path, split: str) -> Iterator[Pair]:
     """(where, query id, query text, positive id or text) for every pair of ``source``."""
     if source.is_dir():
-        texts = {str(row["_id"]): row["text"] for row in read_rows(source / "queries.jsonl", ("_id", "text"))}
+        texts = {
+            str(row["_id"]): check_text(row["text"], f"{source / 'queries.jsonl'} query {row['_id']!r}", "text")
+            for row in read_rows(source / "queries.jsonl", ("_id", "text"))
+        }
         for query_id, doc_id, grade in read_qrels(source / "qrels" / f"{split}.tsv"):
             if grade > 0 and query_id in texts:
                 yield f"qrels {query_id}", query_id, texts[query_id], doc_id
@@ -104,17 +137,57 @@ def _pairs(source: Path, split: str) -> Iterator[tuple[str, str | None, str, str
     for where, record in iter_records(source):
         if not isinstance(record.get("query"), str) or not record["query"].strip():
             raise ValueError(f"{where}: a pair needs a non-empty text field 'query' (fields: {', '.join(record)})")
+        query = check_text(record["query"], where, "query")
         present = [name for name in POSITIVE_FIELDS if record.get(name) is not None]
         if not present:
             raise ValueError(
                 f"{where}: a pair needs one of the fields {', '.join(POSITIVE_FIELDS)} (fields: {', '.join(record)})"
             )
-        value = record[present[0]]
-        query_id = str(record["query_id"]) if record.get("query_id") is not None else None
-        for positive in value if isinstance(value, list) else [value]:
-            yield where, query_id, record["query"], str(positive)
+        name = present[0]
+        query_id = _identifier(record["query_id"], where, "query_id") if record.get("query_id") is not None else None
+        for positive in _positives(record[name], where, name):
+            yield where, query_id, query, positive
 
 
+def _positives(value: object, where: str, name: str) -> list[str]:
+    """The positives a pair's field ``name`` gives: ids (``positive_id``, ``positive_ids``) or a text (``positive``).
+
+    Raises:
+        ValueError: naming ``where``, a value of another type (a list of lists, an object, true/false, a fraction).
+    """
+    if name == "positive":
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: positive must be a text (a corpus text), got {value!r:.80}")
+        return [check_text(value, where, name)]
+    if name == "positive_ids" and isinstance(value, list):
+        return [_identifier(item, where, name) for item in value]
+    return [_identifier(value, where, name)]
+
+
+ID_KINDS = {
+    "positive_id": "a corpus id (a text or a whole number)",
+    "positive_ids": "a corpus id or a list of corpus ids (texts or whole numbers)",
+    "query_id": "an id (a text or a whole number)",
+}
+
+
+def _identifier(value: object, where: str, name: str) -> str:
+    """The id in field ``name`` as text: a string or a whole number, else ValueError naming ``where``."""
+    if isinstance(value, str):
+        return check_text(value, where, name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{where}: {name} must be {ID_KINDS[name]}, got {value!r:.80}")
+
+
+def check_mining_mode(mode: str) -> str:
+    """``mode`` if it is one of ``MINING_MODES``, else ValueError naming them."""
+    if mode not in MINING_MODES:
+        raise ValueError(f"unknown mining mode {mode!r}; choose one of {', '.join(MINING_MODES)}")
+    return mode
+
+
+@one_writer("output")  # a second run mining into one output fails at once, naming the first
 def mine_hard_negatives(
     pairs: str | Path,
     corpus: str | Path,
@@ -123,7 +196,7 @@ def mine_hard_negatives(
     model: str | None = None,
     rules: NegativeRules = NegativeRules(),
     mode: str = "dense",
-    cross_encoder: Reranker | None = None,
+    cross_encoder: Reranker | str | None = None,
     split: str = "train",
     text_field: str = "text",
     index_dir: str | Path | None = None,
@@ -143,32 +216,35 @@ def mine_hard_negatives(
         rules: the selection rules (``NegativeRules``).
         mode: candidates from "dense", "lexical" (BM25) or "hybrid" retrieval; the rules' scores are the
             embedder's similarity in every mode, or ``cross_encoder``'s scores when given (which then also
-            re-ranks the candidates).
+            re-ranks the candidates; a name or folder is loaded by ``gpte.models.loading.load_reranker``).
         index_dir: the corpus index folder (default ``OUTPUT.index`` beside the output, reused by later runs).
         chunk_size: queries per finished (resumable) chunk.
         overwrite, restart: replace an existing output; discard an earlier run's progress instead of resuming.
 
     Raises:
-        ValueError: an unknown mode, no pair with a positive in the corpus, duplicate corpus ids, bad rules.
+        ValueError: an unknown mode, no pairs or a pair that cannot be read (``read_pairs``), no pair with a
+            positive in the corpus, duplicate corpus ids, a corpus line that is not UTF-8 text, bad rules.
         FileExistsError: ``output`` exists and ``overwrite`` is False.
+        FileNotFoundError, NotADirectoryError, IsADirectoryError: the output or index folder cannot be written
+            (``gpte.atomic.check_destination``).
+        OutputLockedError: another process is writing ``output``.
+    All but the corpus errors are raised before any model loads.
     """
     started = time.perf_counter()
-    if mode not in SEARCH_MODES:
-        raise ValueError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(SEARCH_MODES)}")
+    check_mining_mode(mode)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, got {chunk_size!r}")
-    output = Path(output)
-    index = open_corpus_index(
-        corpus,
-        index_dir or output.with_name(output.name + ".index"),
-        embedder,
-        model,
-        text_field,
-        batch_size,
-        show_progress,
-    )
+    output = check_destination(output, overwrite)
+    index_dir = check_destination(index_dir or output.with_name(output.name + ".index"), True, folder=True)
+    raw_pairs = read_pairs(pairs, split)
+    if isinstance(cross_encoder, str | Path):
+        from gpte.models.loading import load_reranker
+
+        cross_encoder = load_reranker(cross_encoder)
+    with named_input_errors(corpus):
+        index = open_corpus_index(corpus, index_dir, embedder, model, text_field, batch_size, show_progress)
     documents = corpus_texts(index)
-    queries, missing = read_mining_pairs(pairs, documents, split)
+    queries, missing = match_pairs(raw_pairs, documents)
     if not queries:
         raise ValueError(
             f"{pairs}: none of the {len(missing)} pairs has its positive in the corpus {corpus} (e.g. {'; '.join(missing[:3])})"

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gpte.atomic import atomic_path, refuse_existing
+from gpte.atomic import atomic_path, check_destination
 
 JOB_FILE = "job.json"
 
@@ -33,12 +33,13 @@ class ResumableJsonl:
 
     Raises:
         FileExistsError: ``output`` exists and ``overwrite`` is False.
+        FileNotFoundError, NotADirectoryError, IsADirectoryError: ``output``'s folder is missing or a file, or
+            ``output`` is a folder (``gpte.atomic.check_destination``).
         ValueError: progress of a run with other inputs or settings exists (and ``restart`` is False).
     """
 
     def __init__(self, output: str | Path, job: dict[str, Any], overwrite: bool = False, restart: bool = False) -> None:
-        self.output = Path(output)
-        refuse_existing(self.output, overwrite)
+        self.output = check_destination(output, overwrite)
         self.overwrite = overwrite
         self.folder = self.output.with_name(f".{self.output.name}.progress")
         self.job = json.loads(json.dumps(job))  # as it reads back from disk

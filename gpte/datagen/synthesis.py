@@ -24,13 +24,23 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gpte.atomic import check_destination
 from gpte.data.documents import read_documents
-from gpte.data.readers import read_texts
+from gpte.data.readers import iter_records, read_texts
+from gpte.datagen import generators
 from gpte.datagen.corpus_index import open_corpus_index
-from gpte.datagen.generators import Generator, GeneratorError, load_generator
+from gpte.datagen.generators import Generator, GeneratorError
+from gpte.datagen.inputs import check_text, named_input_errors, require_unicode
 from gpte.datagen.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, SourceItem
 from gpte.datagen.resumable import ResumableJsonl
-from gpte.datagen.synthesis_filters import RecordFilter, SynthesisFilters, positive_above_negative, source_in_top_k
+from gpte.datagen.synthesis_filters import (
+    RecordFilter,
+    SynthesisFilters,
+    check_language,
+    positive_above_negative,
+    source_in_top_k,
+)
+from gpte.locking import one_writer
 from gpte.models.causal_lm import DEFAULT_LLM
 from gpte.models.protocol import DenseModel
 
@@ -57,6 +67,7 @@ class SynthesisReport:
     seconds: float
 
 
+@one_writer("output")  # a second run writing one output fails at once, naming the first
 def synthesize(
     recipe: str,
     output: str | Path,
@@ -79,6 +90,7 @@ def synthesize(
     overwrite: bool = False,
     restart: bool = False,
     show_progress: bool = True,
+    generator_batch_size: int = 16,
 ) -> SynthesisReport:
     """Generate, parse, filter and write a recipe's records to ``output`` (jsonl).
 
@@ -86,7 +98,8 @@ def synthesize(
         recipe: "queries" (``source``: a corpus; records query/positive/positive_id), "e5" (``source``: a file of
             tasks, one per line, or None to brainstorm ``tasks`` of them; ``per_task`` examples each) or
             "paraphrase" (``source``: sentences; records anchor/positive/negative).
-        generator: a ``Generator``, or a name for ``load_generator`` (default SmolLM2-135M-Instruct).
+        generator: a ``Generator``, or a name for ``load_generator`` (default SmolLM2-135M-Instruct), loaded with
+            ``generator_batch_size`` once the inputs and output are checked.
         text_field: the text field of jsonl/csv/parquet sources. limit: use the first ``limit`` items.
         examples: few-shot (document, query) pairs of the "queries" recipe.
         filters: ``SynthesisFilters``; the round-trip filter uses ``embedder``/``model`` (default
@@ -96,21 +109,29 @@ def synthesize(
         max_new_tokens: answer length (default per recipe: ``MAX_NEW_TOKENS``); temperature, seed: sampling.
 
     Raises:
-        ValueError: an unknown recipe, a missing or empty source, bad numbers.
+        ValueError: an unknown recipe or filter language; a missing or empty source, or one that cannot be read (the file and line
+            named: malformed, not UTF-8, a lone surrogate); bad numbers.
+        FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError: ``output`` cannot be written
+            (``gpte.atomic.check_destination``).
+        OutputLockedError: another process is writing ``output``.
         GeneratorError: a chunk (or the brainstorm) gave nothing usable in ``max_attempts`` tries.
+    All but the last are raised before the generator loads.
     """
     started = time.perf_counter()
     steps = _recipe(recipe, examples, seed)
     _check_numbers(limit=limit, tasks=tasks, per_task=per_task, max_attempts=max_attempts, chunk_size=chunk_size)
-    output = Path(output)
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), got {temperature!r}")
+    check_language(filters.language)
+    output = check_destination(output, overwrite)
+    items = _source_items(recipe, source, text_field)
     generator = (
         generator
         if generator is not None and not isinstance(generator, str | Path)
-        else load_generator(generator or DEFAULT_LLM)
+        else generators.load_generator(generator or DEFAULT_LLM, batch_size=generator_batch_size)
     )
     tokens = max_new_tokens or MAX_NEW_TOKENS[recipe]
     sampling = {"max_new_tokens": tokens, "temperature": temperature, "seed": seed, "max_attempts": max_attempts}
-    items = _source_items(recipe, source, text_field)
     job = ResumableJsonl(
         output,
         {
@@ -177,20 +198,53 @@ def _check_numbers(**values: int | None) -> None:
 
 
 def _source_items(recipe: str, source: str | Path | None, text_field: str) -> list[SourceItem] | None:
-    """The recipe's inputs: corpus documents (queries), lines/rows (paraphrase, e5 tasks); None: brainstorm tasks."""
+    """The recipe's inputs: corpus documents (queries), lines/rows (paraphrase, e5 tasks), empty ones left out;
+    None: brainstorm tasks.
+
+    Raises:
+        ValueError: no source where the recipe needs one, no non-empty input, or a file that cannot be read (its
+            file and line named: malformed, not UTF-8, a lone surrogate).
+    """
     if source is None:
         if recipe != "e5":
             raise ValueError(
                 f"the {recipe!r} recipe needs a source ({'a corpus' if recipe == 'queries' else 'sentences'})"
             )
         return None
-    if recipe == "queries":
-        return [SourceItem(doc.id, doc.text) for doc in read_documents(source, text_field)]
-    texts = read_texts(source, None if Path(source).suffix.lower() in (".txt", ".md") else text_field)
-    items = [SourceItem(str(number), text.strip()) for number, text in enumerate(texts) if text.strip()]
+    with named_input_errors(source):
+        if recipe == "queries":
+            documents = read_documents(source, text_field)
+            items = [SourceItem(doc.id, doc.text) for doc in documents if doc.text.strip()]
+            what = "documents"
+        else:
+            texts = read_texts(source, None if Path(source).suffix.lower() in (".txt", ".md") else text_field)
+            items = [SourceItem(str(number), text.strip()) for number, text in enumerate(texts) if text.strip()]
+            what = "texts"
+        require_unicode(item.text for item in items)
     if not items:
-        raise ValueError(f"{source}: no non-empty texts")
+        raise ValueError(f"{source}: no non-empty {what}")
     return items
+
+
+def read_examples(path: str | Path) -> list[tuple[str, str]]:
+    """The few-shot (document, query) pairs of the "queries" recipe: rows of a jsonl/csv/tsv/parquet file with the
+    text fields ``document`` and ``query``.
+
+    Raises:
+        ValueError: no rows, or, naming the file and line, a row without both text fields, a malformed line, a
+            file that is not UTF-8 or a text with a lone surrogate.
+    """
+    examples = []
+    with named_input_errors(path):
+        for where, row in iter_records(path):
+            if not all(isinstance(row.get(name), str) and row[name].strip() for name in ("document", "query")):
+                raise ValueError(
+                    f"{where}: an example needs the text fields document and query, got {row!r:.120}"
+                )
+            examples.append((check_text(row["document"], where, "document"), check_text(row["query"], where, "query")))
+    if not examples:
+        raise ValueError(f"{path}: no examples (rows with document and query fields)")
+    return examples
 
 
 def _fingerprint(value: Any) -> str:
