@@ -178,8 +178,9 @@ def soak(args: argparse.Namespace) -> None:
                     soak_client(args.port, stop_at, args.poisoned, random.Random(i), texts, queries, seen)
                     for i in range(args.clients)
                 ]
-                update = asyncio.to_thread(_update_during_load, folder, source, corpus, args.update_at)
-                await asyncio.gather(update, *clients)
+                if args.update_at < args.seconds:
+                    clients.append(asyncio.to_thread(_update_during_load, folder, source, corpus, args.update_at))
+                await asyncio.gather(*clients)
 
             asyncio.run(run())
             rss_after = rss_mib(server.pid)
@@ -226,7 +227,10 @@ def main() -> None:
     parser.add_argument("--soak", action="store_true", help="the reliability soak (embeddings, search, poison, update)")
     parser.add_argument("--poisoned", type=float, default=0.01, help="--soak: share of poisoned requests")
     parser.add_argument(
-        "--update-at", type=float, default=10, help="--soak: seconds into the load when the index update starts"
+        "--update-at",
+        type=float,
+        default=10,
+        help="--soak: seconds into the load when the index update starts (not before --seconds: no update)",
     )
     args = parser.parse_args()
     print(cpu_description())

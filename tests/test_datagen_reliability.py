@@ -117,7 +117,9 @@ def test_mine_refuses_bad_pairs_in_one_line_before_the_model_loads(
 
 def test_mine_numeric_ids_are_ids(tiny_models, mine_inputs, tmp_path):
     corpus = _write(tmp_path / "numbered.jsonl", _jsonl([{"_id": i, "text": t} for i, t in enumerate(TOPICS)]))
-    pairs = _write(tmp_path / "p.jsonl", '{"query": "wing", "positive_id": 0}\n{"query": "heat", "positive_ids": [3]}\n')
+    pairs = _write(
+        tmp_path / "p.jsonl", '{"query": "wing", "positive_id": 0}\n{"query": "heat", "positive_ids": [3]}\n'
+    )
     assert _mine(tiny_models, pairs, corpus, tmp_path / "out.jsonl") == 0
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["positive_id"] for row in rows] == ["0", "3"]
@@ -472,11 +474,18 @@ def _analyze(tiny_models, root, output, *more: str, sections=("geometry",)) -> i
         ("", [], "{file}: no rows; the task is empty"),
         ("\n \n", [], "{file}:1: not valid JSON"),
         ('{"sentence1": "a"}\n', [], "{file}:1: missing field(s) sentence2"),
-        ('{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": 5, "sentence2": "b", "score": 1}\n', [],
-         "{file}:2: sentence1 is int, not a string"),
+        (
+            '{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": 5, "sentence2": "b", "score": 1}\n',
+            [],
+            "{file}:2: sentence1 is int, not a string",
+        ),
         ('{"sentence1": [["a"]], "sentence2": "b", "score": 1}\n', [], "{file}:1: sentence1 is list, not a string"),
         (b'{"sentence1": "caf\xe9", "sentence2": "b", "score": 1}\n', [], "{file}:1: not UTF-8 text"),
-        ('{"sentence1": "a ' + SURROGATE + '", "sentence2": "b", "score": 1}\n', [], "{file}:1: sentence1 is not valid"),
+        (
+            '{"sentence1": "a ' + SURROGATE + '", "sentence2": "b", "score": 1}\n',
+            [],
+            "{file}:1: sentence1 is not valid",
+        ),
         ('{"sentence1": "a", "sentence2": "b", "score": "high"}\n', ["--pairs", "sts/toy"], "{file}:1: score 'high'"),
     ],
 )

@@ -60,7 +60,11 @@ def scored_pairs(task: Task, split: str | None = None) -> tuple[list[str], list[
     gold_field = "score" if task.type == "STS" else "label"
     path = _split_file(task, split or task.split)
     rows = _rows(path, ("sentence1", "sentence2"), (gold_field,))
-    return [r[0] for r in rows], [r[1] for r in rows], [_number(r[2], f"{path}:{i}", gold_field) for i, r in enumerate(rows, 1)]
+    return (
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [_number(r[2], f"{path}:{i}", gold_field) for i, r in enumerate(rows, 1)],
+    )
 
 
 def _rows(path: Path, texts: tuple[str, ...], others: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:

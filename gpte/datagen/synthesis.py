@@ -109,8 +109,8 @@ def synthesize(
         max_new_tokens: answer length (default per recipe: ``MAX_NEW_TOKENS``); temperature, seed: sampling.
 
     Raises:
-        ValueError: an unknown recipe or filter language; a missing or empty source, or one that cannot be read (the file and line
-            named: malformed, not UTF-8, a lone surrogate); bad numbers.
+        ValueError: an unknown recipe or filter language; a missing or empty source, or one that cannot be read
+            (the file and line named: malformed, not UTF-8, a lone surrogate); bad numbers.
         FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError: ``output`` cannot be written
             (``gpte.atomic.check_destination``).
         OutputLockedError: another process is writing ``output``.
@@ -238,9 +238,7 @@ def read_examples(path: str | Path) -> list[tuple[str, str]]:
     with named_input_errors(path):
         for where, row in iter_records(path):
             if not all(isinstance(row.get(name), str) and row[name].strip() for name in ("document", "query")):
-                raise ValueError(
-                    f"{where}: an example needs the text fields document and query, got {row!r:.120}"
-                )
+                raise ValueError(f"{where}: an example needs the text fields document and query, got {row!r:.120}")
             examples.append((check_text(row["document"], where, "document"), check_text(row["query"], where, "query")))
     if not examples:
         raise ValueError(f"{path}: no examples (rows with document and query fields)")
