@@ -148,7 +148,10 @@ def test_filters_lexical_and_hybrid(built):
 @pytest.mark.parametrize(
     ("filters", "message"),
     [
-        ({"source": {"$in": ["b.txt"]}}, "filter 'source': {'$in': ['b.txt']} is not allowed; a filter value is a string"),
+        (
+            {"source": {"$in": ["b.txt"]}},
+            "filter 'source': {'$in': ['b.txt']} is not allowed; a filter value is a string",
+        ),
         ({"source": [["b.txt"]]}, "filter 'source': [['b.txt']] is not allowed"),
         ({"year": 1960}, "no document has the metadata field 'year'; the fields are: source"),
         ({"year": 1, "lang": "en"}, "no document has the metadata fields 'year', 'lang'; the fields are: source"),
