@@ -4,7 +4,10 @@ BERT as an Embedder, and the paths of the packaged real models and ../shared/dat
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -259,3 +262,20 @@ def embedder(tiny_models) -> Embedder:
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"real-data tests need ../shared/data beside the repository ({SHARED_DATA})"
     return SHARED_DATA
+
+
+@contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding the write lock of ``path`` (``gpte.locking``, as a running gpte writer does) for the
+    block; killed at its end."""
+    code = (
+        "import time\nfrom gpte.locking import exclusive_output\n"
+        f"with exclusive_output({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

@@ -3,12 +3,11 @@ task data's hash (and a reranker's first stage and top_k) are the ones it was co
 recomputed and the run says why. One process at a time writes a model's result folder."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import lock_held_elsewhere
 
 from gpte import Embedder
 from gpte.cli import main
@@ -209,23 +208,11 @@ def test_a_reranker_result_is_recomputed_when_its_first_stage_or_top_k_changes(t
     assert run.statuses == {"task": "recomputed: first stage changed"}
 
 
-def _hold(folder):
-    """A process holding the write lock of ``folder``, once it says so."""
-    code = (
-        "from gpte.locking import exclusive_output\nimport time\n"
-        f"with exclusive_output({str(folder)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
 def test_a_second_run_into_the_same_result_folder_fails_at_once_naming_the_first(tmp_path):
     task = load_task(_sts_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     assert model_folder(output, "chars") == result_path(output, "chars", "task").parent
-    holder = _hold(model_folder(output, "chars"))
-    try:
+    with lock_held_elsewhere(model_folder(output, "chars")) as holder:
         model = CharEncoder()
         with pytest.raises(OutputLockedError, match=f"being written by another process \\(pid {holder.pid}: "):
             evaluate(model, [task], output)
@@ -233,9 +220,6 @@ def test_a_second_run_into_the_same_result_folder_fails_at_once_naming_the_first
         other = evaluate(CharEncoder(name="another"), [task], output)  # another model's folder is free
         assert other.statuses == {"task": "computed"}
         assert evaluate(CharEncoder(), [task]).statuses == {"task": "computed"}  # no output: nothing to lock
-    finally:
-        holder.kill()
-        holder.wait()
     assert evaluate(CharEncoder(), [task], output).statuses == {"task": "computed"}
 
 
@@ -251,10 +235,6 @@ def test_cli_says_kept_or_recomputed_and_refuses_a_locked_folder(tiny_models, tm
     assert main(command) == 0
     err = capsys.readouterr().err
     assert "sts (STS) ... recomputed: data changed" in err and "kept" not in err
-    holder = _hold(model_folder(output, Embedder.load(model, device="cpu").name))
-    try:
+    with lock_held_elsewhere(model_folder(output, Embedder.load(model, device="cpu").name)) as holder:
         assert main(command) == 1
         assert f"being written by another process (pid {holder.pid}: " in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from conftest import lock_held_elsewhere
 
 from gpte.locking import OutputLockedError
 from gpte.search.index import Index, build_index
@@ -111,23 +110,9 @@ def test_a_second_build_of_one_index_fails_at_once_naming_the_first(embedder, tm
     docs, root = tmp_path / "docs", tmp_path / "index"
     docs.mkdir()
     _write_version(docs, 0)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\nfrom gpte.locking import exclusive_output\n"
-            f"with exclusive_output({str(root)!r}, 'index'):\n    print('held', flush=True)\n    time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(OutputLockedError, match=rf"index {root} is being written by another process \(pid "):
-            build_index(root, docs, embedder=embedder, show_progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
+    message = rf"index {root} is being written by another process \(pid "
+    with lock_held_elsewhere(root), pytest.raises(OutputLockedError, match=message):
+        build_index(root, docs, embedder=embedder, show_progress=False)
     assert not root.exists()
     build_index(root, docs, embedder=embedder, show_progress=False)  # the holder died: its lock went with it
     assert current_name(root) == "gen-000001"

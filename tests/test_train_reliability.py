@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lock_held_elsewhere
 from transformers import TrainerCallback
 
 import gpte.train.trainer as trainer_module
@@ -213,27 +214,11 @@ def test_gpte_train_prints_the_checkpoint_it_resumes_from(tiny_models, shared_da
 # ----------------------------------------------------------------- one writer per output
 
 
-@contextmanager
-def _held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
-    """Another process holding the write lock of ``path`` for the block."""
-    code = (
-        "from gpte.locking import exclusive_output\nimport time\n"
-        f"with exclusive_output({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-
-
 def test_train_refuses_an_output_another_process_is_writing(tiny_models, shared_data, tmp_path):
     output = tmp_path / "run"
     model = Embedder.load(tiny_models["bert"], device="cpu")
     config = TrainingConfig(batch_size=16, lora={"r": 4, "target_modules": ["query"]})
-    with _held_elsewhere(output) as holder, pytest.raises(OutputLockedError, match=f"pid {holder.pid}"):
+    with lock_held_elsewhere(output) as holder, pytest.raises(OutputLockedError, match=f"pid {holder.pid}"):
         train(model, build_loss("infonce", model), [_pairs(shared_data)], config, output)
     assert not output.exists()  # nothing written
     assert not model.backbone.has_lora  # and the model is as it was
@@ -243,7 +228,7 @@ def test_gpte_train_refuses_a_recipe_output_another_run_is_writing(tiny_models, 
     path = _recipe(tiny_models, shared_data, tmp_path)
     leftover = tmp_path / "runs/s/checkpoints/checkpoint-2"
     leftover.mkdir(parents=True)
-    with _held_elsewhere(tmp_path / "runs") as holder:
+    with lock_held_elsewhere(tmp_path / "runs") as holder:
         assert main(["train", str(path), "--restart"]) == 1
     [line] = _error_lines(capsys)
     assert line.startswith(f"gpte: error: training output {tmp_path / 'runs'} is being written by another process")
