@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -242,3 +243,43 @@ def test_milvus_lite_holds_a_sparse_models_vectors_and_fuses_them_like_the_on_di
 
 def _chunks(embedder, text):
     return [(text[s.start : s.end], s.start, s.end) for s in chunk_spans(text, embedder, 8, 2)]
+
+
+def test_searches_during_milvus_updates_never_fail_and_see_old_or_new_documents(embedder, milvus_server, tmp_path):
+    """A reader searching a Milvus collection while three updates replace every document: no search fails, and
+    every hit's text is a chunk of one of the versions (an update inserts the new rows before deleting the old)."""
+    source = tmp_path / "docs"
+    options = {"embedder": embedder, "chunk_tokens": 0, "show_progress": False, "work_dir": tmp_path / "work"}
+    versions = []
+
+    def write_version(number: int) -> None:
+        texts = {f"d{i}.txt": f"{topic} in report {number}." for i, topic in enumerate(QUERIES)}
+        write_docs(source, texts)
+        versions.append(set(texts.items()))
+
+    write_version(0)
+    build_milvus_index(milvus_server, "updating", source, **options)
+    index = MilvusIndex.open(milvus_server, "updating", embedder=embedder)
+    stop, errors, seen = threading.Event(), [], []
+
+    def search_loop() -> None:
+        while not stop.is_set():
+            try:
+                for mode in ("dense", "lexical", "hybrid"):
+                    seen.extend((hit.doc_id, hit.text) for hit in index.search("wing heat shock", k=5, mode=mode))
+            except Exception as error:  # every failure counts
+                errors.append(repr(error))
+
+    reader = threading.Thread(target=search_loop)
+    reader.start()
+    try:
+        for number in range(1, 4):
+            write_version(number)
+            build_milvus_index(milvus_server, "updating", source, **options)
+        time.sleep(0.5)  # a few searches of the last version
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == [] and seen
+    assert set(seen) <= set().union(*versions)
+    assert {(hit.doc_id, hit.text) for hit in index.search("wing heat shock", k=5)} <= versions[-1]
