@@ -27,8 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gpte.atomic import check_destination
 from gpte.data.documents import document_files, file_documents
 from gpte.errors import extra_needed
+from gpte.locking import one_writer
 from gpte.models.chunking import ChunkSpan, chunk_spans
 from gpte.models.loading import load_model
 from gpte.search.changes import build_settings, check_same_settings, dense_ids, late_chunk_vectors
@@ -37,6 +39,7 @@ from gpte.search.store import text_hash
 VECTORS_MANIFEST = "_gpte-vectors.json"  # a leading "_": Parquet dataset readers skip it
 
 
+@one_writer("output")  # a second run writing OUTPUT fails at once instead of deleting the first's partial shards
 def embed_corpus_ray(
     source: str | Path,
     output: str | Path,
@@ -66,14 +69,14 @@ def embed_corpus_ray(
             free for the tasks that read the files).
 
     Raises:
-        FileExistsError: ``output`` exists and ``overwrite`` is False.
+        FileExistsError: ``output`` exists and ``overwrite`` is False (``gpte.atomic.check_destination`` names the
+            other refusals of an output path).
+        gpte.locking.OutputLockedError: another process is writing ``output``.
     """
     with extra_needed("scale"):
         import ray
 
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
+    output = check_destination(output, overwrite, folder=True)
     options = dict(model_options or {})
     settings = build_settings(  # checks chunking and late chunking, keys them
         load_model(model, **options), model, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap
