@@ -11,28 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import lock_held_elsewhere
 from safetensors.torch import load_file, save_file
 
 from gpte import Embedder
 from gpte.cli import main, options
 from gpte.locking import OutputLockedError
 from gpte.runtime.streaming import encode_to
-
-
-def _hold_lock(path: Path) -> subprocess.Popen:
-    """A process holding the write lock of ``path`` (as a running ``gpte encode -o path`` does) until killed."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom gpte.locking import exclusive_output\n"
-            f"with exclusive_output({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def _encode(tiny_models, source: Path, output: Path, *more: str) -> int:
@@ -44,26 +29,18 @@ def test_a_second_encode_into_one_output_fails_at_once_naming_the_first(tiny_mod
     source = tmp_path / "texts.txt"
     source.write_text("a wing\nheat transfer\n", encoding="utf-8")
     output = tmp_path / ("out" if kind else "out.npy")
-    holder = _hold_lock(output)
-    try:
+    with lock_held_elsewhere(output) as holder:
         assert _encode(tiny_models, source, output, *kind) == 1
         error = capsys.readouterr().err
         assert f"output {output} is being written by another process (pid {holder.pid}:" in error
         assert not output.exists() and not list(tmp_path.glob(".out*partial*"))
-    finally:
-        holder.kill()
-        holder.wait()
     assert _encode(tiny_models, source, output, *kind) == 0  # the holder died: its lock went with it
 
 
 def test_encode_to_refuses_an_output_another_process_writes(embedder, tmp_path):
-    holder = _hold_lock(tmp_path / "v.npy")
-    try:
-        with pytest.raises(OutputLockedError, match="is being written by another process"):
-            encode_to(embedder, ["a", "b"], tmp_path / "v.npy", show_progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
+    message = "is being written by another process"
+    with lock_held_elsewhere(tmp_path / "v.npy"), pytest.raises(OutputLockedError, match=message):
+        encode_to(embedder, ["a", "b"], tmp_path / "v.npy", show_progress=False)
 
 
 def test_empty_input_gives_zero_rows_of_the_models_width_and_blank_lines_warn(tiny_models, tmp_path):
@@ -143,3 +120,74 @@ def test_stdout_closed_early_exits_quietly(tiny_models):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+# ----------------------------------------------------------------- input files that are not UTF-8 text
+
+
+def _one_line_error(capsys) -> str:
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.startswith("gpte: ")]
+    assert len(lines) == 1 and "Traceback" not in error, error
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("latin1.txt", b"a wing\nheat\ncaf\xe9 au lait\n", "{path}:3: not UTF-8 text (byte 0xe9 at column 4)"),
+        ("latin1.csv", b"id,text\n0,a wing\n1,caf\xe9\n", "{path}:3: not UTF-8 text (byte 0xe9 at column 6)"),
+        ("latin1.jsonl", b'{"text": "a"}\n{"text": "caf\xe9"}\n', "{path}:2: not UTF-8 text (byte 0xe9 at column 14)"),
+        (
+            "surrogate.jsonl",
+            b'{"text": "a wing"}\n{"text": "a \\ud800 b"}\n',
+            "{path}:2: a lone surrogate '\\ud800' at character 3 of 'a \\ud800 b' (a JSON \\u escape of half a "
+            "UTF-16 pair)",
+        ),
+        ("blank.jsonl", b'{"text": "a wing"}\n  \n', "{path}:2: not valid JSON (an empty line)"),
+    ],
+)
+def test_encode_names_the_line_of_a_file_that_is_not_text(tiny_models, tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert _encode(tiny_models, path, tmp_path / "out.npy") == 1
+    assert message.format(path=path) in _one_line_error(capsys)
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_index_names_the_document_and_line_that_is_not_utf8(tiny_models, tmp_path, capsys):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "good.txt").write_text("a wing stalls\n", encoding="utf-8")
+    (docs / "sub" / "bad.txt").write_bytes(b"heat transfer\r\nin hypersonic\r\nflow at Mach \xff\r\n")
+    argv = ["index", str(docs), "--name", "n", "--root", str(tmp_path / "indexes"), "--model", str(tiny_models["bert"])]
+    assert main([*argv, "--no-progress"]) == 1
+    assert f"{docs / 'sub' / 'bad.txt'}:3: not UTF-8 text (byte 0xff at column 14)" in _one_line_error(capsys)
+
+
+def test_readers_decode_as_text_mode_did(tmp_path):
+    import csv
+
+    from gpte.data.readers import csv_lines, iter_jsonl, read_text_file
+
+    # csv: lines split as newline="" splits them (\n, \r\n and a lone \r), quoted newlines kept, line_num the same
+    content = 'a,b\r\n1,"x\r\ny"\n2,z\r3,w\r\n4,"p\rq"\r'
+    path = tmp_path / "t.csv"
+    path.write_bytes(content.encode("utf-8"))
+    with path.open(encoding="utf-8", newline="") as handle:
+        expected = [(row, reader.line_num) for reader in [csv.DictReader(handle)] for row in reader]
+    reader = csv.DictReader(csv_lines(path))
+    assert [(row, reader.line_num) for row in reader] == expected and len(expected) == 4
+    # a whole document: \r\n and \r read as \n, as read_text reads them
+    path.write_bytes("caf\u00e9\r\nau\rlait\n".encode())
+    assert read_text_file(path) == path.read_text(encoding="utf-8") == "caf\u00e9\nau\nlait\n"
+    path.write_bytes(b"fine\nalso fine\n\x80bad\n")
+    with pytest.raises(ValueError, match=r"t.csv:3: not UTF-8 text \(byte 0x80 at column 1\); save the file as UTF-8"):
+        read_text_file(path)
+    # jsonl: a whole character written as a surrogate pair is fine; a lone half, in a key or nested, is not
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"t": "\\ud83d\\ude00"}\r\n{"t": [{"\\uDC00": 1}]}\n', encoding="utf-8")
+    rows = iter_jsonl(jsonl)
+    assert next(rows) == (1, {"t": "\U0001f600"})
+    with pytest.raises(ValueError, match=r"t.jsonl:2: a lone surrogate '\\udc00' at character 1"):
+        next(rows)

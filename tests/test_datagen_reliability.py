@@ -6,11 +6,10 @@ followed by a rerun that gives what an uninterrupted run gives. Each case that h
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import lock_held_elsewhere
 
 from gpte.cli import main
 
@@ -41,22 +40,6 @@ def _write(path: Path, content: str | bytes) -> Path:
 
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
-
-
-def _hold_lock(path: Path) -> subprocess.Popen:
-    """A process holding the write lock of ``path`` (as a running writer of it does) until killed."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom gpte.locking import exclusive_output\n"
-            f"with exclusive_output({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def _one_line_error(capsys) -> str:
@@ -92,7 +75,7 @@ def _mine(tiny_models, pairs, corpus, output, *more: str) -> int:
     ("content", "message"),
     [
         ("", "{pairs}: no pairs"),
-        ("\n \n", "{pairs}:1: not valid JSON"),
+        ("\n \n", "{pairs}:1: not valid JSON (an empty line)"),
         ('{"query": "q", "positive_id": "d0"}\n{oops\n', "{pairs}:2: not valid JSON"),
         ('{"positive_id": "d0"}\n', "{pairs}:1: a pair needs a non-empty text field 'query'"),
         ('{"query": 5, "positive_id": "d0"}\n', "{pairs}:1: a pair needs a non-empty text field 'query'"),
@@ -101,7 +84,10 @@ def _mine(tiny_models, pairs, corpus, output, *more: str) -> int:
         ('{"query": "q", "positive": {"text": "t"}}\n', "{pairs}:1: positive must be a text"),
         ('{"query": "q", "positive_id": true}\n', "{pairs}:1: positive_id must be a corpus id"),
         (b'{"query": "caf\xe9", "positive_id": "d0"}\n', "{pairs}:1: not UTF-8 text"),
-        ('{"query": "a ' + SURROGATE + ' b", "positive_id": "d0"}\n', "{pairs}:1: query is not valid Unicode"),
+        (
+            '{"query": "a ' + SURROGATE + ' b", "positive_id": "d0"}\n',
+            "{pairs}:1: a lone surrogate '\\ud800' at character 3",
+        ),
     ],
 )
 def test_mine_refuses_bad_pairs_in_one_line_before_the_model_loads(
@@ -171,15 +157,11 @@ def test_mine_checks_output_and_options_before_any_model_loads(
 def test_a_second_mine_into_one_output_fails_at_once(tiny_models, mine_inputs, tmp_path, capsys, monkeypatch):
     corpus, pairs = mine_inputs
     output = tmp_path / "out.jsonl"
-    holder = _hold_lock(output)
-    try:
+    with lock_held_elsewhere(output) as holder:
         monkeypatch.setattr("gpte.datagen.mining.open_corpus_index", _no_loading)
         assert _mine(tiny_models, pairs, corpus, output) == 1
         assert f"output {output} is being written by another process (pid {holder.pid}" in _one_line_error(capsys)
         assert not list(tmp_path.glob("*out.jsonl*"))
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_mine_interrupted_in_the_model_resumes_to_the_uninterrupted_output(
@@ -262,7 +244,10 @@ def test_synth_queries_skip_empty_documents(chat_llama, tmp_path, capsys):
         ('{"document": "d", "query": 5}\n', "{examples}:1: an example needs the text fields document and query"),
         ("{oops\n", "{examples}:1: not valid JSON"),
         (b'{"document": "caf\xe9", "query": "q"}\n', "{examples}:1: not UTF-8 text"),
-        ('{"document": "d", "query": "' + SURROGATE + '"}\n', "{examples}:1: query is not valid Unicode"),
+        (
+            '{"document": "d", "query": "' + SURROGATE + '"}\n',
+            "{examples}:1: a lone surrogate '\\ud800' at character 1",
+        ),
     ],
 )
 def test_synth_refuses_bad_examples_before_the_generator_loads(
@@ -308,15 +293,11 @@ def test_unknown_recipe_names_the_recipes(chat_llama, tmp_path, capsys, monkeypa
 def test_a_second_synth_into_one_output_fails_at_once(chat_llama, tmp_path, capsys, monkeypatch):
     source = _write(tmp_path / "s.txt", "two dogs run\n")
     output = tmp_path / "out.jsonl"
-    holder = _hold_lock(output)
-    try:
+    with lock_held_elsewhere(output) as holder:
         monkeypatch.setattr("gpte.datagen.generators.load_generator", _no_loading)
         assert _synth(chat_llama, "paraphrase", source, output) == 1
         assert f"output {output} is being written by another process (pid {holder.pid}" in _one_line_error(capsys)
         assert not list(tmp_path.glob("*out.jsonl*"))
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_synth_interrupted_in_the_generator_resumes_to_the_uninterrupted_output(
@@ -368,8 +349,14 @@ def _rerank(tiny_models, source, *more: str) -> int:
         ('{"query": "q", "candidates": [["a"]]}\n', "{source}:1: candidate 0 must be a string or an object"),
         ('{"query": "q", "candidates": "abc"}\n', "{source}:1: candidates must be a list"),
         (b'{"query": "caf\xe9", "candidates": ["a"]}\n', "{source}:1: not UTF-8 text"),
-        ('{"query": "a ' + SURROGATE + '", "candidates": ["a"]}\n', "{source}:1: query is not valid Unicode"),
-        ('{"query": "a", "candidates": ["b", "' + SURROGATE + '"]}\n', "{source}:1: candidate 1 is not valid Unicode"),
+        (
+            '{"query": "a ' + SURROGATE + '", "candidates": ["a"]}\n',
+            "{source}:1: a lone surrogate '\\ud800' at character 3",
+        ),
+        (
+            '{"query": "a", "candidates": ["b", "' + SURROGATE + '"]}\n',
+            "{source}:1: a lone surrogate '\\ud800' at character 1",
+        ),
     ],
 )
 def test_rerank_refuses_bad_rows_in_one_line_before_the_model_loads(
@@ -414,15 +401,11 @@ def test_rerank_checks_the_output_before_the_model_loads(
 def test_a_second_rerank_into_one_output_fails_at_once(tiny_models, tmp_path, capsys, monkeypatch):
     source = _write(tmp_path / "in.jsonl", _jsonl([RERANK_ROW]))
     output = tmp_path / "out.jsonl"
-    holder = _hold_lock(output)
-    try:
+    with lock_held_elsewhere(output) as holder:
         monkeypatch.setattr("gpte.models.loading.load_reranker", _no_loading)
         assert _rerank(tiny_models, source, "-o", str(output)) == 1
         assert f"output {output} is being written by another process (pid {holder.pid}" in _one_line_error(capsys)
         assert not output.exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_rerank_interrupted_in_the_model_leaves_nothing_and_a_rerun_gives_the_same_rows(
@@ -484,7 +467,7 @@ def _analyze(tiny_models, root, output, *more: str, sections=("geometry",)) -> i
         (
             '{"sentence1": "a ' + SURROGATE + '", "sentence2": "b", "score": 1}\n',
             [],
-            "{file}:1: sentence1 is not valid",
+            "{file}:1: a lone surrogate '\\ud800' at character 3",
         ),
         ('{"sentence1": "a", "sentence2": "b", "score": "high"}\n', ["--pairs", "sts/toy"], "{file}:1: score 'high'"),
     ],
@@ -540,17 +523,13 @@ def test_a_second_analyze_into_one_folder_fails_at_once(tiny_models, tmp_path, c
 
     root = _task_root(tmp_path / "data")
     output = tmp_path / "out"
-    holder = _hold_lock(output)
-    try:
+    with lock_held_elsewhere(output) as holder:
         monkeypatch.setattr(Embedder, "load", _no_loading)
         assert _analyze(tiny_models, root, output) == 1
         assert f"report folder {output} is being written by another process (pid {holder.pid}" in _one_line_error(
             capsys
         )
         assert not output.exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_analyze_interrupted_in_the_model_resumes_to_the_uninterrupted_report(

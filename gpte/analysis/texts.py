@@ -1,15 +1,14 @@
 """Texts and labels of a task folder's split, for analyses that need sentences rather than scores. Every text is
-checked here, before a model sees it: a value that is not a string, a string with a lone surrogate (a JSON
-``\\ud800`` escape, which has no UTF-8 form) and a file that is not UTF-8 are refused naming the file and line."""
+checked before a model sees it: a value that is not a string is refused here, and a file that is not UTF-8 or a
+string with a lone surrogate (a JSON ``\\ud800`` escape) by ``gpte.data.readers``, each naming the file and line."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gpte.data.mteb_folders import read_corpus, read_rows
+from gpte.data.readers import check_text
 from gpte.evaluate.tasks import Task
 
 PAIR_TYPES = ("STS", "PairClassification")
@@ -27,9 +26,8 @@ def task_texts(task: Task, split: str | None = None) -> list[str]:
     split = split or task.split
     if task.type == "Retrieval":
         path = task.path / "corpus.jsonl"
-        with _named_decoding(path):
-            texts = read_corpus(task.path)
-        return list(dict.fromkeys(_text(text, f"{path} document {doc!r}", "text") for doc, text in texts.items()))
+        texts = read_corpus(task.path)
+        return list(dict.fromkeys(check_text(text, f"{path} document {doc!r}", "text") for doc, text in texts.items()))
     if task.type in PAIR_TYPES:
         rows = _rows(_split_file(task, split), ("sentence1", "sentence2"))
         return list(dict.fromkeys(text for texts in rows for text in texts))
@@ -70,25 +68,11 @@ def scored_pairs(task: Task, split: str | None = None) -> tuple[list[str], list[
 def _rows(path: Path, texts: tuple[str, ...], others: tuple[str, ...] = ()) -> list[tuple[Any, ...]]:
     """The ``texts`` fields (checked: see the module docstring) then the ``others`` fields of each row of ``path``;
     a row's line is its number (``read_rows`` refuses blank lines)."""
-    with _named_decoding(path):
-        rows = read_rows(path, texts + others)
+    rows = read_rows(path, texts + others)
     return [
-        (*(_text(row[name], f"{path}:{number}", name) for name in texts), *(row[name] for name in others))
+        (*(check_text(row[name], f"{path}:{number}", name) for name in texts), *(row[name] for name in others))
         for number, row in enumerate(rows, 1)
     ]
-
-
-def _text(value: object, where: str, name: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: {name} is {type(value).__name__}, not a string: {value!r:.80}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError(
-            f"{where}: {name} is not valid Unicode text: a lone surrogate {value[error.start]!r} at character "
-            f"{error.start + 1} (a JSON \\u escape of half a UTF-16 pair)"
-        ) from None
-    return value
 
 
 def _number(value: object, where: str, name: str) -> float:
@@ -96,26 +80,6 @@ def _number(value: object, where: str, name: str) -> float:
         return float(value)  # a number, or a number written as text
     except (TypeError, ValueError):
         raise ValueError(f"{where}: {name} {value!r:.80} is not a number") from None
-
-
-@contextmanager
-def _named_decoding(path: Path) -> Iterator[None]:
-    """A file that is not UTF-8 read in the block raises ValueError naming ``path`` and the first bad line."""
-    try:
-        yield
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}:{_undecodable_line(path)}: not UTF-8 text; save the file as UTF-8") from None
-
-
-def _undecodable_line(path: Path) -> int:
-    """The number of the first line of ``path`` that is not UTF-8 (0 if none is)."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 0
 
 
 def _split_file(task: Task, split: str) -> Path:

@@ -83,23 +83,10 @@ def _read_rows(path: Path) -> list[tuple[dict[str, Any], list[tuple[dict[str, An
     """Each row of ``path`` with its candidates (``_read_candidates``).
 
     Raises:
-        ValueError: naming the file and line, a malformed or bad row, or a line that is not UTF-8 text.
+        ValueError: naming the file and line, a malformed or bad row, a line that is not UTF-8 text or a lone
+            surrogate (``iter_records``).
     """
-    try:
-        return [(row, _read_candidates(row, where)) for where, row in iter_records(path)]
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}:{_undecodable_line(path)}: not UTF-8 text; save the file as UTF-8") from None
-
-
-def _undecodable_line(path: Path) -> int:
-    """The number of the first line of ``path`` that is not UTF-8 (0 if none is)."""
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                return number
-    return 0
+    return [(row, _read_candidates(row, where)) for where, row in iter_records(path)]
 
 
 def _read_candidates(row: dict[str, Any], where: str) -> list[tuple[dict[str, Any], str]]:
@@ -107,13 +94,11 @@ def _read_candidates(row: dict[str, Any], where: str) -> list[tuple[dict[str, An
 
     Raises:
         ValueError: naming ``where`` (the file and line), for a missing or empty query, candidates that are not a
-            list, a candidate that is neither a string nor an object with a string ``text``, or a text with a lone
-            surrogate (a JSON ``\\ud800`` escape: no Unicode character, so no tokenizer takes it).
+            list, or a candidate that is neither a string nor an object with a string ``text``.
     """
     query, candidates = row.get("query"), row.get("candidates")
     if not isinstance(query, str) or not query:
         raise ValueError(f"{where}: query must be a non-empty string, got {query!r:.80}")
-    _check_unicode(query, where, "query")
     if not isinstance(candidates, list):
         raise ValueError(
             f"{where}: candidates must be a list of strings or {{'id', 'text'}} objects, got {candidates!r:.80}"
@@ -123,25 +108,12 @@ def _read_candidates(row: dict[str, Any], where: str) -> list[tuple[dict[str, An
 
 def _candidate(candidate: Any, index: int, where: str) -> tuple[dict[str, Any], str]:
     if isinstance(candidate, str):
-        return {"index": index}, _check_unicode(candidate, where, f"candidate {index}")
+        return {"index": index}, candidate
     if isinstance(candidate, dict) and isinstance(candidate.get("text"), str):
-        text = _check_unicode(candidate["text"], where, f"candidate {index}")
-        return ({"id": candidate["id"]} if "id" in candidate else {"index": index}), text
+        return ({"id": candidate["id"]} if "id" in candidate else {"index": index}), candidate["text"]
     raise ValueError(
         f"{where}: candidate {index} must be a string or an object with a string text field, got {candidate!r:.80}"
     )
-
-
-def _check_unicode(text: str, where: str, what: str) -> str:
-    """``text`` if it has a UTF-8 form, else ValueError naming ``where`` and ``what``."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise ValueError(
-            f"{where}: {what} is not valid Unicode text: a lone surrogate {text[error.start]!r} at character "
-            f"{error.start + 1} (a JSON \\u escape of half a UTF-16 pair)"
-        ) from None
-    return text
 
 
 def _add_rankings(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpte.data.mteb_folders import document_text
-from gpte.data.readers import RECORD_FORMATS, TEXT_FORMATS, iter_records
+from gpte.data.readers import RECORD_FORMATS, TEXT_FORMATS, check_text, iter_records, read_text_file
 
 DOCUMENT_FORMATS = TEXT_FORMATS
 ID_FIELDS = ("_id", "id")
@@ -43,8 +43,9 @@ def read_documents(source: str | Path, text_field: str = "text") -> list[Documen
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        ValueError: an unsupported file format (formats listed), a row without ``text_field`` (file and
-            line named), duplicate document ids (the first ones named), or no documents at all.
+        ValueError: an unsupported file format (formats listed), a row without ``text_field`` or a file that
+            cannot be read (file and line named: see ``gpte.data.readers``), duplicate document ids (the first ones
+            named), or no documents at all.
     """
     documents = list(iter_documents(source, text_field))
     duplicates = [doc_id for doc_id, count in Counter(doc.id for doc in documents).items() if count > 1]
@@ -86,7 +87,7 @@ def file_documents(path: Path, name: str, text_field: str = "text") -> Iterator[
     if suffix not in DOCUMENT_FORMATS:
         raise ValueError(f"{path}: unsupported document format {suffix!r}; use one of {', '.join(DOCUMENT_FORMATS)}")
     if suffix not in RECORD_FORMATS:
-        yield Document(name, path.read_text(encoding="utf-8"), {"source": name})
+        yield Document(name, read_text_file(path), {"source": name})
         return
     for row_number, (where, record) in enumerate(iter_records(path)):
         yield _row_document(record, where, f"{name}:{row_number}", name, text_field)
@@ -95,9 +96,7 @@ def file_documents(path: Path, name: str, text_field: str = "text") -> Iterator[
 def _row_document(record: dict[str, Any], where: str, default_id: str, source: str, text_field: str) -> Document:
     if text_field not in record:
         raise ValueError(f"{where}: no field {text_field!r} (fields: {', '.join(record)}); choose one with --field")
-    text = record[text_field]
-    if not isinstance(text, str):
-        raise ValueError(f"{where}: the text is {type(text).__name__}, not a string")
+    text = check_text(record[text_field], where)
     title = record.get("title")
     text = document_text(title if isinstance(title, str) else None, text)
     doc_id = next((str(record[name]) for name in ID_FIELDS if record.get(name) not in (None, "")), default_id)

@@ -2,7 +2,7 @@
 
 Row files are jsonl, one object per line; BEIR folders hold ``corpus.jsonl`` (``_id``, ``title``,
 ``text``), ``queries.jsonl`` (``_id``, ``text``) and ``qrels/{split}.tsv`` (``query-id corpus-id score``
-with a header). Errors name the file and line.
+with a header). Errors name the file and line (``gpte.data.readers``: malformed, not UTF-8, a lone surrogate).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpte.data.readers import iter_jsonl
+from gpte.data.readers import csv_lines, iter_jsonl
 
 
 def read_rows(path: Path, fields: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -59,17 +59,16 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)  # header
-        for number, fields in enumerate(reader, 2):
-            if len(fields) < 3:
-                raise ValueError(f"{path}:{number}: expected query-id, corpus-id, score; got {fields}")
-            try:
-                grade = int(float(fields[2]))
-            except ValueError:
-                raise ValueError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
-            yield fields[0], fields[1], grade
+    reader = csv.reader(csv_lines(path), delimiter="\t")
+    next(reader, None)  # header
+    for number, fields in enumerate(reader, 2):
+        if len(fields) < 3:
+            raise ValueError(f"{path}:{number}: expected query-id, corpus-id, score; got {fields}")
+        try:
+            grade = int(float(fields[2]))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
+        yield fields[0], fields[1], grade
 
 
 def read_corpus(folder: Path) -> dict[str, str]:

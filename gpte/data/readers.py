@@ -2,12 +2,19 @@
 
 ``iter_texts`` streams them (memory stays flat for files of millions of texts); ``read_texts`` lists
 them. Errors name the file and the line (or row) and, for a missing field, the fields that exist.
+
+Every reader of a user's file goes through here, so two errors that would otherwise surface later as a bare codec
+error naming neither file nor line are raised here, naming both: a line that is not UTF-8 (``decoded_lines``,
+``read_text_file``), and a jsonl string holding a lone surrogate (``"\\ud800"``: valid JSON, but no Unicode
+character, so no tokenizer or hash takes it; ``iter_jsonl``). Text decoded from UTF-8 bytes (txt/md, csv/tsv) and
+parquet text (Arrow checks it is UTF-8) never holds a surrogate.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,11 +64,65 @@ def _checked_file(path: str | Path, formats: tuple[str, ...]) -> tuple[Path, str
     return path, suffix
 
 
+def decoded_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line) for each line of ``path``, read as bytes, split after each ``\\n`` (kept) and
+    decoded as UTF-8.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a line that is not UTF-8, naming the file, the line, the byte and its column.
+    """
+    with Path(path).open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _not_utf8(path, number, raw, error) from None
+
+
+def read_text_file(path: str | Path) -> str:
+    """The whole text of ``path``, decoded as UTF-8 with ``\\r\\n`` and ``\\r`` read as ``\\n`` (as
+    ``Path.read_text`` reads it).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not UTF-8, naming its first line that is not (see ``decoded_lines``).
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        for _ in decoded_lines(path):  # raises naming the first line that is not UTF-8
+            pass
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason}); save the file as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _not_utf8(path: str | Path, number: int, raw: bytes, error: UnicodeDecodeError) -> ValueError:
+    return ValueError(
+        f"{path}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column {error.start + 1}); "
+        "save the file as UTF-8"
+    )
+
+
 def _iter_lines(path: Path) -> Iterator[str]:
     """Lines split on ``\\n`` only (a ``\\r`` before it is dropped); a final newline ends the last line."""
-    with path.open(encoding="utf-8", newline="\n") as handle:
-        for line in handle:
-            yield line.removesuffix("\n").removesuffix("\r")
+    for _, line in decoded_lines(path):
+        yield line.removesuffix("\n").removesuffix("\r")
+
+
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # after a \r that no \n follows: where a newline="" file splits too
+
+
+def csv_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a csv/tsv file for ``csv.reader``/``csv.DictReader``, split as a file opened with ``newline=""``
+    splits them (after ``\\n``, ``\\r\\n`` or a lone ``\\r``, endings kept) and decoded as ``decoded_lines``
+    decodes them (a line that is not UTF-8 is named)."""
+    for _, line in decoded_lines(path):
+        if "\r" in line[:-2]:
+            yield from (part for part in _LONE_CR.split(line) if part)
+        else:
+            yield line
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -69,17 +130,41 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a line that is not valid JSON (file and line named).
+        ValueError: naming the file and line, a line that is not UTF-8, not valid JSON (a blank line included: it
+            is refused, not skipped) or holding a string with a lone surrogate (a ``\\ud800`` escape).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+    for number, line in decoded_lines(path):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            reason = "an empty line" if not line.strip() else error.msg
+            raise ValueError(f"{path}:{number}: not valid JSON ({reason})") from None
+        if "\\ud" in line or "\\uD" in line:  # only such an escape writes a surrogate
+            _check_surrogates(value, f"{path}:{number}")
+        yield number, value
+
+
+def _check_surrogates(value: object, where: str) -> None:
+    """ValueError naming ``where`` for the first string of a parsed JSON value (keys and values, nested) with a
+    lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{where}: a lone surrogate {value[error.start]!r} at character {error.start + 1} of {value!r:.60} "
+                "(a JSON \\u escape of half a UTF-16 pair); write the whole character or remove it"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_surrogates(key, where)
+            _check_surrogates(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _check_surrogates(item, where)
 
 
 RECORD_FORMATS = (".jsonl", ".csv", ".tsv", ".parquet")
@@ -107,10 +192,9 @@ def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{path}: row {index}", record
                 index += 1
     else:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                yield f"{path}:{reader.line_num}", dict(row)
+        reader = csv.DictReader(csv_lines(path), delimiter="\t" if suffix == ".tsv" else ",")
+        for row in reader:
+            yield f"{path}:{reader.line_num}", dict(row)
 
 
 def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
@@ -121,18 +205,17 @@ def _iter_jsonl(path: Path, field: str) -> Iterator[str]:
                     f"{path}:{number}: no field {field!r} (fields: {', '.join(value)}); choose one with --field"
                 )
             value = value[field]
-        yield _string(value, f"{path}:{number}")
+        yield check_text(value, f"{path}:{number}")
 
 
 def _iter_delimited(path: Path, field: str, delimiter: str) -> Iterator[str]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if field not in (reader.fieldnames or []):
-            raise ValueError(
-                f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field"
-            )
-        for row in reader:
-            yield _string(row[field], f"{path}:{reader.line_num}")
+    reader = csv.DictReader(csv_lines(path), delimiter=delimiter)
+    if field not in (reader.fieldnames or []):
+        raise ValueError(
+            f"{path}: no column {field!r} (columns: {', '.join(reader.fieldnames or [])}); choose one with --field"
+        )
+    for row in reader:
+        yield check_text(row[field], f"{path}:{reader.line_num}")
 
 
 def _iter_parquet(path: Path, field: str) -> Iterator[str]:
@@ -147,11 +230,15 @@ def _iter_parquet(path: Path, field: str) -> Iterator[str]:
     index = 0
     for batch in parquet.iter_batches(columns=[field]):
         for value in batch.column(0).to_pylist():
-            yield _string(value, f"{path}: row {index}")
+            yield check_text(value, f"{path}: row {index}")
             index += 1
 
 
-def _string(value: object, where: str) -> str:
+def check_text(value: object, where: str, what: str = "the text") -> str:
+    """``value`` if it is a string, else ValueError naming ``where`` (file and line) and ``what`` (the field).
+
+    Strings read here need no Unicode check: ``iter_jsonl`` refuses a lone surrogate, and other formats cannot
+    hold one."""
     if not isinstance(value, str):
-        raise ValueError(f"{where}: the text is {type(value).__name__}, not a string: {value!r:.80}")
+        raise ValueError(f"{where}: {what} is {type(value).__name__}, not a string: {value!r:.80}")
     return value

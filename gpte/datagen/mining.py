@@ -27,9 +27,8 @@ from tqdm.auto import tqdm
 
 from gpte.atomic import check_destination
 from gpte.data.mteb_folders import read_qrels, read_rows
-from gpte.data.readers import iter_records
+from gpte.data.readers import check_text, iter_records
 from gpte.datagen.corpus_index import corpus_texts, open_corpus_index
-from gpte.datagen.inputs import check_text, named_input_errors
 from gpte.datagen.negatives import NegativeRules, select_negatives
 from gpte.datagen.resumable import ResumableJsonl
 from gpte.locking import one_writer
@@ -95,12 +94,11 @@ def read_pairs(source: str | Path, split: str = "train") -> list[Pair]:
     read before any model loads.
 
     Raises:
-        ValueError: no pairs; or, naming the file and line, a malformed line, a file that is not UTF-8, a query
+        ValueError: no pairs; or, naming the file and line, a malformed line, a file that is not UTF-8, a lone surrogate, a query
             that is not a non-empty text, no positive field, or a positive of another type than an id (text or
             whole number; for ``positive_ids`` a list of them) or a text (``positive``).
     """
-    with named_input_errors(source):
-        pairs = list(_pairs(Path(source), split))
+    pairs = list(_pairs(Path(source), split))
     if not pairs:
         raise ValueError(f"{source}: no pairs (an empty file, or no qrels with a grade above 0)")
     return pairs
@@ -137,7 +135,7 @@ def _pairs(source: Path, split: str) -> Iterator[Pair]:
     for where, record in iter_records(source):
         if not isinstance(record.get("query"), str) or not record["query"].strip():
             raise ValueError(f"{where}: a pair needs a non-empty text field 'query' (fields: {', '.join(record)})")
-        query = check_text(record["query"], where, "query")
+        query = record["query"]
         present = [name for name in POSITIVE_FIELDS if record.get(name) is not None]
         if not present:
             raise ValueError(
@@ -158,7 +156,7 @@ def _positives(value: object, where: str, name: str) -> list[str]:
     if name == "positive":
         if not isinstance(value, str):
             raise ValueError(f"{where}: positive must be a text (a corpus text), got {value!r:.80}")
-        return [check_text(value, where, name)]
+        return [value]
     if name == "positive_ids" and isinstance(value, list):
         return [_identifier(item, where, name) for item in value]
     return [_identifier(value, where, name)]
@@ -174,7 +172,7 @@ ID_KINDS = {
 def _identifier(value: object, where: str, name: str) -> str:
     """The id in field ``name`` as text: a string or a whole number, else ValueError naming ``where``."""
     if isinstance(value, str):
-        return check_text(value, where, name)
+        return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     raise ValueError(f"{where}: {name} must be {ID_KINDS[name]}, got {value!r:.80}")
@@ -223,7 +221,7 @@ def mine_hard_negatives(
 
     Raises:
         ValueError: an unknown mode, no pairs or a pair that cannot be read (``read_pairs``), no pair with a
-            positive in the corpus, duplicate corpus ids, a corpus line that is not UTF-8 text, bad rules.
+            positive in the corpus, duplicate corpus ids, a corpus line that cannot be read, bad rules.
         FileExistsError: ``output`` exists and ``overwrite`` is False.
         FileNotFoundError, NotADirectoryError, IsADirectoryError: the output or index folder cannot be written
             (``gpte.atomic.check_destination``).
@@ -241,8 +239,7 @@ def mine_hard_negatives(
         from gpte.models.loading import load_reranker
 
         cross_encoder = load_reranker(cross_encoder)
-    with named_input_errors(corpus):
-        index = open_corpus_index(corpus, index_dir, embedder, model, text_field, batch_size, show_progress)
+    index = open_corpus_index(corpus, index_dir, embedder, model, text_field, batch_size, show_progress)
     documents = corpus_texts(index)
     queries, missing = match_pairs(raw_pairs, documents)
     if not queries:

@@ -30,7 +30,6 @@ from gpte.data.readers import iter_records, read_texts
 from gpte.datagen import generators
 from gpte.datagen.corpus_index import open_corpus_index
 from gpte.datagen.generators import Generator, GeneratorError
-from gpte.datagen.inputs import check_text, named_input_errors, require_unicode
 from gpte.datagen.recipes import RECIPES, E5TaskRecipe, QueryRecipe, Recipe, SourceItem
 from gpte.datagen.resumable import ResumableJsonl
 from gpte.datagen.synthesis_filters import (
@@ -211,16 +210,14 @@ def _source_items(recipe: str, source: str | Path | None, text_field: str) -> li
                 f"the {recipe!r} recipe needs a source ({'a corpus' if recipe == 'queries' else 'sentences'})"
             )
         return None
-    with named_input_errors(source):
-        if recipe == "queries":
-            documents = read_documents(source, text_field)
-            items = [SourceItem(doc.id, doc.text) for doc in documents if doc.text.strip()]
-            what = "documents"
-        else:
-            texts = read_texts(source, None if Path(source).suffix.lower() in (".txt", ".md") else text_field)
-            items = [SourceItem(str(number), text.strip()) for number, text in enumerate(texts) if text.strip()]
-            what = "texts"
-        require_unicode(item.text for item in items)
+    if recipe == "queries":
+        documents = read_documents(source, text_field)
+        items = [SourceItem(doc.id, doc.text) for doc in documents if doc.text.strip()]
+        what = "documents"
+    else:
+        texts = read_texts(source, None if Path(source).suffix.lower() in (".txt", ".md") else text_field)
+        items = [SourceItem(str(number), text.strip()) for number, text in enumerate(texts) if text.strip()]
+        what = "texts"
     if not items:
         raise ValueError(f"{source}: no non-empty {what}")
     return items
@@ -235,11 +232,10 @@ def read_examples(path: str | Path) -> list[tuple[str, str]]:
             file that is not UTF-8 or a text with a lone surrogate.
     """
     examples = []
-    with named_input_errors(path):
-        for where, row in iter_records(path):
-            if not all(isinstance(row.get(name), str) and row[name].strip() for name in ("document", "query")):
-                raise ValueError(f"{where}: an example needs the text fields document and query, got {row!r:.120}")
-            examples.append((check_text(row["document"], where, "document"), check_text(row["query"], where, "query")))
+    for where, row in iter_records(path):
+        if not all(isinstance(row.get(name), str) and row[name].strip() for name in ("document", "query")):
+            raise ValueError(f"{where}: an example needs the text fields document and query, got {row!r:.120}")
+        examples.append((row["document"], row["query"]))
     if not examples:
         raise ValueError(f"{path}: no examples (rows with document and query fields)")
     return examples
