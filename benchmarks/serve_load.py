@@ -171,6 +171,7 @@ def soak(args: argparse.Namespace) -> None:
         try:
             rss_before = rss_mib(server.pid)
             seen: list = []
+            rss_series: list[float] = []
 
             async def run() -> None:
                 stop_at = time.monotonic() + args.seconds
@@ -180,6 +181,7 @@ def soak(args: argparse.Namespace) -> None:
                 ]
                 if args.update_at < args.seconds:
                     clients.append(asyncio.to_thread(_update_during_load, folder, source, corpus, args.update_at))
+                clients.append(_sample_rss(server.pid, stop_at, rss_series))
                 await asyncio.gather(*clients)
 
             asyncio.run(run())
@@ -204,6 +206,18 @@ def soak(args: argparse.Namespace) -> None:
     print(f"  searches that returned a document added by the update: {after_update:,}")
     print(f"  poisoned requests {len(poisoned):,}: statuses {sorted(set(map(str, poisoned)))}")
     print(f"  server RSS: {rss_before:.0f} MiB before, {rss_after:.0f} MiB after ({rss_after - rss_before:+.0f} MiB)")
+    print(f"  server RSS every {RSS_EVERY:.0f} s (MiB): {' '.join(f'{value:.0f}' for value in rss_series)}")
+
+
+RSS_EVERY = 10.0
+
+
+async def _sample_rss(pid: int, stop_at: float, series: list[float]) -> None:
+    """Append the server's RSS (MiB) to ``series`` every ``RSS_EVERY`` seconds until ``stop_at``: growth that levels
+    off is the load's working set, growth that does not is a leak."""
+    while time.monotonic() < stop_at:
+        await asyncio.sleep(min(RSS_EVERY, max(stop_at - time.monotonic(), 0)))
+        series.append(rss_mib(pid))
 
 
 def _update_during_load(folder: str, source: Path, corpus: list[dict], wait: float) -> None:
