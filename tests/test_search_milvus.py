@@ -11,7 +11,9 @@ import threading
 import time
 
 import pytest
+from conftest import lock_held_elsewhere
 
+from gpte.locking import OutputLockedError
 from gpte.models.chunking import chunk_spans
 from gpte.search import changes as changes_module
 from gpte.search.index import Index, build_index
@@ -283,3 +285,12 @@ def test_searches_during_milvus_updates_never_fail_and_see_old_or_new_documents(
     assert errors == [] and seen
     assert set(seen) <= set().union(*versions)
     assert {(hit.doc_id, hit.text) for hit in index.search("wing heat shock", k=5)} <= versions[-1]
+
+
+def test_a_second_build_of_one_collection_fails_at_once_naming_the_first(embedder, tmp_path):
+    source = write_docs(tmp_path / "docs", TEXTS)
+    work = tmp_path / "work"
+    message = r"the build of Milvus collection 'papers', pending vectors .* is being written by another process \(pid "
+    with lock_held_elsewhere(work), pytest.raises(OutputLockedError, match=message):
+        build_milvus_index(tmp_path / "m.db", "papers", source, embedder=embedder, work_dir=work, show_progress=False)
+    assert not (tmp_path / "m.db").exists()  # refused before connecting

@@ -38,6 +38,7 @@ import numpy as np
 
 from gpte.data.documents import read_documents
 from gpte.errors import extra_needed
+from gpte.locking import exclusive_output
 from gpte.models.protocol import DenseModel, SparseModel
 from gpte.search.changes import (
     INDEX_SETTINGS_CHECKED,
@@ -135,85 +136,88 @@ def build_milvus_index(
         ValueError: a bad URI, chunking or ann, an existing collection built with another model, sparse model,
             chunking or late chunking (use ``rebuild``) or not built by gpte, late chunking with a pooling that reads
             one token, duplicate document ids, a chunk over 65,535 bytes.
+        gpte.locking.OutputLockedError: another process on this machine is building the collection with the same
+            ``work_dir`` (builds on other machines are not excluded).
     """
     from gpte.search.index import check_index_name, index_path
 
-    started = time.perf_counter()
-    if ann not in ANN_INDEXES:
-        raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
-    client = connect(uri, token)
     check_index_name(name)  # the same names as on-disk indexes (and a safe folder for pending vectors)
-    if rebuild and client.has_collection(name):
-        client.drop_collection(name)
-    previous = _collection_settings(client, name)
-    embedder, model = load_build_model(
-        embedder,
-        model,
-        previous["model"] if previous else None,
-        previous.get("backend", "torch") if previous else "torch",
-    )
-    sparse, sparse_name = load_build_kind_model(SPARSE, sparse_model, previous)
-    chunking = requested_chunking(previous, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap)
-    settings = build_settings(embedder, model, **chunking)
-    if sparse is not None:
-        settings.update(kind_settings(SPARSE, sparse, sparse_name))
-    if previous is not None:
-        check_same_settings(f"Milvus collection {name!r}", previous, settings, keys=INDEX_SETTINGS_CHECKED)
-    else:
-        _create_collection(client, name, settings, ann)
-    documents = read_documents(source, text_field)
-    indexed, rows_by_doc = _indexed_documents(client, name)
-    plan = plan_changes(
-        documents,
-        _old_hashes(documents, indexed),
-        embedder,
-        settings["chunk_tokens"],
-        settings["overlap"],
-        settings["chunk_boundary"],
-        settings["late_chunking"],
-        settings["window_overlap"],
-    )
     pending_root = Path(work_dir) if work_dir else index_path("milvus-pending") / name
-    new = embed_plan(
-        plan,
-        embedder,
-        pending_root,
-        settings["model_key"],
-        batch_size,
-        show_progress,
-        read_vectors(vectors_from, settings) if vectors_from else None,
-    )
-    new_sparse = (
-        encode_new_sparse(plan.new_texts, sparse, pending_root, batch_size, show_progress)
-        if sparse is not None
-        else None
-    )
-    _insert_new(client, name, plan, new.by_hash, new_sparse)
-    _delete_stale(client, name, plan, rows_by_doc)
-    client.flush(name)
-    new.pending.clear()
-    if new_sparse is not None:
-        new_sparse.pending.clear()
-    chunks = sum(len(chunks) for chunks in plan.new_chunks.values()) + sum(
-        indexed[d][plan_hash][1] for d, plan_hash in _kept(plan)
-    )
-    return BuildReport(
-        f"milvus:{name}",
-        len(documents),
-        plan.added,
-        plan.changed,
-        plan.removed,
-        len(plan.unchanged),
-        chunks,
-        new.embedded,
-        new.resumed,
-        time.perf_counter() - started,
-        new.ready,
-        new.truncated,
-        new_sparse.encoded if new_sparse is not None else 0,
-        new_sparse.resumed if new_sparse is not None else 0,
-        new_sparse.truncated if new_sparse is not None else 0,
-    )
+    with exclusive_output(pending_root, f"the build of Milvus collection {name!r}, pending vectors"):
+        started = time.perf_counter()
+        if ann not in ANN_INDEXES:
+            raise ValueError(f"unknown ann index {ann!r}; choose 'hnsw' or None (exact search only)")
+        client = connect(uri, token)
+        if rebuild and client.has_collection(name):
+            client.drop_collection(name)
+        previous = _collection_settings(client, name)
+        embedder, model = load_build_model(
+            embedder,
+            model,
+            previous["model"] if previous else None,
+            previous.get("backend", "torch") if previous else "torch",
+        )
+        sparse, sparse_name = load_build_kind_model(SPARSE, sparse_model, previous)
+        chunking = requested_chunking(previous, chunk_tokens, overlap, chunk_boundary, late_chunking, window_overlap)
+        settings = build_settings(embedder, model, **chunking)
+        if sparse is not None:
+            settings.update(kind_settings(SPARSE, sparse, sparse_name))
+        if previous is not None:
+            check_same_settings(f"Milvus collection {name!r}", previous, settings, keys=INDEX_SETTINGS_CHECKED)
+        else:
+            _create_collection(client, name, settings, ann)
+        documents = read_documents(source, text_field)
+        indexed, rows_by_doc = _indexed_documents(client, name)
+        plan = plan_changes(
+            documents,
+            _old_hashes(documents, indexed),
+            embedder,
+            settings["chunk_tokens"],
+            settings["overlap"],
+            settings["chunk_boundary"],
+            settings["late_chunking"],
+            settings["window_overlap"],
+        )
+        new = embed_plan(
+            plan,
+            embedder,
+            pending_root,
+            settings["model_key"],
+            batch_size,
+            show_progress,
+            read_vectors(vectors_from, settings) if vectors_from else None,
+        )
+        new_sparse = (
+            encode_new_sparse(plan.new_texts, sparse, pending_root, batch_size, show_progress)
+            if sparse is not None
+            else None
+        )
+        _insert_new(client, name, plan, new.by_hash, new_sparse)
+        _delete_stale(client, name, plan, rows_by_doc)
+        client.flush(name)
+        new.pending.clear()
+        if new_sparse is not None:
+            new_sparse.pending.clear()
+        chunks = sum(len(chunks) for chunks in plan.new_chunks.values()) + sum(
+            indexed[d][plan_hash][1] for d, plan_hash in _kept(plan)
+        )
+        return BuildReport(
+            f"milvus:{name}",
+            len(documents),
+            plan.added,
+            plan.changed,
+            plan.removed,
+            len(plan.unchanged),
+            chunks,
+            new.embedded,
+            new.resumed,
+            time.perf_counter() - started,
+            new.ready,
+            new.truncated,
+            new_sparse.encoded if new_sparse is not None else 0,
+            new_sparse.resumed if new_sparse is not None else 0,
+            new_sparse.truncated if new_sparse is not None else 0,
+        )
 
 
 def _collection_settings(client: MilvusClient, name: str) -> dict[str, Any] | None:
