@@ -378,3 +378,24 @@ def test_searches_during_five_index_updates_never_fail_and_follow_the_update(emb
         assert seen & set().union(*versions[1:])  # followed the updates while they ran, without a reload
     else:
         assert seen <= versions[0]  # no refresh: the first generation until the reload
+
+
+def test_a_broken_index_on_disk_leaves_the_open_generation_answering(embedder, tmp_path, caplog):
+    docs, root = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    first = _write_generation_docs(docs, 0)
+    build_index(root, docs, embedder=embedder, show_progress=False)
+    app = create_app({}, {"docs": Index.open(root, embedder=embedder)}, index_refresh_seconds=0)
+    (root / "CURRENT").write_text("gen-000099\n", encoding="utf-8")  # names a generation that does not exist
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="gpte.serve.live_indexes"):
+        for mode in ("dense", "lexical", "hybrid"):
+            response = client.post("/search", json={"query": "heat", "mode": mode})
+            assert response.status_code == 200
+            assert {(hit["doc_id"], hit["text"]) for hit in response.json()["hits"]} <= first
+        assert client.post("/admin/reload").json() == {"indexes": {"docs": "gen-000001"}}
+        assert "index 'docs': cannot open its live generation" in caplog.text and "gen-000099" in caplog.text
+        (root / "CURRENT").write_text("gen-000001\n", encoding="utf-8")
+        second = _write_generation_docs(docs, 1)
+        build_index(root, docs, embedder=embedder, show_progress=False)  # repaired and updated: followed again
+        hits = client.post("/search", json={"query": "heat", "mode": "lexical"}).json()["hits"]
+        assert {(hit["doc_id"], hit["text"]) for hit in hits} <= second

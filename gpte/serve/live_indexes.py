@@ -3,7 +3,8 @@ searches it without a restart.
 
 Each index is checked at most once per ``refresh_seconds`` (a read of its small CURRENT file, off the event loop);
 when a build has made another generation live, that one is opened with the same models (``Index.latest``) and
-swapped in. Searches already running keep the generation they started with: it stays on disk while they hold it
+swapped in (when it cannot be opened, the open one goes on answering and the failure is logged). Searches already
+running keep the generation they started with: it stays on disk while they hold it
 (``gpte.search.store`` leases), and is deleted by a later build once no search uses it. ``reload`` checks every index
 at once (``POST /admin/reload``). Milvus indexes have no generations and are served as they are.
 """
@@ -11,10 +12,13 @@ at once (``POST /admin/reload``). Milvus indexes have no generations and are ser
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class LiveIndexes:
@@ -40,10 +44,6 @@ class LiveIndexes:
     def __len__(self) -> int:
         return len(self._indexes)
 
-    def current(self, name: str) -> Any:
-        """The index ``name`` as last opened (no check)."""
-        return self._indexes[name]
-
     async def get(self, name: str) -> Any:
         """The index ``name``, first swapped for its live generation when the last check is ``refresh_seconds`` old."""
         due = self.refresh_seconds is not None and time.monotonic() - self._checked[name] >= self.refresh_seconds
@@ -57,10 +57,17 @@ class LiveIndexes:
         return await asyncio.to_thread(self._refresh_now, name)
 
     def _refresh_now(self, name: str) -> Any:
+        """Swap in the live generation of ``name``; when it cannot be opened (a broken CURRENT, a deleted index), keep
+        serving the open one, log why, and try again at the next check."""
         with self._lock:
             index = self._indexes[name]
             if hasattr(index, "latest"):
-                self._indexes[name] = index.latest()
+                try:
+                    self._indexes[name] = index.latest()
+                except Exception as error:  # whatever broke on disk, the open generation still answers
+                    logger.warning(
+                        "index %r: cannot open its live generation (%s); still serving the open one", name, error
+                    )
             self._checked[name] = time.monotonic()
             return self._indexes[name]
 
