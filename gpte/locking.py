@@ -2,22 +2,20 @@
 but fails at once naming the process that holds it.
 
 The lock is ``filelock.FileLock`` (the lock Hugging Face's libraries use for their caches: an OS lock on a file,
-released by the kernel when its process dies, so a killed run never leaves a stale lock). Its file lives in a
-per-user folder of the system's temporary directory (``$GPTE_LOCKS`` overrides it), named by the hash of the output's
-absolute path, so output folders get no lock files; the holder writes its pid and command line beside it so a refusal
-can say who is writing. Processes on one machine are excluded; writers on two machines sharing a network folder are
-not.
+released by the kernel when its process dies, so a killed run never leaves a stale lock). Its file lives in
+``~/.cache/gpte/locks`` (``$GPTE_LOCKS`` overrides it), named by the hash of the output's absolute path, so output
+folders get no lock files; the holder writes its pid and command line beside it so a refusal can say who is writing.
+Processes and threads of one user on one machine are excluded; other users, and writers on two machines sharing a
+network folder, are not.
 """
 
 from __future__ import annotations
 
 import functools
-import getpass
 import hashlib
 import inspect
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,30 +33,32 @@ class OutputLockedError(GpteError, RuntimeError):
 
 def lock_file(output: str | Path) -> Path:
     """The lock file of ``output``: ``<locks folder>/<sha256 of its absolute path>.lock``."""
-    folder = Path(os.environ.get("GPTE_LOCKS") or Path(tempfile.gettempdir()) / f"gpte-locks-{_user()}")
-    folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(str(Path(output).resolve()).encode("utf-8", "surrogateescape")).hexdigest()
-    return folder / f"{key[:32]}.lock"
+    return _locks_folder() / f"{key[:32]}.lock"
 
 
-def _user() -> str:
-    """This user's id (a folder per user: another user's lock files could not be opened for writing)."""
-    return str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
+def _locks_folder() -> Path:
+    """``$GPTE_LOCKS``, else ``~/.cache/gpte/locks``: a folder of this user's (mode 700), not a shared temporary
+    folder where another user could plant links or take the name first."""
+    folder = Path(os.environ.get("GPTE_LOCKS") or Path.home() / ".cache" / "gpte" / "locks")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
 
 
 @contextmanager
 def exclusive_output(output: str | Path, what: str = "output") -> Iterator[None]:
     """Hold the write lock of ``output`` (``what``: how the refusal calls it, e.g. "index") for the block.
 
-    Within one process the lock is reentrant (a writer that calls another writer of the same output does not lock
-    itself out).
+    Within one thread the lock is reentrant (a writer that calls another writer of the same output does not lock
+    itself out); another thread of the same process is refused like another process.
 
     Raises:
-        OutputLockedError: another process holds the lock; names its pid and command line when it recorded them.
+        OutputLockedError: another process (or thread) holds the lock; names its pid and command line when it
+            recorded them.
     """
     output = Path(output)
     path = lock_file(output)
-    lock = FileLock(path, timeout=0, thread_local=False, is_singleton=True)
+    lock = FileLock(path, timeout=0, is_singleton=True)  # thread-local: another thread is another writer
     try:
         lock.acquire()
     except Timeout:
@@ -69,7 +69,7 @@ def exclusive_output(output: str | Path, what: str = "output") -> Iterator[None]
     owner = path.with_name(path.name + ".owner")
     first = lock.lock_counter == 1
     if first:
-        owner.write_text(f"pid {os.getpid()}: {' '.join(sys.argv)}", encoding="utf-8")
+        _write_owner(owner)
     try:
         yield
     finally:
@@ -96,6 +96,13 @@ def one_writer(parameter: str, what: str = "output") -> Callable[[Writer], Write
         return locked
 
     return decorate
+
+
+def _write_owner(path: Path) -> None:
+    """Record this process's pid and command line in ``path``, never through a link planted there."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)}")
 
 
 def _owner(path: Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from gpte import Embedder
 from gpte.cli import main, options
-from gpte.locking import OutputLockedError
+from gpte.locking import OutputLockedError, exclusive_output, lock_file
 from gpte.runtime.streaming import encode_to
 
 
@@ -178,6 +179,10 @@ def test_readers_decode_as_text_mode_did(tmp_path):
         expected = [(row, reader.line_num) for reader in [csv.DictReader(handle)] for row in reader]
     reader = csv.DictReader(csv_lines(path))
     assert [(row, reader.line_num) for row in reader] == expected and len(expected) == 4
+    path.write_bytes(b"a,b\ntext\rx")  # a lone \r one character before the end of a last line
+    with path.open(encoding="utf-8", newline="") as handle:
+        expected = list(csv.reader(handle))
+    assert list(csv.reader(csv_lines(path))) == expected == [["a", "b"], ["text"], ["x"]]
     # a whole document: \r\n and \r read as \n, as read_text reads them
     path.write_bytes("caf\u00e9\r\nau\rlait\n".encode())
     assert read_text_file(path) == path.read_text(encoding="utf-8") == "caf\u00e9\nau\nlait\n"
@@ -191,3 +196,24 @@ def test_readers_decode_as_text_mode_did(tmp_path):
     assert next(rows) == (1, {"t": "\U0001f600"})
     with pytest.raises(ValueError, match=r"t.jsonl:2: a lone surrogate '\\udc00' at character 1"):
         next(rows)
+
+
+def test_the_write_lock_is_reentrant_in_a_thread_and_refuses_another_thread(tmp_path):
+    output = tmp_path / "v.npy"
+    refused = []
+
+    def second_writer() -> None:
+        try:
+            with exclusive_output(output):
+                refused.append(False)
+        except OutputLockedError as error:
+            refused.append(str(error))
+
+    with exclusive_output(output), exclusive_output(output):  # the same thread: reentrant
+        thread = threading.Thread(target=second_writer)
+        thread.start()
+        thread.join()
+    assert len(refused) == 1 and refused[0] and "is being written by another process" in refused[0]
+    with exclusive_output(output):  # released by both exits
+        pass
+    assert oct(lock_file(output).parent.stat().st_mode & 0o777) == "0o700"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import lock_held_elsewhere
 
 from gpte.locking import OutputLockedError
+from gpte.search import store
 from gpte.search.index import Index, build_index
 from gpte.search.store import collect_generations, current_name
 
@@ -116,3 +118,25 @@ def test_a_second_build_of_one_index_fails_at_once_naming_the_first(embedder, tm
     assert not root.exists()
     build_index(root, docs, embedder=embedder, show_progress=False)  # the holder died: its lock went with it
     assert current_name(root) == "gen-000001"
+
+
+def test_an_index_whose_lease_files_cannot_be_opened_still_opens_and_searches(embedder, tmp_path, monkeypatch, caplog):
+    """A read-only index (a container image, another user's folder): no lease can be taken, the reader goes on."""
+    docs, root = tmp_path / "docs", tmp_path / "index"
+    docs.mkdir()
+    pairs = _write_version(docs, 0)
+    build_index(root, docs, embedder=embedder, show_progress=False)
+    assert (root / ".gen-000001.lease").is_file()  # written with the generation: readers need not create it
+    real_open = store.os.open
+
+    def refusing_open(path, flags, *args):
+        if str(path).endswith(".lease"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(store.os, "open", refusing_open)
+    with caplog.at_level(logging.WARNING, logger="gpte.search.store"):
+        index = Index.open(root, embedder=embedder)
+    assert index.snapshot.lease is not None and "cannot lease" in caplog.text
+    assert {(hit.doc_id, hit.text) for hit in index.search("heat", k=2, mode="hybrid")} <= pairs
+    assert collect_generations(root) == []  # nothing to delete, and no lease file it cannot open is touched

@@ -112,6 +112,7 @@ def _iter_lines(path: Path) -> Iterator[str]:
 
 
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")  # after a \r that no \n follows: where a newline="" file splits too
+_INNER_CR = re.compile(r"\r(?!\n|$)")  # a \r that neither ends the line nor comes before its \n
 
 
 def csv_lines(path: str | Path) -> Iterator[str]:
@@ -119,7 +120,7 @@ def csv_lines(path: str | Path) -> Iterator[str]:
     splits them (after ``\\n``, ``\\r\\n`` or a lone ``\\r``, endings kept) and decoded as ``decoded_lines``
     decodes them (a line that is not UTF-8 is named)."""
     for _, line in decoded_lines(path):
-        if "\r" in line[:-2]:
+        if _INNER_CR.search(line):  # a lone \r before the line's end: split there too
             yield from (part for part in _LONE_CR.split(line) if part)
         else:
             yield line

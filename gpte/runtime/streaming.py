@@ -184,13 +184,17 @@ class TextSource:
         self.path = Path(texts) if isinstance(texts, (str, Path)) else None
         if self.path is not None:
             self.field = field
-            blank = [not text.strip() for text in iter_texts(self.path, field)]
-            self.count = len(blank)
+            self.count, blank, first_blank = 0, 0, None
+            for text in iter_texts(self.path, field):  # one pass, constant memory
+                if not text.strip():
+                    blank += 1
+                    first_blank = self.count if first_blank is None else first_blank
+                self.count += 1
             self.fingerprint = f"{file_sha256(self.path)}:{field}"
-            if any(blank):
+            if blank:
                 warnings.warn(
-                    f"{self.path}: {sum(blank)} of {self.count} texts are empty or blank (the first is text "
-                    f"{blank.index(True)}); each still gets a vector, in its place",
+                    f"{self.path}: {blank} of {self.count} texts are empty or blank (the first is text "
+                    f"{first_blank}); each still gets a vector, in its place",
                     stacklevel=3,
                 )
         else:

@@ -524,9 +524,14 @@ class Index:
         (after a build): what a long-running reader calls to follow updates. This one stays usable (its generation
         is kept on disk while it is alive)."""
         root = self.snapshot.folder.parent
-        if current_name(root) == self.snapshot.folder.name:
+        if self.live_generation() == self.snapshot.folder.name:
             return self
         return Index.open(root, self.embedder, self.sparse_model, self.multivector_model)
+
+    def live_generation(self) -> str | None:
+        """The name of the index's live generation on disk now (CURRENT), which a build may have changed since this
+        one was opened; None when CURRENT is gone."""
+        return current_name(self.snapshot.folder.parent)
 
     def __len__(self) -> int:
         return len(self.snapshot.documents)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import weakref
@@ -43,6 +44,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gpte.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
@@ -96,17 +99,42 @@ class Snapshot:
 class Lease:
     """A shared lock on a generation's lease file: while any lease is held, no build deletes the generation.
 
-    Released by ``release()`` or when the object is garbage-collected (``weakref.finalize``), whichever is first.
+    The file is opened read-only (``flock`` needs no write access), so a read-only or another user's index opens too;
+    where the file cannot be opened at all (an index built before leases, on a read-only disk) the reader goes on
+    without a lease, and a warning says a build may then delete what it reads. Released by ``release()`` or when the
+    object is garbage-collected (``weakref.finalize``), whichever is first.
     """
 
     def __init__(self, root: Path, generation: str) -> None:
         self.path = lease_path(root, generation)
-        descriptor = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        descriptor = _open_lease(self.path, create=(root / generation).is_dir())
+        if descriptor is None:
+            self._finalizer = None
+            return
         fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits only while a build is deleting this generation
         self._finalizer = weakref.finalize(self, os.close, descriptor)
 
     def release(self) -> None:
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _open_lease(path: Path, create: bool) -> int | None:
+    """A read-only descriptor of the lease file ``path``, created first when missing and ``create`` (a generation
+    written before leases existed); None when it is missing (a generation being deleted) or cannot be opened."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if not create:
+            return None
+    except OSError as error:
+        logger.warning("cannot lease %s (%s): a build may delete the generation while it is read", path, error)
+        return None
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as error:
+        logger.warning("cannot lease %s (%s): a build may delete the generation while it is read", path, error)
+        return None
 
 
 def lease_path(root: Path, generation: str) -> Path:
@@ -203,33 +231,47 @@ def write_generation(
         (folder / MANIFEST).write_text(
             json.dumps({**manifest, "format_version": FORMAT_VERSION}, indent=2), encoding="utf-8"
         )
+    lease_path(root, final.name).touch(mode=0o644)  # readers open it read-only: a read-only index can be leased
     _point_current(root, final.name)
     return final
 
 
 def collect_generations(root: Path) -> list[str]:
     """Delete the generations of the index at ``root`` that are not live and that no reader holds a lease on (each
-    one's lease file locked exclusively without waiting); returns the names deleted. Generations still read stay for
-    a later call."""
-    live = current_name(root)
+    one's lease file locked exclusively without waiting), and lease files left without their generation; returns the
+    names deleted. Generations still read, and those whose lease file cannot be opened, stay for a later call."""
     deleted = []
     for old in sorted(root.glob("gen-*")):
-        if old.name == live:
-            continue
-        path = lease_path(root, old.name)
-        descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a reader holds it
-            os.close(descriptor)
-            continue
-        try:
-            shutil.rmtree(old, ignore_errors=True)
-            path.unlink(missing_ok=True)  # a reader that opened it meanwhile finds no manifest and rereads CURRENT
+        if old.name != current_name(root) and _delete_unleased(root, old.name):
             deleted.append(old.name)
-        finally:
-            os.close(descriptor)
+    for lease in root.glob(".gen-*.lease"):
+        generation = lease.name[1 : -len(".lease")]
+        if not (root / generation).exists():
+            _delete_unleased(root, generation)
     return deleted
+
+
+def _delete_unleased(root: Path, generation: str) -> bool:
+    """Delete ``generation`` and its lease file if no reader holds the lease and it is not live (checked again once
+    locked: a writer the lock does not exclude may have made it live meanwhile); whether it was deleted."""
+    path = lease_path(root, generation)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a reader holds it
+        os.close(descriptor)
+        return False
+    try:
+        if current_name(root) == generation:
+            return False
+        shutil.rmtree(root / generation, ignore_errors=True)
+        path.unlink(missing_ok=True)  # a reader that opened it meanwhile finds no manifest and rereads CURRENT
+        return True
+    finally:
+        os.close(descriptor)
 
 
 def _write_chunks(path: Path, chunks: ChunkTable) -> None:

@@ -11,7 +11,7 @@ Prometheus metrics.
                            -> [[[float]]] one list of token vectors per input (TEI's /embed_all shape)
     POST /search          {"query": str, "index": NAME, "k": 10, "mode": "dense" | "sparse" | "lexical" | "hybrid" |
                            "dense+sparse" | ... (gpte.search.query.SEARCH_MODES; default: the index's), "filters": {...}}
-    POST /admin/reload    {} -> {"indexes": {NAME: generation}}: serve each index's live generation now (it is also
+    POST /admin/reload    (no body) -> {"indexes": {NAME: generation}}: serve each index's live generation now (it is also
                           checked every ``index_refresh_seconds`` as it is searched: a ``gpte index`` update of a
                           served index is picked up without a restart; running searches finish on their generation)
     GET  /health          served models, rerankers and indexes (public even with an API key)

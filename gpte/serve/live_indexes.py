@@ -33,7 +33,8 @@ class LiveIndexes:
         self._indexes = dict(indexes)
         self._checked = dict.fromkeys(indexes, time.monotonic())
         self.refresh_seconds = refresh_seconds
-        self._lock = threading.Lock()  # one check at a time; a thread lock, as the app may run on several loops
+        self._opening = {name: threading.Lock() for name in indexes}  # one open at a time per index
+        self._failed: dict[str, str | None] = {}  # name -> the live generation that could not be opened
 
     def __contains__(self, name: object) -> bool:
         return name in self._indexes
@@ -45,31 +46,43 @@ class LiveIndexes:
         return len(self._indexes)
 
     async def get(self, name: str) -> Any:
-        """The index ``name``, first swapped for its live generation when the last check is ``refresh_seconds`` old."""
+        """The index ``name``, first swapped for its live generation when the last check is ``refresh_seconds`` old.
+        While another request opens a new generation, the open one answers (no request waits for an open)."""
         due = self.refresh_seconds is not None and time.monotonic() - self._checked[name] >= self.refresh_seconds
-        return await self._refresh(name) if due else self._indexes[name]
+        if due:
+            self._checked[name] = time.monotonic()  # the next requests of this interval do not check again
+            await asyncio.to_thread(self._refresh, name, False)
+        return self._indexes[name]
 
     async def reload(self) -> dict[str, str | None]:
-        """Check every index now; returns name -> the generation now served (None: an index without generations)."""
-        return {name: _generation(await self._refresh(name)) for name in self._indexes}
+        """Check every index now, retrying generations that failed to open; returns name -> the generation now served
+        (None: an index without generations)."""
+        for name in self._indexes:
+            await asyncio.to_thread(self._refresh, name, True)
+        return {name: _generation(index) for name, index in self._indexes.items()}
 
-    async def _refresh(self, name: str) -> Any:
-        return await asyncio.to_thread(self._refresh_now, name)
-
-    def _refresh_now(self, name: str) -> Any:
-        """Swap in the live generation of ``name``; when it cannot be opened (a broken CURRENT, a deleted index), keep
-        serving the open one, log why, and try again at the next check."""
-        with self._lock:
-            index = self._indexes[name]
-            if hasattr(index, "latest"):
-                try:
-                    self._indexes[name] = index.latest()
-                except Exception as error:  # whatever broke on disk, the open generation still answers
-                    logger.warning(
-                        "index %r: cannot open its live generation (%s); still serving the open one", name, error
-                    )
+    def _refresh(self, name: str, retry: bool) -> None:
+        """Swap in the live generation of ``name`` unless another thread is opening it. A generation that cannot be
+        opened (a broken CURRENT, a deleted index, another model) is logged once and not tried again until CURRENT
+        names another one (or ``retry``); the open one goes on answering."""
+        index = self._indexes[name]
+        if not hasattr(index, "latest") or not self._opening[name].acquire(blocking=False):
+            return
+        try:
+            live = index.live_generation()
+            if live == self._failed.get(name) and not retry:
+                return
+            try:
+                self._indexes[name] = index.latest()
+                self._failed.pop(name, None)
+            except Exception as error:  # whatever broke on disk, the open generation still answers
+                self._failed[name] = live
+                logger.warning(
+                    "index %r: cannot open its live generation (%s); still serving the open one", name, error
+                )
+        finally:
             self._checked[name] = time.monotonic()
-            return self._indexes[name]
+            self._opening[name].release()
 
 
 def _generation(index: Any) -> str | None:
