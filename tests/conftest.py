@@ -279,3 +279,18 @@ def lock_held_elsewhere(path: Path) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def index(embedder, tmp_path_factory):
+    """An index of two documents built with the tiny BERT ``embedder``, opened: what the serving tests serve."""
+    from gpte.search.index import Index, build_index
+
+    folder = tmp_path_factory.mktemp("docs")
+    for name, text in {
+        "a.txt": "Wings stall at high angles of attack.",
+        "b.txt": "Hypersonic heat transfer is large.",
+    }.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    build_index(folder.parent / "index", folder, embedder=embedder, show_progress=False)
+    return Index.open(folder.parent / "index", embedder=embedder)

@@ -14,23 +14,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from gpte.search.index import Index, build_index
 from gpte.serve.app import create_app
 
 KEY = "secret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def index(embedder, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("docs")
-    for name, text in {
-        "a.txt": "Wings stall at high angles of attack.",
-        "b.txt": "Hypersonic heat transfer is large.",
-    }.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    build_index(folder.parent / "index", folder, embedder=embedder, show_progress=False)
-    return Index.open(folder.parent / "index", embedder=embedder)
 
 
 @pytest.fixture(scope="module")

@@ -29,18 +29,6 @@ JSON = {"content-type": "application/json"}
 BAD_EMBEDDING = '{"input": "bad \\ud800", "model": "tiny"}'  # a lone surrogate: no UTF-8 encoding exists
 
 
-@pytest.fixture(scope="module")
-def index(embedder, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("docs")
-    for name, text in {
-        "a.txt": "Wings stall at high angles of attack.",
-        "b.txt": "Hypersonic heat transfer is large.",
-    }.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    build_index(folder.parent / "index", folder, embedder=embedder, show_progress=False)
-    return Index.open(folder.parent / "index", embedder=embedder)
-
-
 class _Failing:
     """The embedder, except that ``encode`` raises (a model that falls over mid-request)."""
 

@@ -105,16 +105,14 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _mine(args: argparse.Namespace) -> int:
-    """``gpte mine``: the mode, rules and output are checked, and the output locked, before a model loads."""
-    from gpte.atomic import check_destination
-    from gpte.datagen.mining import CHUNK_QUERIES, check_mining_mode, mine_hard_negatives
+    """``gpte mine``: ``mine_hard_negatives``, which checks the mode, pairs and output, and locks the output, before a
+    model loads."""
+    from gpte.datagen.mining import CHUNK_QUERIES, mine_hard_negatives
     from gpte.datagen.negatives import NegativeRules
-    from gpte.locking import exclusive_output
 
     corpus = args.corpus or (Path(args.pairs) / "corpus.jsonl" if Path(args.pairs).is_dir() else None)
     if corpus is None:
         raise ValueError("--corpus is needed unless PAIRS is a BEIR folder with a corpus.jsonl")
-    check_mining_mode(args.mode)
     rules = NegativeRules(
         args.num_negatives,
         args.range_min,
@@ -126,25 +124,23 @@ def _mine(args: argparse.Namespace) -> int:
         args.sampling,
         args.seed,
     )
-    output = check_destination(args.output, args.overwrite)
-    with exclusive_output(output):  # a second run writing OUTPUT fails at once, not after its models load
-        report = mine_hard_negatives(
-            args.pairs,
-            corpus,
-            output,
-            model=args.model,
-            rules=rules,
-            mode=args.mode,
-            cross_encoder=args.cross_encoder,
-            split=args.split,
-            text_field=args.field,
-            index_dir=args.index_dir,
-            batch_size=args.batch_size,
-            chunk_size=args.chunk_size or CHUNK_QUERIES,
-            overwrite=args.overwrite,
-            restart=args.restart,
-            show_progress=not args.no_progress,
-        )
+    report = mine_hard_negatives(
+        args.pairs,
+        corpus,
+        args.output,
+        model=args.model,
+        rules=rules,
+        mode=args.mode,
+        cross_encoder=args.cross_encoder,
+        split=args.split,
+        text_field=args.field,
+        index_dir=args.index_dir,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size or CHUNK_QUERIES,
+        overwrite=args.overwrite,
+        restart=args.restart,
+        show_progress=not args.no_progress,
+    )
     missing = f" (e.g. {'; '.join(report.missing_examples)})" if report.missing_examples else ""
     print(
         f"mined {report.negatives} negatives for {report.written} pairs of {report.queries} queries into {args.output}; "
@@ -155,43 +151,39 @@ def _mine(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    """``gpte synth``: the options, examples, source and output are checked, and the output locked, before the
-    generator loads (``synthesize``)."""
-    from gpte.atomic import check_destination
+    """``gpte synth``: ``synthesize``, which checks the options, source and output, and locks the output, before the
+    generator loads."""
     from gpte.datagen.synthesis import CHUNK_ITEMS, read_examples, synthesize
     from gpte.datagen.synthesis_filters import SynthesisFilters
-    from gpte.locking import exclusive_output
     from gpte.models.causal_lm import DEFAULT_LLM
 
     filters = SynthesisFilters(
         args.min_words, args.max_words, args.language or None, not args.no_dedup, args.round_trip_k or None
     )
     examples = read_examples(args.examples) if args.examples else None
-    output = check_destination(args.output, args.overwrite)
-    with exclusive_output(output):  # a second run writing OUTPUT fails at once, not after its generator loads
-        report = synthesize(
-            args.recipe,
-            output,
-            args.source,
-            args.generator or DEFAULT_LLM,
-            text_field=args.field,
-            limit=args.limit,
-            tasks=args.tasks,
-            per_task=args.per_task,
-            examples=examples,
-            filters=filters,
-            model=args.model,
-            index_dir=args.index_dir,
-            max_attempts=args.max_attempts,
-            chunk_size=args.chunk_size or CHUNK_ITEMS,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            restart=args.restart,
-            show_progress=not args.no_progress,
-            generator_batch_size=args.generator_batch_size,
-        )
+    report = synthesize(
+        args.recipe,
+        args.output,
+        args.source,
+        args.generator or DEFAULT_LLM,
+        text_field=args.field,
+        limit=args.limit,
+        tasks=args.tasks,
+        per_task=args.per_task,
+        examples=examples,
+        filters=filters,
+        model=args.model,
+        index_dir=args.index_dir,
+        max_attempts=args.max_attempts,
+        chunk_size=args.chunk_size or CHUNK_ITEMS,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        restart=args.restart,
+        show_progress=not args.no_progress,
+        generator_batch_size=args.generator_batch_size,
+    )
     removed = ", ".join(f"{count} {reason}" for reason, count in sorted(report.removed.items())) or "none"
     print(
         f"{args.recipe}: {report.items} inputs, {report.parsed} parsed answers, kept {report.kept} in {args.output}; "
