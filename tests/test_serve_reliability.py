@@ -29,6 +29,16 @@ JSON = {"content-type": "application/json"}
 BAD_EMBEDDING = '{"input": "bad \\ud800", "model": "tiny"}'  # a lone surrogate: no UTF-8 encoding exists
 
 
+def _openai_error(
+    message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"
+) -> dict:
+    """An error body of a /v1 route, in OpenAI's shape."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+FELL_OVER = _openai_error("internal error: RuntimeError: the model fell over", kind="server_error")  # a failing route
+
+
 class _Failing:
     """The embedder, except that ``encode`` raises (a model that falls over mid-request)."""
 
@@ -101,7 +111,9 @@ def test_lone_surrogate_among_concurrent_embeddings_fails_alone(embedder):
     responses = post_concurrently(app, "/v1/embeddings", bodies, raw=True)
     bad = responses.pop(7)
     assert bad.status_code == 400
-    assert bad.json() == {"detail": "input 0 is not valid Unicode text: surrogates not allowed at character 4"}
+    assert bad.json() == _openai_error(
+        "input 0 is not valid Unicode text: surrogates not allowed at character 4", "input"
+    )
     assert [r.status_code for r in responses] == [200] * len(texts)
     vectors = np.array([r.json()["data"][0]["embedding"] for r in responses], dtype=np.float32)
     assert np.abs(vectors - embedder.encode(texts)).max() <= 1e-5
@@ -159,7 +171,12 @@ def test_unauthenticated_upload_is_refused_before_its_body_is_read(embedder):
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         response, pulled, _ = _post_stream(app, "/v1/embeddings", _chunks(65536, 1024), headers)  # 64 MiB offered
         assert response.status_code == 401
-        assert response.json() == {"detail": "missing or wrong API key; send Authorization: Bearer <key>"}
+        assert response.json() == _openai_error(
+            "missing or wrong API key; send Authorization: Bearer <key>",
+            None,
+            "invalid_api_key",
+            "authentication_error",
+        )
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.headers["connection"] == "close"  # the unread body is not drained
         assert pulled == 0
@@ -169,7 +186,7 @@ def test_chunked_upload_over_the_limit_stops_after_the_limit_and_one_chunk(embed
     app = create_app({"tiny": embedder}, api_key=KEY, max_request_bytes=4096)
     response, pulled, pulled_bytes = _post_stream(app, "/v1/embeddings", _chunks(1000, 65536), AUTH)  # 64 MB, no length
     assert response.status_code == 413
-    assert response.json() == {"detail": "request body over the limit of 4096 bytes"}
+    assert response.json() == _openai_error("request body over the limit of 4096 bytes")
     assert response.headers["connection"] == "close"
     assert pulled_bytes <= 4096 + 1000  # the limit and one chunk at most
     assert pulled == 6  # 11 + 5 * 1000 bytes: the 6th chunk crosses the limit, and reading stops there
@@ -218,7 +235,7 @@ def test_failing_route_is_a_clean_json_500_counted_in_metrics(embedder, caplog):
     with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
         response = client.post("/v1/embeddings", json={"input": "wings", "model": "tiny"}, headers=AUTH)
         assert response.status_code == 500
-        assert response.json() == {"detail": "internal error: RuntimeError: the model fell over"}
+        assert response.json() == FELL_OVER
         assert "Traceback" not in response.text
         assert _requests_total(client, "/v1/embeddings", 500) == 1.0
         assert client.post("/v1/embeddings", json={"input": "x", "model": "tiny"}).status_code == 401
@@ -243,7 +260,7 @@ def test_keep_alive_connection_survives_a_500(embedder):
     with _serving(app) as url, httpx.Client(base_url=url, headers=AUTH) as client:
         failed = client.post("/v1/embeddings", json={"input": "wings", "model": "failing"})
         assert failed.status_code == 500
-        assert failed.json() == {"detail": "internal error: RuntimeError: the model fell over"}
+        assert failed.json() == FELL_OVER
         assert failed.headers.get("connection", "keep-alive") != "close"
         first = failed.extensions["network_stream"].get_extra_info("client_addr")
         served = client.post("/v1/embeddings", json={"input": "wings", "model": "tiny"})

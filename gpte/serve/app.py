@@ -1,7 +1,11 @@
-"""The HTTP API (FastAPI): OpenAI-compatible embeddings, TEI-compatible reranking, index search, health and
-Prometheus metrics.
+"""The HTTP API (FastAPI): OpenAI-compatible embeddings and model list, TEI-compatible reranking, index search,
+health and Prometheus metrics.
 
     POST /v1/embeddings   {"input": str | [str], "model": NAME, "encoding_format": "float" | "base64", "dimensions": D}
+    GET  /v1/models       {"object": "list", "data": [{"id": NAME, "object": "model", "created": unix seconds (when
+                          the server loaded it), "owned_by": "gpte"}]}: the models of /v1/embeddings only (rerankers,
+                          sparse and multi-vector models have no /v1 route; /health names them)
+    GET  /v1/models/NAME  one of them in the same shape; 404 for any other name
     POST /rerank          {"query": str, "texts": [str], "raw_scores": false, "return_text": false, "truncate": false,
                            "model": NAME (default: the first reranker)} -> [{"index", "score", "text"?}] best first
     POST /embed_sparse    {"inputs": str | [str], "model": NAME (default: the first sparse model), "prompt_name": ROLE,
@@ -16,11 +20,17 @@ Prometheus metrics.
                           served index is picked up without a restart; running searches finish on their generation)
     GET  /health          served models, rerankers and indexes (public even with an API key)
     GET  /metrics         Prometheus text format: gpte_requests_total{route, status} counts every response (401,
-                          413 and 500 included; a path that is no route counts as route="<unmatched>"),
+                          413 and 500 included; a route by its template, /v1/models/{model:path}; a path that
+                          is no route as route="<unmatched>"),
                           gpte_request_seconds{route}, gpte_embedded_texts, gpte_reranked_pairs
+    GET  /, /ui/...       the web page: search playground, results board, embedding map (``gpte.serve.web``; the page
+                          and its static files are public and hold no data, its /ui data routes need the key)
     GET  /docs, /redoc, /openapi.json  the OpenAPI pages (behind the API key unless ``public_docs``)
 
-/v1/embeddings answers in OpenAI's shape. Its ``usage`` counts the tokens embedded: each input's tokens as OpenAI
+/v1/embeddings answers in OpenAI's shape. Token ids as ``input`` (``[int]`` or ``[[int]]``, which OpenAI's schema
+allows and LangChain's OpenAIEmbeddings sends by default) are refused with a 400 that says why: they are tiktoken
+ids of OpenAI's vocabulary, which mean nothing to the served model's own tokenizer; send text (LangChain:
+``check_embedding_ctx_length=False``). Its ``usage`` counts the tokens embedded: each input's tokens as OpenAI
 counts them (no prompt or special tokens), at most the tokens the model reads of one input (``text_token_budget``),
 since a longer input is cut to fit. When inputs were cut, the response header ``X-Truncated-Inputs`` lists their
 indices, comma-separated (``X-Truncated-Inputs: 0,3``); it is absent when none was. Tokens are counted with the
@@ -37,15 +47,25 @@ Every request first passes one ASGI middleware (``_Gate``): the API key is check
 read (every path but /health, and the OpenAPI pages when ``public_docs``), then the body is limited as it streams: a
 Content-Length over ``max_request_bytes`` is refused unread, a chunked body is counted as it arrives and refused once
 over the limit, so at most the limit and one chunk is ever read; a response sent before the body was read whole
-closes the connection (``Connection: close``) rather than drain the rest. An exception in a route is a 500
-``{"detail": "internal error: <ExceptionType>: <first line of its message>"}``; the traceback goes to the log
+closes the connection (``Connection: close``) rather than drain the rest. An exception in a route is a 500 whose
+message is ``internal error: <ExceptionType>: <first line of its message>``; the traceback goes to the log
 (logger ``gpte.serve.app``), never to the client, and the keep-alive connection stays usable.
 
 Errors: 400 empty input or query, empty string, text that is not valid Unicode (a lone surrogate, which has no UTF-8
 form) or bad option, 401 missing or wrong API key (``Authorization: Bearer KEY``), 404 unknown model, reranker or
 index (the served ones listed), 413 request body over ``max_request_bytes``, more inputs than ``max_inputs`` or a
 pair too long to rerank untruncated, 422 malformed JSON or fields, 500 a failure in the server. Error bodies are
-``{"detail": ...}`` in ASCII JSON (a lone surrogate echoed from the request is escaped, never a failure to encode).
+ASCII JSON (a lone surrogate echoed from the request is escaped, never a failure to encode), in the shape each
+route's clients read, whichever part of the server refused (the gate, FastAPI's validation or the route):
+
+- under /v1/ OpenAI's ``{"error": {"message": str, "type": str, "param": str | null, "code": str | null}}``, so the
+  openai client raises its matching error (``openai.NotFoundError`` ...) carrying gpte's message. ``type`` is
+  "invalid_request_error" (400, 404, 413, 422), "authentication_error" (401) or "server_error" (500); ``param`` the
+  request field at fault (a 422 names its first); ``code`` "model_not_found" (404 of a model) or
+  "invalid_api_key" (401), else null. A 422's field errors read as one message, ``field: what (error type)``.
+- elsewhere (/rerank, /embed_sparse, /embed_multivector, /search, ..., which TEI and FastAPI clients call)
+  FastAPI's ``{"detail": str}``, a 422 ``{"detail": [field errors]}``.
+
 A request that fails fails alone, never the requests batched with it. The app holds no logic of its own: it calls
 the model's ``encode`` and the reranker's ``predict`` (through ``gpte.serve.batching``) and ``Index.search``.
 """
@@ -60,6 +80,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -72,6 +93,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpte.models.protocol import (
@@ -87,6 +109,8 @@ from gpte.models.protocol import (
 from gpte.search.query import mode_retrievers
 from gpte.serve.batching import EmbeddingBatcher, RerankBatcher, RoleBatcher
 from gpte.serve.live_indexes import LiveIndexes
+from gpte.serve.web import PUBLIC_PATHS as WEB_PUBLIC_PATHS
+from gpte.serve.web import web_router
 
 if TYPE_CHECKING:  # annotations only: a server without indexes needs neither back-end
     from gpte.search.index import Index
@@ -95,12 +119,20 @@ if TYPE_CHECKING:  # annotations only: a server without indexes needs neither ba
 MAX_REQUEST_BYTES = 1 << 20
 MAX_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request
 UNMATCHED_ROUTE = "<unmatched>"  # the metrics label of a path that is no route (a client cannot grow the label set)
+OPENAI_PREFIX = "/v1/"  # errors of these paths are in OpenAI's shape, of the others in FastAPI's {"detail": ...}
+TOKEN_IDS_REFUSED = (
+    "input is token ids; gpte embeds text with the served model's own tokenizer, in whose vocabulary OpenAI's "
+    "tiktoken ids mean nothing: send the text as a string or a list of strings (with LangChain's OpenAIEmbeddings, "
+    "pass check_embedding_ctx_length=False)"
+)
 
 logger = logging.getLogger(__name__)
 
 
 class EmbeddingRequest(BaseModel):
-    input: str | list[str]
+    # OpenAI's schema: text, texts, or token ids (one list or one list per input); token ids are accepted here
+    # only to be refused with a 400 that says why (TOKEN_IDS_REFUSED) rather than a 422 about types
+    input: str | list[str] | list[int] | list[list[int]]
     model: str
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
@@ -146,6 +178,8 @@ def create_app(
     multivector_models: dict[str, MultiVectorModel] | None = None,
     public_docs: bool = False,
     index_refresh_seconds: float | None = 1.0,
+    results_folders: list[Path] | None = None,
+    maps: dict[str, Path] | None = None,
 ) -> FastAPI:
     """The app serving ``models`` (name -> any gpte dense model) on /v1/embeddings, ``indexes`` (name ->
     ``gpte.search.index.Index``) on /search, ``rerankers`` (name -> any one-score pair scorer) on /rerank and
@@ -157,9 +191,12 @@ def create_app(
     ``max_request_bytes``: the largest request body read (413 beyond, declared or streamed).
     ``index_refresh_seconds``: how often a searched index is checked for a newer generation made live by a build
     (``gpte.serve.live_indexes``); None: only on ``POST /admin/reload``.
+    ``results_folders`` (``gpte evaluate`` outputs) and ``maps`` (name -> ``gpte analyze`` output): what the web page
+    at / shows on its results board and embedding map (``gpte.serve.web``).
 
     Raises:
         ValueError: nothing to serve, or a reranker with several scores per pair.
+        FileNotFoundError: a results folder or map that does not exist.
         TypeError: a reranker that is not a ``PairScorer``, a sparse model that is not a ``SparseModel``, a
             multi-vector model that is not a ``MultiVectorModel``.
     """
@@ -216,7 +253,7 @@ def create_app(
     app.add_middleware(
         _Gate,
         api_key=api_key,
-        public_paths={"/health", *(path for path in docs if public_docs and path)},
+        public_paths={"/health", *WEB_PUBLIC_PATHS, *(path for path in docs if public_docs and path)},
         max_request_bytes=max_request_bytes,
         metrics=metrics,
         routes=app.router.routes,
@@ -241,18 +278,30 @@ def create_app(
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    created = int(time.time())  # OpenAI's "created" of a model: here, when this server loaded it
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        """The models of /v1/embeddings, in OpenAI's list shape (rerankers, sparse and multi-vector models have no
+        /v1 route, so they are not listed: /health names them)."""
+        return {"object": "list", "data": [_model_entry(name, created) for name in models]}
+
+    @app.get("/v1/models/{model:path}")  # :path: a served name may hold a slash
+    async def retrieve_model(model: str) -> dict[str, Any]:
+        _require_served(model, models)
+        return _model_entry(model, created)
+
     @app.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest, response: Response) -> dict[str, Any]:
-        texts = [request.input] if isinstance(request.input, str) else request.input
+        texts = _input_texts(request.input)
         _check_texts(texts, max_inputs)
-        if request.model not in models:
-            raise HTTPException(
-                404, f"model {request.model!r} is not served; served models: {', '.join(models) or 'none'}"
-            )
+        _require_served(request.model, models)
         model = models[request.model]
         if request.dimensions is not None and request.dimensions > model.dimension:
-            raise HTTPException(
-                400, f"dimensions must be at most {model.dimension} for {request.model}, got {request.dimensions}"
+            raise _ApiError(
+                400,
+                f"dimensions must be at most {model.dimension} for {request.model}, got {request.dimensions}",
+                param="dimensions",
             )
         counted = await batchers[request.model].embed_counted(texts, request.dimensions)
         metrics.texts.inc(len(texts))
@@ -345,33 +394,65 @@ def create_app(
             raise HTTPException(400, str(error)) from None
         return {"index": name, "hits": [hit.__dict__ for hit in hits]}
 
+    app.include_router(web_router(results_folders, maps, indexes))
     return app
+
+
+class _ApiError(HTTPException):
+    """An HTTP error with what OpenAI's error shape adds to the message: ``param``, the request field at fault, and
+    ``code``, a machine-readable reason (None where there is none). Routes off /v1 answer the message alone."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(status, message)
+        self.param = param
+        self.code = code
+
+
+def _require_served(name: str, models: dict[str, DenseModel]) -> None:
+    """404 (OpenAI's ``model_not_found``) naming the served models when ``name`` is none of them."""
+    if name not in models:
+        served = ", ".join(models) or "none"
+        raise _ApiError(404, f"model {name!r} is not served; served models: {served}", "model", "model_not_found")
+
+
+def _model_entry(name: str, created: int) -> dict[str, Any]:
+    """One served model in OpenAI's model shape."""
+    return {"id": name, "object": "model", "created": created, "owned_by": "gpte"}
+
+
+def _input_texts(given: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    """The texts of /v1/embeddings' ``input``; 400 for token ids: OpenAI's clients send tiktoken ids (LangChain's
+    OpenAIEmbeddings does by default), which are no ids of the served model's vocabulary."""
+    texts = [given] if isinstance(given, str) else given
+    if any(not isinstance(text, str) for text in texts):
+        raise _ApiError(400, TOKEN_IDS_REFUSED, param="input")
+    return texts
 
 
 def _check_texts(texts: list[str], max_inputs: int, field: str = "input", item: str = "input") -> None:
     """400 for no texts, an empty one or one that is not valid Unicode, 413 for more than ``max_inputs``; ``field``
     is the request's field and ``item`` what one of its texts is called in the messages."""
     if not texts:
-        raise HTTPException(400, f"{field} is empty; give a non-empty list of strings")
+        raise _ApiError(400, f"{field} is empty; give a non-empty list of strings", field)
     if len(texts) > max_inputs:
-        raise HTTPException(413, f"{len(texts)} {item}s in one request; the limit is {max_inputs}")
+        raise _ApiError(413, f"{len(texts)} {item}s in one request; the limit is {max_inputs}", field)
     empty = [i for i, text in enumerate(texts) if not text]
     if empty:
-        raise HTTPException(400, f"{item} {empty[0]} is an empty string; every {item} must be non-empty")
-    _check_unicode(texts, item)
+        raise _ApiError(400, f"{item} {empty[0]} is an empty string; every {item} must be non-empty", field)
+    _check_unicode(texts, item, field=field)
 
 
-def _check_unicode(texts: Sequence[str], item: str, numbered: bool = True) -> None:
+def _check_unicode(texts: Sequence[str], item: str, numbered: bool = True, field: str | None = None) -> None:
     """400 naming the first text that has no UTF-8 form (a lone surrogate, which JSON's ``\\ud800`` escape can
-    carry): refused before it reaches a model, whose tokenizer would fail on it (and fail its batch)."""
+    carry): refused before it reaches a model, whose tokenizer would fail on it (and fail its batch). ``field``: the
+    request's field (default: ``item``)."""
     for i, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:
             which = f"{item} {i}" if numbered else item
-            raise HTTPException(
-                400, f"{which} is not valid Unicode text: {error.reason} at character {error.start}"
-            ) from None
+            message = f"{which} is not valid Unicode text: {error.reason} at character {error.start}"
+            raise _ApiError(400, message, field or item) from None
 
 
 def _check_rerankers(rerankers: dict[str, PairScorer]) -> None:
@@ -444,24 +525,63 @@ class _Metrics:
         self.pairs = Counter("gpte_reranked_pairs", "(query, text) pairs scored", registry=self.registry)
 
 
-def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> Response:
-    """``{"detail": detail}`` as ASCII JSON: text echoed from the request (a lone surrogate) cannot fail to encode."""
-    body = json.dumps({"detail": detail}, ensure_ascii=True, separators=(",", ":"))
+def _error(
+    path: str,
+    status: int,
+    detail: Any,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> Response:
+    """Every error response: for a ``path`` under ``OPENAI_PREFIX`` OpenAI's ``{"error": {"message", "type",
+    "param", "code"}}`` (a FastAPI field-error list ``detail`` becomes one message, ``param`` its first field), for
+    the others FastAPI's ``{"detail": detail}`` (what TEI and FastAPI clients read). ASCII JSON: text echoed from
+    the request (a lone surrogate) cannot fail to encode."""
+    if path.startswith(OPENAI_PREFIX):
+        if not isinstance(detail, str):
+            detail, param = _field_errors(detail)
+        content = {"error": {"message": detail, "type": _openai_error_type(status), "param": param, "code": code}}
+    else:
+        content = {"detail": detail}
+    body = json.dumps(content, ensure_ascii=True, separators=(",", ":"))
     return Response(body, status, headers, media_type="application/json")
 
 
-async def _http_error(_: Request, error: StarletteHTTPException) -> Response:
+def _openai_error_type(status: int) -> str:
+    """OpenAI's error ``type`` of an HTTP status."""
+    if status >= 500:
+        return "server_error"
+    return "authentication_error" if status == 401 else "invalid_request_error"
+
+
+def _field_errors(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """FastAPI's field errors as one message (``field: what is wrong (error type)``, ``"; "``-joined, repeats
+    dropped) and the top-level field of the first (None for a body that is not JSON)."""
+    parts = []
+    for error in errors:
+        where = error["loc"][1:]  # after "body", "query" or "path"
+        if error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error", error["msg"])
+            parts.append(f"the body is not valid JSON: {reason} at character {where[0]} (json_invalid)")
+        else:
+            parts.append(f"{'.'.join(map(str, where)) or 'body'}: {error['msg']} ({error['type']})")
+    loc = errors[0]["loc"]
+    return "; ".join(dict.fromkeys(parts)), loc[1] if len(loc) > 1 and isinstance(loc[1], str) else None
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
     if not is_body_allowed_for_status_code(error.status_code):
         return Response(status_code=error.status_code, headers=error.headers)
-    return _error(error.status_code, error.detail, error.headers)
+    param, code = getattr(error, "param", None), getattr(error, "code", None)
+    return _error(request.scope["path"], error.status_code, error.detail, error.headers, param, code)
 
 
-async def _validation_error(_: Request, error: RequestValidationError) -> Response:
-    return _error(422, jsonable_encoder(error.errors()))
+async def _validation_error(request: Request, error: RequestValidationError) -> Response:
+    return _error(request.scope["path"], 422, jsonable_encoder(error.errors()))
 
 
-def _too_large(limit: int) -> Response:
-    return _error(413, f"request body over the limit of {limit} bytes")
+def _too_large(path: str, limit: int) -> Response:
+    return _error(path, 413, f"request body over the limit of {limit} bytes")
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -509,7 +629,10 @@ class _Gate:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         path = scope["path"]
-        route = path if any(getattr(one, "path", None) == path for one in self.routes) else UNMATCHED_ROUTE
+        route = next(  # the route's template (/v1/models/{model:path}), so a client cannot grow the label set
+            (getattr(one, "path", UNMATCHED_ROUTE) for one in self.routes if one.matches(scope)[0] is not Match.NONE),
+            UNMATCHED_ROUTE,
+        )
         status: int | None = None
         received = 0
         body_read = headers.get("transfer-encoding") is None and headers.get("content-length", "0") in ("", "0")
@@ -542,14 +665,14 @@ class _Gate:
             except _BodyTooLarge:
                 if status is not None:
                     raise
-                await _too_large(self.max_request_bytes)(scope, receive, counted_send)
+                await _too_large(path, self.max_request_bytes)(scope, receive, counted_send)
             except Exception as error:
                 logger.exception("%s %s failed", scope["method"], path)
                 if status is not None:  # a response half sent: the connection can only be closed
                     raise
                 message = (str(error).splitlines() or [""])[0]
                 detail = f"internal error: {type(error).__name__}" + (f": {message}" if message else "")
-                await _error(500, detail)(scope, receive, counted_send)
+                await _error(path, 500, detail)(scope, receive, counted_send)
         finally:
             if status is not None:
                 self.metrics.requests.labels(route, str(status)).inc()
@@ -560,10 +683,9 @@ class _Gate:
         if self.api_key is not None and path not in self.public_paths:
             scheme, _, token = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.api_key.encode()):
-                return _error(
-                    401, "missing or wrong API key; send Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
-                )
+                message = "missing or wrong API key; send Authorization: Bearer <key>"
+                return _error(path, 401, message, {"WWW-Authenticate": "Bearer"}, code="invalid_api_key")
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_request_bytes:
-            return _too_large(self.max_request_bytes)
+            return _too_large(path, self.max_request_bytes)
         return None
