@@ -1,6 +1,7 @@
 """The ``gpte`` command: thin verbs over the library.
 
 gpte [-v | -q] VERB ...   (-v: debug messages and other libraries' logs; -q: warnings and errors only)
+gpte --version
 
 gpte encode INPUT -o OUTPUT [--model M] [--field F] [--role R] [--prompt P] [--task T]
             [--batch-size N] [--truncate-dim D] [--precision P] [--normalize | --no-normalize]
@@ -39,6 +40,9 @@ gpte serve [--model M ...] [--reranker M ...] [--index NAME ...] [--host 127.0.0
 One module per group of verbs, each holding its verbs' parser beside their handler and adding them in ``register``;
 ``gpte.cli.options`` spells the options they share, ``gpte.cli.logs`` decides what is logged. Results for the user
 (vectors written, hits, tables) are printed on stdout; progress, warnings and errors go to stderr.
+
+Building the parser imports no torch or transformers (each verb imports what it runs inside its handler), so
+``gpte --help``, ``gpte VERB --help`` and ``gpte --version`` answer at once; tests/test_startup.py holds them to it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from gpte._version import __version__
 from gpte.cli import analyze, datagen, encode, evaluate, options, rerank, search, serve, train
 from gpte.cli.logs import cli_logging
 from gpte.errors import GpteError
@@ -98,8 +103,10 @@ def _silence_stdout() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``gpte`` parser: the verbosity options, then each module's verbs; a verb's ``run`` is its handler."""
+    """The ``gpte`` parser: ``--version``, the verbosity options, then each module's verbs; a verb's ``run`` is its
+    handler."""
     parser = argparse.ArgumentParser(prog="gpte", description="General-purpose text embeddings.")
+    parser.add_argument("--version", action="version", version=f"gpte {__version__}")
     options.add_verbosity(parser)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module in VERB_MODULES:

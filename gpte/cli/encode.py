@@ -11,10 +11,8 @@ from gpte.atomic import check_destination, refuse_existing
 from gpte.cli import options
 from gpte.data.readers import TEXT_FORMATS
 from gpte.locking import exclusive_output
-from gpte.models.postprocess import PRECISIONS
+from gpte.models.choices import CHUNK_TEXTS, PRECISIONS
 from gpte.runtime.output import VECTOR_FORMATS, check_output
-from gpte.runtime.quantization import load_ranges
-from gpte.runtime.streaming import CHUNK_TEXTS
 
 
 def register(verbs: Any) -> None:
@@ -84,6 +82,7 @@ def register(verbs: Any) -> None:
 
 
 def _encode(args: argparse.Namespace) -> int:
+    from gpte.runtime.quantization import load_ranges
     from gpte.runtime.streaming import encode_to
 
     kind = options.model_kind(args)

@@ -7,13 +7,16 @@ named index on disk or in Milvus."""
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 from typing import Any
 
-from gpte.models.backends import BACKENDS
-from gpte.models.chunked import AGGREGATES, ChunkedEncoder
-from gpte.models.chunking import BOUNDARIES
+from gpte.models.choices import (
+    AGGREGATES,
+    BACKENDS,
+    BOUNDARIES,
+    DEFAULT_AGGREGATE,
+    DEFAULT_BOUNDARY,
+)
 
 MODEL_HELP = "model name, folder, .gguf file or hub id (default: all-MiniLM-L6-v2)"
 DEVICE_HELP = "cpu, cuda, ... (default: cuda when available)"
@@ -24,7 +27,6 @@ BATCH_SIZE_HELP = f"texts per batch (default: {BATCH_SIZE})"
 NO_PROGRESS_HELP = "hide the progress bar"
 MILVUS_HELP = "keep the index in Milvus: http://host:19530 (a server or cluster) or a Milvus Lite path ending in .db"
 ROOT_HELP = "folder of indexes (default: $GPTE_INDEXES or ~/.cache/gpte/indexes)"
-CHUNKED_DEFAULTS = {name: p.default for name, p in inspect.signature(ChunkedEncoder).parameters.items()}
 CHUNK_FLAGS = {  # the long-document options: their dest and flag
     "chunk": "--chunk",
     "chunk_tokens": "--chunk-tokens",
@@ -107,7 +109,7 @@ def add_chunking(parser: argparse.ArgumentParser, chunked: str, aggregate: bool 
         default=None,
         choices=BOUNDARIES,
         help="token: a chunk every N - overlap tokens; sentence: chunks end after a sentence (default: "
-        f"{CHUNKED_DEFAULTS['boundary']})",
+        f"{DEFAULT_BOUNDARY})",
     )
     group.add_argument(
         "--late-chunking",
@@ -128,7 +130,7 @@ def add_chunking(parser: argparse.ArgumentParser, chunked: str, aggregate: bool 
             "--chunk-aggregate",
             default=None,
             choices=AGGREGATES,
-            help=f"a document's score from its chunks' scores (default: {CHUNKED_DEFAULTS['aggregate']})",
+            help=f"a document's score from its chunks' scores (default: {DEFAULT_AGGREGATE})",
         )
 
 
@@ -158,6 +160,8 @@ def chunked_model(model: Any, args: argparse.Namespace) -> Any:
             f"chunking fits chunks to a transformer's maximum length; {model.name} is a static model, which has none "
             "(encode its texts whole, without the chunk options)"
         )
+    from gpte.models.chunked import ChunkedEncoder
+
     chosen = {"boundary": args.chunk_boundary, "aggregate": getattr(args, "chunk_aggregate", None)}
     return ChunkedEncoder(
         model,

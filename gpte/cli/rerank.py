@@ -15,15 +15,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gpte.atomic import atomic_path, check_destination
 from gpte.cli import options
 from gpte.data.readers import iter_records
 from gpte.locking import exclusive_output
-from gpte.models.protocol import best_first
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(verbs: Any) -> None:
@@ -121,6 +121,8 @@ def _add_rankings(
 ) -> list[dict[str, Any]]:
     """Each row with its ``ranking`` (best first, ties in input order, the first ``top_k``) from ``scores``, the
     scores of every row's candidates in turn."""
+    from gpte.models.protocol import best_first
+
     ranked, start = [], 0
     for row, candidates in rows:
         row_scores = scores[start : start + len(candidates)]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from gpte.cli import options
-from gpte.models.chunking import BOUNDARIES
+from gpte.models.choices import BOUNDARIES
 
 DOCUMENTS_HELP = "a document file or folder (txt, md, jsonl, csv, tsv, parquet)"
 FIELD_HELP = "text field/column of jsonl, csv, tsv, parquet rows"

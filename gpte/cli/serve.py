@@ -14,8 +14,8 @@ from gpte.cli import options
 def register(verbs: Any) -> None:
     serve = verbs.add_parser(
         "serve",
-        help="HTTP API: OpenAI-compatible /v1/embeddings, TEI-compatible /rerank and /embed_sparse, /embed_multivector, /search, /health, "
-        "/metrics",
+        help="HTTP API: OpenAI-compatible /v1/embeddings and /v1/models, TEI-compatible /rerank and /embed_sparse, "
+        "/embed_multivector, /search, /health, /metrics, and a web page at / (search, results board, embedding map)",
     )
     options.add_model(
         serve,
@@ -62,6 +62,21 @@ def register(verbs: Any) -> None:
         help="check a searched index for a newer generation (a gpte index update) this often; 0: every search "
         "(POST /admin/reload checks now)",
     )
+    serve.add_argument(
+        "--results",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a gpte evaluate output folder shown on the web page's results board (repeatable)",
+    )
+    serve.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a gpte analyze output folder (its projection.json) shown on the web page's map (repeatable)",
+    )
     options.add_index_location(serve, " (for every --index)")
     serve.set_defaults(run=_serve)
 
@@ -93,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
         multivector_models=multivector_models,
         public_docs=args.public_docs,
         index_refresh_seconds=args.index_refresh,
+        results_folders=args.results,
+        maps=dict(_named_folder(pair) for pair in args.map),
     )
     print(
         f"serving models {', '.join(models) or 'none'}, rerankers {', '.join(rerankers) or 'none'}, sparse models "
@@ -110,3 +127,11 @@ def _loaded(names: list[str | None], load: Callable[[str | None], Any]) -> dict[
         model = load(name)
         loaded[Path(name).name if name else model.name] = model
     return loaded
+
+
+def _named_folder(pair: str) -> tuple[str, Path]:
+    """``NAME=DIR`` of --map as (name, folder)."""
+    name, sep, folder = pair.partition("=")
+    if not (sep and name and folder):
+        raise ValueError(f"--map {pair!r}: write NAME=DIR (a gpte analyze output folder)")
+    return name, Path(folder)

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from gpte.errors import BackendUnavailableError
+from gpte.models.choices import BACKENDS
 
-BACKENDS = ("torch", "bf16", "onnx", "onnx-int8")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

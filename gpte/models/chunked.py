@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gpte.models.chunking import BOUNDARIES, ChunkSpan, chunk_spans, resolve_chunk_tokens, resolve_overlap
+from gpte.models.choices import AGGREGATES, BOUNDARIES, DEFAULT_AGGREGATE, DEFAULT_BOUNDARY
+from gpte.models.chunking import ChunkSpan, chunk_spans, resolve_chunk_tokens, resolve_overlap
 from gpte.models.embedder import Embedder
 from gpte.models.late_chunking import encode_late_chunks
 from gpte.models.multivector.vectors import TokenVectors
@@ -36,7 +37,6 @@ from gpte.models.postprocess import check_texts
 from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.similarity import similarity
 
-AGGREGATES = ("max", "mean")
 CONTEXT_SEPARATOR = "\n"
 MIN_CHUNK_TOKENS = 16  # the fewest text tokens a context prefix may leave a chunk
 
@@ -86,9 +86,9 @@ class ChunkedEncoder:
         model: Embedder,
         chunk_tokens: int | None = None,
         overlap: int | None = None,
-        boundary: str = "sentence",
+        boundary: str = DEFAULT_BOUNDARY,
         late: bool = False,
-        aggregate: str = "max",
+        aggregate: str = DEFAULT_AGGREGATE,
         context: Mapping[str, str] | None = None,
         window_overlap: int | None = None,
     ) -> None:

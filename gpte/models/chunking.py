@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gpte.models.choices import BOUNDARIES
 from gpte.models.protocol import TextModel
 
 DEFAULT_CHUNK_TOKENS = 256  # the chunk size when none is asked for, if the model fits that many
 OVERLAP_SHARE = 8  # the overlap when none is asked for: an eighth of the chunk (32 of 256 tokens)
-BOUNDARIES = ("token", "sentence")
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")  # a token's text ending a sentence (closing quotes, brackets after)
 
 

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from gpte.errors import NonFiniteVectorsError
+from gpte.models.choices import PRECISIONS
 
-PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")
 CONVERT_TO = ("numpy", "torch")
 
 

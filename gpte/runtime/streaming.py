@@ -31,12 +31,12 @@ from gpte.atomic import atomic_path
 from gpte.data.readers import iter_texts
 from gpte.errors import extra_needed
 from gpte.locking import one_writer
+from gpte.models.choices import CHUNK_TEXTS
 from gpte.models.fingerprint import file_sha256
 from gpte.models.postprocess import check_precision, quantize, vector_ranges
 from gpte.models.protocol import DenseModel
 from gpte.runtime.output import PARQUET_COLUMN, check_output
 
-CHUNK_TEXTS = 16_384
 STATE_VERSION = 1
 FILE_LAYOUT = ("chunks", "dim", "dtype", "offset")  # progress entries describing the file, not the job
 
