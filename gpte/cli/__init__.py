@@ -35,7 +35,7 @@ gpte analyze --data DIR -o OUT [--model M] [--sections S ...] [--corpus NAME[:SP
              [--pairs T] [--inversion-train T] [--inversion-test T] [--whiten-dims K] [--save-whitened DIR] [--adaptive-probe] [--overwrite]
 gpte rerank INPUT.jsonl [--model M] [-o OUT.jsonl] [--top-k K] [--batch-size N] [--raw-scores] [--overwrite]
 gpte serve [--model M ...] [--reranker M ...] [--index NAME ...] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
-           [--root DIR | --milvus URI] [--index-refresh SECONDS] [--public-docs]
+           [--root DIR | --milvus URI] [--index-refresh SECONDS] [--public-docs] [--results DIR ...] [--map NAME=DIR ...]
 
 One module per group of verbs, each holding its verbs' parser beside their handler and adding them in ``register``;
 ``gpte.cli.options`` spells the options they share, ``gpte.cli.logs`` decides what is logged. Results for the user
