@@ -18,6 +18,7 @@ from gpte.analysis.bias_sets import AssociationTest
 from gpte.analysis.efficiency import matryoshka_dimensions, score_transforms
 from gpte.analysis.interpret import explain_similarity, lm_head_tokens
 from gpte.analysis.inversion import InversionProbe, ProbeConfig, inversion_scores, random_like, token_f1
+from gpte.analysis.plots import project_2d
 from gpte.analysis.views import CachedEncoder, gaussian_noise, identity, precision, truncate
 from gpte.analysis.whitening import fit_whitening, whiten_model
 from gpte.cli import main
@@ -337,6 +338,15 @@ def test_analysis_writes_every_section_figures_and_report_and_resumes(tiny_model
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
         assert f"]({figure})" in text
     assert "token F1, retrained probe" in text  # the adaptive attacker's column
+    projection = json.loads((tmp_path / "out" / "projection.json").read_text())  # the map's points, for a web page
+    texts, labels = inputs.labelled
+    assert set(projection) == {"model", "method", "points"}
+    assert projection["model"] == embedder.name and projection["method"] == "pca"
+    assert [(p["text"], p["label"]) for p in projection["points"]] == list(zip(texts, labels))
+    expected = project_2d(embedder.encode(texts))
+    assert np.allclose([[p["x"], p["y"]] for p in projection["points"]], expected, atol=1e-4)
+    assert all(set(p) == {"x", "y", "text", "label"} and isinstance(p["x"], float) for p in projection["points"])
+    assert "similar pairs (gold score ≥ 4 of 0–5 in sts/toy)" in text  # what positive and negative pairs are
     assert embedder.info() == info and np.array_equal(embedder.encode(inputs.corpus), vectors)  # never changed
     assert Embedder.load(tmp_path / "whitened", device="cpu").dimension == 8
     card = (tmp_path / "whitened" / "README.md").read_text()

@@ -12,7 +12,9 @@ at the first unfinished section:
 - bias:       the WEAT/SEAT association tests with shuffled controls, and the counterfactual similarity gap;
 - interpret:  the explanation of one similar pair (word occlusion, nearest neighbours), and the LM-head
               tokens of decoder embedders;
-- figures:    a 2-D map of a labelled set and the similarity histogram of positive and negative pairs.
+- figures:    a 2-D map of a labelled set (also as ``OUT/projection.json``: ``{"model", "method": "pca", "points":
+              [{"x", "y", "text", "label"}]}``, for a web page) and the similarity histogram of the pairs labelled
+              similar and dissimilar.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,7 +41,7 @@ from gpte.analysis.efficiency import (
 from gpte.analysis.geometry import describe
 from gpte.analysis.interpret import explain_similarity, lm_head_tokens
 from gpte.analysis.inversion import InversionProbe, InversionScores, ProbeConfig, inversion_scores, run_probe
-from gpte.analysis.plots import curve_plot, projection_plot, similarity_histogram
+from gpte.analysis.plots import bars_figure, curve_figure, project_2d, projection_figure, save, similarity_histogram
 from gpte.analysis.report import Section, markdown_table, write_report
 from gpte.analysis.texts import labelled_texts, scored_pairs, task_texts
 from gpte.analysis.views import (
@@ -58,12 +61,16 @@ from gpte.models.protocol import DenseModel
 from gpte.runtime.quantization import calibrate
 from gpte.similarity import pairwise_similarity
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 logger = logging.getLogger(__name__)
 
 SECTION_FOLDER = "sections"
 PROJECTION_LABELS = 10  # the most frequent labels drawn in the 2-D map
 PROJECTION_POINTS = 2000
 PAIR_SHARE = 0.2  # STS pairs in the top / bottom fifth of the score range count as positive / negative
+PROJECTION_JSON = "projection.json"
 
 
 @dataclass
@@ -80,6 +87,7 @@ class AnalysisInputs:
         probe: the inversion probe's size and training.
         adaptive_probe: also train one probe per defense on the defended vectors (the attacker who sees them).
         save_whitened: a folder to save the whitened model in (None: not saved).
+        labelled_source, pairs_source: where ``labelled`` and ``pairs`` come from (a task name), named in the figures.
     """
 
     corpus: list[str]
@@ -92,6 +100,8 @@ class AnalysisInputs:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     adaptive_probe: bool = False
     save_whitened: Path | None = None
+    labelled_source: str = "a labelled set"
+    pairs_source: str = "the pairs"
 
 
 class Analysis:
@@ -224,24 +234,29 @@ def efficiency_section(analysis: Analysis) -> Section:
     dimensions = matryoshka_dimensions(analysis.vectors(analysis.inputs.corpus[:2]).shape[1])
     by_dimension = matryoshka_curve(analysis.encoder, analysis.inputs.tasks, dimensions)
     by_precision = precision_curve(analysis.encoder, analysis.inputs.tasks, ranges=analysis.calibration())
+    series, model = _series_names(analysis.inputs.tasks), analysis.encoder.name
     figures = [
         _figure(
             analysis,
             "matryoshka.png",
-            lambda path: curve_plot(
-                _by_task(by_dimension),
-                path,
-                "dimensions kept",
-                "main score",
+            curve_figure(
+                _by_task(by_dimension, series),
+                "dimensions kept (the first k, re-normalized)",
+                "main score × 100",
                 "Score against Matryoshka dimension",
+                model,
                 log_x=True,
             ),
         ),
         _figure(
             analysis,
             "precision.png",
-            lambda path: curve_plot(
-                _by_task(by_precision), path, "precision", "main score", "Score against output precision"
+            bars_figure(
+                _by_task(by_precision, series),
+                "output precision",
+                "main score × 100",
+                "Score against output precision",
+                model,
             ),
         ),
     ]
@@ -396,27 +411,28 @@ def interpret_section(analysis: Analysis) -> Section:
 
 
 def figures_section(analysis: Analysis) -> Section:
-    inputs, figures, parts = analysis.inputs, [], []
+    inputs, figures, parts, model = analysis.inputs, [], [], analysis.encoder.name
     if inputs.labelled:
         texts, labels = _frequent_labels(*inputs.labelled)
+        points = project_2d(analysis.vectors(texts))
         figures.append(
-            _figure(analysis, "projection.png", lambda path: projection_plot(analysis.vectors(texts), labels, path))
+            _figure(analysis, "projection.png", projection_figure(points, labels, model, data=inputs.labelled_source))
         )
-        parts.append(f"2-D PCA map of {len(texts)} texts of the {PROJECTION_LABELS} most frequent labels.")
+        _write_projection(analysis.folder / PROJECTION_JSON, model, points, texts, labels)
+        parts.append(
+            f"2-D PCA map of {len(texts)} texts of the {PROJECTION_LABELS} most frequent labels of "
+            f"{inputs.labelled_source} (points in `{PROJECTION_JSON}`)."
+        )
     if inputs.pairs:
         positive, negative = _pair_similarities(analysis, inputs.pairs)
-        figures.append(
-            _figure(
-                analysis,
-                "similarity_histogram.png",
-                lambda path: similarity_histogram(
-                    positive, negative, path, "Similarity of positive and negative pairs"
-                ),
-            )
+        similar, dissimilar = _pair_meanings(inputs.pairs[3], inputs.pairs_source)
+        histogram = similarity_histogram(
+            positive, negative, model, analysis.encoder.similarity_name, similar, dissimilar
         )
+        figures.append(_figure(analysis, "similarity_histogram.png", histogram))
         parts.append(
-            f"Similarity of {len(positive)} positive and {len(negative)} negative pairs: mean "
-            f"{np.mean(positive):.4f} vs {np.mean(negative):.4f}."
+            f"{analysis.encoder.similarity_name} similarity of {len(positive)} similar pairs ({similar}) and "
+            f"{len(negative)} dissimilar pairs ({dissimilar}): mean {np.mean(positive):.4f} vs {np.mean(negative):.4f}."
         )
     return Section("figures", "Figures", "\n\n".join(parts) or "No labelled set or pairs given.", figures)
 
@@ -450,7 +466,8 @@ def check_sections(sections: Sequence[str] | None) -> list[str]:
 
 def _run_key(model: DenseModel, inputs: AnalysisInputs) -> str:
     """sha256 of the model (its fingerprint: weights and settings) and of everything the sections read."""
-    described = {name: value for name, value in asdict(inputs).items() if name not in ("tasks", "save_whitened")}
+    unread = ("tasks", "save_whitened", "labelled_source", "pairs_source")  # names only: the data is described
+    described = {name: value for name, value in asdict(inputs).items() if name not in unread}
     described["tasks"] = [str(task.path.resolve()) for task in inputs.tasks]
     described["model"] = model.fingerprint
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
@@ -478,10 +495,16 @@ def _geometry_table(shapes: dict) -> str:
     return markdown_table(["vectors", "n", "dimension", "mean pairwise cosine", "effective rank", *tops], rows)
 
 
-def _by_task(curves: dict) -> dict[str, dict]:
-    """{x: {task: y}} -> {task: {x: y}} for plotting one line per task."""
+def _series_names(tasks: Sequence[Task]) -> dict[str, str]:
+    """Task name -> its name in a figure's legend, with its main score (the metric plotted): ``sts/toy
+    (cosine_spearman)``."""
+    return {task.name: f"{task.name} ({task.main_score})" for task in tasks}
+
+
+def _by_task(curves: dict, names: dict[str, str]) -> dict[str, dict]:
+    """{x: {task: y}} -> {names[task]: {x: 100 y}} for plotting one line or bar series per task."""
     tasks = next(iter(curves.values())).keys()
-    return {task: {x: 100 * scores[task] for x, scores in curves.items()} for task in tasks}
+    return {names[task]: {x: 100 * scores[task] for x, scores in curves.items()} for task in tasks}
 
 
 def _frequent_labels(texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
@@ -503,8 +526,32 @@ def _pair_similarities(analysis: Analysis, pairs) -> tuple[np.ndarray, np.ndarra
     return similarity[gold >= high - PAIR_SHARE * span], similarity[gold <= low + PAIR_SHARE * span]
 
 
-def _figure(analysis: Analysis, name: str, draw: Callable[[Path], Path]) -> str:
-    draw(analysis.folder / name)
+def _pair_meanings(score_range: tuple[float, float], source: str) -> tuple[str, str]:
+    """What made a pair similar and dissimilar (``_pair_similarities``), said for a figure: ``gold score ≥ 4 of
+    0–5 in sts/stsb-en`` (PairClassification's 0/1 labels: ``gold score ≥ 0.8 of 0–1``, label 1)."""
+    low, high = score_range
+    span = high - low
+    return (
+        f"gold score ≥ {high - PAIR_SHARE * span:g} of {low:g}–{high:g} in {source}",
+        f"gold score ≤ {low + PAIR_SHARE * span:g} of {low:g}–{high:g} in {source}",
+    )
+
+
+def _write_projection(path: Path, model: str, points: np.ndarray, texts: list[str], labels: list[str]) -> None:
+    """The 2-D map's points as JSON, atomically: ``{"model", "method": "pca", "points": [{"x", "y", "text",
+    "label"}]}``."""
+    rows = [
+        {"x": float(x), "y": float(y), "text": text, "label": label}
+        for (x, y), text, label in zip(points, texts, labels)
+    ]
+    with atomic_path(path, overwrite=True) as temporary:
+        document = {"model": model, "method": "pca", "points": rows}
+        temporary.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+
+
+def _figure(analysis: Analysis, name: str, figure: Figure) -> str:
+    """Save ``figure`` as ``name`` in the analysis folder; returns ``name``."""
+    save(figure, analysis.folder / name)
     return name
 
 
@@ -551,8 +598,10 @@ def inputs_from_tasks(
     )
     if labelled:
         inputs.labelled = labelled_texts(*task_split(known, labelled))
+        inputs.labelled_source = labelled
     if pairs:
         pair_task, pair_split = task_split(known, pairs)
+        inputs.pairs_source = pairs
         score_range = tuple(pair_task.metadata.get("score_range", (0, 5))) if pair_task.type == "STS" else (0.0, 1.0)
         inputs.pairs = (*scored_pairs(pair_task, pair_split), score_range)
     if inversion_train and inversion_test:

@@ -82,9 +82,16 @@ def register(verbs: Any) -> None:
     )
     evaluate.set_defaults(run=_evaluate)
 
-    report = verbs.add_parser("report", help="compare result folders: table, per-type means, bar chart")
-    report.add_argument("folders", nargs="+", help="result folders (one per model)")
-    report.add_argument("--plot", default=None, help="write a bar chart of per-type means to this PNG")
+    report = verbs.add_parser("report", help="compare models' results: table, per-type means, bar chart")
+    report.add_argument(
+        "folders",
+        nargs="+",
+        help="result folders: gpte evaluate outputs or model folders in them; one column per model (the same "
+        "model in two folders: two columns, named NAME (FOLDER))",
+    )
+    report.add_argument(
+        "--plot", default=None, help="write a bar chart of per-type means (one bar per model) to this PNG"
+    )
     report.set_defaults(run=_report)
 
 

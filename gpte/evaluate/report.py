@@ -1,5 +1,9 @@
-"""Compare result folders: main scores per task side by side, per-type averages, the overall mean over
-tasks, and a bar chart of the per-type averages (PNG, with matplotlib).
+"""Compare evaluation results: main scores per task side by side, one column per model, per-type averages, the
+overall mean over tasks, and a bar chart of the per-type averages (PNG, with matplotlib).
+
+A column is one model of one folder given: ``gpte report results`` (one ``gpte evaluate -o results`` output
+holding a subfolder per model) shows each model, named by the model its results record (``provenance.model``);
+``gpte report a b`` shows the models of both; the same model in two folders is two columns, ``NAME (FOLDER)``.
 
 A sparse model's score is followed by the mean active dimensions of its vectors (its result's ``sparsity``):
 ``38.17 (q 24.1/d 180.3)`` for queries and documents, ``82.03 (35.2)`` for texts without a role; a multi-vector
@@ -7,23 +11,53 @@ model's by the mean token vectors stored per text (its result's ``tokens``): ``3
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gpte.atomic import atomic_path
 from gpte.errors import extra_needed
 from gpte.evaluate.results import read_results
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-def collect(folders: list[Path]) -> dict[str, dict[str, dict[str, Any]]]:
-    """folder label -> task name -> result. Raises FileNotFoundError for a folder without results."""
-    table = {}
-    for folder in folders:
-        results = read_results(folder)
-        if not results:
-            raise FileNotFoundError(f"no result files below {folder}")
-        table[str(folder)] = {result["task"]: result for result in results}
-    return table
+Results = dict[str, dict[str, Any]]  # task name -> result
+
+
+def collect(folders: list[Path]) -> dict[str, Results]:
+    """Column label -> task name -> result: one column per model of each folder, labelled by the model's name, or
+    ``NAME (FOLDER)`` where several folders hold that name.
+
+    Raises:
+        FileNotFoundError: a folder without results.
+        ValueError: a folder holding two results of one model on one task (say, a copied model folder): which one
+            to show would be a guess, so the message names the model, the task and the folder, and asks for the
+            model folders one by one.
+    """
+    columns = [(folder, model, results) for folder in dict.fromkeys(folders) for model, results in _models(folder)]
+    names = Counter(model for _, model, _ in columns)
+    return {(model if names[model] == 1 else f"{model} ({folder})"): results for folder, model, results in columns}
+
+
+def _models(folder: Path) -> list[tuple[str, Results]]:
+    """(model name, its results) for each model below ``folder``, in file order; a result without provenance is
+    filed under the folder's name."""
+    models: dict[str, Results] = {}
+    for result in read_results(folder):
+        model = str((result.get("provenance") or {}).get("model") or folder)
+        results = models.setdefault(model, {})
+        if result["task"] in results:
+            raise ValueError(
+                f"2 results of model {model} on task {result['task']} below {folder} (a copied or renamed model "
+                "folder?); give each model folder on its own to compare them"
+            )
+        results[result["task"]] = result
+    if not models:
+        raise FileNotFoundError(f"no result files below {folder}")
+    return list(models.items())
 
 
 def type_averages(results: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -41,25 +75,29 @@ SPARSITY_LEGEND = "(q/d: mean active dimensions of query/document vectors; (n): 
 TOKENS_LEGEND = "(q/d tokens: mean token vectors stored per query/document; (n tokens): per text without a role)"
 
 
-def format_table(table: dict[str, dict[str, dict[str, Any]]]) -> str:
-    """Main scores × 100: one row per task, then per-type averages and the overall mean; one column per folder.
-    A sparse model's scores carry its vectors' active dimensions (``sparsity_note``), explained under the table."""
+def format_table(table: dict[str, Results]) -> str:
+    """Main scores × 100: one row per task, then per-type averages and the overall mean; one column per label of
+    ``table``, each as wide as its label or widest cell (nothing is cut). A sparse model's scores carry its vectors'
+    active dimensions (``sparsity_note``), explained under the table."""
     labels = list(table)
     tasks = sorted({name for results in table.values() for name in results})
-    width = max([len(name) for name in tasks] + [24])
-    rows = {name: [_cell(table[label].get(name)) for label in labels] for name in tasks}
-    column = max([18] + [len(cell) for cells in rows.values() for cell in cells])
-    lines = [f"{'task':<{width}}  " + "  ".join(f"{label[-column:]:>{column}}" for label in labels)]
-    for name, cells in rows.items():
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{cell:>{column}}" for cell in cells))
     averages = {label: type_averages(results) for label, results in table.items()}
-    for key in sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k)):
-        cells = [averages[label].get(key) for label in labels]
-        title = "mean over tasks" if key == "overall" else f"mean {key}"
-        lines.append(
-            f"{title:<{width}}  "
-            + "  ".join(f"{100 * c:{column}.2f}" if c is not None else f"{'-':>{column}}" for c in cells)
+    keys = sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k))
+    rows = [("task", labels)]
+    rows += [(name, [_cell(table[label].get(name)) for label in labels]) for name in tasks]
+    rows += [
+        (
+            "mean over tasks" if key == "overall" else f"mean {key}",
+            [f"{100 * averages[label][key]:.2f}" if key in averages[label] else "-" for label in labels],
         )
+        for key in keys
+    ]
+    first = max(len(title) for title, _ in rows)
+    widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(labels))]
+    lines = [
+        f"{title:<{first}}  " + "  ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths))
+        for title, cells in rows
+    ]
     for key, legend in (("sparsity", SPARSITY_LEGEND), ("tokens", TOKENS_LEGEND)):
         if any(result.get(key) for results in table.values() for result in results.values()):
             lines.append(legend)
@@ -92,8 +130,17 @@ def _cell(result: dict[str, Any] | None) -> str:
     return f"{100 * result['main_score_value']:.2f}" + (f" ({note})" if note else "")
 
 
-def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
-    """A grouped bar chart of per-type averages (× 100) per folder, written to ``path`` (PNG).
+def bar_chart(table: dict[str, Results], path: Path) -> Path:
+    """``bar_figure`` of ``table`` written to ``path`` (PNG) through a temporary name; returns ``path``."""
+    figure = bar_figure(table)
+    with atomic_path(path, overwrite=True) as temporary:
+        figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")  # the legend below included
+    return path
+
+
+def bar_figure(table: dict[str, Results]) -> Figure:
+    """A grouped bar chart of the per-type averages of main scores (× 100), one bar colour per column of ``table``,
+    each bar labelled with its value, the legend below the axes (never over a bar); a matplotlib ``Figure``.
 
     Drawn on a ``Figure`` with its own Agg canvas: no pyplot state, no backend switch for the caller.
     """
@@ -103,20 +150,36 @@ def bar_chart(table: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
 
     averages = {label: type_averages(results) for label, results in table.items()}
     keys = sorted({k for a in averages.values() for k in a}, key=lambda k: (k == "overall", k))
-    figure = Figure(figsize=(max(6, 1.2 * len(keys) * len(table)), 4))
+    figure = Figure(figsize=(max(6, 1.2 * len(keys) * len(table)), 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    width = 0.8 / len(table)
-    for offset, (label, values) in enumerate(averages.items()):
-        axes.bar(
-            [i + offset * width for i in range(len(keys))],
-            [100 * values.get(k, 0) for k in keys],
-            width,
-            label=Path(label).name,
+    series = {label: {key: 100 * value for key, value in values.items()} for label, values in averages.items()}
+    grouped_bars(axes, series, keys, names=["all tasks" if key == "overall" else key for key in keys], rotation=30)
+    axes.set_ylabel("mean of the tasks' main scores × 100")
+    axes.set_title("Main score per task type (mean over the type's tasks)")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncols=min(len(table), 3), fontsize=8, frameon=False)
+    return figure
+
+
+def grouped_bars(
+    axes: Axes,
+    series: Mapping[str, Mapping[Any, float]],
+    categories: Sequence[Any],
+    names: Sequence[str] | None = None,
+    rotation: float = 0,
+) -> None:
+    """Draw on matplotlib ``axes`` one group of bars per category, one bar per series (a series maps category ->
+    value; a missing value has no bar), each bar labelled with its value; the categories' ``names`` (default
+    ``str``) as ticks, turned by ``rotation`` degrees."""
+    width = 0.8 / len(series)
+    for offset, (label, values) in enumerate(series.items()):
+        present = [i for i, category in enumerate(categories) if category in values]
+        bars = axes.bar(
+            [i + offset * width for i in present], [values[categories[i]] for i in present], width, label=label
         )
-    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys, rotation=30, ha="right")
-    axes.set_ylabel("main score × 100")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+        axes.bar_label(bars, fmt="%.1f", fontsize=7)
+    ticks = [i + 0.4 - width / 2 for i in range(len(categories))]
+    axes.set_xticks(
+        ticks, names or [str(c) for c in categories], rotation=rotation, ha="right" if rotation else "center"
+    )
+    axes.margins(y=0.1)  # room for the value labels; bars keep the axis at 0
