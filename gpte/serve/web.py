@@ -16,7 +16,8 @@ rescored by the chosen reranker), so what it shows is what those endpoints answe
 (/ui/indexes, /ui/results, /ui/maps, and the app's own routes) need ``Authorization: Bearer KEY`` like every route;
 the page and its static files are public (``PUBLIC_PATHS``, which the app's key check must let through) so that a
 browser can load them and ask for the key, which it keeps in sessionStorage and sends on each of its requests.
-Errors: 404 for an unknown map (the served ones named) and for the results board when no results folder is served.
+Errors: 404 for an unknown map (the served ones named) and for the results board when no results folder is served;
+409 when a results folder holds two results of one model on one task (``collect`` names them).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def web_router(
             table = collect(folders)
         except FileNotFoundError as error:
             raise HTTPException(404, str(error)) from None
+        except ValueError as error:  # two results of one model on one task: which to show is the user's call
+            raise HTTPException(409, str(error)) from None
         return results_board(table)
 
     @router.get("/ui/maps")
