@@ -54,7 +54,7 @@ def similarity(a: Array, b: Array, name: str = "cosine") -> Array:
     """
     check_similarity(name)
     as_numpy = isinstance(a, np.ndarray)
-    ta, tb = (_as_2d_float(x) for x in (a, b))
+    ta, tb = (as_matrix(x) for x in (a, b))
     if ta.shape[1] != tb.shape[1]:
         raise ValueError(f"vectors differ in dimension: {ta.shape[1]} and {tb.shape[1]}")
     scores = SIMILARITIES[name](ta, tb.to(ta.device))
@@ -73,14 +73,19 @@ def pairwise_similarity(a: Array, b: Array, name: str = "cosine") -> Array:
     """The (n,) similarities of row pairs (a[i], b[i]); numpy in, numpy out."""
     check_similarity(name)
     as_numpy = isinstance(a, np.ndarray)
-    ta, tb = (_as_2d_float(x) for x in (a, b))
+    ta, tb = (as_matrix(x) for x in (a, b))
     if ta.shape != tb.shape:
         raise ValueError(f"pairwise similarity needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}")
     scores = PAIRWISE[name](ta, tb.to(ta.device))
     return scores.cpu().numpy() if as_numpy else scores
 
 
-def _as_2d_float(x: Array) -> torch.Tensor:
+def as_matrix(x: Array) -> torch.Tensor:
+    """``x`` as a floating-point torch matrix (a 1-D input is one row; integer inputs become float32).
+
+    Raises:
+        TypeError: ``x`` is neither a numpy array nor a torch tensor.
+    """
     tensor = torch.from_numpy(np.asarray(x)) if isinstance(x, np.ndarray) else x
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"similarity takes numpy arrays or torch tensors, got {type(x).__name__}")

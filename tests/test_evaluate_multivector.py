@@ -8,7 +8,6 @@ the token-vector cache; the CLI."""
 from __future__ import annotations
 
 import importlib
-import json
 import string
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gpte.cli import main
 from gpte.data.mteb_folders import read_beir, read_rows
 from gpte.evaluate import TaskEncoder, evaluate, load_task
 from gpte.evaluate.multivector import MULTIVECTOR_TYPES
+from gpte.evaluate.results import read_results
 from gpte.evaluate.tasktypes import retrieval
 from gpte.evaluate.tasktypes.retrieval import dense_run, judged_queries, retrieval_scores
 from gpte.models.multivector import TokenVectors, load_multivector_encoder
@@ -412,7 +412,7 @@ def test_cli_evaluates_a_multivector_model(colbert, tiny_models, data_root, tmp_
     common = ["--data", str(data_root), "--tasks", "retrieval", "sts", "--output", str(output)]
     assert main(["evaluate", "--model", str(folder), *common]) == 0  # a multi-vector folder needs no flag
     out = capsys.readouterr().out
-    saved = {path.stem: json.loads(path.read_text()) for path in output.rglob("*.json")}
+    saved = {result["task"]: result for result in read_results(output)}
     assert saved["sts"]["main_score"] == "spearman" and set(saved["sts"]["tokens"]) == {"tokens"}
     tokens = saved["retrieval"]["tokens"]
     assert saved["retrieval"]["provenance"]["model_sha256"] == colbert.fingerprint
@@ -425,7 +425,7 @@ def test_cli_evaluates_a_multivector_model(colbert, tiny_models, data_root, tmp_
     plain_folder = str(tiny_models["bert"])
     assert main(["evaluate", "--model", plain_folder, "--multivector", *common[:-1], str(forced)]) == 0
     capsys.readouterr()
-    result = json.loads(next(forced.rglob("retrieval.json")).read_text())
+    (result,) = [result for result in read_results(forced) if result["task"] == "retrieval"]
     assert result["provenance"]["model_sha256"] == load_multivector_encoder(plain_folder, device="cpu").fingerprint
     assert "tokens" in result
     # clear errors

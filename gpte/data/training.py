@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpte.data.readers import iter_records
-from gpte.errors import extra_needed
+from gpte.data.readers import is_hf_dataset, iter_dataset_records, iter_records
 
 # column layouts recognised when a data source does not name its columns (first match wins)
 KNOWN_LAYOUTS = (
@@ -78,7 +77,8 @@ def read_training_data(
     """Read and check a training data source.
 
     Args:
-        path: a .jsonl/.csv/.tsv/.parquet file; ``hf:org/name`` (Hugging Face Hub); or a ``save_to_disk`` folder.
+        path: a .jsonl/.csv/.tsv/.parquet file; ``hf:NAME[[:SUBSET]:SPLIT]`` (a Hugging Face dataset:
+            ``gpte.data.readers.load_hf_dataset``); or a ``save_to_disk`` folder.
         columns: the text fields in order (anchor, positive, negatives...); default: a known layout
             (``KNOWN_LAYOUTS``) found in the first row.
         score: the field with the score (a number) or teacher scores (a list of numbers); default
@@ -87,7 +87,7 @@ def read_training_data(
         negatives: a field holding a list of hard-negative texts, appended as columns (same count per row).
         instruction: the field with a per-row instruction for the query.
         limit: read at most this many rows.
-        hf_split, hf_subset: the split and configuration of a Hugging Face dataset.
+        hf_split, hf_subset: the split and configuration of a Hugging Face dataset (those in ``hf:...`` win).
 
     Raises:
         FileNotFoundError: no such file or folder.
@@ -108,22 +108,8 @@ def read_training_data(
 
 
 def _records(path: str, split: str, subset: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    if path.startswith("hf:"):
-        with extra_needed("train"):
-            from datasets import load_dataset
-
-        dataset = load_dataset(path.removeprefix("hf:"), subset, split=split)
-        return ((f"{path} row {i}", row) for i, row in enumerate(dataset))
-    if Path(path).is_dir():
-        with extra_needed("train"):
-            from datasets import load_from_disk
-
-        dataset = load_from_disk(path)
-        if hasattr(dataset, "keys"):  # a DatasetDict: take the split
-            if split not in dataset:
-                raise ValueError(f"{path}: no split {split!r} (splits: {', '.join(dataset)})")
-            dataset = dataset[split]
-        return ((f"{path} row {i}", row) for i, row in enumerate(dataset))
+    if is_hf_dataset(path) or Path(path).is_dir():
+        return iter_dataset_records(path, split, subset)
     return iter_records(path)
 
 

@@ -14,12 +14,17 @@ stored per text (``gpte.evaluate.multivector``): ``evaluate(load_multivector_enc
 
 A reranker (``gpte.models.protocol.PairScorer``) is evaluated on Reranking tasks, and on Retrieval tasks reranking a
 first stage's top-k: ``evaluate(CrossEncoder.load(folder), tasks, first_stage=Embedder.load(), top_k=100)``.
+
+Every result written to an output folder is also written in mteb's result format (``gpte.evaluate.mteb_format``:
+``mteb.ResultCache(output).load_results()`` reads them), and ``as_mteb_model(model)`` makes any gpte model an mteb
+model: ``mteb.evaluate(as_mteb_model(Embedder.load()), tasks)``.
 """
 
 from gpte.errors import extra_needed
 
 with extra_needed("eval"):
     from gpte.evaluate.encoder import ForeignEncoder, TaskEncoder, as_vector_encoder
+    from gpte.evaluate.mteb_encoder import as_mteb_model
     from gpte.evaluate.reranker import RERANKABLE_TYPES, LexicalRetriever
     from gpte.evaluate.runner import EvaluationRun, evaluate
     from gpte.evaluate.suites import SUITES, suite_patterns
@@ -35,6 +40,7 @@ __all__ = [
     "TASK_TYPES",
     "Task",
     "TaskEncoder",
+    "as_mteb_model",
     "as_vector_encoder",
     "discover_tasks",
     "evaluate",

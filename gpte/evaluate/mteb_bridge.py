@@ -2,9 +2,12 @@
 scores and to time mteb on the same data.
 
 mteb loads datasets from the Hugging Face Hub; here an mteb task of the same type is taken for its
-protocol and handed the folder's data directly, in the shapes mteb's loaders produce. The model must
-be an mteb model (for example ``mteb.models.sentence_transformer_wrapper.SentenceTransformerEncoderWrapper``, or
-``SparseEncoderWrapper`` around sentence-transformers' ``SparseEncoder`` for a sparse model).
+protocol and handed the folder's data directly, in the shapes mteb's loaders produce (``mteb_task``), named as
+gpte's mteb-format result files name the task (``gpte.evaluate.mteb_format.mteb_task_name``). The model must
+be an mteb model: any gpte model through ``gpte.evaluate.mteb_encoder.as_mteb_model``, or for example
+``mteb.models.sentence_transformer_wrapper.SentenceTransformerEncoderWrapper`` (``SparseEncoderWrapper`` around
+sentence-transformers' ``SparseEncoder`` for a sparse model). ``mteb.evaluate(model, mteb_task(task), cache=None)``
+runs mteb's whole harness on the folder.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gpte.data.mteb_folders import read_beir, read_rows
+from gpte.evaluate.mteb_format import mteb_task_name
 from gpte.evaluate.tasks import Task
 from gpte.evaluate.tasktypes.retrieval import read_reranking
 
@@ -32,7 +36,7 @@ MTEB_TASKS = {
 def mteb_scores(task: Task, model: Any, batch_size: int = 32) -> dict[str, Any]:
     """mteb's scores for ``task`` with ``model`` (an mteb model: an encoder, or a cross-encoder such as
     ``mteb.models.sentence_transformer_wrapper.CrossEncoderWrapper`` on a Reranking task)."""
-    return _mteb_task(task).evaluate(model, task.split, encode_kwargs={"batch_size": batch_size})["default"]
+    return mteb_task(task).evaluate(model, task.split, encode_kwargs={"batch_size": batch_size})["default"]
 
 
 def mteb_rerank_scores(
@@ -45,20 +49,22 @@ def mteb_rerank_scores(
     ``reranker`` (an mteb cross-encoder) scores them.
     """
     encode_kwargs = {"batch_size": batch_size}
-    _mteb_task(task).evaluate(first_stage, task.split, encode_kwargs=encode_kwargs, prediction_folder=folder)
-    second = _mteb_task(task).convert_to_reranking(folder, top_k)
+    mteb_task(task).evaluate(first_stage, task.split, encode_kwargs=encode_kwargs, prediction_folder=folder)
+    second = mteb_task(task).convert_to_reranking(folder, top_k)
     return second.evaluate(reranker, task.split, encode_kwargs=encode_kwargs)["default"]
 
 
-def _mteb_task(task: Task) -> Any:
-    """An mteb task of ``task``'s type holding ``task``'s data."""
+def mteb_task(task: Task) -> Any:
+    """An mteb task of ``task``'s type (``MTEB_TASKS``: its protocol) holding ``task``'s data, loaded, named
+    ``gpte.evaluate.mteb_format.mteb_task_name(task)``."""
     import mteb
 
-    mteb_task = mteb.get_task(MTEB_TASKS[task.type])
-    mteb_task.dataset = {"default": _dataset(task, mteb_task)}
-    mteb_task.hf_subsets = ["default"]
-    mteb_task.data_loaded = True
-    return mteb_task
+    loaded = mteb.get_task(MTEB_TASKS[task.type])
+    loaded.metadata = loaded.metadata.model_copy(update={"name": mteb_task_name(task), "superseded_by": None})
+    loaded.dataset = {"default": _dataset(task, loaded)}
+    loaded.hf_subsets = ["default"]
+    loaded.data_loaded = True
+    return loaded
 
 
 def _dataset(task: Task, mteb_task: Any) -> Any:

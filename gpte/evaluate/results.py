@@ -21,6 +21,9 @@ vector per text for cosine.
 Files are written atomically under ``OUTPUT/MODEL/TASK.json`` (``/`` in names becomes ``__``). "model_sha256" (the
 model's fingerprint, None for a model that has none) and "dataset_sha256" (``dataset_sha256``) are what a resumed run
 compares before it keeps a result (``gpte.evaluate.runner``).
+
+Each result is also written in mteb's result format under ``OUTPUT/results/`` (``gpte.evaluate.mteb_format``), which
+``read_results`` skips.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from gpte.atomic import atomic_path
 
 def model_folder(output: Path, model_name: str) -> Path:
     """The folder of one model's result files in ``output``."""
-    return Path(output) / _slug(model_name)
+    return Path(output) / slug(model_name)
 
 
 def result_path(output: Path, model_name: str, task_name: str) -> Path:
-    return model_folder(output, model_name) / f"{_slug(task_name)}.json"
+    return model_folder(output, model_name) / f"{slug(task_name)}.json"
 
 
 def write_result(path: Path, result: dict[str, Any]) -> None:
@@ -53,8 +56,15 @@ def read_result(path: Path) -> dict[str, Any]:
 
 
 def read_results(folder: Path) -> list[dict[str, Any]]:
-    """Every result file below ``folder``."""
-    return [read_result(path) for path in sorted(Path(folder).rglob("*.json"))]
+    """Every gpte result file below ``folder``, in path order; files of other shapes, such as the mteb-format copies
+    a run writes beside them (``gpte.evaluate.mteb_format``: ``results/MODEL/REVISION/*.json``), are skipped."""
+    results = (read_result(path) for path in sorted(Path(folder).rglob("*.json")))
+    return [result for result in results if is_gpte_result(result)]
+
+
+def is_gpte_result(data: Any) -> bool:
+    """Whether ``data`` (a parsed JSON file) has a gpte result's shape: its task, main score and scores."""
+    return isinstance(data, dict) and all(key in data for key in ("task", "main_score_value", "scores"))
 
 
 def folder_sha256(folder: Path) -> str:
@@ -79,5 +89,6 @@ def dataset_sha256(task_folder: Path, data_folder: Path) -> str:
     return hashlib.sha256(both.encode()).hexdigest()
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """``name`` as one file or folder name: ``/`` and other characters outside ``[A-Za-z0-9._-]`` become ``__``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "__", name.strip("/")) or "model"

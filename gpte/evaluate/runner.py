@@ -24,6 +24,10 @@ record ``"model_sha256": null`` and are kept when they were also made without a 
 
 A run with an ``output`` folder holds the write lock of the model's result folder (``gpte.locking``) from start to
 end: a second run of the same model into the same folder fails at once naming the first.
+
+Every result in an output folder, computed or kept, is also written in mteb's result format under the same lock
+(``gpte.evaluate.mteb_format``: ``OUTPUT/results/MTEB_MODEL/REVISION/MTEB_TASK.json`` and ``model_meta.json``), so
+that ``mteb.ResultCache(OUTPUT).load_results()`` reads the run.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any, Protocol
 from gpte._version import __version__
 from gpte.evaluate import multivector
 from gpte.evaluate.encoder import TaskEncoder, as_vector_encoder
+from gpte.evaluate.mteb_format import model_meta, mteb_revision_folder, mteb_task_name, write_mteb_result
 from gpte.evaluate.reranker import DEFAULT_TOP_K, RerankerScoring, is_pair_scorer
 from gpte.evaluate.results import dataset_sha256, model_folder, read_result, result_path, write_result
 from gpte.evaluate.tasks import Task, fetch_data
@@ -88,7 +93,8 @@ def evaluate(
             (``gpte.evaluate.reranker``).
         tasks: from ``discover_tasks``/``load_task``.
         output: folder for result files (None: keep results in memory only). A result file is kept only when it
-            was computed by this model (fingerprint) on this data (hash); see the module docstring.
+            was computed by this model (fingerprint) on this data (hash); see the module docstring. Each result is
+            also written in mteb's format below it (``gpte.evaluate.mteb_format``).
         model_name: the name results are filed under (default: the model's ``name`` attribute).
         overwrite: recompute tasks whose result file exists even when it could be kept.
         batch_size: passed to the model's encode (or predict) when it takes one.
@@ -100,19 +106,31 @@ def evaluate(
     Raises:
         ValueError: a cache is asked for a model without a fingerprint and without ``model_name``; a first stage is
             given with a model that is not a reranker.
+        ValueError: (with ``output``) a task's meta.json names an ``mteb_task`` that is not a file-name-safe name.
         gpte.locking.OutputLockedError: another process is evaluating into this model's result folder (it is named).
     """
     scoring = _scoring(model, batch_size, cache, model_name, first_stage, top_k)
     model_name = model_name or scoring.name
     run = EvaluationRun()
     folder = model_folder(Path(output), model_name) if output else None
+    for task in tasks if output else []:
+        mteb_task_name(task)  # a bad "mteb_task" in meta.json is refused before any work
     with exclusive_output(folder, "result folder") if folder else nullcontext():
         for number, task in enumerate(tasks, 1):
             path = result_path(Path(output), model_name, task.name) if output else None
             _evaluate_task(
                 run, task, f"[{number}/{len(tasks)}] {task.name}", path, scoring, model_name, overwrite, batch_size
             )
+            if output and task.name in run.results:
+                _write_mteb_copy(Path(output), run.results[task.name], task, scoring, model_name)
     return run
+
+
+def _write_mteb_copy(output: Path, result: dict[str, Any], task: Task, scoring: _Scoring, model_name: str) -> None:
+    """Write ``result`` in mteb's result format below ``output`` (``gpte.evaluate.mteb_format``)."""
+    fingerprint = result["provenance"]["model_sha256"]
+    folder = mteb_revision_folder(output, model_name, fingerprint)
+    write_mteb_result(folder, result, task, model_meta(scoring.model, model_name, fingerprint))
 
 
 def _evaluate_task(

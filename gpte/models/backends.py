@@ -14,8 +14,6 @@ signature of ``Backbone.forward``; tokenization and pooling never change with th
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +49,6 @@ def select_backend(backbone: Any, backend: str, export_dir: str | Path | None = 
     from gpte.models.onnx_backend import OnnxBackbone
 
     return OnnxBackbone(backbone, export_dir, backend)
-
-
-def default_export_dir(model_folder: Path, backbone: Any) -> Path:
-    """``gpte-onnx/`` beside the model when its folder is writable (not ``onnx/``: hub repositories often ship their own files there), else gpte's cache (keyed by the folder)."""
-    if os.access(model_folder, os.W_OK):
-        return model_folder / "gpte-onnx"
-    cache = Path(os.environ.get("GPTE_CACHE", Path.home() / ".cache" / "gpte"))
-    return cache / "onnx" / hashlib.sha256(str(model_folder.resolve()).encode()).hexdigest()[:16]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -8,6 +8,7 @@ token length and restores the input order, so vectors do not depend on batch siz
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 from gpte.atomic import atomic_path
 from gpte.errors import ModelLoadError
 from gpte.models.backbone import Backbone, resolve_device
-from gpte.models.backends import default_export_dir, select_backend
+from gpte.models.backends import select_backend
 from gpte.models.batching import deduplicate, length_sorted_batches
 from gpte.models.dense import Dense
 from gpte.models.extraction import get_extraction
@@ -40,6 +42,7 @@ from gpte.models.postprocess import (
 )
 from gpte.models.protocol import EncodeReport, EncodeResult
 from gpte.models.sources import resolve_model
+from gpte.models.st_compat import EncodeOptions, SentenceTransformerMethods, apply_st_names
 from gpte.models.st_format import ModelLayout, pooling_to_st, read_layout, write_layout
 from gpte.models.tokenization import TextTokenizer, TokenBatch
 from gpte.prompts import Prompt, Prompts, PromptSet, PromptTemplate
@@ -52,7 +55,7 @@ POOLER_WEIGHTS = "gpte_pooler.safetensors"  # a trainable pooler's weights (late
 PROGRESS_MIN_BATCHES = 16  # show_progress=None shows a bar from this many batches on
 
 
-class Embedder(nn.Module):
+class Embedder(SentenceTransformerMethods, nn.Module):
     """A text embedding model.
 
     Args:
@@ -147,7 +150,7 @@ class Embedder(nn.Module):
             trust_remote_code: allow model code from the folder (transformers' option).
             backend: how the transformer runs (``gpte.models.backends.BACKENDS``): torch (float32, the
                 reference), bf16, onnx, onnx-int8. See :meth:`use_backend`.
-            export_dir: where ONNX files are kept (default: ``gpte-onnx/`` beside the model, else gpte's cache).
+            export_dir: where ONNX files are kept (default: gpte's cache, ``$GPTE_CACHE`` or ``~/.cache/gpte``, ``onnx/<key>``).
             attention: decoders only: ``causal``, ``bidirectional`` or ``{"mode": "bidirectional", "last_layers": k}``
                 (``gpte.models.attention``); default: the folder's, else causal.
             extraction: a named prompt + pooling for LLMs (``gpte.models.extraction.EXTRACTIONS``: prompteol,
@@ -182,16 +185,24 @@ class Embedder(nn.Module):
         load_pooler_weights(embedder.pooler, source.folder)
         embedder = embedder.to(resolve_device(device))
         if backend != "torch":
-            embedder.use_backend(backend, export_dir or default_export_dir(source.folder, embedder.backbone))
+            embedder.use_backend(backend, export_dir)
         return embedder
 
     def use_backend(self, backend: str, export_dir: str | Path | None = None) -> Embedder:
         """Run the transformer with ``backend`` from now on (see ``gpte.models.backends``); returns self.
 
+        Args:
+            export_dir: the onnx backends' folder (None: gpte's cache, ``gpte.models.onnx_backend.export_folder``;
+                a folder inside an installed package or a read-only one is never written).
+
         Raises:
-            ValueError: an unknown backend (the backends are listed), or onnx without an export folder.
+            ValueError: an unknown backend (the backends are listed).
             BackendUnavailableError: the backend cannot run here.
         """
+        from gpte.models.onnx_backend import FILES, default_export_dir
+
+        if export_dir is None and backend in FILES:
+            export_dir = default_export_dir(self.backbone)
         runner = select_backend(self.backbone, backend, export_dir)
         self._runner = None if runner is self.backbone else runner
         self.backend = backend
@@ -358,10 +369,21 @@ class Embedder(nn.Module):
         convert_to: str = "numpy",
         show_progress: bool | None = None,
         task: str | None = None,
-    ) -> np.ndarray | torch.Tensor:
+        **st_options: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """Embed texts; see :meth:`encode_with_report` for the arguments. Returns only the vectors."""
         return self.encode_with_report(
-            texts, role, prompt, batch_size, normalize, truncate_dim, precision, convert_to, show_progress, task
+            texts,
+            role,
+            prompt,
+            batch_size,
+            normalize,
+            truncate_dim,
+            precision,
+            convert_to,
+            show_progress,
+            task,
+            **st_options,
         ).vectors
 
     def encode_with_report(
@@ -376,6 +398,7 @@ class Embedder(nn.Module):
         convert_to: str = "numpy",
         show_progress: bool | None = None,
         task: str | None = None,
+        **st_options: Any,
     ) -> EncodeResult:
         """Embed texts.
 
@@ -391,16 +414,31 @@ class Embedder(nn.Module):
             convert_to: ``"numpy"`` or ``"torch"`` (a CPU tensor).
             show_progress: progress bar; None shows it for long inputs.
             task: fills the prompt's ``{task}`` slot (instruction templates).
+            st_options: sentence-transformers' names for these options (``gpte.models.st_compat``):
+                ``normalize_embeddings`` (True: ``normalize=True``; False: the model's default),
+                ``convert_to_tensor``, ``convert_to_numpy`` (False alone: a list of 1-D tensors),
+                ``show_progress_bar``, ``prompt_name`` (one of the model's prompts), ``device`` (the model's own).
 
         Returns:
             EncodeResult: vectors (n, dim) in input order, or (dim,) for a single string, and the report.
             Texts longer than ``max_seq_length`` tokens are truncated and counted (a warning gives the count).
 
         Raises:
-            TypeError: ``texts`` is None, not a string or sequence, or holds a non-string (index named).
-            ValueError: an unknown role, precision or convert_to; a bad batch_size or truncate_dim.
+            TypeError: ``texts`` is None, not a string or sequence, or holds a non-string (index named); an
+                unknown keyword (gpte's and sentence-transformers' names are listed).
+            ValueError: an unknown role, precision or convert_to; a bad batch_size or truncate_dim; a
+                sentence-transformers name that disagrees with gpte's, an unknown prompt_name, another device.
         """
         started = time.perf_counter()
+        options = apply_st_names(
+            EncodeOptions(prompt, normalize, convert_to, show_progress), st_options, self.prompts.templates, self.device
+        )
+        prompt, normalize, convert_to, show_progress = (
+            options.prompt,
+            options.normalize,
+            options.convert_to,
+            options.show_progress,
+        )
         text_list, single = check_texts(texts)
         check_encode_options(batch_size, truncate_dim, precision, convert_to, self.dimension)
         prompt_in_use = self.resolve_prompt(prompt, role, task)
@@ -425,7 +463,7 @@ class Embedder(nn.Module):
             )
         output = convert(vectors, precision, convert_to)
         report.seconds = time.perf_counter() - started
-        return EncodeResult(output[0] if single else output, report)
+        return EncodeResult(options.shape(output, single), report)
 
     def resolve_prompt(
         self, prompt: str | Prompt | None = None, role: str | None = None, task: str | None = None
@@ -503,6 +541,47 @@ class Embedder(nn.Module):
     def similarity(self, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """The (n, m) similarity matrix between vectors ``a`` and ``b`` under the model's similarity function."""
         return similarity(a, b, self.similarity_name)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        commit_message: str | None = None,
+        exist_ok: bool = True,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Upload the model to the Hugging Face Hub as ``save`` writes it (the sentence-transformers layout and a
+        model card), creating the repository (``HfApi.create_repo``, then ``HfApi.upload_folder``), as
+        ``SentenceTransformer.push_to_hub`` does.
+
+        Args:
+            repo_id: ``"user/name"`` (or ``"name"`` for the token's user).
+            token: a Hub token (default: huggingface_hub's login).
+            private: make a new repository private (default: the Hub's default).
+            commit_message: default ``"Upload gpte model <name>"``.
+            exist_ok: upload to an existing repository (sentence-transformers' default is False).
+            revision: the branch to push to (created if missing).
+            create_pr: open a pull request instead of committing to the branch.
+
+        Returns:
+            The commit's URL (the pull request's with ``create_pr``).
+        """
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=exist_ok or create_pr).repo_id
+        if revision is not None:
+            api.create_branch(repo_id=repo_id, branch=revision, exist_ok=True)
+        with tempfile.TemporaryDirectory() as temporary:
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=self.save(Path(temporary) / repo_id.rpartition("/")[2]),
+                commit_message=commit_message or f"Upload gpte model {self.name}",
+                revision=revision,
+                create_pr=create_pr,
+            )
+        return commit.pr_url if create_pr else commit.commit_url
 
     def _max_length(self, requested: int | None) -> int:
         """The requested length if the model allows it; else the model's own limit."""

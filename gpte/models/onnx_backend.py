@@ -4,7 +4,10 @@ Only the transformer runs in ONNX Runtime (token ids and attention mask in, last
 tokenization, pooling, dense layers and normalization stay gpte's own code, so every pooler and prompt
 works unchanged and the fp32 vectors equal PyTorch's to float rounding.
 
-Artifacts live in an export folder with a manifest (``gpte_onnx.json``) holding the sha256 of the
+Artifacts live in an export folder: by default gpte's cache, ``$GPTE_CACHE/onnx/<key>/`` (``$GPTE_CACHE`` unset:
+``~/.cache/gpte``; the key hashes the weights and the attention mode, so every copy of a model shares one export
+and another model never reuses it). A folder inside an installed package (``site-packages``, ``dist-packages``) or a
+read-only one is never written: the cache is used instead, with a warning. The folder holds a manifest (``gpte_onnx.json``) holding the sha256 of the
 source weights and of every file. A file whose hash does not match (corrupt, truncated, or exported from
 other weights) is never used: it is exported again, with a warning. Each file is written under a
 temporary name and renamed when complete.
@@ -24,6 +27,7 @@ attention/LayerNorm/GELU kernels and of dynamic int8 quantization on CPU (on a f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -63,6 +67,7 @@ INT8_SETTINGS = {
 }
 # The fused graph must give PyTorch's token states to this absolute difference, else the plain graph is kept.
 EXACT_TOLERANCE = 1e-4
+PACKAGE_FOLDERS = ("site-packages", "dist-packages")  # where pip installs packages: never written
 
 
 def require_onnxruntime() -> Any:
@@ -99,17 +104,19 @@ class OnnxBackbone:
 
     Args:
         backbone: the PyTorch backbone (exported on first use; its tokenizer and config stay in use).
-        folder: the export folder.
+        folder: the export folder (None: ``default_export_dir``; see ``export_folder``).
         backend: ``"onnx"`` (fp32, graph-optimized) or ``"onnx-int8"`` (dynamic int8 weights).
         threads: ONNX Runtime intra-op threads (default: torch's thread count).
     """
 
-    def __init__(self, backbone: Any, folder: str | Path, backend: str = "onnx", threads: int | None = None) -> None:
+    def __init__(
+        self, backbone: Any, folder: str | Path | None = None, backend: str = "onnx", threads: int | None = None
+    ) -> None:
         if backend not in FILES:
             raise ValueError(f"unknown onnx backend {backend!r}; choose one of: {', '.join(FILES)}")
         self.onnxruntime = require_onnxruntime()
         self.backend = backend
-        self.folder = Path(folder)
+        self.folder = export_folder(backbone, folder)
         self.with_positions = backbone.kind == "decoder" and backbone._takes_position_ids
         path = ensure_exported(backbone, self.folder, backend, self.with_positions)
         options = self.onnxruntime.SessionOptions()
@@ -134,6 +141,42 @@ class OnnxBackbone:
         }
         (hidden,) = self.session.run(None, {name: feeds[name] for name in self.input_names})
         return torch.from_numpy(hidden), None
+
+
+def default_export_dir(backbone: Any) -> Path:
+    """gpte's cache folder for ``backbone``'s ONNX files: ``$GPTE_CACHE/onnx/<key>`` (default ``~/.cache/gpte``),
+    the key hashing the weights (``weights_sha256``, cached per state of the weights) and the attention mode."""
+    source = f"{weights_sha256(backbone.model)}:{json.dumps(backbone.attention.config(), sort_keys=True)}"
+    cache = Path(os.environ.get("GPTE_CACHE") or Path.home() / ".cache" / "gpte")
+    return cache / "onnx" / hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def export_folder(backbone: Any, folder: str | Path | None) -> Path:
+    """Where ``backbone``'s ONNX files go: ``folder``, unless it is None, inside an installed package or read-only
+    (``is_protected_folder``), where ``default_export_dir`` is used (with a warning when ``folder`` was given)."""
+    if folder is None:
+        return default_export_dir(backbone)
+    folder = Path(folder).expanduser()
+    if not is_protected_folder(folder):
+        return folder
+    cache = default_export_dir(backbone)
+    warnings.warn(
+        f"not writing ONNX files into {folder} (inside an installed package or read-only); using gpte's cache "
+        f"{cache} (give a writable export_dir to keep them elsewhere)",
+        stacklevel=5,  # the caller of Embedder.use_backend
+    )
+    return cache
+
+
+def is_protected_folder(folder: Path) -> bool:
+    """Whether ``folder`` lies inside an installed package (a ``site-packages``/``dist-packages`` folder) or its
+    nearest existing folder is read-only: not writable by this user, or with no write permission bit at all (a
+    folder made read-only stays so for root, whom ``os.access`` lets write everywhere)."""
+    folder = folder.absolute()
+    if any(part in PACKAGE_FOLDERS for part in folder.parts):
+        return True
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return not os.access(existing, os.W_OK) or existing.stat().st_mode & 0o222 == 0
 
 
 def ensure_exported(backbone: Any, folder: Path, backend: str, with_positions: bool) -> Path:

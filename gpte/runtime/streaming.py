@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpte.atomic import atomic_path
-from gpte.data.readers import iter_texts
+from gpte.data.readers import dataset_fingerprint, is_hf_dataset, iter_texts
 from gpte.errors import extra_needed
 from gpte.locking import one_writer
 from gpte.models.choices import CHUNK_TEXTS
@@ -190,7 +190,8 @@ class TextSource:
                     blank += 1
                     first_blank = self.count if first_blank is None else first_blank
                 self.count += 1
-            self.fingerprint = f"{file_sha256(self.path)}:{field}"
+            source = dataset_fingerprint(str(self.path)) if is_hf_dataset(self.path) else file_sha256(self.path)
+            self.fingerprint = f"{source}:{field}"
             if blank:
                 warnings.warn(
                     f"{self.path}: {blank} of {self.count} texts are empty or blank (the first is text "

@@ -13,13 +13,17 @@ unless late chunking), so its own pass embeds only what the shards lack. With ``
 documents whole and pools each chunk (``gpte.search.changes.late_chunk_vectors``), as the index build does.
 
 Ray is started locally when no cluster is connected (``ray.init()``); connect to a cluster first
-(``ray.init(address=...)``) to run it there.
+(``ray.init(address=...)``) to run it there. The actors never take every CPU (or more GPUs than there are): Ray
+Data would then start them all and never run the tasks that read the files, so the pipeline would wait forever
+with no rows (``usable_concurrency`` lowers ``concurrency`` to what fits, with a warning).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from gpte.search.changes import build_settings, check_same_settings, dense_ids, 
 from gpte.search.store import text_hash
 
 VECTORS_MANIFEST = "_gpte-vectors.json"  # a leading "_": Parquet dataset readers skip it
+READ_CPUS = 1.0  # what the file-reading tasks need free beside the actors (a Ray task's default CPU request)
 
 
 @one_writer("output")  # a second run writing OUTPUT fails at once instead of deleting the first's partial shards
@@ -86,6 +91,7 @@ def embed_corpus_ray(
     shutil.rmtree(partial, ignore_errors=True)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
+    concurrency = usable_concurrency(concurrency, num_cpus, num_gpus, ray.cluster_resources())
     dataset = ray.data.from_items([{"path": str(path), "name": name} for path, name in files])
     documents = dataset.flat_map(lambda item: _read_file(item, text_field))
     chunks = documents.map_batches(
@@ -109,6 +115,40 @@ def embed_corpus_ray(
         shutil.rmtree(output)
     partial.rename(output)
     return count
+
+
+def usable_concurrency(concurrency: int, num_cpus: float, num_gpus: float, resources: dict[str, float]) -> int:
+    """The number of embedding actors to start: ``concurrency``, lowered (with a warning naming both numbers) so
+    that the actors hold at most the cluster's CPUs less ``READ_CPUS`` and at most its GPUs.
+
+    Args:
+        concurrency, num_cpus, num_gpus: the actors asked for and what each one holds.
+        resources: the cluster's resources (``ray.cluster_resources()``: ``{"CPU": 2.0, "GPU": 1.0, ...}``).
+
+    Raises:
+        ValueError: ``concurrency`` is not a positive integer, or not even one actor fits (the fix is named).
+    """
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    fits = [(cpus - READ_CPUS) / num_cpus if num_cpus > 0 else math.inf]
+    if num_gpus > 0:
+        fits.append(gpus / num_gpus)
+    usable = min(concurrency, math.floor(min(fits) + 1e-9))
+    if usable < 1:
+        raise ValueError(
+            f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs: one embedding actor with num_cpus={num_cpus:g} "
+            f"and num_gpus={num_gpus:g} does not fit beside the {READ_CPUS:g} CPU the file reading needs; lower "
+            "num_cpus (--num-cpus, e.g. 0.5) or num_gpus, or connect to a larger cluster (--ray-address)"
+        )
+    if usable < concurrency:
+        warnings.warn(
+            f"concurrency {concurrency} lowered to {usable}: the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs, "
+            f"each embedding actor holds {num_cpus:g} CPUs and {num_gpus:g} GPUs, and {READ_CPUS:g} CPU stays free "
+            "for reading the files (with every CPU taken by actors the pipeline would wait forever)",
+            stacklevel=2,
+        )
+    return usable
 
 
 def _read_file(item: dict[str, str], text_field: str) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gpte.data.documents import read_documents
-from gpte.errors import extra_needed
+from gpte.errors import GpteError, extra_needed
 from gpte.locking import exclusive_output
 from gpte.models.protocol import DenseModel, SparseModel
 from gpte.search.changes import (
@@ -75,6 +75,7 @@ from gpte.search.store import text_hash
 
 with extra_needed("milvus"):
     from pymilvus import DataType, Function, FunctionType, MilvusClient
+    from pymilvus.exceptions import MilvusException
 
 SETTINGS_PROPERTY = "gpte.settings"
 ANN_INDEXES = {None: ("FLAT", {}), "hnsw": ("HNSW", {"M": 32, "efConstruction": 200})}
@@ -92,15 +93,32 @@ ROW_FIELDS = ["doc_id", "text", "start", "end", "metadata"]
 SPARSE_FIELD = "splade"  # the sparse model's vectors, beside "sparse" (Milvus's BM25 of the text)
 
 
+class MilvusUnavailableError(GpteError, ConnectionError):
+    """No Milvus answers at a URI; the message names the URI and how to start a server or use Milvus Lite."""
+
+
 def connect(uri: str | Path, token: str | None = None) -> MilvusClient:
     """A client for ``uri``: ``http(s)://host:port`` (a Milvus server or ``milvus-lite server``) or a local
-    Milvus Lite path ending in ``.db``."""
+    Milvus Lite path ending in ``.db``.
+
+    Raises:
+        ValueError: ``uri`` is neither.
+        MilvusUnavailableError: nothing answers at ``uri``, or it refuses the connection (one line naming the URI
+            and what to do; pymilvus's own error, with its gRPC details, is chained).
+    """
     text = str(uri)
     if not (text.startswith(("http://", "https://", "tcp://", "unix:")) or text.endswith(".db")):
         raise ValueError(
             f"Milvus URI {text!r} is not one; give http://host:port (a server) or a path ending in .db (Milvus Lite)"
         )
-    return MilvusClient(uri=text, token=token or os.environ.get("MILVUS_TOKEN", ""))
+    try:
+        return MilvusClient(uri=text, token=token or os.environ.get("MILVUS_TOKEN", ""))
+    except MilvusException as error:
+        raise MilvusUnavailableError(
+            f"cannot connect to Milvus at {text} ({error.message}); start a server there (a local one: "
+            "milvus-lite server --data-dir DIR --port PORT, or Milvus standalone in Docker) or give a Milvus Lite file path "
+            "ending in .db instead"
+        ) from error
 
 
 def build_milvus_index(
