@@ -17,6 +17,7 @@ class TrainingConfig:
 
     Attributes:
         epochs: passes over the data (fractions allowed); ``max_steps`` > 0 overrides it.
+        max_steps: optimizer steps to run in all; -1 (the default) runs ``epochs`` instead.
         batch_size: rows per batch (per process under DDP).
         learning_rate, weight_decay, warmup_ratio, lr_scheduler: AdamW and its schedule (transformers' names).
         gradient_accumulation: batches per optimizer step.
@@ -28,7 +29,7 @@ class TrainingConfig:
         save_steps: checkpoint every N steps (default: every ``eval_steps``, else every 500).
         save_total_limit: checkpoints kept.
         logging_steps: loss/learning-rate log interval.
-        eval_tasks: gpte.evaluate task folders (or globs under ``eval_data``) scored during training.
+        eval_tasks: gpte.evaluate task folders (in a recipe: relative to the recipe file) scored during training.
         eval_steps: evaluation (and checkpoint) interval in steps (default: ``save_steps``, else 500).
         early_stopping_patience: stop after this many evaluations without improvement (needs eval_tasks).
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``) or None for full fine-tuning.
