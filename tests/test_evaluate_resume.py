@@ -8,48 +8,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import lock_held_elsewhere
+from toy_tasks import DOCS, QUERIES, ROWS, toy_retrieval_task, toy_sts_task
 
 from gpte import Embedder
 from gpte.cli import main
 from gpte.evaluate import evaluate, load_task
 from gpte.evaluate.results import model_folder, result_path
 from gpte.locking import OutputLockedError
-
-ROWS = [
-    {"sentence1": "a cat sits on the mat", "sentence2": "a dog lies on the rug", "score": 3.0},
-    {"sentence1": "tea is hot", "sentence2": "people eat bread", "score": 1.0},
-    {"sentence1": "a banana is yellow", "sentence2": "an apple is red", "score": 2.0},
-    {"sentence1": "the train leaves at noon", "sentence2": "the train departs at midday", "score": 4.8},
-    {"sentence1": "he plays the guitar", "sentence2": "she slices an onion", "score": 0.2},
-    {"sentence1": "rain floods the streets", "sentence2": "the storm brought heavy rain", "score": 3.9},
-]
-DOCS = {
-    "d1": "The cat sleeps on the warm mat.",
-    "d2": "Heavy rain floods the streets.",
-    "d3": "Bake the bread for forty minutes.",
-    "d4": "The train leaves at noon.",
-    "d5": "He plays the guitar every night.",
-    "d6": "The moon is full tonight.",
-}
-QUERIES = {"q1": "what do cats do", "q2": "will it rain", "q3": "how to bake bread", "q4": "when does the train leave"}
-QRELS = {"q1": "d1", "q2": "d2", "q3": "d3", "q4": "d4"}
-
-
-def _sts_task(folder, rows=ROWS):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"task_type": "STS", "score_range": [0, 5]}))
-    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return folder
-
-
-def _retrieval_task(folder, queries=QUERIES, docs=DOCS):
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"task_type": "Retrieval"}))
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in docs.items()))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items()))
-    qrels = "".join(f"{query}\t{QRELS[query]}\t1\n" for query in queries)
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
-    return folder
 
 
 class CharEncoder:
@@ -70,7 +35,7 @@ def _score(run, task="task"):
 
 def test_new_weights_in_the_same_folder_are_recomputed_not_kept(tiny_models, tmp_path):
     folder = Embedder.load(tiny_models["bert"], pooling="mean", device="cpu").save(tmp_path / "model")
-    task = load_task(_sts_task(tmp_path / "data"), "task")
+    task = load_task(toy_sts_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     old_model = Embedder.load(folder, device="cpu")
     first = evaluate(old_model, [task], output)
@@ -99,14 +64,14 @@ def test_new_weights_in_the_same_folder_are_recomputed_not_kept(tiny_models, tmp
 
 
 def test_cut_task_data_is_recomputed_not_kept(embedder, tmp_path):
-    data = _retrieval_task(tmp_path / "data")
+    data = toy_retrieval_task(tmp_path / "data")
     output = tmp_path / "results"
     first = evaluate(embedder, [load_task(data, "task")], output)
     assert first.statuses == {"task": "computed"}
     assert evaluate(embedder, [load_task(data, "task")], output).statuses == {"task": "kept"}
 
     cut_queries = {query: QUERIES[query] for query in ("q1", "q4")}
-    _retrieval_task(data, cut_queries, {doc: DOCS[doc] for doc in ("d1", "d2", "d4", "d6")})
+    toy_retrieval_task(data, cut_queries, {doc: DOCS[doc] for doc in ("d1", "d2", "d4", "d6")})
     resumed = evaluate(embedder, [load_task(data, "task")], output)
     fresh = evaluate(embedder, [load_task(data, "task")])
     assert resumed.statuses == {"task": "recomputed: data changed"}
@@ -118,30 +83,30 @@ def test_cut_task_data_is_recomputed_not_kept(embedder, tmp_path):
 
 
 def test_data_and_model_changed_together_names_both(embedder, tmp_path):
-    data = _sts_task(tmp_path / "data")
+    data = toy_sts_task(tmp_path / "data")
     output = tmp_path / "results"
     evaluate(CharEncoder(name=embedder.name), [load_task(data, "task")], output)
-    _sts_task(data, ROWS[:4])
+    toy_sts_task(data, ROWS[:4])
     run = evaluate(embedder, [load_task(data, "task")], output)
     assert run.statuses == {"task": "recomputed: model changed, data changed"}
     assert _score(run) == _score(evaluate(embedder, [load_task(data, "task")]))
 
 
 def test_a_model_without_fingerprint_is_known_by_its_name_and_data(tmp_path):
-    data = _sts_task(tmp_path / "data")
+    data = toy_sts_task(tmp_path / "data")
     output = tmp_path / "results"
     first = evaluate(CharEncoder(), [load_task(data, "task")], output)
     model = CharEncoder()
     again = evaluate(model, [load_task(data, "task")], output)
     assert again.statuses == {"task": "kept"} and model.seen == [] and _score(again) == _score(first)
-    _sts_task(data, ROWS[:4])
+    toy_sts_task(data, ROWS[:4])
     cut = evaluate(model, [load_task(data, "task")], output)
     assert cut.statuses == {"task": "recomputed: data changed"} and model.seen
     assert _score(cut) == _score(evaluate(CharEncoder(), [load_task(data, "task")]))
 
 
 def test_results_without_fingerprint_or_data_hash_are_recomputed(tmp_path):
-    task = load_task(_sts_task(tmp_path / "data"), "task")
+    task = load_task(toy_sts_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     real = _score(evaluate(CharEncoder(), [task], output))
     path = result_path(output, "chars", "task")
@@ -164,7 +129,7 @@ def test_results_without_fingerprint_or_data_hash_are_recomputed(tmp_path):
 
 
 def test_overwrite_recomputes_an_up_to_date_result(tmp_path):
-    task = load_task(_sts_task(tmp_path / "data"), "task")
+    task = load_task(toy_sts_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     evaluate(CharEncoder(), [task], output)
     model = CharEncoder()
@@ -197,7 +162,7 @@ class Overlap:
 
 
 def test_a_reranker_result_is_recomputed_when_its_first_stage_or_top_k_changes(tmp_path):
-    task = load_task(_retrieval_task(tmp_path / "data"), "task")
+    task = load_task(toy_retrieval_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     assert evaluate(PairScorer(), [task], output, first_stage=Overlap(), top_k=2).statuses == {"task": "computed"}
     assert evaluate(PairScorer(), [task], output, first_stage=Overlap(), top_k=2).statuses == {"task": "kept"}
@@ -209,7 +174,7 @@ def test_a_reranker_result_is_recomputed_when_its_first_stage_or_top_k_changes(t
 
 
 def test_a_second_run_into_the_same_result_folder_fails_at_once_naming_the_first(tmp_path):
-    task = load_task(_sts_task(tmp_path / "data"), "task")
+    task = load_task(toy_sts_task(tmp_path / "data"), "task")
     output = tmp_path / "results"
     assert model_folder(output, "chars") == result_path(output, "chars", "task").parent
     with lock_held_elsewhere(model_folder(output, "chars")) as holder:
@@ -225,13 +190,13 @@ def test_a_second_run_into_the_same_result_folder_fails_at_once_naming_the_first
 
 def test_cli_says_kept_or_recomputed_and_refuses_a_locked_folder(tiny_models, tmp_path, capsys):
     model = Embedder.load(tiny_models["bert"], pooling="mean", device="cpu").save(tmp_path / "model")
-    _sts_task(tmp_path / "data" / "sts")
+    toy_sts_task(tmp_path / "data" / "sts")
     output = tmp_path / "results"
     command = ["evaluate", "--model", str(model), "--data", str(tmp_path / "data"), "--output", str(output)]
     assert main(command) == 0
     assert main(command) == 0
     assert "sts: kept" in capsys.readouterr().err
-    _sts_task(tmp_path / "data" / "sts", ROWS[1:])
+    toy_sts_task(tmp_path / "data" / "sts", ROWS[1:])
     assert main(command) == 0
     err = capsys.readouterr().err
     assert "sts (STS) ... recomputed: data changed" in err and "kept" not in err

@@ -13,49 +13,14 @@ from gpte.evaluate.results import dataset_sha256, read_results
 
 mteb = pytest.importorskip("mteb")
 from mteb.models import ModelMeta  # noqa: E402
-
-ROWS = [
-    {"sentence1": "a cat sits on the mat", "sentence2": "a dog lies on the rug", "score": 3.0},
-    {"sentence1": "tea is hot", "sentence2": "people eat bread", "score": 1.0},
-    {"sentence1": "a banana is yellow", "sentence2": "an apple is red", "score": 2.0},
-    {"sentence1": "the train leaves at noon", "sentence2": "the train departs at midday", "score": 4.8},
-    {"sentence1": "he plays the guitar", "sentence2": "she slices an onion", "score": 0.2},
-    {"sentence1": "rain floods the streets", "sentence2": "the storm brought heavy rain", "score": 3.9},
-]
-DOCS = {
-    "d1": "The cat sleeps on the warm mat.",
-    "d2": "Heavy rain floods the streets.",
-    "d3": "Bake the bread for forty minutes.",
-    "d4": "The train leaves at noon.",
-    "d5": "He plays the guitar every night.",
-    "d6": "The moon is full tonight.",
-}
-QUERIES = {"q1": "what do cats do", "q2": "will it rain", "q3": "how to bake bread", "q4": "when does the train leave"}
-QRELS = {"q1": "d1", "q2": "d2", "q3": "d3", "q4": "d4"}
-
-
-def _sts_folder(folder, **meta):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"task_type": "STS", "score_range": [0, 5], "language": "en", **meta}))
-    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in ROWS))
-    return folder
-
-
-def _retrieval_folder(folder):
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    (folder / "meta.json").write_text(json.dumps({"task_type": "Retrieval"}))
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in DOCS.items()))
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in QUERIES.items()))
-    qrels = "".join(f"{query}\t{doc}\t1\n" for query, doc in QRELS.items())
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
-    return folder
+from toy_tasks import DOCS, QRELS, QUERIES, ROWS, toy_retrieval_task, toy_sts_task  # noqa: E402
 
 
 @pytest.fixture
 def tasks(tmp_path):
     return [
-        load_task(_sts_folder(tmp_path / "data" / "sts" / "tiny"), "sts/tiny"),
-        load_task(_retrieval_folder(tmp_path / "data" / "retrieval" / "tiny"), "retrieval/tiny"),
+        load_task(toy_sts_task(tmp_path / "data" / "sts" / "tiny", language="en"), "sts/tiny"),
+        load_task(toy_retrieval_task(tmp_path / "data" / "retrieval" / "tiny"), "retrieval/tiny"),
     ]
 
 
@@ -125,7 +90,7 @@ def test_a_kept_result_leaves_its_mteb_file_as_it_was_and_a_new_model_gets_a_new
 
 
 def test_a_task_declaring_its_mteb_task_is_filed_under_that_name(embedder, tmp_path):
-    task = load_task(_sts_folder(tmp_path / "stsb", mteb_task="STSBenchmark"), "sts/stsb-en")
+    task = load_task(toy_sts_task(tmp_path / "stsb", language="en", mteb_task="STSBenchmark"), "sts/stsb-en")
     run = evaluate(embedder, [task], tmp_path / "out", model_name="tiny/bert")
     path = mteb_revision_folder(tmp_path / "out", "tiny/bert", embedder.fingerprint) / "STSBenchmark.json"
     loaded = mteb.TaskResult.from_disk(path)
@@ -134,7 +99,7 @@ def test_a_task_declaring_its_mteb_task_is_filed_under_that_name(embedder, tmp_p
 
 
 def test_a_bad_mteb_task_name_is_refused_before_any_work(embedder, tmp_path):
-    task = load_task(_sts_folder(tmp_path / "stsb", mteb_task="STS/Benchmark"), "sts/stsb-en")
+    task = load_task(toy_sts_task(tmp_path / "stsb", language="en", mteb_task="STS/Benchmark"), "sts/stsb-en")
     with pytest.raises(ValueError, match=r"task sts/stsb-en: meta.json's mteb_task 'STS/Benchmark' must be"):
         evaluate(embedder, [task], tmp_path / "out")
     assert not (tmp_path / "out").exists()
