@@ -2,7 +2,8 @@
 
 - Every ```python block runs alone, in its own Python process, in a fresh folder laid out as the README is read
   (``examples/`` copied into the working folder, ``../shared`` beside it), and must exit 0. Blocks that talk to
-  ``http://127.0.0.1:8000`` get a ``gpte serve --port 8000`` of the packaged model, as their text says. Blocks marked
+  ``http://127.0.0.1:8000`` get a ``gpte serve`` of the packaged model, as their text says, on a free port that
+  replaces 8000 in the block's text (so a server already on 8000 neither breaks the test nor answers it). Blocks marked
   ``slow`` (run them with ``pytest -m slow tests/test_readme.py``; CI's 25-minute budget leaves them out):
   those that load the packaged SmolLM2 GGUF (``smollm2-135m-instruct``, ``load_reranker("llm")``, ``promptreps``, or
   ``synthesize``, whose default generator it is): transformers reads the GGUF three times, ~25 s a load on 2 cores;
@@ -23,6 +24,7 @@
   In the README as written, that leaves these executed: ``encode`` (texts, jsonl to parquet, late chunks),
   ``info``, ``evaluate``/``report`` of ``examples/tasks``, ``index`` and ``search`` of ``docs/`` (plain and late
   chunking), ``mine`` of ``pairs.jsonl`` against ``corpus.jsonl``, ``whiten``.
+- ``gpte --help``, ``gpte VERB --help`` and ``gpte --version`` run too, and must print and exit 0.
 - The recipe reference block equals ``gpte.train.recipe_reference.recipe_reference()``, every ```yaml block loads as
   a recipe, and every "see SECTION" in a command block names a section of the README.
 
@@ -37,6 +39,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -68,6 +71,7 @@ PARSE_ONLY_VERBS = {
     "distill-static": "embeds all 30,522 vocabulary tokens (about a minute)",
 }
 LLM_NAMES = {"smollm2-135m-instruct", "promptreps", "llm"}
+PRINT_AND_EXIT = {"-h", "--help", "--version"}  # argparse prints and exits 0
 # the options whose values a command reads (models, files, folders); string values only (--sparse is a flag too)
 INPUT_OPTIONS = (
     "input",
@@ -181,31 +185,39 @@ def readme_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``gpte serve --port 8000`` of the packaged model, for the blocks that are its clients."""
+    """The URL of a ``gpte serve`` of the packaged model on a free port, for the blocks that are its clients."""
     folder = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "GPTE_LOCKS": str(folder / "locks"), "GPTE_INDEXES": str(folder / "indexes")}
+    port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gpte", "-q", "serve", "--port", "8000"], cwd=folder, env=env, stderr=subprocess.PIPE
+        [sys.executable, "-m", "gpte", "-q", "serve", "--port", str(port)], cwd=folder, env=env, stderr=subprocess.PIPE
     )
     try:
-        _wait_healthy(process)
-        yield SERVER
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(process, url)
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def _wait_healthy(process: subprocess.Popen, seconds: float = 120) -> None:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(process: subprocess.Popen, url: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gpte serve exited with {process.returncode}: {process.stderr.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"{SERVER}/health", timeout=2).is_success:
+            if httpx.get(f"{url}/health", timeout=2).is_success:
                 return
         except httpx.TransportError:
             time.sleep(0.5)
-    raise TimeoutError(f"gpte serve did not answer {SERVER}/health within {seconds} s")
+    raise TimeoutError(f"gpte serve did not answer {url}/health within {seconds} s")
 
 
 def run_block(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
@@ -237,6 +249,8 @@ def test_command_parses(argv: list[str], capsys: pytest.CaptureFixture[str]) -> 
     try:
         build_parser().parse_args(argv)
     except SystemExit as exit:
+        if exit.code == 0 and PRINT_AND_EXIT & set(argv):
+            return
         pytest.fail(f"gpte {shlex.join(argv)} does not parse (exit {exit.code}): {capsys.readouterr().err}")
 
 
@@ -273,7 +287,11 @@ def _inputs(args: object) -> list[str]:
 def test_shell_block_runs(argvs: list[list[str]], readme_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The block's commands in order; each must exit 0 unless it is only parsed (``parse_only_reason``)."""
     for argv in argvs:
-        if parse_only_reason(argv, readme_folder) is None:
+        if PRINT_AND_EXIT & set(argv):
+            with pytest.raises(SystemExit) as exit:
+                main(argv)
+            assert exit.value.code == 0 and capsys.readouterr().out, f"gpte {shlex.join(argv)} printed nothing"
+        elif parse_only_reason(argv, readme_folder) is None:
             with _timed(argv):
                 status = main(argv)
             assert status == 0, f"gpte {shlex.join(argv)} exited {status}: {capsys.readouterr().err[-3000:]}"
@@ -316,8 +334,7 @@ def test_sections_named_by_commands_exist() -> None:
 @pytest.mark.parametrize("code", python_params())
 def test_python_block_runs_alone(code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if SERVER in code:
-        request.getfixturevalue("server")
-        result = run_block(code, tmp_path)
+        result = run_block(code.replace(SERVER, request.getfixturevalue("server")), tmp_path)
     else:
         result = request.getfixturevalue("block_runs")[code].result()
     assert result.returncode == 0, f"the block failed:\n{code}\n--- stderr ---\n{result.stderr[-4000:]}"
