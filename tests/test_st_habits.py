@@ -274,3 +274,17 @@ def test_packaged_minilm_typed_the_st_way_matches_sentence_transformers():
     reference = st_util.paraphrase_mining(theirs, TEXTS, top_k=2)
     assert [pair[1:] for pair in mined] == [pair[1:] for pair in reference]
     _equal([pair[0] for pair in mined], [pair[0] for pair in reference])
+
+
+def test_search_helpers_on_empty_and_mismatched_inputs():
+    """Empty corpora and queries give empty answers as sentence-transformers' do; a dimension mismatch or a top_k
+    below 1 is refused with the values named."""
+    queries = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    assert semantic_search(queries, np.zeros((0, 4), np.float32), top_k=3) == [[], []]
+    assert semantic_search(np.zeros((0, 4), np.float32), queries, top_k=3) == []
+    assert paraphrase_mining_embeddings(np.zeros((0, 4), np.float32)) == []
+    assert paraphrase_mining_embeddings(queries[:1]) == []
+    with pytest.raises(ValueError, match="vectors differ in dimension: 4 and 5"):
+        semantic_search(queries, np.ones((3, 5), np.float32))
+    with pytest.raises(ValueError, match="top_k must be a positive integer, got 0"):
+        semantic_search(queries, queries, top_k=0)
